@@ -1,0 +1,133 @@
+"""The `mtu` command: train, info, generate, app."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split("x"))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"size must look like 64x64, got {text!r}") from error
+    return height, width
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--benchmark", required=True,
+                        help="synthetic-indoor, synthetic-street, or a folder in the .npy layout")
+    parser.add_argument("--data-seed", type=int, default=0, help="synthetic generator seed")
+    parser.add_argument("--n-train", type=int, default=800)
+    parser.add_argument("--n-val", type=int, default=600)
+    parser.add_argument("--size", type=_parse_size, default=(64, 64), help="HxW, e.g. 64x64")
+
+
+def _source(args):
+    from core.data.sources import DataSource
+
+    return DataSource.parse(args.benchmark, seed=args.data_seed, n_train=args.n_train,
+                            n_val=args.n_val, size=args.size)
+
+
+def cmd_train(args) -> int:
+    from core.checkpoints import save_checkpoint
+    from core.training import TrainConfig, train_checkpoint
+
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, seed=args.seed, device=args.device)
+    architecture = {"backbone": args.backbone, "width": args.width}
+    model, card = train_checkpoint(_source(args), architecture, config, show_bar=True)
+    weights = save_checkpoint(model, card, args.out)
+    print(f"saved {weights} ({weights.stat().st_size / 1e6:.1f} MB) "
+          f"after {card.training['seconds']:.0f} s of training")
+    print(format_metrics(card.metrics))
+    return 0
+
+
+def format_metrics(metrics: dict) -> str:
+    """A plain table: one row per (split, task), its metrics side by side."""
+    lines = []
+    for split, tasks in metrics.items():
+        for task, values in tasks.items():
+            cells = "  ".join(f"{name}={value:.4f}" for name, value in values.items())
+            lines.append(f"{split:<12} {task:<14} {cells}")
+    return "\n".join(lines)
+
+
+def cmd_info(args) -> int:
+    from core.checkpoints import read_card
+
+    card = read_card(args.model)
+    print(f"benchmark: {card.benchmark}\narchitecture: {card.architecture}")
+    print("tasks: " + ", ".join(f"{t['name']} ({t['kind']}, {t['channels']})" for t in card.tasks))
+    print(f"training instances: {len(card.train_ids)}; created {card.created}")
+    print(format_metrics(card.metrics))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from core.data.synthetic import generate
+
+    root = generate(args.name, args.out, seed=args.data_seed, n_train=args.n_train,
+                    n_val=args.n_val, size=args.size)
+    print(f"wrote {root}")
+    return 0
+
+
+def cmd_app(args) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "app" / "main.py"
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
+    return subprocess.call(command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtu", description="Multi-task machine unlearning")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a multi-task model and save a checkpoint")
+    _add_data_arguments(train)
+    train.add_argument("--backbone", choices=["small_cnn", "resnet18"], default="small_cnn")
+    train.add_argument("--width", type=int, default=16)
+    train.add_argument("--epochs", type=int, default=60)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=2e-3)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    train.add_argument("--out", required=True, help="checkpoint path without suffix")
+    train.set_defaults(func=cmd_train)
+
+    info = commands.add_parser("info", help="print a checkpoint's model card")
+    info.add_argument("model")
+    info.set_defaults(func=cmd_info)
+
+    generate = commands.add_parser("generate", help="write a synthetic benchmark to a folder")
+    generate.add_argument("name", help="synthetic-indoor or synthetic-street")
+    generate.add_argument("out")
+    generate.add_argument("--data-seed", type=int, default=0)
+    generate.add_argument("--n-train", type=int, default=800)
+    generate.add_argument("--n-val", type=int, default=600)
+    generate.add_argument("--size", type=_parse_size, default=(64, 64))
+    generate.set_defaults(func=cmd_generate)
+
+    app = commands.add_parser("app", help="start the Streamlit dashboard")
+    app.add_argument("--port", type=int, default=8501)
+    app.set_defaults(func=cmd_app)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"mtu {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""Train a multi-task model (the original and the retrain oracle) and evaluate it per task.
+
+The loss is the equal-weighted sum of the task losses. Every (instance, task) pair can be masked
+out of the loss: the retrain oracle is the original recipe run from scratch with the forget pairs
+masked, so it is exactly what the model would have been without that supervision.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from core.device import select_device
+from core.tasks import TaskSpec
+
+MaskedPairs = Mapping[str, Collection[int]]
+"""task name -> instance ids whose loss on that task is removed from training."""
+
+ProgressCallback = Callable[[int, int, dict[str, float]], None]
+"""(epoch done, total epochs, {task: mean train loss}) after each epoch."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def iterate_batches(dataset, ids: Sequence[int], batch_size: int,
+                    generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of `dataset.batch(ids)`; shuffled when a generator is given."""
+    order = list(ids)
+    if generator is not None:
+        order = [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+    for start in range(0, len(order), batch_size):
+        yield dataset.batch(order[start:start + batch_size])
+
+
+def pair_weights(ids: torch.Tensor, tasks: Sequence[str],
+                 masked_pairs: MaskedPairs | None) -> dict[str, torch.Tensor]:
+    """Per-task loss weights (B,) for a batch of instance ids (B,): 0 for a masked pair, else 1."""
+    weights = {}
+    for task in tasks:
+        masked = (masked_pairs or {}).get(task, ())
+        if masked:
+            masked_ids = torch.as_tensor(sorted(masked), dtype=ids.dtype)
+            weights[task] = (~torch.isin(ids, masked_ids)).float()
+        else:
+            weights[task] = torch.ones(ids.shape[0])
+    return weights
+
+
+def multitask_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
+                   tasks: Mapping[str, TaskSpec],
+                   weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """{task: weighted mean per-sample loss} for one batch."""
+    return {name: task.loss(outputs[name], batch[name], None if weights is None else weights[name])
+            for name, task in tasks.items()}
+
+
+def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """Move a batch to `device`; images go channels-last, which convolutions run faster on."""
+    moved = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+    if "image" in moved:
+        moved["image"] = moved["image"].contiguous(memory_format=torch.channels_last)
+    return moved
+
+
+def train(model: torch.nn.Module, dataset, config: TrainConfig,
+          masked_pairs: MaskedPairs | None = None, progress: ProgressCallback | None = None,
+          show_bar: bool = False) -> list[dict[str, float]]:
+    """Train `model` in place on every instance of `dataset` (an MTLDataset).
+
+    Adam with a cosine learning-rate decay; no augmentation. Reproducible on CPU for a fixed
+    `config.seed`. Returns the per-epoch history of mean task losses.
+    """
+    unknown = sorted(set(masked_pairs or {}) - set(dataset.tasks))
+    if unknown:
+        raise ValueError(f"masked_pairs names unknown tasks {unknown}; tasks: {list(dataset.tasks)}")
+    device = select_device(config.device)
+    model.to(device, memory_format=torch.channels_last).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps = config.epochs * -(-len(dataset.ids) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = []
+    bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not show_bar)
+    for epoch in bar:
+        sums = {name: 0.0 for name in dataset.tasks}
+        batches = 0
+        start = time.perf_counter()
+        for batch in iterate_batches(dataset, dataset.ids, config.batch_size, generator):
+            weights = pair_weights(batch["id"], list(dataset.tasks), masked_pairs)
+            batch = _to(batch, device)
+            weights = _to(weights, device)
+            losses = multitask_loss(model(batch["image"]), batch, dataset.tasks, weights)
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+            scheduler.step()
+            for name, value in losses.items():
+                sums[name] += float(value.detach())
+            batches += 1
+        record = {name: total / batches for name, total in sums.items()}
+        history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - start, **record})
+        bar.set_postfix({name: f"{value:.3f}" for name, value in record.items()})
+        if progress is not None:
+            progress(epoch + 1, config.epochs, record)
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, ids: Sequence[int] | None = None,
+             batch_size: int = 64, device: str | torch.device | None = None
+             ) -> dict[str, dict[str, float]]:
+    """Split-level metrics {task: {metric: value}} of `model` on `ids` (default: all of dataset)."""
+    device = select_device(device)
+    was_training = model.training
+    model.to(device).eval()
+    accumulators = {name: task.accumulator() for name, task in dataset.tasks.items()}
+    for batch in iterate_batches(dataset, dataset.ids if ids is None else ids, batch_size):
+        batch = _to(batch, device)
+        outputs = model(batch["image"])
+        for name, accumulator in accumulators.items():
+            accumulator.update(outputs[name], batch[name])
+    model.train(was_training)
+    return {name: accumulator.compute() for name, accumulator in accumulators.items()}
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)
+
+
+def train_checkpoint(source, architecture: Mapping[str, Any] | None, config: TrainConfig,
+                     masked_pairs: MaskedPairs | None = None,
+                     progress: ProgressCallback | None = None, show_bar: bool = False):
+    """Build, train and evaluate a MultiTaskNet on a DataSource; returns (model, ModelCard).
+
+    The card records the data source, the training recipe, the training instance ids, and
+    per-task metrics on train and val plus those of the trivial (constant) predictor on val.
+    """
+    from core.checkpoints import ModelCard
+    from core.models import MultiTaskNet
+    from core.models.constant import ConstantModel
+
+    train_set, val_set = source.open("train"), source.open("val")
+    seed_everything(config.seed)
+    model = MultiTaskNet(list(train_set.tasks.values()), architecture)
+    start = time.perf_counter()
+    history = train(model, train_set, config, masked_pairs, progress, show_bar)
+    seconds = time.perf_counter() - start
+    trivial = ConstantModel.fit(train_set)
+    card = ModelCard(
+        benchmark=source.benchmark,
+        tasks=[task.to_dict() for task in model.tasks.values()],
+        architecture=dict(model.architecture),
+        training={**config_dict(config), "data": source.to_dict(), "seconds": round(seconds, 1),
+                  "final_losses": {k: v for k, v in history[-1].items() if k in train_set.tasks},
+                  "masked_pairs": {t: sorted(ids) for t, ids in (masked_pairs or {}).items()}},
+        train_ids=list(train_set.ids),
+        metrics={"train": evaluate(model, train_set, device=config.device),
+                 "val": evaluate(model, val_set, device=config.device),
+                 "trivial_val": evaluate(trivial, val_set, device="cpu")},
+    )
+    return model.cpu(), card

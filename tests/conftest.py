@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic benchmarks and tiny models, generated once per test session."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from core.data.sources import DataSource
+from core.models import MultiTaskNet
+
+torch.set_num_threads(2)
+
+TINY = {"n_train": 12, "n_val": 10, "size": (32, 32)}
+
+
+@pytest.fixture(scope="session")
+def data_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("mtu-cache")
+
+
+@pytest.fixture(scope="session", params=["synthetic-indoor", "synthetic-street"])
+def tiny_source(request, data_cache) -> DataSource:
+    source = DataSource(benchmark=request.param, **TINY)
+    source.resolve(cache_dir=data_cache)
+    return source
+
+
+@pytest.fixture(scope="session")
+def indoor_source(data_cache) -> DataSource:
+    source = DataSource(benchmark="synthetic-indoor", **TINY)
+    source.resolve(cache_dir=data_cache)
+    return source
+
+
+@pytest.fixture()
+def use_cache(data_cache, monkeypatch):
+    """Point the synthetic cache at the session's temporary folder."""
+    monkeypatch.setenv("MTU_CACHE_DIR", str(data_cache))
+    return data_cache
+
+
+@pytest.fixture()
+def tiny_model(indoor_source, use_cache) -> MultiTaskNet:
+    torch.manual_seed(0)
+    tasks = list(indoor_source.open("train").tasks.values())
+    return MultiTaskNet(tasks, {"backbone": "small_cnn", "width": 4}).eval()

@@ -1,0 +1,166 @@
+"""The synthetic benchmarks: layout, value ranges, geometric consistency, determinism, caching."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.data import BENCHMARKS, MTLDataset, generate, get_benchmark, synthetic
+from core.data.synthetic import INDOOR_CLASSES, STREET_CLASSES, render
+
+SIZE = (24, 32)
+TINY = dict(n_train=3, n_val=2, size=SIZE)
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    base = tmp_path_factory.mktemp("sets")
+    return {name: generate(name, base / name, workers=1, **TINY) for name in BENCHMARKS}
+
+
+@pytest.mark.parametrize("name, folders", [
+    ("synthetic-indoor", {"image", "label", "depth", "normal"}),
+    ("synthetic-street", {"image", "label_7", "depth"}),
+])
+def test_layout_and_meta(sets, name, folders):
+    root = sets[name]
+    for split, n in (("train", 3), ("val", 2)):
+        assert {p.name for p in (root / split).iterdir()} == folders
+        for folder in folders:
+            assert sorted(p.name for p in (root / split / folder).iterdir()) == [
+                f"{i}.npy" for i in range(n)]
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["benchmark"] == name and meta["generator_version"] == synthetic.GENERATOR_VERSION
+    assert (meta["seed"], meta["n_train"], meta["n_val"], meta["size"]) == (0, 3, 2, list(SIZE))
+    assert {spec["folder"] for spec in meta["tasks"].values()} == folders - {"image"}
+    ds = MTLDataset(root, "train")
+    assert list(ds.tasks) == list(meta["tasks"])
+
+
+def test_indoor_values():
+    for index in range(6):
+        out = render("synthetic-indoor", 0, "train", index, SIZE)
+        image, label, depth, normal = out["image"], out["label"], out["depth"], out["normal"]
+        assert image.dtype == np.float32 and image.shape == (*SIZE, 3)
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert label.shape == SIZE and set(np.unique(label)) <= set(range(len(INDOOR_CLASSES)))
+        assert depth.shape == (*SIZE, 1) and depth.min() >= 0.0 and (depth > 0).mean() > 0.7
+        norms = np.linalg.norm(normal, axis=-1)
+        valid = depth[..., 0] > 0
+        assert np.allclose(norms[valid], 1.0, atol=1e-4) and np.all(norms[~valid] == 0)
+        assert (normal[..., 2][valid] > 0).mean() > 0.5  # most surfaces face the camera (+z)
+
+
+def test_indoor_labels_depth_and_normals_agree():
+    """Floor normals point up, ceiling normals down, wall normals are near horizontal (camera
+    pitch is at most 35 degrees); the floor is below the camera, the ceiling above it."""
+    seen = set()
+    for index in range(8):
+        out = render("synthetic-indoor", 0, "val", index, (48, 48))
+        label, normal, depth = out["label"], out["normal"], out["depth"][..., 0]
+        valid = depth > 0
+        rows = np.arange(48)[:, None].repeat(48, axis=1)
+        for name, test in (("floor", lambda n: n[:, 1] > 0.75),
+                           ("ceiling", lambda n: n[:, 1] < -0.75),
+                           ("wall", lambda n: np.abs(n[:, 1]) < 0.65)):
+            mask = (label == INDOOR_CLASSES.index(name)) & valid
+            if mask.any():
+                seen.add(name)
+                assert test(normal[mask]).mean() > 0.99, (index, name)
+        floor = label == INDOOR_CLASSES.index("floor")
+        ceiling = label == INDOOR_CLASSES.index("ceiling")
+        if floor.any() and ceiling.any():
+            assert rows[floor].mean() > rows[ceiling].mean()
+    assert seen == {"floor", "ceiling", "wall"}
+
+
+def test_street_values_and_sky():
+    sky = STREET_CLASSES.index("sky")
+    for index in range(6):
+        out = render("synthetic-street", 0, "train", index, SIZE)
+        image, label, depth = out["image"], out["label_7"], out["depth"]
+        assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 1.0
+        assert set(np.unique(label)) <= set(range(-1, len(STREET_CLASSES)))
+        assert depth.shape == (*SIZE, 1) and depth.min() >= 0.0
+        assert np.all(depth[label == sky] == 0)  # sky has no depth
+        road = label == STREET_CLASSES.index("road")
+        assert road.any() and (depth[road] > 0).mean() > 0.5
+        assert depth.max() < 1.0  # inverse depth in 1/m: everything is over a metre away
+        rows = np.arange(SIZE[0])[:, None].repeat(SIZE[1], axis=1)
+        assert rows[label == sky].mean() < rows[road].mean()
+
+
+def test_same_seed_same_bytes_and_worker_count_does_not_matter(sets, tmp_path):
+    again = generate("synthetic-indoor", tmp_path / "again", workers=2, **TINY)
+    assert digest(again) == digest(sets["synthetic-indoor"])
+
+
+def test_different_seed_different_bytes(sets, tmp_path):
+    other = digest(generate("synthetic-street", tmp_path / "s1", seed=1, workers=1, **TINY))
+    base = digest(sets["synthetic-street"])
+    assert other.keys() == base.keys()
+    changed = [k for k in base if k.endswith(".npy") and base[k] != other[k]]
+    assert len(changed) == len(base) - 1  # every array; meta.json differs only by the seed
+
+
+def test_get_benchmark_caches(tmp_path, monkeypatch):
+    root = get_benchmark("synthetic-street", cache_dir=tmp_path, **TINY)
+    assert root.parent == tmp_path and (root / "meta.json").is_file()
+    assert "synthetic-street" in root.name and f"v{synthetic.GENERATOR_VERSION}" in root.name
+
+    def fail(*args, **kwargs):
+        raise AssertionError("regenerated a cached benchmark")
+
+    monkeypatch.setattr(synthetic, "generate", fail)
+    assert get_benchmark("synthetic-street", cache_dir=tmp_path, **TINY) == root
+    monkeypatch.setenv("MTU_CACHE_DIR", str(tmp_path))
+    assert get_benchmark("synthetic-street", **TINY) == root
+
+
+def test_get_benchmark_is_atomic(tmp_path, monkeypatch):
+    real = synthetic.generate
+
+    def crash(name, root, **kwargs):
+        real(name, root, workers=1, **kwargs)
+        (Path(root) / "meta.json").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "generate", crash)
+    with pytest.raises(KeyboardInterrupt):
+        get_benchmark("synthetic-indoor", cache_dir=tmp_path, **TINY)
+    assert list(tmp_path.iterdir()) == []  # neither the final folder nor the temporary one
+
+    monkeypatch.setattr(synthetic, "generate", real)
+    root = get_benchmark("synthetic-indoor", cache_dir=tmp_path, **TINY)
+    (root / "meta.json").unlink()  # a folder without meta.json is incomplete: regenerate it
+    assert (get_benchmark("synthetic-indoor", cache_dir=tmp_path, **TINY) / "meta.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="unknown benchmark 'nyuv2'.*synthetic-indoor"):
+        generate("nyuv2", tmp_path / "x")
+    with pytest.raises(ValueError, match="synthetic-street"):
+        get_benchmark("nyuv2", cache_dir=tmp_path)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "note.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        generate("synthetic-indoor", tmp_path / "full", **TINY)
+    with pytest.raises(ValueError, match="size"):
+        generate("synthetic-indoor", tmp_path / "y", n_train=1, n_val=1, size=(4, 64))
+
+
+def test_command_line(tmp_path, capsys):
+    synthetic.main(["synthetic-street", str(tmp_path / "cli"), "--n-train", "2", "--n-val", "1",
+                    "--size", "16x24", "--workers", "1"])
+    assert "wrote synthetic-street" in capsys.readouterr().out
+    assert MTLDataset(tmp_path / "cli", "train").image_size == (16, 24)

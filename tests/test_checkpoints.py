@@ -1,0 +1,97 @@
+import json
+
+import pytest
+import torch
+
+from core.checkpoints import (
+    CheckpointError,
+    ModelCard,
+    load_checkpoint,
+    load_sample,
+    read_card,
+    save_checkpoint,
+)
+
+
+def _card(model) -> ModelCard:
+    return ModelCard(benchmark="synthetic-indoor", tasks=[], architecture={},
+                     train_ids=[0, 1, 2], metrics={"val": {"depth": {"delta1": 0.5}}})
+
+
+def _save(model, tmp_path):
+    save_checkpoint(model, _card(model), tmp_path / "m")
+    return tmp_path / "m"
+
+
+def test_round_trip_restores_weights_and_card(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    loaded, card = load_checkpoint(path.with_suffix(".safetensors"))
+    for (name, a), (_, b) in zip(tiny_model.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert card.train_ids == [0, 1, 2]
+    assert [t["name"] for t in card.tasks] == list(tiny_model.tasks)
+    assert card.versions["torch"] == torch.__version__
+    assert len(card.weights_sha256) == 64
+    x = torch.rand(1, 3, 32, 32)
+    assert torch.allclose(loaded(x)["depth"], tiny_model(x)["depth"])
+
+
+def test_truncated_weights_are_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    weights = path.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="m.safetensors"):
+        load_checkpoint(path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["weights_sha256"] = ""
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="truncated or not safetensors"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_match_the_card_are_named(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["architecture"]["width"] = 8
+    card["weights_sha256"] = ""
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="shape mismatches.*encoder"):
+        load_checkpoint(path)
+
+
+def test_unknown_task_kind_and_bad_json_are_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["tasks"][0]["kind"] = "optical_flow"
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="optical_flow"):
+        read_card(path)
+    path.with_suffix(".json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        read_card(path)
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "absent")
+
+
+def test_a_pickle_is_never_loaded(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    torch.save(tiny_model.state_dict(), path.with_suffix(".safetensors"))
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["weights_sha256"] = ""
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_unknown_card_fields_are_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["__reduce__"] = "os.system"
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="__reduce__"):
+        read_card(path)
+
+
+def test_missing_sample_model_lists_the_shipped_ones():
+    with pytest.raises(CheckpointError, match="no sample model 'imagenet'"):
+        load_sample("imagenet")
