@@ -355,13 +355,14 @@ class _Floorplan:
         self.rng, self.half_w, self.half_d = rng, half_w, half_d
         self.taken: list[tuple[float, float, float]] = []
 
-    def free(self, x: float, z: float, radius: float, gap: float) -> bool:
-        inside = abs(x) + gap <= self.half_w and abs(z) + gap <= self.half_d
+    def free(self, x: float, z: float, radius: float, margin: float) -> bool:
+        inside = abs(x) + margin <= self.half_w and abs(z) + margin <= self.half_d
         return inside and all(np.hypot(x - a, z - b) >= radius + r for a, b, r in self.taken)
 
     def place(self, radius: float, against_wall: bool, gap: float = 0.0):
-        """(x, z, yaw) of a free spot, or None after a few tries. Against a wall, the object's
-        local -z side faces the wall at `gap` (its half depth) from it."""
+        """(x, z, yaw) of a free spot for a footprint of this radius, or None after a few tries.
+        Against a wall, the object's local -z side faces the wall, its centre `gap` from it."""
+        margin = gap if against_wall else radius
         for _ in range(12):
             if against_wall:
                 side = int(self.rng.integers(4))
@@ -374,11 +375,10 @@ class _Floorplan:
                     sgn = 1.0 if side == 1 else -1.0
                     x, z = -sgn * (self.half_w - gap - 0.02), along * (self.half_d - radius)
             else:
-                gap = radius
                 x = self.rng.uniform(-self.half_w, self.half_w)
                 z = self.rng.uniform(-self.half_d, self.half_d)
                 yaw = self.rng.uniform(0.0, np.pi)
-            if self.free(x, z, radius, gap):
+            if self.free(x, z, radius, margin):
                 self.taken.append((x, z, radius))
                 return x, z, yaw
         return None
@@ -409,7 +409,7 @@ def _indoor_scene(rng: np.random.Generator):
     def add_box(centre, half, yaw, label, mat=None):
         shapes.append(_Box(centre, half, yaw, label, mat or _Material(rng, 2 * max(half))))
 
-    for _ in range(rng.integers(0, 4)):  # cabinets, mostly against a wall
+    for _ in range(rng.integers(0, 6)):  # cabinets, mostly against a wall
         hx, hz, hy = rng.uniform(0.2, 0.7), rng.uniform(0.15, 0.35), rng.uniform(0.3, 1.1)
         spot = plan.place(float(np.hypot(hx, hz)), rng.random() < 0.8, gap=hz)
         if spot:
@@ -429,7 +429,7 @@ def _indoor_scene(rng: np.random.Generator):
                 add_box((x + off[0], (top - thick) / 2, z + off[2]),
                         (leg, (top - thick) / 2, leg), yaw, _IND["table"], mat)
             surfaces.append((x, z, yaw, hx, hz, top))
-    for _ in range(rng.integers(0, 4)):  # chairs: seat, back, legs
+    for _ in range(rng.integers(0, 6)):  # chairs: seat, back, legs
         hs, seat = rng.uniform(0.18, 0.27), rng.uniform(0.4, 0.5)
         spot = plan.place(hs * 1.5, False)
         if spot:
@@ -505,9 +505,9 @@ def _indoor_scene(rng: np.random.Generator):
         small_object((0.1, 0.35), ball)
     for _ in range(rng.integers(0, 5)):
         small_object((0.08, 0.25), bin_)
-    for _ in range(rng.integers(3, 16)):
+    for _ in range(rng.integers(5, 26)):
         small_object((0.04, 0.18), clutter)
-    for _ in range(rng.integers(0, 4)):  # pictures on the walls
+    for _ in range(rng.integers(0, 6)):  # pictures on the walls
         pw, ph = rng.uniform(0.15, 0.7), rng.uniform(0.15, 0.5)
         y = rng.uniform(max(ph + 0.3, 0.9), max(height - ph - 0.1, 1.0))
         side = rng.integers(4)

@@ -1,0 +1,311 @@
+"""The Unlearner interface, its config, progress reports, results and the method registry.
+
+Every method lives in its own file, subclasses `Unlearner` (usually `StepUnlearner`), declares a
+config dataclass of its knobs (defaults and ranges in field metadata, read by the CLI and the
+dashboard), and registers itself with `@register`. A method never mutates the model it is given:
+`Unlearner.run` hands it a deep copy, with BatchNorm layers in eval mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+
+from core.device import select_device
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+from core.training import multitask_loss
+
+
+def knob(default: Any, low: float | None = None, high: float | None = None, help: str = "",
+         choices: Sequence[Any] | None = None) -> Any:
+    """A config field with its allowed range (inclusive) or choices and a one-line help."""
+    return field(default=default, metadata={"low": low, "high": high, "help": help,
+                                            "choices": tuple(choices) if choices else None})
+
+
+class ConfigError(ValueError):
+    """A config value outside its allowed range, or a field the method does not have."""
+
+
+@dataclass
+class UnlearnConfig:
+    """Knobs shared by every method."""
+
+    steps: int = knob(30, 1, 100_000, "optimisation steps")
+    lr: float = knob(1e-3, 1e-7, 10.0, "learning rate")
+    optimizer: str = knob("adam", help="optimiser", choices=("adam", "sgd"))
+    retain_batch: int = knob(32, 1, 4096, "retain instances per step")
+    forget_batch: int = knob(32, 1, 4096, "forget instances per step (all when fewer)")
+    seed: int = knob(0, 0, 2**31 - 1, "random seed")
+    device: str = knob("auto", help="compute device", choices=("auto", "cuda", "mps", "cpu"))
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            value, meta = getattr(self, spec.name), spec.metadata
+            if meta.get("choices") and value not in meta["choices"]:
+                raise ConfigError(f"{spec.name}={value!r} is not accepted; choose one of "
+                                  f"{', '.join(map(str, meta['choices']))}")
+            low, high = meta.get("low"), meta.get("high")
+            if low is not None and not (low <= value <= high):
+                raise ConfigError(f"{spec.name}={value!r} is out of range; accepted: {low} to {high}")
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None = None) -> UnlearnConfig:
+        """The defaults with `overrides` applied; unknown names and bad values are refused."""
+        overrides = dict(overrides or {})
+        names = {spec.name: spec for spec in fields(cls)}
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)}; "
+                              f"fields: {', '.join(names)}")
+        converted = {}
+        for name, value in overrides.items():
+            kind = type(names[name].default)
+            try:
+                converted[name] = kind(value) if kind in (int, float, str, bool) and not isinstance(
+                    value, kind) else value
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from error
+        return cls(**converted)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ProgressEvent:
+    """One step's report: per-task forget and retain losses (the tasks each method computed)."""
+
+    step: int
+    total: int
+    forget_losses: dict[str, float] = field(default_factory=dict)
+    retain_losses: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass
+class UnlearnResult:
+    """What a run returns: the new model, the per-step history, time, config and extras."""
+
+    method: str
+    model: torch.nn.Module
+    request: ForgetRequest
+    config: dict[str, Any]
+    history: list[dict[str, float]]
+    seconds: float
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UnlearningData:
+    """The data a method may use: the training set (F, K and R live there), the val split with
+    its calibration ids (unseen data a method may look at), and the original training recipe
+    (for the retrain oracle). Test ids are never handed to a method."""
+
+    train: Any
+    val: Any
+    calibration_ids: list[int]
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_card(cls, card, cache_dir=None) -> UnlearningData:
+        """Reopen the data a checkpoint was trained on, as its model card records it."""
+        from core.data import split_calibration_test
+        from core.data.sources import DataSource
+
+        source = DataSource.from_dict(card.training["data"])
+        val = source.open("val", cache_dir)
+        return cls(train=source.open("train", cache_dir), val=val,
+                   calibration_ids=split_calibration_test(val.ids)[0],
+                   architecture=dict(card.architecture), training=dict(card.training))
+
+
+class UnlearningContext:
+    """What a method works with during one run: the working model, the frozen original, the
+    request, batches of forget / retain instances on the device, and the loss helpers."""
+
+    def __init__(self, model, original, request: ForgetRequest, data: UnlearningData, config):
+        self.model, self.original, self.request, self.data = model, original, request, data
+        self.config = config
+        self.device = select_device(config.device)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.tasks: dict[str, TaskSpec] = dict(data.train.tasks)
+        self.target_tasks = {t: self.tasks[t] for t in request.tasks}
+        self.kept_tasks = {t: self.tasks[t] for t in request.kept_tasks}
+
+    def _sample(self, ids: Sequence[int], size: int) -> list[int]:
+        if len(ids) <= size:
+            return list(ids)
+        picks = torch.randperm(len(ids), generator=self.generator)[:size].tolist()
+        return [ids[i] for i in picks]
+
+    def batch(self, dataset, ids: Sequence[int]) -> dict[str, torch.Tensor]:
+        return {key: value.to(self.device) for key, value in dataset.batch(ids).items()}
+
+    def forget_batch(self) -> dict[str, torch.Tensor]:
+        """Forget instances (all of them, or a random `forget_batch` of them) with every label."""
+        return self.batch(self.data.train, self._sample(self.request.instances,
+                                                        self.config.forget_batch))
+
+    def retain_batch(self, size: int | None = None) -> dict[str, torch.Tensor]:
+        """A random sample of retain instances."""
+        return self.batch(self.data.train, self._sample(self.request.retain_ids,
+                                                        size or self.config.retain_batch))
+
+    def calibration_batch(self, size: int | None = None) -> dict[str, torch.Tensor]:
+        return self.batch(self.data.val, self._sample(self.data.calibration_ids,
+                                                      size or len(self.data.calibration_ids)))
+
+    def autocast(self):
+        """bf16 autocast on CUDA; plain float32 elsewhere."""
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def forget_losses(self, outputs, batch) -> dict[str, torch.Tensor]:
+        """{target task: loss} on forget pairs."""
+        return multitask_loss(outputs, batch, self.target_tasks)
+
+    def kept_losses(self, outputs, batch) -> dict[str, torch.Tensor]:
+        """{kept task: loss} on the forget instances' kept pairs (empty in full mode)."""
+        return multitask_loss(outputs, batch, self.kept_tasks)
+
+    def retain_losses(self, outputs, batch) -> dict[str, torch.Tensor]:
+        """{task: loss} on retain pairs."""
+        return multitask_loss(outputs, batch, self.tasks)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def make_optimizer(self, params=None) -> torch.optim.Optimizer:
+        params = self.parameters() if params is None else params
+        if self.config.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=self.config.lr, momentum=0.9)
+        return torch.optim.Adam(params, lr=self.config.lr)
+
+
+def _floats(losses: Mapping[str, torch.Tensor | float]) -> dict[str, float]:
+    return {name: float(value.detach() if isinstance(value, torch.Tensor) else value)
+            for name, value in losses.items()}
+
+
+class Unlearner(ABC):
+    """Base class of every method. Subclasses set `name` and `config_class` and implement
+    `unlearn(ctx, report)`, which changes `ctx.model` in place and returns extras."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
+    summary: ClassVar[str] = ""
+
+    def __init__(self, config: UnlearnConfig | Mapping[str, Any] | None = None):
+        if isinstance(config, UnlearnConfig):
+            if not isinstance(config, self.config_class):
+                raise ConfigError(f"{self.name} needs a {self.config_class.__name__}, "
+                                  f"got {type(config).__name__}")
+            self.config = config
+        else:
+            self.config = self.config_class.from_overrides(config)
+
+    def run(self, model: torch.nn.Module, request: ForgetRequest, data: UnlearningData,
+            progress: ProgressCallback | None = None) -> UnlearnResult:
+        """Unlearn `request` from a copy of `model`; `model` itself is left untouched."""
+        missing = set(request.all_tasks) ^ set(data.train.tasks)
+        if missing:
+            raise ValueError(f"request tasks {list(request.all_tasks)} do not match the data's "
+                             f"tasks {list(data.train.tasks)}")
+        device = select_device(self.config.device)
+        torch.manual_seed(self.config.seed)
+        working = copy.deepcopy(model).to(device).eval()
+        for parameter in working.parameters():
+            parameter.requires_grad_(True)
+        original = copy.deepcopy(model).to(device).eval()
+        for parameter in original.parameters():
+            parameter.requires_grad_(False)
+        ctx = UnlearningContext(working, original, request, data, self.config)
+        history: list[dict[str, float]] = []
+
+        def report(step: int, forget: Mapping[str, torch.Tensor],
+                   retain: Mapping[str, torch.Tensor] | None = None) -> None:
+            event = ProgressEvent(step, self.total_steps(), _floats(forget), _floats(retain or {}))
+            history.append({"step": step,
+                            **{f"forget/{k}": v for k, v in event.forget_losses.items()},
+                            **{f"retain/{k}": v for k, v in event.retain_losses.items()}})
+            if progress is not None:
+                progress(event)
+
+        start = time.perf_counter()
+        extras = self.unlearn(ctx, report) or {}
+        seconds = time.perf_counter() - start
+        working.eval()
+        return UnlearnResult(self.name, working.cpu(), request, self.config.to_dict(), history,
+                             seconds, extras)
+
+    def total_steps(self) -> int:
+        return self.config.steps
+
+    @abstractmethod
+    def unlearn(self, ctx: UnlearningContext, report: Callable[..., None]) -> dict[str, Any] | None:
+        """Change ctx.model in place; call report(step, forget_losses, retain_losses) each step."""
+
+
+class StepUnlearner(Unlearner):
+    """A method that is one gradient rule applied for `steps` steps with one optimiser.
+
+    Subclasses implement `step(ctx)`: fill `.grad` of ctx.model's parameters (descent direction
+    for the optimiser) and return (forget_losses, retain_losses) for the report.
+    """
+
+    def unlearn(self, ctx, report):
+        self.prepare(ctx)
+        optimizer = ctx.make_optimizer()
+        for step in range(1, self.config.steps + 1):
+            optimizer.zero_grad(set_to_none=True)
+            forget, retain = self.step(ctx)
+            optimizer.step()
+            report(step, forget, retain)
+        return self.extras(ctx)
+
+    def prepare(self, ctx: UnlearningContext) -> None:
+        """Once before the first step (e.g. compute masks or subspaces)."""
+
+    def extras(self, ctx: UnlearningContext) -> dict[str, Any]:
+        return {}
+
+    @abstractmethod
+    def step(self, ctx: UnlearningContext) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        ...
+
+
+REGISTRY: dict[str, type[Unlearner]] = {}
+
+
+def register(cls: type[Unlearner]) -> type[Unlearner]:
+    """Class decorator: make a method available by its `name`; a duplicate name is refused."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    if cls.name in REGISTRY:
+        raise ValueError(f"an unlearning method named {cls.name!r} is already registered "
+                         f"({REGISTRY[cls.name].__name__})")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def list_unlearners() -> list[str]:
+    return sorted(REGISTRY)
+
+
+def get_unlearner(name: str, config: UnlearnConfig | Mapping[str, Any] | None = None) -> Unlearner:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown unlearning method {name!r}; accepted: {', '.join(list_unlearners())}")
+    return REGISTRY[name](config)

@@ -1,0 +1,41 @@
+import pytest
+
+from core.requests import ForgetRequest, RequestError
+
+TRAIN = list(range(10))
+TASKS = ("segmentation", "depth", "normal")
+
+
+def test_full_task_request_forgets_every_task():
+    request = ForgetRequest.build([3, 1], None, TRAIN, TASKS)
+    assert request.mode == "full"
+    assert request.instances == (1, 3)
+    assert request.forget_pairs == {t: frozenset({1, 3}) for t in TASKS}
+    assert request.kept_pairs == {}
+    assert request.retain_pairs["depth"] == frozenset({0, 2, 4, 5, 6, 7, 8, 9})
+    assert ForgetRequest.build([1], list(TASKS), TRAIN, TASKS).mode == "full"
+
+
+def test_partial_request_keeps_the_other_tasks_of_the_same_images():
+    request = ForgetRequest.build([4], ["depth"], TRAIN, TASKS)
+    assert request.mode == "partial"
+    assert request.forget_pairs == {"depth": frozenset({4})}
+    assert request.kept_pairs == {"segmentation": frozenset({4}), "normal": frozenset({4})}
+    assert request.kept_tasks == ("segmentation", "normal")
+    assert 4 not in request.retain_ids
+    assert request.to_dict() == {"instances": [4], "tasks": ["depth"], "mode": "partial"}
+
+
+@pytest.mark.parametrize("instances, tasks, message", [
+    ([], None, "names no instance"),
+    ([1, 1, 2], None, "duplicate instance ids 1"),
+    ([3, 42], None, "unknown instance ids 42.*from 0 to 9"),
+    (["a"], None, "must be integers"),
+    ([1], ["colour"], "unknown tasks colour; accepted: segmentation, depth, normal"),
+    ([1], [], "names no task"),
+    ([1], ["depth", "depth"], "duplicate tasks depth"),
+    (TRAIN, None, "forgets all 10 training instances"),
+])
+def test_bad_requests_name_the_bad_value(instances, tasks, message):
+    with pytest.raises(RequestError, match=message):
+        ForgetRequest.build(instances, tasks, TRAIN, TASKS)

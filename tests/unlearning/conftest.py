@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from core.data import split_calibration_test
+from core.models import MultiTaskNet
+from core.requests import ForgetRequest
+from core.unlearning import UnlearningData
+
+
+@pytest.fixture()
+def street_data(data_cache, monkeypatch) -> UnlearningData:
+    """Tiny 2-task data (segmentation + depth) with a one-epoch training recipe."""
+    from core.data.sources import DataSource
+
+    from tests.conftest import TINY
+
+    monkeypatch.setenv("MTU_CACHE_DIR", str(data_cache))
+    source = DataSource(benchmark="synthetic-street", **TINY)
+    val = source.open("val")
+    return UnlearningData(train=source.open("train"), val=val,
+                          calibration_ids=split_calibration_test(val.ids)[0],
+                          architecture={"backbone": "small_cnn", "width": 4},
+                          training={"epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0})
+
+
+@pytest.fixture()
+def street_model(street_data) -> MultiTaskNet:
+    torch.manual_seed(0)
+    return MultiTaskNet(list(street_data.train.tasks.values()), street_data.architecture).eval()
+
+
+@pytest.fixture(params=["full", "partial"])
+def request_mode(request, street_data) -> ForgetRequest:
+    ids = street_data.train.ids
+    tasks = None if request.param == "full" else ["depth"]
+    return ForgetRequest.build(ids[:3], tasks, ids, list(street_data.train.tasks))

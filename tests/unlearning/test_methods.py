@@ -1,0 +1,37 @@
+"""Every registered method, a few CPU steps, both modes, on a tiny 2-task model."""
+
+import pytest
+import torch
+
+from core.unlearning import get_unlearner, list_unlearners
+
+FEW_STEPS = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
+
+
+def _config(name):
+    return {**FEW_STEPS, "epochs": 1} if name == "retrain" else FEW_STEPS
+
+
+@pytest.mark.parametrize("name", list_unlearners())
+def test_method_returns_a_new_model_and_leaves_the_input_alone(name, street_model, street_data,
+                                                              request_mode):
+    before = {k: v.clone() for k, v in street_model.state_dict().items()}
+    events = []
+    result = get_unlearner(name, _config(name)).run(street_model, request_mode, street_data,
+                                                     progress=events.append)
+    for key, value in street_model.state_dict().items():
+        assert torch.equal(value, before[key]), f"{name} mutated the input model ({key})"
+    changed = [k for k, v in result.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, f"{name} returned an unchanged model"
+    assert result.method == name and result.seconds > 0
+    assert events and events[-1].step == events[-1].total
+    assert result.history and result.config["steps"] == 2
+
+
+def test_unknown_method_and_bad_config_are_named():
+    with pytest.raises(ValueError, match="'magic'.*grad_ascent"):
+        get_unlearner("magic")
+    with pytest.raises(ValueError, match="lr=-1.0 is out of range"):
+        get_unlearner("grad_ascent", {"lr": -1.0})
+    with pytest.raises(ValueError, match="no field colour"):
+        get_unlearner("grad_ascent", {"colour": 1})
