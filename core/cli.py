@@ -1,4 +1,4 @@
-"""The `mtu` command: train, info, generate, app."""
+"""The `mtu` command: train, unlearn, info, generate, app."""
 
 from __future__ import annotations
 
@@ -56,6 +56,41 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _parse_ids(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"instances must be comma-separated integers, got {text!r}") from error
+
+
+def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        overrides[key.strip().replace("-", "_")] = value.strip()
+    return overrides
+
+
+def cmd_unlearn(args) -> int:
+    from core.checkpoints import checkpoint_paths, load_checkpoint
+    from core.unlearning.runner import run_request, summarise
+
+    model, card = load_checkpoint(args.model)
+    overrides = {**_parse_overrides(args.set), "device": args.device}
+    tasks = args.tasks.split(",") if args.tasks else None
+    out = args.out or Path("unlearned") / f"{checkpoint_paths(args.model)[0].stem}-{args.method}"
+    result, weights, summary = run_request(model, card, checkpoint_paths(args.model)[0],
+                                           args.instances, tasks, args.method, overrides, out,
+                                           show_bar=True)
+    print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
+          f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
+    print(summarise(summary))
+    return 0
+
+
 def cmd_info(args) -> int:
     from core.checkpoints import read_card
 
@@ -100,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     train.add_argument("--out", required=True, help="checkpoint path without suffix")
     train.set_defaults(func=cmd_train)
+
+    unlearn = commands.add_parser("unlearn", help="forget instances on some or all tasks")
+    unlearn.add_argument("--model", required=True, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
+    unlearn.add_argument("--instances", required=True, type=_parse_ids, help="e.g. 3,17,42")
+    unlearn.add_argument("--tasks", default="", help="comma-separated; default: all tasks (full-task)")
+    unlearn.add_argument("--method", default="interference_aware")
+    unlearn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a config field of the method, e.g. --set steps=50")
+    unlearn.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
+    unlearn.add_argument("--out", default=None, help="output checkpoint path without suffix")
+    unlearn.set_defaults(func=cmd_unlearn)
 
     info = commands.add_parser("info", help="print a checkpoint's model card")
     info.add_argument("model")

@@ -11,7 +11,6 @@ from core.unlearning import UnlearningData
 def street_data(data_cache, monkeypatch) -> UnlearningData:
     """Tiny 2-task data (segmentation + depth) with a one-epoch training recipe."""
     from core.data.sources import DataSource
-
     from tests.conftest import TINY
 
     monkeypatch.setenv("MTU_CACHE_DIR", str(data_cache))

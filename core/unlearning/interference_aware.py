@@ -1,0 +1,163 @@
+"""interference_aware (ours, DESIGN section 5): calibrated forgetting with task-aware gradient
+projection (TGP) and instance-level gradient orthogonalisation (IGO).
+
+1. Calibrated target. tau_t = the original model's mean loss on (a sample of) the calibration
+   split, per target task. Each step the forget term of task t ascends L_F,t while it is below
+   tau_t (1 - tolerance), descends it while above tau_t (1 + tolerance), and is off in between;
+   the run stops once every target task is inside its dead zone (the first step always runs). When
+   a task jumps across its dead zone, the learning rate is multiplied by `backoff` and the
+   optimiser's moments are cleared, so a too-large step size settles on tau_t instead of
+   oscillating around it.
+2. TGP on every shared Conv2d / Linear layer: dW <- dW - V V^T dW U U^T, with U the inputs' basis
+   on kept data and V the union of the kept tasks' backward-signal bases (`subspaces`). Kept data
+   is a retain sample with every task, and in partial mode also the forget instances with the kept
+   tasks. Biases and BatchNorm affine parameters are bias-like: db <- db - V V^T db, with V of the
+   layer's own output (for a BatchNorm scale this treats the normalised input as constant, which
+   is exact for the shift). Bases are computed before the first step and every `refresh` steps.
+3. IGO on every shared tensor: the forget direction loses its component in the span of the
+   per-sample gradients of this step's retain batch (torch.func vmap, QR); with conflict_only,
+   only in the span of the samples it conflicts with. Heads are task-specific: a target head's
+   forget term is bounded by the calibrated target and the retain term rather than projected,
+   which also keeps per-sample gradients to the encoder (about one batched backward).
+4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
+   gradient is that of the retain losses (every task) plus, in partial mode, the kept losses on
+   the forget instances; the forget loss never reaches a kept task's head, so those heads move
+   only through the retain term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
+from core.unlearning.gradients import gradients, per_sample_grads, set_grads
+from core.unlearning.projections import orthogonalize
+from core.unlearning.subspaces import layer_subspaces, layers_of, sample_loss, shared_names
+
+
+@dataclass
+class InterferenceAwareConfig(UnlearnConfig):
+    steps: int = knob(25, 1, 100_000, "most optimisation steps; the run stops once every target "
+                                      "task is within tolerance of tau_t")
+    retain_batch: int = knob(16, 1, 4096, "retain instances per step (retain term and IGO)")
+    alpha: float = knob(0.3, 0.0, 1.0, "weight of the retain gradient; 1 - alpha goes to the "
+                                       "projected forget term")
+    tolerance: float = knob(0.05, 0.0, 1.0, "dead zone around tau_t, as a share of tau_t; the "
+                                            "run stops when every target task is inside")
+    backoff: float = knob(0.5, 0.01, 1.0, "learning-rate factor when a task overshoots its dead zone")
+    eps_in: float = knob(0.95, 0.0, 1.0, "energy kept in each layer's input basis U")
+    eps_out: float = knob(0.95, 0.0, 1.0, "energy kept in each kept task's output basis V_t")
+    conflict_only: bool = knob(False, help="IGO removes only the span of conflicting retain "
+                                           "samples", choices=(False, True))
+    subspace_batch: int = knob(32, 1, 4096, "retain instances the TGP bases are computed on")
+    refresh: int = knob(0, 0, 100_000, "recompute the TGP bases every this many steps; 0: once")
+    max_rows: int = knob(1024, 16, 1_000_000, "rows (sample x position) per basis SVD")
+    basis_budget: float = knob(0.25, 0.0, 1.0, "memory of all bases / the model's parameter memory")
+    calibration_batch: int = knob(64, 1, 100_000, "calibration instances tau_t is measured on")
+
+
+@torch.no_grad()
+def calibrated_targets(ctx, size: int) -> dict[str, float]:
+    """tau_t: the original model's mean loss per target task on `size` calibration instances."""
+    batch = ctx.calibration_batch(size)
+    with ctx.autocast():
+        losses = ctx.forget_losses(ctx.original(batch["image"]), batch)
+    return {task: float(loss) for task, loss in losses.items()}
+
+
+def forget_signs(losses: dict[str, torch.Tensor], targets: dict[str, float],
+                 tolerance: float) -> dict[str, int]:
+    """-1 (ascend) below tau_t's dead zone, +1 (descend) above it, 0 inside."""
+    signs = {}
+    for task, loss in losses.items():
+        gap = float(loss.detach()) - targets[task]
+        signs[task] = 0 if abs(gap) <= tolerance * abs(targets[task]) else (1 if gap > 0 else -1)
+    return signs
+
+
+@register
+class InterferenceAware(Unlearner):
+    name = "interference_aware"
+    config_class = InterferenceAwareConfig
+    summary = "ours: calibrated forgetting, task-aware projection, per-sample orthogonalisation"
+
+    _stopped_at = 0
+
+    def total_steps(self) -> int:
+        return self._stopped_at or self.config.steps
+
+    def unlearn(self, ctx, report):
+        cfg = self.config
+        self._stopped_at = 0
+        targets = calibrated_targets(ctx, cfg.calibration_batch)
+        model = ctx.model
+        params = dict(model.named_parameters())
+        shared = shared_names(model)
+        layers = layers_of(model, shared)
+        budget = cfg.basis_budget * sum(p.numel() for p in params.values())
+        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizer = ctx.make_optimizer()
+        lr, signs, taken = cfg.lr, {}, 0
+        for step in range(1, cfg.steps + 1):
+            if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
+                subspaces = self.subspaces(ctx, layers, budget, generator)
+            forget, retain = ctx.forget_batch(), ctx.retain_batch()
+            with ctx.autocast():
+                forget_out = model(forget["image"])
+                forget_losses = ctx.forget_losses(forget_out, forget)
+                kept_losses = ctx.kept_losses(forget_out, forget)
+                retain_losses = ctx.retain_losses(model(retain["image"]), retain)
+            new_signs = forget_signs(forget_losses, targets, cfg.tolerance)
+            if step > 1 and not any(new_signs.values()):
+                self._stopped_at = step
+                report(step, forget_losses, retain_losses)
+                break
+            if any(signs.get(t, 0) * s < 0 for t, s in new_signs.items()):
+                lr *= cfg.backoff
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                optimizer.state.clear()
+            signs = new_signs
+            if any(signs.values()):
+                forget_term = sum(s * forget_losses[t] for t, s in signs.items())
+                direction = gradients(forget_term, params, retain_graph=True)
+                self.orthogonalize(ctx, retain, direction, shared)
+                for layer, subspace in subspaces.items():
+                    for suffix, _ in layers[layer].named_parameters(recurse=False):
+                        name = f"{layer}.{suffix}"
+                        direction[name] = subspace.project(direction[name])
+            else:
+                direction = {n: torch.zeros_like(p) for n, p in params.items()}
+            keep = gradients(sum(retain_losses.values()) + sum(kept_losses.values(), 0.0), params)
+            optimizer.zero_grad(set_to_none=True)
+            set_grads(model, {n: cfg.alpha * keep[n] + (1 - cfg.alpha) * direction[n]
+                              for n in params})
+            optimizer.step()
+            taken += 1
+            report(step, forget_losses, retain_losses)
+        return {"targets": targets, "steps_taken": taken, "stopped_early": bool(self._stopped_at),
+                "final_lr": lr,
+                "subspace_ranks": {name: s.ranks for name, s in subspaces.items()},
+                "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
+                "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}
+
+    def subspaces(self, ctx, layers, budget, generator):
+        """TGP bases on kept data: a retain sample (every task), plus in partial mode the forget
+        instances (kept tasks)."""
+        cfg = self.config
+        groups = {"retain": (ctx.retain_batch(cfg.subspace_batch), ctx.tasks)}
+        if ctx.kept_tasks:
+            groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
+        return layer_subspaces(ctx.model, layers, groups, cfg.eps_in, cfg.eps_out, budget,
+                               cfg.max_rows, generator)
+
+    def orthogonalize(self, ctx, retain, direction, names) -> None:
+        """IGO in place on `direction[name]` for each shared tensor."""
+        samples = per_sample_grads(ctx.model, retain, sample_loss(ctx.tasks), names)
+        for name in names:
+            flat = orthogonalize(direction[name].reshape(-1),
+                                 samples[name].reshape(samples[name].shape[0], -1),
+                                 self.config.conflict_only)
+            direction[name] = flat.view_as(direction[name])

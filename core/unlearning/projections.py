@@ -1,0 +1,180 @@
+"""Projection maths for the unlearning methods: tensors in, tensors out, no model.
+
+Conventions: a *basis* is a matrix whose columns are orthonormal, (d, r) with r <= d, r may be 0.
+A *direction* is what a method writes into `.grad`: the optimiser descends along it, so a retain
+sample with gradient r is harmed (to first order) by a direction g exactly when <g, r> < 0.
+Layer updates are matrices (C_out, D): a Conv2d weight (C_out, C_in, k, k) is read as
+(C_out, C_in * k * k), the shape of its im2col product; a bias or a BatchNorm affine vector is (C_out,).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+RANK_TOL = 1e-6
+"""Relative size below which a singular value (or QR pivot) counts as zero."""
+
+
+def spectrum(rows: Tensor) -> tuple[Tensor, Tensor]:
+    """Principal directions of a set of row vectors and the share of energy each carries.
+
+    Args:
+        rows: (n, d) float, one observation per row (im2col patches, backward signals, ...).
+    Returns:
+        directions (d, k), orthonormal columns, k = min(n, d), strongest first;
+        energy (k,): sigma_i^2 / sum sigma^2, descending, sums to 1 (all zeros when rows are 0).
+    """
+    rows = rows.float()
+    scale = rows.abs().max()
+    if scale == 0:
+        k = min(rows.shape)
+        return torch.eye(rows.shape[1], k, device=rows.device), rows.new_zeros(k)
+    rows = rows / scale  # backward signals can be tiny; keep their squares well inside float32
+    if rows.shape[0] > rows.shape[1]:  # tall: eigh of the (d, d) Gram matrix is cheaper than SVD
+        power, directions = torch.linalg.eigh(rows.T @ rows)
+        power, directions = power.flip(0).clamp_min(0), directions.flip(1)
+    else:
+        _, sigma, vh = torch.linalg.svd(rows, full_matrices=False)
+        power, directions = sigma.square(), vh.T
+    return directions, power / power.sum()
+
+
+def threshold_rank(energy: Tensor, threshold: float) -> int:
+    """Smallest r whose leading r energies reach `threshold` of the total (GPM's criterion).
+
+    energy: (k,) descending shares summing to 1 (or all zero -> 0); threshold in [0, 1].
+    """
+    if energy.numel() == 0 or float(energy.sum()) <= 0 or threshold <= 0:
+        return 0
+    reached = torch.cumsum(energy, 0) >= threshold - 1e-7
+    return int(reached.nonzero()[0]) + 1 if bool(reached.any()) else energy.numel()
+
+
+def energy_basis(rows: Tensor, threshold: float) -> Tensor:
+    """Orthonormal basis (d, r) of the span of `rows` (n, d) keeping `threshold` of their energy."""
+    directions, energy = spectrum(rows)
+    return directions[:, :threshold_rank(energy, threshold)]
+
+
+def allocate_ranks(energies: Sequence[Tensor], costs: Sequence[float], budget: float) -> list[int]:
+    """Share a memory budget among several bases, most energy per float first.
+
+    Each candidate basis i offers directions with energy shares energies[i] (descending) at
+    costs[i] floats each (its dimension d). Directions are taken greedily by energy / cost over
+    all bases until the next one does not fit, so each basis keeps a prefix of its directions.
+
+    Args:
+        energies: per basis, (k_i,) descending energy shares already cut at its threshold rank.
+        costs: per basis, floats one direction takes (> 0).
+        budget: floats available in total.
+    Returns:
+        ranks r_i <= k_i with sum r_i * costs[i] <= budget.
+    """
+    if not energies:
+        return []
+    owner = torch.cat([torch.full((e.numel(),), i) for i, e in enumerate(energies)])
+    cost = torch.cat([torch.full((e.numel(),), float(c)) for e, c in zip(energies, costs)])
+    value = torch.cat([e.float().cpu() for e in energies]) / cost
+    order = torch.sort(value, descending=True, stable=True).indices
+    taken = order[torch.cumsum(cost[order], 0) <= budget]
+    return torch.bincount(owner[taken], minlength=len(energies)).tolist()
+
+
+def union_basis(bases: Sequence[Tensor], dim: int | None = None) -> Tensor:
+    """Orthonormal basis of the sum of several subspaces.
+
+    Args:
+        bases: (d, r_i) matrices (orthonormal or not); r_i may be 0.
+        dim: d, needed only when `bases` is empty.
+    Returns:
+        (d, r) with r = rank of [B_1 ... B_m] <= sum r_i.
+    """
+    if not bases:
+        return torch.zeros(dim or 0, 0)
+    stacked = torch.cat([b.float() for b in bases], dim=1)
+    if stacked.shape[1] == 0:
+        return stacked
+    left, sigma, _ = torch.linalg.svd(stacked, full_matrices=False)
+    return left[:, sigma > RANK_TOL * float(sigma[0])]
+
+
+def span_basis(vectors: Tensor) -> Tensor:
+    """Orthonormal basis of the span of k vectors, by QR (SVD when they are rank-deficient).
+
+    vectors: (k, n) -> (n, r), r = rank <= min(k, n). QR's pivots give the rank when the vectors
+    are independent; a small pivot means QR's column there is arbitrary, so SVD decides instead.
+    """
+    q, r = torch.linalg.qr(vectors.float().T)
+    pivots = r.diagonal().abs()
+    scale = float(vectors.norm(dim=1).max()) if vectors.numel() else 0.0
+    if scale == 0.0:
+        return q[:, :0]
+    if bool((pivots > RANK_TOL * scale).all()) and pivots.numel() == vectors.shape[0]:
+        return q
+    left, sigma, _ = torch.linalg.svd(vectors.float().T, full_matrices=False)
+    return left[:, sigma > RANK_TOL * scale]
+
+
+def project_out(vector: Tensor, basis: Tensor) -> Tensor:
+    """vector - B B^T vector: (n,) and (n, r) -> (n,), orthogonal to every column of B."""
+    return vector - basis @ (basis.T @ vector)
+
+
+def orthogonalize(direction: Tensor, samples: Tensor, conflict_only: bool = False) -> Tensor:
+    """Instance-level gradient orthogonalisation (OrthoGrad / IGO) of one parameter tensor.
+
+    Args:
+        direction: (n,) the update direction (descended by the optimiser).
+        samples: (k, n) per-sample retain gradients.
+        conflict_only: remove only the span of the samples the direction conflicts with
+            (<direction, r_j> < 0, PCGrad-style); samples it already helps are left alone.
+    Returns:
+        (n,) orthogonal to every (conflicting) sample gradient.
+    """
+    if conflict_only:
+        samples = samples[samples @ direction < 0]
+    if samples.shape[0] == 0:
+        return direction
+    return project_out(direction, span_basis(samples))
+
+
+def pcgrad(direction: Tensor, others: Tensor) -> Tensor:
+    """PCGrad conflict removal (Yu et al. 2020) of one direction against task gradients.
+
+    For each row g_t in turn (in the order given), when <d, g_t> < 0 the direction loses its
+    component along g_t: d <- d - <d, g_t> / |g_t|^2 g_t. Rows that do not conflict are skipped.
+
+    direction: (n,); others: (T, n) -> (n,).
+    """
+    for other in others:
+        dot = torch.dot(direction, other)
+        if dot < 0:
+            direction = direction - dot / other.square().sum().clamp_min(1e-30) * other
+    return direction
+
+
+def project_task_aware(update: Tensor, outputs: Tensor | None, inputs: Tensor | None) -> Tensor:
+    """Task-aware gradient projection of one layer's update (DESIGN section 5.2).
+
+    dW <- dW - V V^T dW U U^T removes exactly the changes that are both in the kept inputs' span
+    (U) and in the kept tasks' sensitive output directions (V): for v in span V and a in span U,
+    <dW', v a^T>_F = v^T dW' a = 0. A vector update (bias, BatchNorm affine) is bias-like:
+    db <- db - V V^T db.
+
+    Args:
+        update: (C_out, ...) weight update (trailing dims flattened to D) or (C_out,) vector.
+        outputs: V (C_out, r_out), orthonormal; None means every output direction (V V^T = I:
+            GPM's input-only projection dW - dW U U^T).
+        inputs: U (D, r_in), orthonormal; None means every input direction (U U^T = I: the
+            output-only projection dW - V V^T dW); ignored for a vector update.
+    Returns:
+        the projected update, same shape as `update`.
+    """
+    matrix = update.reshape(update.shape[0], -1)  # (C_out, D); a vector is (C_out, 1)
+    kept = matrix if inputs is None or update.dim() == 1 else (matrix @ inputs) @ inputs.T
+    if outputs is not None:
+        kept = outputs @ (outputs.T @ kept)  # V V^T dW U U^T
+    return (matrix - kept).view_as(update)

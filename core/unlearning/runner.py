@@ -1,0 +1,86 @@
+"""Run one request end to end: validate, unlearn a copy, summarise before/after, save with lineage.
+
+Used by `mtu unlearn`; the dashboard and the benchmark call the same pieces.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from core.checkpoints import ModelCard, save_checkpoint
+from core.data import split_calibration_test
+from core.requests import ForgetRequest
+from core.training import evaluate
+from core.unlearning.base import UnlearningData, UnlearnResult, get_unlearner
+
+
+def before_after(original: torch.nn.Module, unlearned: torch.nn.Module, request: ForgetRequest,
+                 data: UnlearningData) -> list[dict[str, Any]]:
+    """Primary metric of each task before and after, on the forget pairs (target tasks), the kept
+    pairs (partial mode) and the test part of val. Rows: task, split, metric, before, after."""
+    test_ids = split_calibration_test(data.val.ids)[1]
+    groups = [("forget", data.train, list(request.instances), request.tasks),
+              ("kept", data.train, list(request.instances), request.kept_tasks),
+              ("test", data.val, test_ids, request.all_tasks)]
+    rows = []
+    for split, dataset, ids, tasks in groups:
+        if not tasks:
+            continue
+        before = evaluate(original, dataset, ids, device="cpu")
+        after = evaluate(unlearned, dataset, ids, device="cpu")
+        for task in tasks:
+            metric = dataset.tasks[task].primary
+            rows.append({"task": task, "split": split, "metric": metric,
+                         "before": before[task][metric], "after": after[task][metric]})
+    return rows
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> str:
+    lines = [f"{'task':<14}{'split':<8}{'metric':<10}{'before':>8}{'after':>8}"]
+    lines += [f"{r['task']:<14}{r['split']:<8}{r['metric']:<10}{r['before']:>8.4f}{r['after']:>8.4f}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
+                   summary: Sequence[Mapping[str, Any]]) -> ModelCard:
+    """The card of an unlearned model: the parent's, plus the request, method, config and parent."""
+    child = copy.deepcopy(card)
+    child.parent = parent
+    child.created = ""
+    child.request = {**result.request.to_dict(), "method": result.method, "config": result.config,
+                     "seconds": round(result.seconds, 3), "extras": result.extras}
+    child.metrics = {"before_after": list(summary)}
+    return child
+
+
+def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
+                tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
+                out: str | Path | None, show_bar: bool = False):
+    """Validate and run a request on `model`; save the result to `out` when given.
+
+    Returns (UnlearnResult, weights path or None, before/after rows).
+    """
+    unlearner = get_unlearner(method, overrides)
+    request = ForgetRequest.build(instances, tasks, card.train_ids, list(model.tasks))
+    data = UnlearningData.from_card(card)
+    bar = tqdm(total=unlearner.total_steps() or None, desc=method, disable=not show_bar)
+
+    def progress(event):
+        bar.total = event.total
+        bar.update(event.step - bar.n)
+        bar.set_postfix({f"F/{k}": f"{v:.3f}" for k, v in event.forget_losses.items()})
+
+    result = unlearner.run(model, request, data, progress)
+    bar.close()
+    summary = before_after(model, result.model, request, data)
+    weights = None
+    if out is not None:
+        weights = save_checkpoint(result.model, unlearned_card(card, str(parent), result, summary), out)
+    return result, weights, summary

@@ -1,0 +1,106 @@
+"""ssd: Selective Synaptic Dampening, a one-shot edit of the weights, no optimiser steps.
+
+Foster et al., "Fast Machine Unlearning Without Retraining Through Selective Synaptic Dampening"
+(AAAI 2024). Importance of a weight = diagonal empirical Fisher, the mean over samples of its
+squared per-sample gradient (torch.func, so sets read in batches of different sizes compare
+fairly; the reference code squares per-batch gradients instead):
+- forget importance I_F: target tasks' losses on every forget instance;
+- retain importance I_R: every task's loss on `steps` random retain batches, plus (partial mode)
+  the kept tasks' losses on the forget instances, which are kept data. The paper uses the whole
+  training set here; we use only what must stay, as the request defines it.
+Every weight with I_F > alpha * I_R is multiplied by min(lambda * I_R / I_F, 1); the others are
+left bitwise untouched. Kept-task heads have I_F = 0, so they are never dampened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+
+from core.tasks import TaskSpec
+from core.unlearning.base import UnlearnConfig, Unlearner, UnlearningContext, knob, register
+from core.unlearning.gradients import Grads, per_sample_grads
+
+
+def squared_grads(ctx: UnlearningContext, batch: Mapping[str, torch.Tensor],
+                  tasks: Mapping[str, TaskSpec]) -> Grads:
+    """Sum over the samples of `batch` of the squared per-sample gradient of the tasks' summed
+    loss: {name: parameter.shape}."""
+
+    def sample_loss(outputs, sample):
+        return sum(spec.per_sample_loss(outputs[name], sample[name]).sum()
+                   for name, spec in tasks.items())
+
+    with ctx.autocast():
+        grads = per_sample_grads(ctx.model, batch, sample_loss)
+    return {name: g.float().pow(2).sum(0) for name, g in grads.items()}
+
+
+def importances(ctx: UnlearningContext, retain_batches: int) -> tuple[Grads, Grads]:
+    """(forget importance, retain importance), each {name: parameter.shape}."""
+    forget = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in ctx.model.named_parameters()}
+    retain = {n: torch.zeros_like(t) for n, t in forget.items()}
+    ids, retain_count = list(ctx.request.instances), 0
+    for start in range(0, len(ids), ctx.config.forget_batch):
+        batch = ctx.batch(ctx.data.train, ids[start:start + ctx.config.forget_batch])
+        for name, g2 in squared_grads(ctx, batch, ctx.target_tasks).items():
+            forget[name] += g2
+        if ctx.kept_tasks:
+            for name, g2 in squared_grads(ctx, batch, ctx.kept_tasks).items():
+                retain[name] += g2
+            retain_count += len(batch["image"])
+    for _ in range(retain_batches):
+        batch = ctx.retain_batch()
+        for name, g2 in squared_grads(ctx, batch, ctx.tasks).items():
+            retain[name] += g2
+        retain_count += len(batch["image"])
+    return ({n: t / len(ids) for n, t in forget.items()},
+            {n: t / retain_count for n, t in retain.items()})
+
+
+@torch.no_grad()
+def dampen(params: Mapping[str, torch.Tensor], forget: Mapping[str, torch.Tensor],
+           retain: Mapping[str, torch.Tensor], alpha: float, dampening: float
+           ) -> dict[str, torch.Tensor]:
+    """Multiply, in place, each entry with forget > alpha * retain by min(dampening * retain /
+    forget, 1). All arguments are {name: tensor of one shape}; returns {name: bool selection}."""
+    selected = {}
+    for name, param in params.items():
+        chosen = forget[name] > alpha * retain[name]
+        scale = (dampening * retain[name] / forget[name].clamp(min=torch.finfo(torch.float32).tiny))
+        param.copy_(torch.where(chosen, param * scale.clamp(max=1).to(param.dtype), param))
+        selected[name] = chosen
+    return selected
+
+
+@dataclass
+class SSDConfig(UnlearnConfig):
+    steps: int = knob(10, 1, 100_000, "retain batches read to estimate the retain importance")
+    alpha: float = knob(10.0, 0.0, 1e6, "selection: dampen weights with forget importance > "
+                                        "alpha x retain importance")
+    dampening: float = knob(1.0, 0.0, 1e6, "lambda: selected weights are scaled by "
+                                           "min(lambda x retain / forget importance, 1)")
+
+
+@register
+class SSD(Unlearner):
+    name = "ssd"
+    config_class = SSDConfig
+    summary = "dampen weights far more important to the forget pairs than to the rest"
+
+    def total_steps(self) -> int:
+        return 1
+
+    def unlearn(self, ctx, report):
+        forget_imp, retain_imp = importances(ctx, self.config.steps)
+        selected = dampen(dict(ctx.model.named_parameters()), forget_imp, retain_imp,
+                          self.config.alpha, self.config.dampening)
+        with torch.no_grad(), ctx.autocast():
+            forget, retain = ctx.forget_batch(), ctx.retain_batch()
+            report(1, ctx.forget_losses(ctx.model(forget["image"]), forget),
+                   ctx.retain_losses(ctx.model(retain["image"]), retain))
+        count = sum(int(s.sum()) for s in selected.values())
+        return {"dampened": count,
+                "dampened_share": count / sum(s.numel() for s in selected.values())}

@@ -1,0 +1,36 @@
+import pytest
+
+from core.checkpoints import load_checkpoint, read_card
+from core.cli import build_parser, main
+
+
+def test_train_info_and_unlearn_round_trip(tmp_path, use_cache, capsys):
+    out = tmp_path / "tiny"
+    code = main(["train", "--benchmark", "synthetic-street", "--n-train", "12", "--n-val", "10",
+                 "--size", "32x32", "--width", "4", "--epochs", "1", "--batch-size", "4",
+                 "--device", "cpu", "--out", str(out)])
+    assert code == 0
+    assert "val" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    assert "synthetic-street" in capsys.readouterr().out
+
+    card = read_card(out)
+    ids = ",".join(str(i) for i in card.train_ids[:2])
+    unlearned = tmp_path / "forgot"
+    code = main(["unlearn", "--model", str(out), "--instances", ids, "--tasks", "depth",
+                 "--method", "grad_ascent", "--set", "steps=2", "--device", "cpu",
+                 "--out", str(unlearned)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "partial-task" in printed and "forget" in printed and "test" in printed
+    _, child = load_checkpoint(unlearned)
+    assert child.parent.endswith("tiny.safetensors")
+    assert child.request["instances"] == card.train_ids[:2]
+    assert child.request["method"] == "grad_ascent" and child.request["config"]["steps"] == 2
+
+
+def test_bad_input_is_a_message_not_a_traceback(tmp_path, use_cache, capsys):
+    assert main(["info", str(tmp_path / "missing")]) == 2
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--benchmark", "x", "--size", "big", "--out", "o"])

@@ -1,0 +1,197 @@
+"""Focused checks of the baselines: neggrad_plus, random_label, salun, scrub and ssd."""
+
+import copy
+
+import pytest
+import torch
+
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+from core.unlearning import get_unlearner
+from core.unlearning.base import UnlearningContext, UnlearningData
+from core.unlearning.random_label import random_targets
+from core.unlearning.salun import forget_gradient, saliency_mask
+from core.unlearning.scrub import divergences
+from core.unlearning.ssd import dampen
+
+FEW = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
+
+
+@pytest.fixture()
+def partial_request(street_data) -> ForgetRequest:
+    """Forget depth on three instances; they keep their segmentation labels."""
+    ids = street_data.train.ids
+    return ForgetRequest.build(ids[:3], ["depth"], ids, list(street_data.train.tasks))
+
+
+def _context(unlearner, model, request, data) -> UnlearningContext:
+    """What `Unlearner.run` builds: a working copy and a frozen original."""
+    return UnlearningContext(copy.deepcopy(model), copy.deepcopy(model).requires_grad_(False),
+                             request, data, unlearner.config)
+
+
+def _step_grads(name, overrides, model, request, data) -> dict[str, torch.Tensor]:
+    """The gradient one step of `name` writes, zeros where it writes none."""
+    unlearner = get_unlearner(name, {**FEW, **overrides})
+    ctx = _context(unlearner, model, request, data)
+    unlearner.step(ctx)
+    return {n: torch.zeros_like(p) if p.grad is None else p.grad
+            for n, p in ctx.model.named_parameters()}
+
+
+def _assert_same_grads(left, right):
+    for name in left:
+        torch.testing.assert_close(left[name], right[name], rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_neggrad_plus_interpolates_finetune_and_grad_ascent(street_model, street_data,
+                                                            request_mode):
+    args = (street_model, request_mode, street_data)
+    _assert_same_grads(_step_grads("neggrad_plus", {"beta": 1.0}, *args),
+                       _step_grads("finetune", {}, *args))
+    _assert_same_grads(_step_grads("neggrad_plus", {"beta": 0.0}, *args),
+                       _step_grads("grad_ascent", {}, *args))
+
+
+def test_random_targets_are_wrong_classes_or_another_instances_targets():
+    tasks = {"seg": TaskSpec("seg", "segmentation", 3), "cls": TaskSpec("cls", "classification", 4),
+             "depth": TaskSpec("depth", "depth", 1), "normal": TaskSpec("normal", "normal", 3)}
+    seg = torch.randint(0, 3, (2, 5, 5))
+    seg[:, 0] = -1
+    batch = {"image": torch.rand(2, 3, 5, 5), "seg": seg, "cls": torch.tensor([2, -1]),
+             "depth": torch.rand(2, 1, 5, 5) + 1, "normal": torch.rand(2, 3, 5, 5)}
+    donors = {"depth": torch.rand(3, 1, 5, 5) + 1, "normal": torch.rand(3, 3, 5, 5)}
+    before = {k: v.clone() for k, v in batch.items()}
+    out = random_targets(batch, tasks, donors, torch.Generator().manual_seed(0))
+
+    valid = seg >= 0
+    assert (out["seg"][~valid] == -1).all() and (out["seg"][valid] != seg[valid]).all()
+    assert out["seg"].min() >= -1 and out["seg"].max() < 3
+    assert out["cls"][1] == -1 and out["cls"][0] != 2 and 0 <= out["cls"][0] < 4
+    for task in ("depth", "normal"):
+        assert torch.equal(out[task], donors[task][:2])
+    assert out["image"] is batch["image"]
+    assert all(torch.equal(batch[k], before[k]) for k in batch), "the input batch was changed"
+
+
+def test_saliency_mask_keeps_the_requested_share_of_largest_gradients():
+    grads = {"a": torch.randn(10, 10), "b": torch.randn(50)}
+    mask = saliency_mask(grads, top_k=20)
+    assert sum(int(m.sum()) for m in mask.values()) == 30
+    inside = torch.cat([g[mask[n]].abs() for n, g in grads.items()])
+    outside = torch.cat([g[~mask[n]].abs() for n, g in grads.items()])
+    assert inside.min() >= outside.max()
+
+
+def test_salun_moves_only_the_salient_weights(street_model, street_data, request_mode):
+    unlearner = get_unlearner("salun", {**FEW, "top_k": 10.0})
+    mask = saliency_mask(forget_gradient(_context(unlearner, street_model, request_mode,
+                                                  street_data)), 10.0)
+    result = unlearner.run(street_model, request_mode, street_data)
+    after = dict(result.model.named_parameters())
+    moved = 0
+    for name, before in street_model.named_parameters():
+        assert torch.equal(after[name][~mask[name]], before[~mask[name]]), name
+        moved += int((after[name] != before).sum())
+    assert moved > 0
+    assert result.extras["mask_share"] == pytest.approx(0.1, abs=1e-4)
+
+
+class _TwoColourSet:
+    """Eight 4x4 images: the forget ones (ids 0-2) lit only in channel 0, the others in channel 1,
+    so a 1x1 convolution reads them through disjoint weights."""
+
+    tasks = {"seg": TaskSpec("seg", "segmentation", 2), "depth": TaskSpec("depth", "depth", 1)}
+
+    def batch(self, ids):
+        image = torch.zeros(len(ids), 3, 4, 4)
+        for row, i in enumerate(ids):
+            image[row, 0 if i < 3 else 1] = torch.rand(4, 4, generator=torch.Generator().manual_seed(i))
+        image = image + 0.5 * (image > 0)
+        return {"id": torch.tensor(ids), "image": image, "seg": (image.sum(1) > 1).long(),
+                "depth": image.sum(1, keepdim=True)}
+
+
+class _PixelNet(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1, bias=False)
+
+    def forward(self, x):
+        out = self.conv(x)
+        return {"seg": out[:, :2], "depth": out[:, 2:]}
+
+
+def test_scrub_moves_away_from_the_teacher_on_forget_and_towards_it_on_retain():
+    data = UnlearningData(train=_TwoColourSet(), val=None, calibration_ids=[])
+    request = ForgetRequest.build([0, 1, 2], None, range(8), ["seg", "depth"])
+    unlearner = get_unlearner("scrub", {**FEW, "steps": 3, "max_steps": 3, "gamma": 0.0,
+                                        "optimizer": "sgd"})
+    torch.manual_seed(0)
+    teacher = _PixelNet()
+    ctx = _context(unlearner, teacher, request, data)
+    with torch.no_grad():
+        ctx.model.conv.weight.add_(0.1 * torch.randn_like(ctx.model.conv.weight))
+
+    def divergence(ids):
+        batch = data.train.batch(ids)
+        with torch.no_grad():
+            return sum(divergences(data.train.tasks, ctx.model(batch["image"]),
+                                   teacher(batch["image"]), batch).values())
+
+    forget_before, retain_before = divergence(request.instances), divergence(request.retain_ids)
+    unlearner.unlearn(ctx, lambda *args: None)
+    assert divergence(request.instances) > forget_before
+    assert divergence(request.retain_ids) < retain_before
+
+
+def test_scrub_max_step_reaches_no_kept_head(street_model, street_data, partial_request):
+    unlearner = get_unlearner("scrub", FEW)
+    ctx = _context(unlearner, street_model, partial_request, street_data)
+    with torch.no_grad():
+        for parameter in ctx.model.encoder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    (-sum(unlearner.forget_divergences(ctx).values())).backward()
+    for task in street_data.train.tasks:
+        grads = [p.grad for p in ctx.model.task_parameters(task)]
+        if task in partial_request.kept_tasks:
+            assert all(g is None or not g.any() for g in grads), task
+        else:
+            assert any(g is not None and g.any() for g in grads), task
+
+
+def test_dampen_scales_only_weights_far_more_important_to_forget():
+    param = torch.tensor([1.0, -2.0, 3.0, 4.0, -5.0])
+    forget = torch.tensor([1.0, 10.0, 100.0, 0.0, 30.0])
+    retain = torch.tensor([1.0, 1.0, 1.0, 0.0, 2.0])
+    selected = dampen({"w": param}, {"w": forget}, {"w": retain}, alpha=10.0, dampening=20.0)
+    # index 2: 100 > 10 x 1, scaled by 20 x 1 / 100; index 4: 30 > 10 x 2, scale 20 x 2 / 30 > 1
+    assert selected["w"].tolist() == [False, False, True, False, True]
+    torch.testing.assert_close(param, torch.tensor([1.0, -2.0, 0.6, 4.0, -5.0]))
+
+
+def test_ssd_only_shrinks_weights(street_model, street_data, request_mode):
+    result = get_unlearner("ssd", FEW).run(street_model, request_mode, street_data)
+    after = dict(result.model.named_parameters())
+    changed = 0
+    for name, before in street_model.named_parameters():
+        moved = after[name] != before
+        changed += int(moved.sum())
+        assert (after[name][moved].abs() < before[moved].abs()).all(), name
+        assert (after[name][moved] * before[moved] >= 0).all(), name
+    assert 0 < changed <= result.extras["dampened"]
+    assert [h["step"] for h in result.history] == [1]
+
+
+FORGET_TERM_ONLY = {"neggrad_plus": {"beta": 0.0}, "random_label": {"retain_weight": 0.0},
+                    "salun": {"retain_weight": 0.0, "top_k": 100.0}, "ssd": {"alpha": 0.0}}
+
+
+@pytest.mark.parametrize("name", FORGET_TERM_ONLY)
+def test_forget_term_leaves_kept_heads_alone(name, street_model, street_data, partial_request):
+    result = get_unlearner(name, {**FEW, **FORGET_TERM_ONLY[name]}).run(
+        street_model, partial_request, street_data)
+    for task in street_data.train.tasks:
+        before = dict(street_model.heads[task].named_parameters())
+        same = all(torch.equal(p, before[n]) for n, p in result.model.heads[task].named_parameters())
+        assert same == (task in partial_request.kept_tasks), task

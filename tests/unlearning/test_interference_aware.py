@@ -1,0 +1,148 @@
+"""interference_aware (ours) and the projection baselines on tiny models: heads, targets, extras."""
+
+import json
+
+import pytest
+import torch
+
+from core.models import MultiTaskNet
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+from core.unlearning import UnlearningData, get_unlearner
+from core.unlearning.subspaces import layers_of, shared_names
+
+FEW = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
+FORGET_ONLY = {"pcgrad": {"retain_weight": 0.0}, "orthograd": {}, "gpm": {},
+               "interference_aware": {"alpha": 0.0, "tolerance": 0.0}}
+
+
+class ToyData:
+    """An in-memory multi-task set: 16x16 random images with random per-image labels, as
+    segmentation maps (one class per image, a few ignored pixels) and as classes. Nothing
+    generalises, so a model that fits some instances memorises them."""
+
+    tasks = {"segmentation": TaskSpec("segmentation", "segmentation", 3),
+             "kind": TaskSpec("kind", "classification", 3)}
+
+    def __init__(self, ids, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.ids = list(ids)
+        self.images = torch.rand(len(ids), 3, 16, 16, generator=g)
+        self.labels = torch.randint(0, 3, (len(ids), 1, 1), generator=g).expand(-1, 16, 16).clone()
+        self.labels[torch.rand(self.labels.shape, generator=g) < 0.1] = -1
+        self.kinds = torch.randint(0, 3, (len(ids),), generator=g)
+
+    def batch(self, ids):
+        rows = [self.ids.index(i) for i in ids]
+        return {"id": torch.tensor(ids), "image": self.images[rows],
+                "segmentation": self.labels[rows], "kind": self.kinds[rows]}
+
+
+@pytest.fixture()
+def toy():
+    val = ToyData(range(100, 106), seed=1)
+    data = UnlearningData(train=ToyData(range(10), seed=0), val=val, calibration_ids=val.ids[:3])
+    torch.manual_seed(0)
+    model = MultiTaskNet(list(ToyData.tasks.values()), {"backbone": "small_cnn", "width": 2}).eval()
+    return model, data
+
+
+def _request(data, tasks):
+    return ForgetRequest.build([0, 1, 2], tasks, data.train.ids, list(data.train.tasks))
+
+
+@pytest.mark.parametrize("name", sorted(FORGET_ONLY))
+@pytest.mark.parametrize("tasks", [None, ["kind"], ["segmentation"]])
+def test_dense_and_classification_tasks_in_both_modes(name, tasks, toy):
+    model, data = toy
+    result = get_unlearner(name, FEW).run(model, _request(data, tasks), data)
+    new = result.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in new.values())
+    assert any(not torch.equal(v, new[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("name", sorted(FORGET_ONLY))
+def test_kept_heads_never_get_the_forget_term(name, street_model, street_data):
+    ids = street_data.train.ids
+    request = ForgetRequest.build(ids[:3], ["depth"], ids, list(street_data.train.tasks))
+    result = get_unlearner(name, {**FEW, **FORGET_ONLY[name]}).run(street_model, request,
+                                                                     street_data)
+    before, after = street_model.heads, result.model.heads
+    for key, value in before["segmentation"].state_dict().items():
+        assert torch.equal(value, after["segmentation"].state_dict()[key]), key
+    assert any(not torch.equal(v, after["depth"].state_dict()[k])
+               for k, v in before["depth"].state_dict().items())
+
+
+def test_kept_heads_move_through_the_retain_term(street_model, street_data):
+    ids = street_data.train.ids
+    request = ForgetRequest.build(ids[:3], ["depth"], ids, list(street_data.train.tasks))
+    result = get_unlearner("interference_aware", {**FEW, "alpha": 0.5}).run(
+        street_model, request, street_data)
+    head = result.model.heads["segmentation"].state_dict()
+    assert any(not torch.equal(v, head[k])
+               for k, v in street_model.heads["segmentation"].state_dict().items())
+
+
+def test_extras_report_targets_ranks_and_bytes(street_model, street_data, request_mode):
+    result = get_unlearner("interference_aware", FEW).run(street_model, request_mode, street_data)
+    extras = result.extras
+    json.dumps(extras)
+    assert set(extras["targets"]) == set(request_mode.tasks)
+    assert 1 <= extras["steps_taken"] <= 2
+    layers = layers_of(street_model, shared_names(street_model))
+    assert set(extras["subspace_ranks"]) == set(layers)
+    groups = ["retain"] + (["kept"] if request_mode.mode == "partial" else [])
+    for name, ranks in extras["subspace_ranks"].items():
+        keys = {f"retain/{t}" for t in street_data.train.tasks} | {
+            f"kept/{t}" for t in request_mode.kept_tasks}
+        assert set(ranks["output"]) == keys | {"union"}
+        assert ranks["output"]["union"] <= sum(ranks["output"][k] for k in keys)
+        if isinstance(layers[name], torch.nn.Conv2d):
+            assert set(ranks["input"]) == {*groups, "union"}
+    assert 0 < extras["subspace_bytes"] <= 0.25 * extras["model_bytes"]
+
+
+def test_early_stop_completes_the_progress(street_model, street_data, request_mode):
+    events = []
+    result = get_unlearner("interference_aware", {**FEW, "steps": 10, "tolerance": 1.0}).run(
+        street_model, request_mode, street_data, progress=events.append)
+    assert result.extras["stopped_early"] and result.extras["steps_taken"] == 1
+    assert events[-1].step == events[-1].total == 2
+
+
+def _memorised(model, data, request, steps=60):
+    """`model` trained on the forget instances alone, so their loss sits far below unseen loss."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    batch = data.train.batch(list(request.instances))
+    for _ in range(steps):
+        out = model(batch["image"])
+        loss = sum(task.loss(out[name], batch[name]) for name, task in data.train.tasks.items())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval()
+
+
+def _forget_losses(model, data, request):
+    batch = data.train.batch(list(request.instances))
+    with torch.no_grad():
+        out = model(batch["image"])
+    return {t: float(data.train.tasks[t].loss(out[t], batch[t])) for t in request.tasks}
+
+
+def test_calibrated_target_stops_forgetting_near_tau(street_model, street_data):
+    ids = street_data.train.ids
+    request = ForgetRequest.build(ids[:3], None, ids, list(street_data.train.tasks))
+    model = _memorised(street_model, street_data, request)
+    config = {**FEW, "steps": 40, "lr": 0.05}
+    ours = get_unlearner("interference_aware", {**config, "tolerance": 0.1}).run(
+        model, request, street_data)
+    ascent = get_unlearner("grad_ascent", config).run(model, request, street_data)
+    start = _forget_losses(model, street_data, request)
+    tau = ours.extras["targets"]
+    ended, exploded = (_forget_losses(r.model, street_data, request) for r in (ours, ascent))
+    for task in request.tasks:
+        assert start[task] < 0.5 * tau[task], "the model must memorise for this test to mean much"
+        assert abs(ended[task] - tau[task]) <= 0.25 * tau[task], (task, start, ended, tau)
+        assert exploded[task] > 2 * tau[task]
