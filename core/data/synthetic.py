@@ -741,6 +741,8 @@ def render(name: str, seed: int, split: str, index: int, size: tuple[int, int] =
         "depth": (H, W, 1) float32, and for indoor "normal": (H, W, 3) float32}.
     """
     _check_name(name)
+    if split not in _SPLIT_CODES:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(_SPLIT_CODES)}")
     rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, zlib.crc32(name.encode())])
     return _RENDERERS[name](rng, (int(size[0]), int(size[1])))
 

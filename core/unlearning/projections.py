@@ -9,6 +9,7 @@ Layer updates are matrices (C_out, D): a Conv2d weight (C_out, C_in, k, k) is re
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 import torch
@@ -59,41 +60,60 @@ def energy_basis(rows: Tensor, threshold: float) -> Tensor:
     return directions[:, :threshold_rank(energy, threshold)]
 
 
-def allocate_ranks(energies: Sequence[Tensor], costs: Sequence[float], budget: float) -> list[int]:
-    """Share a memory budget among several bases, most energy per float first.
+def allocate_ranks(energies: Sequence[Tensor], costs: Sequence[float],
+                   sides: Sequence[tuple[str, str]], budget: float) -> list[int]:
+    """Share a memory budget among the bases of several layers.
 
-    Each candidate basis i offers directions with energy shares energies[i] (descending) at
-    costs[i] floats each (its dimension d). Directions are taken greedily by energy / cost over
-    all bases until the next one does not fit, so each basis keeps a prefix of its directions.
+    A layer's projection removes about E_in * E_out of the kept signal, where E_side is the mean
+    energy its bases on that side capture (1 for a side with no basis: every direction is kept,
+    as for the inputs of a bias). Every basis first gets its leading direction (most energy per
+    float first, while the budget lasts); then directions are added one at a time by their gain
+    in sum over layers of E_in * E_out per float: e_next / n_side * E_other_side / cost.
 
     Args:
-        energies: per basis, (k_i,) descending energy shares already cut at its threshold rank.
-        costs: per basis, floats one direction takes (> 0).
-        budget: floats available in total.
+        energies: per basis, (k_i,) descending energy shares, cut at its threshold rank.
+        costs: per basis, floats one direction takes (its dimension).
+        sides: per basis, (layer, "input" or "output").
+        budget: floats all bases may take together.
     Returns:
         ranks r_i <= k_i with sum r_i * costs[i] <= budget.
     """
-    if not energies:
-        return []
-    owner = torch.cat([torch.full((e.numel(),), i) for i, e in enumerate(energies)])
-    cost = torch.cat([torch.full((e.numel(),), float(c)) for e, c in zip(energies, costs)])
-    value = torch.cat([e.float().cpu() for e in energies]) / cost
-    order = torch.sort(value, descending=True, stable=True).indices
-    taken = order[torch.cumsum(cost[order], 0) <= budget]
-    return torch.bincount(owner[taken], minlength=len(energies)).tolist()
+    shares = [e.tolist() for e in energies]
+    count = Counter(sides)
+    captured = dict.fromkeys(count, 0.0)
+    ranks, spent = [0] * len(shares), 0.0
+
+    def take(i: int) -> None:
+        nonlocal spent
+        captured[sides[i]] += shares[i][ranks[i]]
+        ranks[i] += 1
+        spent += costs[i]
+
+    def coverage(layer: str, side: str) -> float:
+        return captured[(layer, side)] / count[(layer, side)] if (layer, side) in count else 1.0
+
+    for i in sorted(range(len(shares)), key=lambda i: -shares[i][0] / costs[i] if shares[i] else 0):
+        if shares[i] and spent + costs[i] <= budget:
+            take(i)
+    while True:
+        best, best_gain = None, 0.0
+        for i, (layer, side) in enumerate(sides):
+            if ranks[i] < len(shares[i]) and spent + costs[i] <= budget:
+                other = coverage(layer, "output" if side == "input" else "input")
+                gain = shares[i][ranks[i]] / count[(layer, side)] * other / costs[i]
+                if gain > best_gain:
+                    best, best_gain = i, gain
+        if best is None:
+            return ranks
+        take(best)
 
 
-def union_basis(bases: Sequence[Tensor], dim: int | None = None) -> Tensor:
+def union_basis(bases: Sequence[Tensor]) -> Tensor:
     """Orthonormal basis of the sum of several subspaces.
 
-    Args:
-        bases: (d, r_i) matrices (orthonormal or not); r_i may be 0.
-        dim: d, needed only when `bases` is empty.
-    Returns:
-        (d, r) with r = rank of [B_1 ... B_m] <= sum r_i.
+    bases: at least one (d, r_i) matrix (orthonormal or not; r_i may be 0) -> (d, r) with
+    r = rank of [B_1 ... B_m] <= sum r_i.
     """
-    if not bases:
-        return torch.zeros(dim or 0, 0)
     stacked = torch.cat([b.float() for b in bases], dim=1)
     if stacked.shape[1] == 0:
         return stacked
@@ -107,14 +127,15 @@ def span_basis(vectors: Tensor) -> Tensor:
     vectors: (k, n) -> (n, r), r = rank <= min(k, n). QR's pivots give the rank when the vectors
     are independent; a small pivot means QR's column there is arbitrary, so SVD decides instead.
     """
-    q, r = torch.linalg.qr(vectors.float().T)
-    pivots = r.diagonal().abs()
-    scale = float(vectors.norm(dim=1).max()) if vectors.numel() else 0.0
+    columns = vectors.float().T  # (n, k)
+    scale = float(columns.norm(dim=0).max()) if columns.numel() else 0.0
     if scale == 0.0:
-        return q[:, :0]
-    if bool((pivots > RANK_TOL * scale).all()) and pivots.numel() == vectors.shape[0]:
+        return columns[:, :0]
+    q, r = torch.linalg.qr(columns)
+    pivots = r.diagonal().abs()
+    if pivots.numel() == columns.shape[1] and bool((pivots > RANK_TOL * scale).all()):
         return q
-    left, sigma, _ = torch.linalg.svd(vectors.float().T, full_matrices=False)
+    left, sigma, _ = torch.linalg.svd(columns, full_matrices=False)
     return left[:, sigma > RANK_TOL * scale]
 
 

@@ -1,6 +1,6 @@
 """Layer subspaces of a model on kept data: what its layers see and what its tasks feel.
 
-For every projectable layer (Conv2d, Linear, BatchNorm) one forward pass with hooks records
+For every projectable layer (Conv2d, Linear) one forward pass with hooks records
 - the layer's input as row vectors: a Conv2d's im2col patches (N * L, C_in * k * k), the rows its
   weight (C_out, C_in * k * k) multiplies; a Linear layer's input rows (N * ..., D);
 - per task, the per-sample gradient of the task's loss with respect to the layer's output (the
@@ -30,7 +30,7 @@ from core.unlearning.projections import (
 )
 
 WEIGHTED = (nn.Conv2d, nn.Linear)
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+"""The layers TGP and GPM project: a weight with an input side (im2col rows) and an output side."""
 
 
 def shared_names(model: nn.Module) -> list[str]:
@@ -47,14 +47,13 @@ def reached_names(model: nn.Module, tasks) -> list[str]:
     return [name for name, p in model.named_parameters() if id(p) in reached]
 
 
-def layers_of(model: nn.Module, names, kinds: tuple[type, ...] = WEIGHTED + NORMS
-              ) -> dict[str, nn.Module]:
-    """{module name: module} of the given kinds whose own parameters all lie among `names`."""
+def layers_of(model: nn.Module, names) -> dict[str, nn.Module]:
+    """{module name: Conv2d or Linear module} whose own parameters all lie among `names`."""
     names = set(names)
     layers = {}
     for module_name, module in model.named_modules():
         own = [f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False)]
-        if isinstance(module, kinds) and own and all(n in names for n in own):
+        if isinstance(module, WEIGHTED) and own and all(n in names for n in own):
             layers[module_name] = module
     return layers
 
@@ -164,8 +163,8 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
 class LayerSubspace:
     """The kept subspaces of one layer.
 
-    inputs: U (D, r_in), orthonormal; None for a bias-like layer (BatchNorm) or a grouped conv
-        (every input direction counts as kept, so only the output side frees directions).
+    inputs: U (D, r_in), orthonormal; None for a grouped conv, whose weight is not one im2col
+        product (every input direction then counts as kept: only the output side frees directions).
     outputs: V (C_out, r_out), orthonormal; None for every output direction (GPM's projection).
     ranks: JSON-able, {"input": {group: r, "union": r}, "output": {group/task: r, "union": r}}.
     """
@@ -213,8 +212,7 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
             so a small group or a task with a small loss scale still gets its directions.
         eps_in, eps_out: energy thresholds; eps_out None records no output side (GPM), so
             `LayerSubspace.outputs` is None (every output direction).
-        budget: floats all bases may take together; directions with the least energy per float
-            are dropped first (`allocate_ranks`).
+        budget: floats all bases may take together, shared out by `allocate_ranks`.
     Returns:
         {layer name: LayerSubspace}, bases unions over groups (and tasks).
     """
@@ -229,7 +227,8 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
                        for task, per_layer in signals.outputs.items()
                        for layer, rows in per_layer.items()]
     ranks = allocate_ranks([c.energy for c in candidates],
-                           [c.directions.shape[0] for c in candidates], budget)
+                           [c.directions.shape[0] for c in candidates],
+                           [(c.layer, c.side) for c in candidates], budget)
     subspaces = {}
     for name, module in layers.items():
         bases, layer_ranks = {}, {}

@@ -1,10 +1,8 @@
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.charts import metrics_frame, primary_metric_chart
-from core.checkpoints import SAMPLE_MODELS_DIR
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 METRICS = {"train": {"depth": {"abs_err": 0.2, "delta1": 0.9}},
@@ -25,7 +23,6 @@ def test_primary_chart_keeps_only_primary_metrics():
     assert {trace.name for trace in figure.data} == {"train", "val"}
 
 
-@pytest.mark.skipif(not any(SAMPLE_MODELS_DIR.glob("*.json")), reason="no sample model shipped")
 def test_model_page_shows_card_and_val_metrics():
     app = AppTest.from_file(MAIN, default_timeout=60).run()
     assert not app.exception

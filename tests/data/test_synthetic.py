@@ -157,6 +157,8 @@ def test_bad_arguments(tmp_path):
         generate("synthetic-indoor", tmp_path / "full", **TINY)
     with pytest.raises(ValueError, match="size"):
         generate("synthetic-indoor", tmp_path / "y", n_train=1, n_val=1, size=(4, 64))
+    with pytest.raises(ValueError, match="unknown split 'test'; expected one of train, val"):
+        render("synthetic-indoor", 0, "test", 0)
 
 
 def test_command_line(tmp_path, capsys):
