@@ -35,6 +35,23 @@ class ConfigError(ValueError):
     """A config value outside its allowed range, or a field the method does not have."""
 
 
+_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def _convert(name: str, value: Any, kind: type) -> Any:
+    """A config value from the CLI or a form (often a string) as the field's type."""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is bool:
+        if str(value).strip().lower() not in _BOOLS:
+            raise ConfigError(f"{name}={value!r} is not a boolean; accepted: true, false, 1, 0")
+        return _BOOLS[str(value).strip().lower()]
+    try:
+        return kind(value)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from error
+
+
 @dataclass
 class UnlearnConfig:
     """Knobs shared by every method."""
@@ -66,15 +83,8 @@ class UnlearnConfig:
         if unknown:
             raise ConfigError(f"{cls.__name__} has no field {', '.join(unknown)}; "
                               f"fields: {', '.join(names)}")
-        converted = {}
-        for name, value in overrides.items():
-            kind = type(names[name].default)
-            try:
-                converted[name] = kind(value) if kind in (int, float, str, bool) and not isinstance(
-                    value, kind) else value
-            except (TypeError, ValueError) as error:
-                raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from error
-        return cls(**converted)
+        return cls(**{name: _convert(name, value, type(names[name].default))
+                      for name, value in overrides.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

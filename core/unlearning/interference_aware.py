@@ -116,7 +116,7 @@ class InterferenceAware(Unlearner):
         lr, signs, taken = cfg.lr, {}, 0
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
-                subspaces = self.subspaces(ctx, layers, budget, generator)
+                subspaces = self.kept_subspaces(ctx, layers, budget, generator)
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
             with ctx.autocast():
                 forget_out = model(forget["image"])
@@ -144,10 +144,6 @@ class InterferenceAware(Unlearner):
                 keep = {n: keep[n] + kept[n] for n in params}
             direction = self.forget_direction(ctx, forget_losses, signs, samples, subspaces,
                                               layers)
-            import os
-            w = int(os.environ.get("WARMUP", "0"))
-            for group in optimizer.param_groups:
-                group["lr"] = lr * min(1.0, step / w) if w else lr
             optimizer.zero_grad(set_to_none=True)
             set_grads(model, {n: cfg.alpha * keep[n] + (1 - cfg.alpha) * direction[n]
                               for n in params})
@@ -160,7 +156,7 @@ class InterferenceAware(Unlearner):
                 "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
                 "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}
 
-    def subspaces(self, ctx, layers, budget, generator):
+    def kept_subspaces(self, ctx, layers, budget, generator):
         """TGP bases on kept data: a retain sample (every task), plus in partial mode the forget
         instances (kept tasks)."""
         cfg = self.config
@@ -179,7 +175,7 @@ class InterferenceAware(Unlearner):
         params = dict(ctx.model.named_parameters())
         if not any(signs.values()):
             return {n: torch.zeros_like(p) for n, p in params.items()}
-        direction = gradients(sum(s * forget_losses[t] for t, s in signs.items()), params)
+        direction = gradients(sum(s * forget_losses[t] for t, s in signs.items() if s), params)
         for name in reached_names(ctx.model, ctx.target_tasks):
             flat = orthogonalize(direction[name].reshape(-1),
                                  samples[name].reshape(samples[name].shape[0], -1),

@@ -74,6 +74,16 @@ def test_kept_heads_never_get_the_forget_term(name, street_model, street_data):
                for k, v in before["depth"].state_dict().items())
 
 
+@pytest.mark.parametrize("options", [{"refresh": 1}, {"conflict_only": True, "optimizer": "sgd"}])
+def test_options_run_in_both_modes(options, toy):
+    model, data = toy
+    for tasks in (None, ["kind"]):
+        result = get_unlearner("interference_aware", {**FEW, **options}).run(
+            model, _request(data, tasks), data)
+        assert result.extras["steps_taken"] >= 1
+        assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
+
+
 def test_kept_heads_move_through_the_retain_term(street_model, street_data):
     ids = street_data.train.ids
     request = ForgetRequest.build(ids[:3], ["depth"], ids, list(street_data.train.tasks))

@@ -35,3 +35,15 @@ def test_unknown_method_and_bad_config_are_named():
         get_unlearner("grad_ascent", {"lr": -1.0})
     with pytest.raises(ValueError, match="no field colour"):
         get_unlearner("grad_ascent", {"colour": 1})
+
+
+def test_overrides_from_text_are_typed():
+    method = get_unlearner("interference_aware", {"conflict_only": "false", "steps": "3",
+                                                  "lr": "1e-3"})
+    assert method.config.conflict_only is False
+    assert method.config.steps == 3 and method.config.lr == 1e-3
+    assert get_unlearner("interference_aware", {"conflict_only": "True"}).config.conflict_only
+    with pytest.raises(ValueError, match="conflict_only='maybe' is not a boolean"):
+        get_unlearner("interference_aware", {"conflict_only": "maybe"})
+    with pytest.raises(ValueError, match="steps='many' is not a valid int"):
+        get_unlearner("grad_ascent", {"steps": "many"})
