@@ -35,7 +35,7 @@ def main() -> None:
                 "partial": ForgetRequest.build(instances, [args.partial_task], card.train_ids,
                                                list(model.tasks))}
     print(f"{args.model}: forget instances {instances}")
-    header = f"{'mode':<8}{'method':<20}{'seconds':>9}  {'task':<13}{'forget before->after':>22}" \
+    header = f"{'mode':<8}{'method':<20}{'seconds':>9}  {'task':<21}{'forget before->after':>22}" \
              f"{'test before->after':>22}"
     print(header)
     for mode, request in requests.items():
@@ -47,12 +47,12 @@ def main() -> None:
             by = {(r["task"], r["split"]): r for r in rows}
             for task in request.tasks:
                 forget, test = by[(task, "forget")], by[(task, "test")]
-                print(f"{mode:<8}{name:<20}{result.seconds:>9.2f}  {task:<13}"
+                print(f"{mode:<8}{name:<20}{result.seconds:>9.2f}  {task:<21}"
                       f"{forget['before']:>10.3f} -> {forget['after']:.3f}"
                       f"{test['before']:>12.3f} -> {test['after']:.3f}")
             for task in request.kept_tasks:
                 kept, test = by[(task, "kept")], by[(task, "test")]
-                print(f"{mode:<8}{name:<20}{'':>9}  {task + ' (kept)':<13}"
+                print(f"{mode:<8}{name:<20}{'':>9}  {task + ' (kept)':<21}"
                       f"{kept['before']:>10.3f} -> {kept['after']:.3f}"
                       f"{test['before']:>12.3f} -> {test['after']:.3f}")
 
