@@ -195,6 +195,17 @@ class UnlearningContext:
         """{task: loss} on retain pairs."""
         return multitask_loss(outputs, batch, self.tasks)
 
+    def forget_and_kept_losses(self, batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """One forward of the forget instances -> ({target task: loss}, {kept task: loss})."""
+        with self.autocast():
+            outputs = self.model(batch["image"])
+            return self.forget_losses(outputs, batch), self.kept_losses(outputs, batch)
+
+    def retain_forward_losses(self, batch) -> dict[str, torch.Tensor]:
+        """One forward of retain instances -> {task: loss}."""
+        with self.autocast():
+            return self.retain_losses(self.model(batch["image"]), batch)
+
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 

@@ -47,17 +47,14 @@ class GPM(StepUnlearner):
 
     def step(self, ctx):
         forget, retain = ctx.forget_batch(), ctx.retain_batch()
-        with ctx.autocast():
-            forget_out = ctx.model(forget["image"])
-            forget_losses = ctx.forget_losses(forget_out, forget)
-            kept_losses = ctx.kept_losses(forget_out, forget)
+        forget_losses, kept_losses = ctx.forget_and_kept_losses(forget)
         params = dict(ctx.model.named_parameters())
         direction = gradients(-sum(forget_losses.values()), params, retain_graph=True)
         for layer, subspace in self.subspaces.items():
             direction[f"{layer}.weight"] = subspace.project(direction[f"{layer}.weight"])
         weight = self.config.retain_weight
-        with torch.set_grad_enabled(weight > 0), ctx.autocast():
-            retain_losses = ctx.retain_losses(ctx.model(retain["image"]), retain)
+        with torch.set_grad_enabled(weight > 0):
+            retain_losses = ctx.retain_forward_losses(retain)
         if weight > 0:
             keep = gradients(sum(retain_losses.values()) + sum(kept_losses.values(), 0.0), params)
             direction = {n: direction[n] + weight * keep[n] for n in params}

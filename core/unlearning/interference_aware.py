@@ -118,12 +118,9 @@ class InterferenceAware(Unlearner):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
                 subspaces = self.kept_subspaces(ctx, layers, budget, generator)
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
-            with ctx.autocast():
-                forget_out = model(forget["image"])
-                forget_losses = ctx.forget_losses(forget_out, forget)
-                kept_losses = ctx.kept_losses(forget_out, forget)
-                with torch.no_grad():
-                    retain_losses = ctx.retain_losses(model(retain["image"]), retain)
+            forget_losses, kept_losses = ctx.forget_and_kept_losses(forget)
+            with torch.no_grad():
+                retain_losses = ctx.retain_forward_losses(retain)
             new_signs = forget_signs(forget_losses, targets, cfg.tolerance)
             if step > 1 and not any(new_signs.values()):
                 self._stopped_at = step

@@ -29,13 +29,8 @@ class NegGradPlus(StepUnlearner):
     summary = "beta x descent on retain and kept pairs, (1 - beta) x ascent on forget pairs"
 
     def step(self, ctx):
-        retain = ctx.retain_batch()
-        forget = ctx.forget_batch()
-        with ctx.autocast():
-            retain_losses = ctx.retain_losses(ctx.model(retain["image"]), retain)
-            forget_out = ctx.model(forget["image"])
-            kept_losses = ctx.kept_losses(forget_out, forget)
-            forget_losses = ctx.forget_losses(forget_out, forget)
+        retain_losses = ctx.retain_forward_losses(ctx.retain_batch())
+        forget_losses, kept_losses = ctx.forget_and_kept_losses(ctx.forget_batch())
         keep = sum(retain_losses.values()) + sum(kept_losses.values(), 0.0)
         beta = self.config.beta
         (beta * keep - (1 - beta) * sum(forget_losses.values())).backward()

@@ -34,11 +34,8 @@ class PCGrad(StepUnlearner):
 
     def step(self, ctx):
         forget, retain = ctx.forget_batch(), ctx.retain_batch()
-        with ctx.autocast():
-            forget_out = ctx.model(forget["image"])
-            forget_losses = ctx.forget_losses(forget_out, forget)
-            kept_losses = ctx.kept_losses(forget_out, forget)
-            retain_losses = ctx.retain_losses(ctx.model(retain["image"]), retain)
+        forget_losses, kept_losses = ctx.forget_and_kept_losses(forget)
+        retain_losses = ctx.retain_forward_losses(retain)
         params = dict(ctx.model.named_parameters())
         direction = gradients(-sum(forget_losses.values()), params, retain_graph=True)
         keeps = [gradients(loss, params, retain_graph=True)
