@@ -1,0 +1,109 @@
+"""Gradient-conflict analysis on shared parameters (DESIGN section 6): cosines and angles
+between per-task forget and retain gradients, overall and per layer, and the retain instances
+most aligned with or opposed to an unlearning update."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from core.tasks import TaskSpec
+from core.unlearning.gradients import Grads, flatten, gradients
+
+_COLUMNS = ["forget_task", "retain_task", "cosine", "angle_deg", "conflict"]
+
+
+def _vector(grad: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return flatten(grad) if isinstance(grad, Mapping) else grad.reshape(-1)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine of two (P,) vectors in float64; NaN when either is zero."""
+    a, b = a.double().reshape(-1), b.double().reshape(-1)
+    norms = a.norm() * b.norm()
+    return (a @ b / norms).clamp(-1, 1).item() if norms > 0 else math.nan
+
+
+def _row(forget_task: str, retain_task: str, a: torch.Tensor, b: torch.Tensor) -> dict:
+    c = cosine(a, b)
+    return {"forget_task": forget_task, "retain_task": retain_task, "cosine": c,
+            "angle_deg": math.degrees(math.acos(c)) if math.isfinite(c) else math.nan,
+            "conflict": bool(c < 0)}
+
+
+def cosine_matrix(forget_grads: Mapping[str, torch.Tensor | Grads],
+                  retain_grads: Mapping[str, torch.Tensor | Grads]) -> pd.DataFrame:
+    """Every (forget task, retain task) pair: cosine, angle in degrees, conflict = cosine < 0.
+
+    forget_grads, retain_grads: {task: (P,) tensor} or {task: {param name: tensor}} (flattened
+    in order). A zero gradient gives NaN cosine and angle and no conflict.
+    """
+    rows = [_row(f, r, _vector(gf), _vector(gr))
+            for f, gf in forget_grads.items() for r, gr in retain_grads.items()]
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+def layer_of(name: str) -> str:
+    """The module a parameter belongs to: "backbone.0.weight" -> "backbone.0"."""
+    return name.rsplit(".", 1)[0]
+
+
+def cosine_matrix_by_layer(forget_grads: Mapping[str, Grads],
+                           retain_grads: Mapping[str, Grads]) -> pd.DataFrame:
+    """`cosine_matrix` per layer (parameters grouped by `layer_of`), with a "layer" column first.
+
+    forget_grads, retain_grads: {task: {param name: tensor}}, the same names for every task.
+    """
+    names = list(next(iter(forget_grads.values())))
+    layers: dict[str, list[str]] = {}
+    for name in names:
+        layers.setdefault(layer_of(name), []).append(name)
+    rows = []
+    for layer, members in layers.items():
+        rows += [{"layer": layer, **_row(f, r, flatten({n: gf[n] for n in members}),
+                                         flatten({n: gr[n] for n in members}))}
+                 for f, gf in forget_grads.items() for r, gr in retain_grads.items()]
+    return pd.DataFrame(rows, columns=["layer", *_COLUMNS])
+
+
+def task_gradients(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                   tasks: Mapping[str, TaskSpec], names: Iterable[str] | None = None) -> dict[str, Grads]:
+    """Gradient of each task's mean loss over `batch` on the parameters `names` (default: all).
+
+    batch: {"image": (B, 3, H, W), task: (B, ...)} on the model's device.
+    Returns {task: {param name: tensor}}; `flatten` one for a (P,) vector.
+    """
+    wanted = None if names is None else set(names)
+    params = {n: p for n, p in model.named_parameters() if wanted is None or n in wanted}
+    outputs = model(batch["image"])
+    return {name: {n: g.detach() for n, g in
+                   gradients(spec.loss(outputs[name], batch[name]), params, retain_graph=True).items()}
+            for name, spec in tasks.items()}
+
+
+def at_risk_instances(per_sample: torch.Tensor, update: torch.Tensor, ids: Sequence[int],
+                      k: int = 5) -> pd.DataFrame:
+    """Retain instances whose gradient is most aligned with / opposed to the unlearning update.
+
+    Args:
+        per_sample: (N, P) per-sample retain gradients (`flatten(per_sample_grads(...), 1)`).
+        update: (P,) the unlearning update direction; ids: the N instance ids; k: per side.
+    Returns:
+        Rows id, cosine, angle_deg, side ("aligned": largest cosines first, then "opposed":
+        smallest first), rank (1-based within its side). With N < 2k an instance may be on both.
+    """
+    if per_sample.shape[0] != len(ids):
+        raise ValueError(f"per_sample has {per_sample.shape[0]} rows but {len(ids)} ids were given")
+    g, u = per_sample.double().reshape(len(ids), -1), update.double().reshape(-1)
+    cos = (g @ u / (g.norm(dim=1) * u.norm()).clamp(min=1e-30)).clamp(-1, 1)  # (N,)
+    k = min(k, len(ids))
+    rows = []
+    for side, order in (("aligned", cos.argsort(descending=True)), ("opposed", cos.argsort())):
+        for rank, i in enumerate(order[:k].tolist(), start=1):
+            c = cos[i].item()
+            rows.append({"id": ids[i], "cosine": c, "angle_deg": math.degrees(math.acos(c)),
+                         "side": side, "rank": rank})
+    return pd.DataFrame(rows, columns=["id", "cosine", "angle_deg", "side", "rank"])

@@ -1,0 +1,118 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from core.evaluation import (
+    evaluate_request,
+    fixed_retain_sample,
+    ili,
+    instance_interference,
+    oracle_gap,
+    task_interference,
+    tli,
+    uis,
+    uis_breakdown,
+    uis_terms,
+)
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+
+TASKS = {"seg": TaskSpec("seg", "segmentation", 3), "depth": TaskSpec("depth", "depth", 1)}
+ORIG = {"test": {"seg": 0.5, "depth": 0.8}, "forget": {"seg": 0.9, "depth": 0.95},
+        "kept": {"seg": 0.9, "depth": 0.95}, "retain": {"seg": 0.9, "depth": 1.0}}
+UNL = {"test": {"seg": 0.4, "depth": 0.8}, "forget": {"seg": 0.55, "depth": 0.9},
+       "kept": {"seg": 0.9, "depth": 0.76}, "retain": {"seg": 0.81, "depth": 0.9}}
+
+
+def _frame() -> pd.DataFrame:
+    rows = [(model, split, task, metric, value + (0.01 if metric != TASKS[task].primary else 0))
+            for model, scores in (("original", ORIG), ("unl", UNL))
+            for split, values in scores.items() for task, value in values.items()
+            for metric in TASKS[task].metrics]
+    return pd.DataFrame(rows, columns=["model", "split", "task", "metric", "value"])
+
+
+def _request(tasks):
+    return ForgetRequest.build([0, 1], tasks, list(range(10)), list(TASKS))
+
+
+def test_uis_terms_by_hand():
+    terms = uis_terms(ORIG, UNL, ["seg"], ["depth"]).set_index("task")
+    # seg (target): d = |0.5-0.4|/0.5 = 0.2, f = |0.5-0.55|/0.5 = 0.1 -> 0.15
+    # depth (kept): d = 0, k = |0.95-0.76|/0.95 = 0.2 -> 0.1
+    assert terms.loc["seg", "role"] == "target" and terms.loc["depth", "role"] == "kept"
+    assert terms.loc["seg", "uis_t"] == pytest.approx(0.15)
+    assert terms.loc["depth", "uis_t"] == pytest.approx(0.1)
+    assert math.isnan(terms.loc["seg", "kept_drift"]) and math.isnan(terms.loc["depth", "forget_gap"])
+    halves = terms[["test_half", "forget_half", "kept_half"]].sum(axis=1)
+    assert halves.to_numpy() == pytest.approx(terms["uis_t"].to_numpy())
+
+
+def test_uis_from_frame_uses_primary_metric():
+    frame = _frame()
+    assert uis(frame, "unl", TASKS, _request(["seg"])) == pytest.approx(100 * (0.15 + 0.1) / 2)
+    breakdown = uis_breakdown(frame, "unl", TASKS, _request(None))
+    # full mode: depth is a target too, f = |0.8 - 0.9| / 0.8 = 0.125 -> uis_t = 0.0625
+    assert list(breakdown["role"]) == ["target", "target"]
+    assert breakdown.set_index("task").loc["depth", "uis_t"] == pytest.approx(0.0625)
+    assert uis(frame, "original", TASKS, _request(None)) > 0  # the memorization gap
+
+
+def test_ili_and_tli_by_hand():
+    # ILI: seg 0.09/0.9 = 0.1, depth 0.1/1.0 = 0.1
+    assert instance_interference(ORIG["retain"], UNL["retain"]) == pytest.approx(10.0)
+    assert ili(_frame(), "unl", TASKS) == pytest.approx(10.0)
+    # TLI (partial, forget seg): mean of k_depth = 0.2 and d_depth = 0 -> 10
+    assert task_interference(ORIG, UNL, ["seg"], ["depth"]) == pytest.approx(10.0)
+    assert tli(_frame(), "unl", TASKS, _request(["seg"])) == pytest.approx(10.0)
+    assert math.isnan(tli(_frame(), "unl", TASKS, _request(None)))
+
+
+def test_zero_reference_gives_nan():
+    orig = {"test": {"seg": 0.0}, "forget": {"seg": 0.5}}
+    assert math.isnan(uis_terms(orig, orig, ["seg"]).loc[0, "uis_t"])
+
+
+def test_oracle_gap():
+    frame = _frame()
+    oracle = frame[frame["model"] == "original"].assign(model="retrain")
+    gaps = oracle_gap(pd.concat([frame, oracle]), "unl").set_index(["split", "task", "metric"])
+    assert gaps.loc[("test", "seg", "miou"), "gap"] == pytest.approx(0.1)
+    assert list(gaps.columns) == ["unlearned", "oracle", "gap"]
+    with pytest.raises(ValueError, match="no model 'retrain'"):
+        oracle_gap(frame, "unl")
+
+
+def test_fixed_retain_sample_is_deterministic():
+    request = ForgetRequest.build([0], None, list(range(100)), ["a"])
+    sample = fixed_retain_sample(request, 10, seed=3)
+    assert sample == fixed_retain_sample(request, 10, seed=3) and len(set(sample)) == 10
+    assert 0 not in sample
+    assert fixed_retain_sample(request, 500) == list(range(1, 100))
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_evaluate_request_frame(tiny_model, indoor_source, use_cache, partial):
+    from core.data import split_calibration_test
+    from core.unlearning import UnlearningData
+
+    train, val = indoor_source.open("train"), indoor_source.open("val")
+    data = UnlearningData(train=train, val=val, calibration_ids=split_calibration_test(val.ids)[0])
+    names = list(train.tasks)
+    request = ForgetRequest.build(train.ids[:2], names[:1] if partial else None, train.ids, names)
+    torch.manual_seed(1)
+    frame = evaluate_request({"original": tiny_model, "other": tiny_model}, request, data,
+                             retain_sample=4)
+    assert list(frame.columns) == ["model", "split", "task", "metric", "value"]
+    splits = ["forget", "kept", "retain", "test"] if partial else ["forget", "retain", "test"]
+    assert list(frame["split"].unique()) == splits
+    assert set(frame[frame["split"] == "forget"]["task"]) == set(request.tasks)
+    if partial:
+        assert set(frame[frame["split"] == "kept"]["task"]) == set(request.kept_tasks)
+    n_metrics = sum(len(train.tasks[t].metrics) for t in names)
+    assert (frame[frame["split"] == "test"].groupby("model").size() == n_metrics).all()
+    one = frame[frame["model"] == "original"].reset_index(drop=True)
+    two = frame[frame["model"] == "other"].reset_index(drop=True)
+    pd.testing.assert_series_equal(one["value"], two["value"])
