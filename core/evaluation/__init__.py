@@ -1,6 +1,8 @@
 """Evaluation: split metrics of a request, UIS / ILI / TLI, membership inference, gradient conflict."""
 
 from core.evaluation.conflict import (
+    ConflictReport,
+    analyze_conflicts,
     at_risk_instances,
     cosine,
     cosine_matrix,
@@ -22,8 +24,8 @@ from core.evaluation.uis import (
 )
 
 __all__ = [
-    "at_risk_instances", "cosine", "cosine_matrix", "cosine_matrix_by_layer", "evaluate_request",
-    "fixed_retain_sample", "ili", "instance_interference", "loss_features", "membership_inference",
-    "mia_from_features", "oracle_gap", "primary_scores", "task_gradients", "task_interference", "tli",
-    "uis", "uis_breakdown", "uis_terms",
+    "ConflictReport", "analyze_conflicts", "at_risk_instances", "cosine", "cosine_matrix",
+    "cosine_matrix_by_layer", "evaluate_request", "fixed_retain_sample", "ili", "instance_interference",
+    "loss_features", "membership_inference", "mia_from_features", "oracle_gap", "primary_scores",
+    "task_gradients", "task_interference", "tli", "uis", "uis_breakdown", "uis_terms",
 ]

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 
 from core.tasks import TaskSpec
-from core.unlearning.gradients import Grads, flatten, gradients
+from core.unlearning.gradients import Grads, flatten, gradients, per_sample_grads
 
 _COLUMNS = ["forget_task", "retain_task", "cosine", "angle_deg", "conflict"]
 
@@ -107,3 +108,71 @@ def at_risk_instances(per_sample: torch.Tensor, update: torch.Tensor, ids: Seque
             rows.append({"id": ids[i], "cosine": c, "angle_deg": math.degrees(math.acos(c)),
                          "side": side, "rank": rank})
     return pd.DataFrame(rows, columns=["id", "cosine", "angle_deg", "side", "rank"])
+
+
+@dataclass
+class ConflictReport:
+    """What `analyze_conflicts` returns.
+
+    overall: `cosine_matrix` rows (forget_task, retain_task, cosine, angle_deg, conflict) on
+        the shared parameters; by_layer: the same per shared layer ("layer" column first);
+        at_risk: `at_risk_instances` rows (id, cosine, angle_deg, side, rank) of retain ids.
+    """
+
+    overall: pd.DataFrame
+    by_layer: pd.DataFrame
+    at_risk: pd.DataFrame
+    retain_ids: list[int]
+
+
+def analyze_conflicts(model: torch.nn.Module, request, data, retain_sample: int = 32,
+                      top_k: int = 10, seed: int = 0) -> ConflictReport:
+    """Gradient-conflict analysis of one forget request on the model's shared parameters.
+
+    Forget gradients g_F,t: gradient of target task t's mean loss on the forget instances.
+    Retain gradients g_R,t: gradient of task t's mean loss on a fixed retain sample
+    (`fixed_retain_sample(request, retain_sample, seed)`), for every task; in partial mode also
+    each kept task on the forget instances, labelled "<task> (kept)".
+
+    At-risk instances: the per-sample gradient g_i of each sampled retain instance (summed loss of
+    every task, shared parameters, torch.func via `per_sample_grads`) against the unlearning
+    update direction u = -grad L_F, L_F the summed target-task forget loss. u is the
+    pseudo-gradient of gradient ascent on L_F (an optimizer step moves the parameters by -lr * u,
+    i.e. up L_F), so to first order instance i's loss changes by -lr * g_i . u: "aligned"
+    instances (cosine > 0) gain from the update, "opposed" ones (cosine < 0) lose the most and
+    are the ones exposed to instance-level interference. `top_k` instances per side.
+
+    The model is put in eval mode for the analysis (its mode is restored after) and never
+    modified: gradients come from torch.autograd.grad / torch.func, no .grad is written.
+    """
+    from core.evaluation.metrics import fixed_retain_sample
+    from core.unlearning.subspaces import sample_loss, shared_names
+
+    tasks: dict[str, TaskSpec] = dict(data.train.tasks)
+    target = {t: tasks[t] for t in request.tasks}
+    kept = {t: tasks[t] for t in request.kept_tasks}
+    names = shared_names(model)
+    device = next(model.parameters()).device
+    retain_ids = fixed_retain_sample(request, retain_sample, seed)
+
+    def batch(ids):
+        return {k: v.to(device) for k, v in data.train.batch(list(ids)).items()
+                if isinstance(v, torch.Tensor)}
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            on_forget = task_gradients(model, batch(request.instances), {**target, **kept}, names)
+            forget = {t: on_forget[t] for t in target}
+            retain_batch = batch(retain_ids)
+            retain = task_gradients(model, retain_batch, tasks, names)
+            retain.update({f"{t} (kept)": on_forget[t] for t in kept})
+            per_sample = flatten(per_sample_grads(model, retain_batch, sample_loss(tasks), names), 1)
+    finally:
+        model.train(was_training)
+    update = -sum(flatten(g) for g in forget.values())
+    return ConflictReport(overall=cosine_matrix(forget, retain),
+                          by_layer=cosine_matrix_by_layer(forget, retain),
+                          at_risk=at_risk_instances(per_sample.detach(), update, retain_ids, top_k),
+                          retain_ids=retain_ids)

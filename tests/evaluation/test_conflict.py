@@ -67,3 +67,40 @@ def test_task_gradients_match_autograd():
     loss = tasks["a"].loss(net(batch["image"])["a"], batch["a"])
     expected = torch.autograd.grad(loss, net.head.weight)[0]
     torch.testing.assert_close(grads["a"]["head.weight"], expected)
+
+
+@pytest.mark.parametrize("partial", [False, True])
+def test_analyze_conflicts(tiny_model, indoor_source, use_cache, partial):
+    from core.data import split_calibration_test
+    from core.evaluation import analyze_conflicts
+    from core.requests import ForgetRequest
+    from core.unlearning import UnlearningData
+    from core.unlearning.subspaces import shared_names
+
+    train, val = indoor_source.open("train"), indoor_source.open("val")
+    data = UnlearningData(train=train, val=val, calibration_ids=split_calibration_test(val.ids)[0])
+    names = list(train.tasks)
+    request = ForgetRequest.build(train.ids[:3], names[:1] if partial else None, train.ids, names)
+    tiny_model.train()
+    before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
+    report = analyze_conflicts(tiny_model, request, data, retain_sample=6, top_k=2)
+
+    retain_labels = names + ([f"{t} (kept)" for t in request.kept_tasks] if partial else [])
+    columns = ["forget_task", "retain_task", "cosine", "angle_deg", "conflict"]
+    assert list(report.overall.columns) == columns
+    assert list(report.overall["forget_task"].unique()) == list(request.tasks)
+    assert list(report.overall["retain_task"].unique()) == retain_labels
+    assert len(report.overall) == len(request.tasks) * len(retain_labels)
+    assert report.overall["cosine"].between(-1, 1).all()
+    assert list(report.by_layer.columns) == ["layer", *columns]
+    layers = {n.rsplit(".", 1)[0] for n in shared_names(tiny_model)}
+    assert set(report.by_layer["layer"]) == layers
+    assert len(report.by_layer) == len(layers) * len(report.overall)
+    assert list(report.at_risk.columns) == ["id", "cosine", "angle_deg", "side", "rank"]
+    assert len(report.at_risk) == 4
+    assert set(report.at_risk["id"]) <= set(request.retain_ids) & set(report.retain_ids)
+    assert len(report.retain_ids) == 6
+    # the model is read, never modified: same parameters, no .grad, mode restored
+    assert tiny_model.training
+    for name, p in tiny_model.named_parameters():
+        assert torch.equal(p, before[name]) and p.grad is None
