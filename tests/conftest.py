@@ -40,6 +40,17 @@ def use_cache(data_cache, monkeypatch):
 
 
 @pytest.fixture()
+def indoor_data(indoor_source, use_cache):
+    """UnlearningData over the tiny indoor benchmark (no training recipe)."""
+    from core.data import split_calibration_test
+    from core.unlearning import UnlearningData
+
+    val = indoor_source.open("val")
+    return UnlearningData(train=indoor_source.open("train"), val=val,
+                          calibration_ids=split_calibration_test(val.ids)[0])
+
+
+@pytest.fixture()
 def tiny_model(indoor_source, use_cache) -> MultiTaskNet:
     torch.manual_seed(0)
     tasks = list(indoor_source.open("train").tasks.values())

@@ -70,15 +70,13 @@ def test_task_gradients_match_autograd():
 
 
 @pytest.mark.parametrize("partial", [False, True])
-def test_analyze_conflicts(tiny_model, indoor_source, use_cache, partial):
-    from core.data import split_calibration_test
+def test_analyze_conflicts(tiny_model, indoor_data, partial):
     from core.evaluation import analyze_conflicts
     from core.requests import ForgetRequest
-    from core.unlearning import UnlearningData
     from core.unlearning.subspaces import shared_names
 
-    train, val = indoor_source.open("train"), indoor_source.open("val")
-    data = UnlearningData(train=train, val=val, calibration_ids=split_calibration_test(val.ids)[0])
+    data = indoor_data
+    train = data.train
     names = list(train.tasks)
     request = ForgetRequest.build(train.ids[:3], names[:1] if partial else None, train.ids, names)
     tiny_model.train()

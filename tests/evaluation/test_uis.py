@@ -94,12 +94,9 @@ def test_fixed_retain_sample_is_deterministic():
 
 
 @pytest.mark.parametrize("partial", [False, True])
-def test_evaluate_request_frame(tiny_model, indoor_source, use_cache, partial):
-    from core.data import split_calibration_test
-    from core.unlearning import UnlearningData
-
-    train, val = indoor_source.open("train"), indoor_source.open("val")
-    data = UnlearningData(train=train, val=val, calibration_ids=split_calibration_test(val.ids)[0])
+def test_evaluate_request_frame(tiny_model, indoor_data, partial):
+    data = indoor_data
+    train = data.train
     names = list(train.tasks)
     request = ForgetRequest.build(train.ids[:2], names[:1] if partial else None, train.ids, names)
     torch.manual_seed(1)
