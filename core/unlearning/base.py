@@ -22,6 +22,7 @@ from core.device import select_device
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
 from core.training import multitask_loss
+from core.unlearning.gradients import gradients
 
 
 def knob(default: Any, low: float | None = None, high: float | None = None, help: str = "",
@@ -205,6 +206,18 @@ class UnlearningContext:
         """One forward of retain instances -> {task: loss}."""
         with self.autocast():
             return self.retain_losses(self.model(batch["image"]), batch)
+
+    def add_retain_term(self, direction: dict[str, torch.Tensor], retain, kept_losses,
+                        weight: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """direction + weight * d(retain + kept losses)/d params, and the retain losses (computed
+        without a graph when weight is 0, for the report only)."""
+        with torch.set_grad_enabled(weight > 0):
+            retain_losses = self.retain_forward_losses(retain)
+        if weight > 0:
+            params = dict(self.model.named_parameters())
+            keep = gradients(sum(retain_losses.values()) + sum(kept_losses.values(), 0.0), params)
+            direction = {n: direction[n] + weight * keep[n] for n in params}
+        return direction, retain_losses
 
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

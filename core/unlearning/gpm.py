@@ -52,12 +52,8 @@ class GPM(StepUnlearner):
         direction = gradients(-sum(forget_losses.values()), params, retain_graph=True)
         for layer, subspace in self.subspaces.items():
             direction[f"{layer}.weight"] = subspace.project(direction[f"{layer}.weight"])
-        weight = self.config.retain_weight
-        with torch.set_grad_enabled(weight > 0):
-            retain_losses = ctx.retain_forward_losses(retain)
-        if weight > 0:
-            keep = gradients(sum(retain_losses.values()) + sum(kept_losses.values(), 0.0), params)
-            direction = {n: direction[n] + weight * keep[n] for n in params}
+        direction, retain_losses = ctx.add_retain_term(direction, retain, kept_losses,
+                                                       self.config.retain_weight)
         set_grads(ctx.model, direction)
         return forget_losses, retain_losses
 

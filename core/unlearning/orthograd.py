@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import gradients, per_sample_grads, set_grads
 from core.unlearning.projections import orthogonalize
@@ -43,11 +41,7 @@ class OrthoGrad(StepUnlearner):
             flat = orthogonalize(direction[name].reshape(-1),
                                  samples[name].reshape(samples[name].shape[0], -1))
             direction[name] = flat.view_as(direction[name])
-        weight = self.config.retain_weight
-        with torch.set_grad_enabled(weight > 0):
-            retain_losses = ctx.retain_forward_losses(retain)
-        if weight > 0:
-            keep = gradients(sum(retain_losses.values()) + sum(kept_losses.values(), 0.0), params)
-            direction = {n: direction[n] + weight * keep[n] for n in params}
+        direction, retain_losses = ctx.add_retain_term(direction, retain, kept_losses,
+                                                       self.config.retain_weight)
         set_grads(ctx.model, direction)
         return forget_losses, retain_losses

@@ -84,10 +84,15 @@ def test_options_run_in_both_modes(options, toy):
         assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
 
 
-def test_kept_heads_move_through_the_retain_term(street_model, street_data):
+WITH_RETAIN = {"interference_aware": {"alpha": 0.5}, "pcgrad": {"retain_weight": 1.0},
+               "orthograd": {"retain_weight": 1.0}, "gpm": {"retain_weight": 1.0}}
+
+
+@pytest.mark.parametrize("name", sorted(WITH_RETAIN))
+def test_kept_heads_move_through_the_retain_term(name, street_model, street_data):
     ids = street_data.train.ids
     request = ForgetRequest.build(ids[:3], ["depth"], ids, list(street_data.train.tasks))
-    result = get_unlearner("interference_aware", {**FEW, "alpha": 0.5}).run(
+    result = get_unlearner(name, {**FEW, **WITH_RETAIN[name]}).run(
         street_model, request, street_data)
     head = result.model.heads["segmentation"].state_dict()
     assert any(not torch.equal(v, head[k])
