@@ -1,4 +1,4 @@
-"""The `mtu` command: train, unlearn, info, generate, app."""
+"""The `mtu` command: train, unlearn, info, generate, bench, app."""
 
 from __future__ import annotations
 
@@ -111,6 +111,32 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _csv(kind):
+    def parse(text: str):
+        try:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__}s, got {text!r}") from error
+    return parse
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from core.evaluation.benchmark import FULL, QUICK, plan_with, run_plan
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    plan = plan_with(QUICK if args.quick else FULL, benchmarks=args.benchmarks, ratios=args.ratios,
+                     seeds=args.seeds, methods=args.methods)
+    out = args.out or Path("results") / ("bench-quick" if args.quick else "bench")
+    frames = run_plan(plan, out, fresh=args.fresh)
+    print(frames["headline"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out}/summary.md, {out}/report.html and the CSVs")
+    return 0
+
+
 def cmd_app(args) -> int:
     import subprocess
 
@@ -159,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--n-val", type=int, default=600)
     generate.add_argument("--size", type=_parse_size, default=(64, 64))
     generate.set_defaults(func=cmd_generate)
+
+    bench = commands.add_parser("bench", help="compare every method on the benchmark protocol")
+    bench.add_argument("--quick", action="store_true", help="one ratio, one seed, small grid (minutes)")
+    bench.add_argument("--out", default=None, help="results folder (default results/bench[-quick])")
+    bench.add_argument("--fresh", action="store_true", help="discard what the folder holds first")
+    bench.add_argument("--benchmarks", type=_csv(str), default=None, help="e.g. synthetic-indoor")
+    bench.add_argument("--ratios", type=_csv(float), default=None, help="forget ratios, e.g. 0.01,0.1")
+    bench.add_argument("--seeds", type=_csv(int), default=None, help="reported seeds, e.g. 1,2,3")
+    bench.add_argument("--methods", type=_csv(str), default=None, help="default: every method")
+    bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    bench.set_defaults(func=cmd_bench)
 
     app = commands.add_parser("app", help="start the Streamlit dashboard")
     app.add_argument("--port", type=int, default=8501)

@@ -34,3 +34,12 @@ def test_bad_input_is_a_message_not_a_traceback(tmp_path, use_cache, capsys):
     assert "not found" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--benchmark", "x", "--size", "big", "--out", "o"])
+
+
+@pytest.mark.parametrize("args, message", [(["--ratios", "2"], "ratio 2.0 is not in"),
+                                           (["--methods", "nope"], "unknown method 'nope'"),
+                                           (["--seeds", "0"], "tuning seed 0")])
+def test_bench_rejects_a_bad_plan(args, message, capsys, tmp_path):
+    assert main(["bench", "--out", str(tmp_path / "b"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()

@@ -1,5 +1,9 @@
-"""Evaluation: split metrics of a request, UIS / ILI / TLI, membership inference, gradient conflict."""
+"""Evaluation: split metrics of a request, UIS / ILI / TLI, membership inference, gradient conflict,
+the comparison of several models on one request; the benchmark protocol lives in
+`core.evaluation.benchmark`, its report in `core.evaluation.report` and the figures in
+`core.evaluation.figures`."""
 
+from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import (
     ConflictReport,
     analyze_conflicts,
@@ -24,7 +28,8 @@ from core.evaluation.uis import (
 )
 
 __all__ = [
-    "ConflictReport", "analyze_conflicts", "at_risk_instances", "cosine", "cosine_matrix",
+    "Comparison", "ConflictReport", "analyze_conflicts", "compare_models", "at_risk_instances", "cosine",
+    "cosine_matrix",
     "cosine_matrix_by_layer", "evaluate_request", "fixed_retain_sample", "ili", "instance_interference",
     "loss_features", "membership_inference", "mia_from_features", "oracle_gap", "primary_scores",
     "task_gradients", "task_interference", "tli", "uis", "uis_breakdown", "uis_terms",

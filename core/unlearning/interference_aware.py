@@ -20,11 +20,17 @@ projection (TGP) and instance-level gradient orthogonalisation (IGO).
    batch (torch.func vmap, QR per tensor); with conflict_only, only in the span of the samples it
    conflicts with. The same per-sample gradients, averaged, give the retain gradient.
 4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
-   gradient is that of the retain losses (every task) plus, in partial mode, the kept losses on
-   the forget instances; the forget losses never reach a kept task's head, so those heads move
-   only through the retain term. Adam (the default) rescales each coordinate, which bends the
-   projected direction a little; SGD follows g exactly, but on models trained with Adam its
-   retain term diverges at step sizes that forget within a few dozen steps. On the memorising
+   gradient is that of the retain losses (every task) plus, in partial mode, `kept_weight` x a
+   consistency term on the kept pairs: the mean squared gap between the model's kept-task
+   outputs on the forget instances and the original model's. (Changed from descending the kept
+   pairs' training loss: that kept fitting those pairs past the original, and kept drift counts
+   a change either way. On the indoor bench model, 10% forget, partial on normals, the kept
+   segmentation mIoU of the forget images rose from .299 to .331 under the old term, a kept
+   drift of 0.107; with the consistency term it is 0.012.) The forget losses never reach a kept
+   task's head, so those heads move only through the retain term. Adam (the default) rescales
+   each coordinate, which bends the projected direction a little; SGD follows g exactly, but on
+   models trained with Adam its retain term diverges at step sizes that forget within a few
+   dozen steps. On the memorising
    indoor model (10 forget instances), Adam at lr 3e-4 to 4e-4 gave the least retain damage per
    unit of forgetting.
 
@@ -71,6 +77,7 @@ class InterferenceAwareConfig(UnlearnConfig):
     max_rows: int = knob(1024, 16, 1_000_000, "rows (sample x position) per basis SVD")
     basis_budget: float = knob(0.25, 0.0, 1.0, "memory of all bases / the model's parameter memory")
     calibration_batch: int = knob(64, 1, 100_000, "calibration instances tau_t is measured on")
+    kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
 
 
 @torch.no_grad()
@@ -118,7 +125,7 @@ class InterferenceAware(Unlearner):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
                 subspaces = self.kept_subspaces(ctx, layers, budget, generator)
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
-            forget_losses, kept_losses = ctx.forget_and_kept_losses(forget)
+            forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
             with torch.no_grad():
                 retain_losses = ctx.retain_forward_losses(retain)
             new_signs = forget_signs(forget_losses, targets, cfg.tolerance)
@@ -136,8 +143,8 @@ class InterferenceAware(Unlearner):
             # mode), their span is what IGO removes
             samples = per_sample_grads(model, retain, sample_loss(ctx.tasks))
             keep = {n: g.mean(0) for n, g in samples.items()}
-            if kept_losses:
-                kept = gradients(sum(kept_losses.values()), params, retain_graph=True)
+            if kept_gaps:
+                kept = gradients(cfg.kept_weight * sum(kept_gaps.values()), params, retain_graph=True)
                 keep = {n: keep[n] + kept[n] for n in params}
             direction = self.forget_direction(ctx, forget_losses, signs, samples, subspaces,
                                               layers)
@@ -152,6 +159,20 @@ class InterferenceAware(Unlearner):
                 "subspace_ranks": {name: s.ranks for name, s in subspaces.items()},
                 "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
                 "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}
+
+    @staticmethod
+    def forget_losses_and_kept_gaps(ctx, forget):
+        """One forward of the forget instances -> ({target task: loss}, {kept task: mean squared
+        gap between the model's and the original model's outputs on these instances})."""
+        with ctx.autocast():
+            outputs = ctx.model(forget["image"])
+            forget_losses = ctx.forget_losses(outputs, forget)
+            if not ctx.kept_tasks:
+                return forget_losses, {}
+            with torch.no_grad():
+                anchor = ctx.original(forget["image"])
+            gaps = {t: (outputs[t].float() - anchor[t].float()).pow(2).mean() for t in ctx.kept_tasks}
+        return forget_losses, gaps
 
     def kept_subspaces(self, ctx, layers, budget, generator):
         """TGP bases on kept data: a retain sample (every task), plus in partial mode the forget

@@ -1,0 +1,386 @@
+"""`mtu bench`: the benchmark protocol of DESIGN section 6.
+
+For every benchmark a base model is trained once (the plan's recipe, smaller than the shipped
+sample models so that one exact retrain oracle per cell fits the time budget). A cell is
+(benchmark, forget ratio, setting, seed): the seed draws the forget instances (the same ones for
+every setting of that ratio and seed); the setting is "full" or "partial:<task>" (forget that one
+task, keep the others). In each cell the retrain oracle is trained once and cached, every method
+runs with its tuned configuration, and `compare_models` scores them all, with two reference
+rows: `original` (doing nothing) and `retrain` (the oracle).
+
+Tuning: each method gets the same budget, a small grid (`BenchPlan.grid`: learning rate x steps;
+a method without a learning rate gets a grid of the same size over its own knobs, see
+`method_grids`), evaluated on a separate tuning seed that is never reported, once per
+(benchmark, mode) at `tuning_ratio` (or once per ratio when that is None); the partial-mode
+tuning request forgets one task drawn by the tuning seed. The configuration with the lowest
+UIS wins. Grid, scores and choices go to tuning.json.
+
+Everything is written under one results folder and reused when present, so an interrupted run
+resumes where it stopped: the base models, the tuning choices (per benchmark, ratio, mode and
+method), the oracles and the finished cells.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from core.checkpoints import ModelCard, load_checkpoint, save_checkpoint
+from core.data.sources import DataSource
+from core.evaluation.compare import Comparison, compare_models
+from core.evaluation.conflict import analyze_conflicts
+from core.requests import ForgetRequest
+from core.training import TrainConfig, train_checkpoint
+from core.unlearning.base import UnlearningData, get_unlearner, list_unlearners
+
+ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
+REFERENCES = (ORIGINAL, ORACLE)
+
+
+class BenchError(ValueError):
+    """A plan or results folder that cannot be used as asked."""
+
+
+@dataclass(frozen=True)
+class BenchPlan:
+    """What a benchmark run covers. Cells: benchmarks x ratios x settings x seeds."""
+
+    benchmarks: tuple[str, ...] = ("synthetic-indoor", "synthetic-street")
+    ratios: tuple[float, ...] = (0.01, 0.10)
+    seeds: tuple[int, ...] = (1, 2, 3)
+    tuning_seed: int = 0
+    tuning_ratio: float | None = 0.10
+    """The forget ratio the tuning request uses; None = tune again at every ratio."""
+    methods: tuple[str, ...] = ()
+    """Methods to compare; empty = every registered method except the oracle."""
+    grid: dict[str, list] = field(default_factory=lambda: {"lr": [1e-4, 3e-4, 1e-3], "steps": [10, 30]})
+    method_grids: dict[str, dict[str, list]] = field(
+        default_factory=lambda: {"ssd": {"alpha": [1.0, 3.0, 10.0], "dampening": [0.5, 1.0]}})
+    """Grids for methods that do not use the shared knobs; the same number of points."""
+    n_train: int = 400
+    n_val: int = 300
+    size: tuple[int, int] = (32, 32)
+    data_seed: int = 0
+    epochs: int = 40
+    width: int = 16
+    retain_sample: int = 64
+
+    def __post_init__(self):
+        known = list_unlearners()
+        for name in self.all_methods():
+            if name not in known or name == ORACLE:
+                raise BenchError(f"unknown method {name!r} for the bench; accepted: "
+                                 f"{', '.join(m for m in known if m != ORACLE)}")
+        for ratio in (*self.ratios, self.tuning_ratio or 0.5):
+            if not 0 < ratio < 1:
+                raise BenchError(f"forget ratio {ratio} is not in (0, 1)")
+        if self.tuning_seed in self.seeds:
+            raise BenchError(f"the tuning seed {self.tuning_seed} is also a reported seed; "
+                             "tuning must never see the reported seeds")
+
+    def all_methods(self) -> list[str]:
+        return list(self.methods) or [m for m in list_unlearners() if m != ORACLE]
+
+    def grid_for(self, method: str) -> list[dict[str, Any]]:
+        """Every configuration of `method`'s grid, as override dicts."""
+        axes = self.method_grids.get(method, self.grid)
+        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+    def source(self, benchmark: str) -> DataSource:
+        return DataSource(benchmark=benchmark, seed=self.data_seed, n_train=self.n_train,
+                          n_val=self.n_val, size=tuple(self.size))
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that change results already on disk (not the lists of cells to run)."""
+        skip = {"benchmarks", "ratios", "seeds", "methods"}
+        return json.loads(json.dumps({k: v for k, v in asdict(self).items() if k not in skip}))
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self)))
+
+
+FULL = BenchPlan()
+"""`mtu bench`: 2 benchmarks x 2 ratios x (full + one partial per task) x 3 seeds = 42 cells."""
+
+QUICK = BenchPlan(ratios=(0.05,), tuning_ratio=None, seeds=(1,), grid={"lr": [3e-4, 1e-3], "steps": [10]},
+                  method_grids={"ssd": {"alpha": [1.0, 10.0]}}, n_train=200, n_val=150, epochs=15,
+                  retain_sample=48)
+"""`mtu bench --quick`: one ratio, one seed, a 2-point grid, a smaller base model."""
+
+
+def settings_of(tasks: Sequence[str]) -> list[str]:
+    """"full" and one "partial:<task>" per task."""
+    return ["full"] + [f"partial:{t}" for t in tasks]
+
+
+def setting_tasks(setting: str) -> list[str] | None:
+    """The target tasks of a setting (None = all)."""
+    return None if setting == "full" else [setting.split(":", 1)[1]]
+
+
+def forget_instances(train_ids: Sequence[int], ratio: float, seed: int) -> list[int]:
+    """round(ratio x N) training ids (at least 1), drawn by (seed, ratio), sorted."""
+    count = max(1, round(ratio * len(train_ids)))
+    rng = np.random.default_rng([seed, round(ratio * 10_000)])
+    return sorted(int(i) for i in rng.choice(np.asarray(train_ids), size=count, replace=False))
+
+
+def cell_key(benchmark: str, ratio: float, setting: str, seed: int) -> str:
+    return f"{benchmark}__r{ratio:g}__{setting.replace(':', '-')}__s{seed}"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write through a temporary file, so an interruption never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=str))
+    tmp.replace(path)
+
+
+class Bench:
+    """One results folder and the plan that fills it. `run()` does what is missing."""
+
+    def __init__(self, plan: BenchPlan, out: str | Path, log: Callable[[str], None] = print,
+                 show_bars: bool = True):
+        self.plan, self.out, self.log, self.show_bars = plan, Path(out), log, show_bars
+        self._models: dict[str, tuple[torch.nn.Module, ModelCard, UnlearningData]] = {}
+        self._check_folder()
+
+    def _check_folder(self) -> None:
+        path = self.out / "plan.json"
+        if path.is_file():
+            before = json.loads(path.read_text()).get("fingerprint")
+            if before != self.plan.fingerprint():
+                changed = sorted(k for k in self.plan.fingerprint() if (before or {}).get(k)
+                                 != self.plan.fingerprint()[k])
+                raise BenchError(f"{self.out} holds results of a different plan (changed: "
+                                 f"{', '.join(changed) or 'all'}); pass another --out or --fresh")
+        _write_json(path, {"fingerprint": self.plan.fingerprint(), "plan": self.plan.to_dict()})
+
+    # -- base models ------------------------------------------------------------------------------
+    def base(self, benchmark: str) -> tuple[torch.nn.Module, ModelCard, UnlearningData]:
+        """The benchmark's base model (trained once, then read from disk), card and data."""
+        if benchmark not in self._models:
+            path = self.out / "models" / benchmark
+            if not path.with_suffix(".json").is_file():
+                self.log(f"training the {benchmark} base model ({self.plan.epochs} epochs)")
+                source = self.plan.source(benchmark)
+                source.resolve()
+                model, card = train_checkpoint(source, {"backbone": "small_cnn", "width": self.plan.width},
+                                               TrainConfig(epochs=self.plan.epochs, seed=0),
+                                               show_bar=self.show_bars)
+                save_checkpoint(model, card, path)
+            model, card = load_checkpoint(path)
+            self._models[benchmark] = (model, card, UnlearningData.from_card(card))
+        return self._models[benchmark]
+
+    def request(self, benchmark: str, ratio: float, setting: str, seed: int) -> ForgetRequest:
+        model, card, _ = self.base(benchmark)
+        return ForgetRequest.build(forget_instances(card.train_ids, ratio, seed), setting_tasks(setting),
+                                   card.train_ids, list(model.tasks))
+
+    # -- tuning -----------------------------------------------------------------------------------
+    def tuning_setting(self, benchmark: str, mode: str) -> str:
+        if mode == "full":
+            return "full"
+        tasks = list(self.base(benchmark)[0].tasks)
+        return f"partial:{tasks[np.random.default_rng(self.plan.tuning_seed).integers(len(tasks))]}"
+
+    def tuned(self, benchmark: str, ratio: float, mode: str, method: str) -> dict[str, Any]:
+        """The chosen configuration of `method` for (benchmark, ratio, mode), tuning if needed
+        (at `plan.tuning_ratio` when it is set, whatever `ratio` is)."""
+        ratio = self.plan.tuning_ratio or ratio
+        path = self.out / "tuning.json"
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{benchmark}__r{ratio:g}__{mode}"
+        if method not in record.get(key, {}):
+            setting = self.tuning_setting(benchmark, mode)
+            request = self.request(benchmark, ratio, setting, self.plan.tuning_seed)
+            model, _, data = self.base(benchmark)
+            trials = []
+            for overrides in self.plan.grid_for(method):
+                config = {**overrides, "seed": self.plan.tuning_seed}
+                result = get_unlearner(method, config).run(model, request, data)
+                board = compare_models({ORIGINAL: model, method: result.model}, request, data,
+                                       retain_sample=self.plan.retain_sample, seed=self.plan.tuning_seed,
+                                       mia=False).leaderboard
+                trials.append({"config": overrides, "uis": float(board.set_index("model").at[method, "uis"]),
+                               "seconds": round(result.seconds, 3)})
+            best = min(trials, key=lambda t: t["uis"] if math.isfinite(t["uis"]) else math.inf)
+            record.setdefault(key, {})[method] = {"setting": setting, "seed": self.plan.tuning_seed,
+                                                  "instances": list(request.instances),
+                                                  "trials": trials, "chosen": best["config"]}
+            _write_json(path, record)
+        return dict(record[key][method]["chosen"])
+
+    def tune_all(self) -> None:
+        ratios = [self.plan.tuning_ratio] if self.plan.tuning_ratio else self.plan.ratios
+        jobs = [(b, r, m, meth) for b in self.plan.benchmarks for r in ratios
+                for m in ("full", "partial") for meth in self.plan.all_methods()]
+        for job in tqdm(jobs, desc="tuning", disable=not self.show_bars):
+            self.tuned(*job)
+
+    # -- cells ------------------------------------------------------------------------------------
+    def cells(self) -> list[tuple[str, float, str, int]]:
+        return [(b, r, s, seed) for b in self.plan.benchmarks for r in self.plan.ratios
+                for s in settings_of(list(self.base(b)[0].tasks)) for seed in self.plan.seeds]
+
+    def oracle(self, benchmark: str, ratio: float, setting: str, seed: int) -> tuple[torch.nn.Module, float]:
+        """The retrain oracle of a cell and its training time, cached under oracles/."""
+        path = self.out / "oracles" / cell_key(benchmark, ratio, setting, seed)
+        if not path.with_suffix(".json").is_file():
+            from core.unlearning.runner import unlearned_card
+
+            model, card, data = self.base(benchmark)
+            request = self.request(benchmark, ratio, setting, seed)
+            result = get_unlearner(ORACLE).run(model, request, data)
+            save_checkpoint(result.model, unlearned_card(card, f"models/{benchmark}", result, []), path)
+        oracle, card = load_checkpoint(path)
+        return oracle, float(card.request["seconds"])
+
+    def cell(self, benchmark: str, ratio: float, setting: str, seed: int) -> dict[str, Any]:
+        """Run (or read back) one cell: {"key", ..., "comparison", "conflicts", "configs"}."""
+        path = self.out / "cells" / f"{cell_key(benchmark, ratio, setting, seed)}.json"
+        methods = self.plan.all_methods()
+        if path.is_file():
+            done = json.loads(path.read_text())
+            if set(methods) <= set(done["configs"]):
+                return done
+        model, _, data = self.base(benchmark)
+        request = self.request(benchmark, ratio, setting, seed)
+        mode = "full" if setting == "full" else "partial"
+        oracle, oracle_seconds = self.oracle(benchmark, ratio, setting, seed)
+        models, configs = {ORIGINAL: model, ORACLE: oracle}, {}
+        seconds = {ORIGINAL: 0.0, ORACLE: oracle_seconds}
+        for method in methods:
+            configs[method] = {**self.tuned(benchmark, ratio, mode, method), "seed": seed}
+            result = get_unlearner(method, configs[method]).run(model, request, data)
+            models[method], seconds[method] = result.model, result.seconds
+        comparison = compare_models(models, request, data, seconds, retain_sample=self.plan.retain_sample,
+                                    seed=seed)
+        conflicts = analyze_conflicts(model, request, data, seed=seed).overall
+        done = {"benchmark": benchmark, "ratio": ratio, "setting": setting, "mode": mode, "seed": seed,
+                "instances": list(request.instances), "configs": configs,
+                "comparison": comparison.to_dict(), "conflicts": conflicts.to_dict("records")}
+        _write_json(path, done)
+        return done
+
+    def run(self) -> list[dict[str, Any]]:
+        """Tune, then run every cell; returns the cell records (finished ones are read back)."""
+        start = time.perf_counter()
+        for benchmark in self.plan.benchmarks:
+            self.base(benchmark)
+        self.tune_all()
+        records = [self.cell(*c) for c in tqdm(self.cells(), desc="cells", disable=not self.show_bars)]
+        self.log(f"bench: {len(records)} cells in {time.perf_counter() - start:.0f} s")
+        return records
+
+
+# -- tables ---------------------------------------------------------------------------------------
+_CELL = ["benchmark", "ratio", "setting", "mode", "seed"]
+
+
+def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
+    """Long frames over all cells: "leaderboard" (one row per cell and model), "breakdown" (per
+    task), "scores" (primary metric per split and task) and "conflicts" (cosine per task pair)."""
+    parts: dict[str, list[pd.DataFrame]] = {"leaderboard": [], "breakdown": [], "scores": [], "conflicts": []}
+    for record in records:
+        ident = {k: record[k] for k in _CELL}
+        comparison = Comparison.from_dict(record["comparison"])
+        for name in ("leaderboard", "breakdown", "scores"):
+            parts[name].append(getattr(comparison, name).assign(**ident))
+        parts["conflicts"].append(pd.DataFrame(record["conflicts"]).assign(**ident))
+    frames = {}
+    for name, pieces in parts.items():
+        frame = pd.concat(pieces, ignore_index=True) if pieces else pd.DataFrame(columns=_CELL)
+        frames[name] = frame[_CELL + [c for c in frame.columns if c not in _CELL]]
+    return frames
+
+
+METRICS = ["uis", "forget_gap", "ili", "tli", "mia_auc", "seconds"]
+
+
+def summary_table(leaderboard: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Mean and std over cells of every leaderboard metric, grouped by `by` + model.
+
+    Columns: by..., model, cells, then <metric>_mean and <metric>_std for `METRICS`.
+    """
+    grouped = leaderboard.groupby(list(by) + ["model"], sort=False)
+    out = grouped.size().rename("cells").to_frame()
+    for metric in METRICS:
+        out[f"{metric}_mean"] = grouped[metric].mean()
+        out[f"{metric}_std"] = grouped[metric].std(ddof=1)
+    return out.reset_index()
+
+
+def headline(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
+    """UIS reduction of `ours` against the strongest baseline, per benchmark and mode.
+
+    The strongest baseline is the method (not `original`, not `retrain`) with the lowest mean UIS
+    over the group's cells. reduction = 100 x (UIS_base - UIS_ours) / UIS_base on the means over
+    all cells (ratios, settings, seeds); reduction_std is the std over seeds of the same
+    reduction computed per seed. mia_gap = |mean forget AUC of ours - that of the oracle|.
+    """
+    rows = []
+    for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
+        means = group.groupby("model")["uis"].mean()
+        baselines = means.drop([ours, *REFERENCES], errors="ignore").dropna()
+        if ours not in means or baselines.empty:
+            continue
+        strongest = baselines.idxmin()
+        per_seed = group.groupby(["seed", "model"])["uis"].mean().unstack()
+        reductions = 100 * (per_seed[strongest] - per_seed[ours]) / per_seed[strongest]
+        auc = group.groupby("model")["mia_auc"].mean()
+        rows.append({"benchmark": benchmark, "mode": mode, "ours_uis": means[ours],
+                     "strongest_baseline": strongest, "baseline_uis": baselines[strongest],
+                     "reduction_pct": 100 * (baselines[strongest] - means[ours]) / baselines[strongest],
+                     "reduction_std": reductions.std(ddof=1) if len(reductions) > 1 else math.nan,
+                     "original_uis": means.get(ORIGINAL, math.nan),
+                     "retrain_uis": means.get(ORACLE, math.nan),
+                     "ours_mia_auc": auc.get(ours, math.nan), "retrain_mia_auc": auc.get(ORACLE, math.nan),
+                     "mia_gap": abs(auc.get(ours, math.nan) - auc.get(ORACLE, math.nan))})
+    return pd.DataFrame(rows)
+
+
+def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: bool = True,
+             log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
+    """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
+    Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
+    "details" and "headline"."""
+    import shutil
+
+    from core.evaluation.report import write_report
+
+    out = Path(out)
+    if fresh and out.exists():
+        shutil.rmtree(out)
+    start = time.perf_counter()
+    records = Bench(plan, out, log, show_bars).run()
+    frames = cell_frames(records)
+    frames["summary"] = summary_table(frames["leaderboard"], ["benchmark", "mode"])
+    frames["details"] = summary_table(frames["leaderboard"], ["benchmark", "ratio", "setting"])
+    frames["headline"] = headline(frames["leaderboard"])
+    for name in ("leaderboard", "breakdown", "summary", "details", "headline"):
+        frames[name].to_csv(out / f"{name}.csv", index=False)
+    write_report(frames, plan, out, time.perf_counter() - start)
+    return frames
+
+
+def plan_with(base: BenchPlan, **changes: Any) -> BenchPlan:
+    """`base` with the non-None `changes` applied (fields of `BenchPlan` only)."""
+    names = {f.name for f in fields(BenchPlan)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise BenchError(f"unknown plan fields {unknown}; accepted: {sorted(names)}")
+    return replace(base, **{k: v for k, v in changes.items() if v is not None})

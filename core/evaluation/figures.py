@@ -1,0 +1,128 @@
+"""Plotly figures of unlearning results: pure functions, tidy DataFrame in, figure out.
+
+Shared by the benchmark's HTML report and the dashboard (app/charts.py re-exports them), so a
+chart looks the same wherever it appears.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+COMPONENTS = {"test_half": "test drift", "forget_half": "forget gap", "kept_half": "kept drift"}
+SPLIT_ORDER = ["forget", "kept", "retain", "test"]
+_MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
+
+
+def _tidy(figure: go.Figure, title: str | None = None) -> go.Figure:
+    figure.update_layout(margin=_MARGIN, legend_title_text="", title=title)
+    return figure
+
+
+def uis_bar_figure(summary: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Mean UIS per model with its std as error bars (lower is better).
+
+    Args:
+        summary: rows model, uis_mean, uis_std (a `summary_table`); optional columns benchmark
+            and mode become facet rows and columns.
+    """
+    facets = {k: v for k, v in (("facet_row", "benchmark"), ("facet_col", "mode")) if v in summary}
+    figure = px.bar(summary, x="model", y="uis_mean", error_y="uis_std", color="model", **facets,
+                    labels={"uis_mean": "UIS (lower is better)", "model": ""})
+    figure.update_layout(showlegend=False)
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _tidy(figure, title)
+
+
+def uis_breakdown_figure(breakdown: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """UIS_t of every model and task, stacked by component (test drift, forget gap, kept drift).
+
+    Args:
+        breakdown: rows model, task, test_half, forget_half, kept_half (fractions; the halves of
+            `uis_terms`). The stacked bars show 100 x half / number of tasks, so the bars of one
+            model summed over the task panels give its UIS.
+    """
+    tasks = breakdown["task"].nunique() or 1
+    long = breakdown.melt(id_vars=["model", "task"], value_vars=list(COMPONENTS),
+                          var_name="component", value_name="value")
+    long["component"] = long["component"].map(COMPONENTS)
+    long["value"] = 100 * long["value"].fillna(0) / tasks
+    figure = px.bar(long, x="model", y="value", color="component", facet_col="task",
+                    labels={"value": "share of UIS", "model": ""},
+                    category_orders={"component": list(COMPONENTS.values())})
+    figure.update_layout(barmode="stack")
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _tidy(figure, title)
+
+
+def metric_shift_figure(scores: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Each task's primary metric per split, one bar per model (original vs unlearned vs oracle).
+
+    Args:
+        scores: rows model, split, task, value (primary metric only; e.g. the rows of a
+            `Comparison.scores` with primary True); an optional "metric" column labels the axis.
+    """
+    present = [s for s in SPLIT_ORDER if s in set(scores["split"])]
+    figure = px.bar(scores, x="split", y="value", color="model", barmode="group", facet_col="task",
+                    category_orders={"split": present}, labels={"value": "primary metric", "split": ""})
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _tidy(figure, title)
+
+
+def _angle(cos: float) -> float:
+    return math.degrees(math.acos(max(-1.0, min(1.0, cos)))) if math.isfinite(cos) else math.nan
+
+
+def conflict_heatmap(conflicts: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Angle between forget-task (rows) and retain-task (columns) gradients; over 90 degrees is
+    a conflict (cosine < 0). Cells show the angle and the cosine.
+
+    Args:
+        conflicts: rows forget_task, retain_task, cosine (several rows per pair are averaged).
+    """
+    mean = conflicts.groupby(["forget_task", "retain_task"], sort=False)["cosine"].mean().unstack()
+    angles = mean.map(_angle)
+    text = [[f"{a:.0f}°<br>cos {c:+.2f}" for a, c in zip(ra, rc)]
+            for ra, rc in zip(angles.to_numpy(), mean.to_numpy())]
+    figure = go.Figure(go.Heatmap(z=angles.to_numpy(), x=list(mean.columns), y=list(mean.index),
+                                  zmin=0, zmax=180, zmid=90, colorscale="RdBu_r", text=text,
+                                  texttemplate="%{text}", colorbar={"title": "angle °"}))
+    figure.update_layout(xaxis_title="retain task", yaxis_title="forget task")
+    return _tidy(figure, title)
+
+
+def conflict_layer_heatmap(by_layer: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Angle per shared layer (rows) and (forget task -> retain task) pair (columns).
+
+    Args:
+        by_layer: rows layer, forget_task, retain_task, cosine (`cosine_matrix_by_layer`).
+    """
+    frame = by_layer.assign(pair=by_layer["forget_task"] + " → " + by_layer["retain_task"])
+    mean = frame.groupby(["layer", "pair"], sort=False)["cosine"].mean().unstack()
+    figure = go.Figure(go.Heatmap(z=mean.map(_angle).to_numpy(), x=list(mean.columns), y=list(mean.index),
+                                  zmin=0, zmax=180, zmid=90, colorscale="RdBu_r",
+                                  colorbar={"title": "angle °"}))
+    figure.update_layout(yaxis={"autorange": "reversed"})
+    return _tidy(figure, title)
+
+
+def tradeoff_figure(leaderboard: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Forget gap (x) against interference (y: TLI where defined, else ILI), one point per model;
+    the best methods sit near the origin. Marker size grows with wall time.
+
+    Args:
+        leaderboard: rows model, forget_gap, ili, tli, seconds (a `Comparison.leaderboard`).
+    """
+    frame = leaderboard.copy()
+    frame["interference"] = frame["tli"].where(frame["tli"].notna(), frame["ili"])
+    frame["size"] = np.sqrt(frame["seconds"].fillna(0).clip(lower=0)) + 4
+    figure = px.scatter(frame, x="forget_gap", y="interference", text="model", size="size",
+                        color="model", labels={"forget_gap": "forget gap (%)",
+                                               "interference": "interference: TLI, else ILI (%)"})
+    figure.update_traces(textposition="top center")
+    figure.update_layout(showlegend=False)
+    return _tidy(figure, title)

@@ -1,0 +1,123 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from core.evaluation import benchmark
+from core.evaluation.benchmark import (
+    Bench,
+    BenchError,
+    BenchPlan,
+    forget_instances,
+    headline,
+    plan_with,
+    run_plan,
+    settings_of,
+    summary_table,
+)
+
+MINI = BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1,), seeds=(1,),
+                 methods=("grad_ascent", "interference_aware"), grid={"lr": [1e-3], "steps": [1, 2]},
+                 method_grids={}, tuning_ratio=None, n_train=12, n_val=10, size=(32, 32), epochs=1,
+                 width=4, retain_sample=8)
+
+
+def test_plan_checks():
+    with pytest.raises(BenchError, match="tuning seed 1"):
+        BenchPlan(seeds=(1, 2), tuning_seed=1)
+    with pytest.raises(BenchError, match="'nope'.*accepted"):
+        BenchPlan(methods=("nope",))
+    with pytest.raises(BenchError, match="'retrain'"):
+        BenchPlan(methods=("retrain",))
+    with pytest.raises(BenchError, match="ratio 1.5"):
+        BenchPlan(ratios=(1.5,))
+    with pytest.raises(BenchError, match="unknown plan fields"):
+        plan_with(MINI, colour="red")
+    assert plan_with(MINI, seeds=None).seeds == (1,)
+
+
+def test_grids_have_the_same_size():
+    plan = BenchPlan()
+    sizes = {m: len(plan.grid_for(m)) for m in plan.all_methods()}
+    assert set(sizes.values()) == {6}
+    assert {"lr": 1e-4, "steps": 10} in plan.grid_for("salun")
+    assert "retrain" not in plan.all_methods()
+
+
+def test_forget_instances_are_seeded_by_seed_and_ratio():
+    ids = list(range(400))
+    a = forget_instances(ids, 0.01, 1)
+    assert a == forget_instances(ids, 0.01, 1) and len(a) == 4 and a == sorted(a)
+    assert a != forget_instances(ids, 0.01, 2)
+    assert len(forget_instances(ids, 0.1, 1)) == 40
+    assert len(forget_instances(list(range(12)), 0.01, 1)) == 1
+    assert settings_of(["a", "b"]) == ["full", "partial:a", "partial:b"]
+
+
+def _board(rows):
+    return pd.DataFrame(rows, columns=["benchmark", "mode", "seed", "model", "uis", "mia_auc"])
+
+
+def test_headline_against_the_strongest_baseline():
+    rows = []
+    for seed, (ours, a, b) in {1: (4.0, 10.0, 8.0), 2: (6.0, 10.0, 12.0)}.items():
+        rows += [("x", "full", seed, "interference_aware", ours, 0.55), ("x", "full", seed, "a", a, 0.4),
+                 ("x", "full", seed, "b", b, 0.4), ("x", "full", seed, "original", 2.0, 0.7),
+                 ("x", "full", seed, "retrain", 1.0, 0.5)]
+    table = headline(_board(rows))
+    row = table.iloc[0]
+    # b: mean 10, a: mean 10 -> tie broken by order; both 10: reduction 100 * (10 - 5) / 10
+    assert row["baseline_uis"] == 10.0 and row["ours_uis"] == 5.0
+    assert row["reduction_pct"] == pytest.approx(50.0)
+    # original (2.0) and retrain (1.0) never count as the strongest baseline
+    assert row["strongest_baseline"] in {"a", "b"}
+    assert row["mia_gap"] == pytest.approx(0.05)
+    assert math.isfinite(row["reduction_std"])
+
+
+def test_summary_table_mean_and_std():
+    board = pd.DataFrame({"benchmark": ["x"] * 3, "mode": ["full"] * 3, "model": ["m"] * 3,
+                          "uis": [1.0, 2.0, 3.0], "forget_gap": [0.0] * 3, "ili": [1.0] * 3,
+                          "tli": [math.nan] * 3, "mia_auc": [0.5] * 3, "seconds": [1, 2, 3]})
+    table = summary_table(board, ["benchmark", "mode"])
+    assert table.loc[0, "cells"] == 3
+    assert table.loc[0, "uis_mean"] == 2.0 and table.loc[0, "uis_std"] == 1.0
+    assert math.isnan(table.loc[0, "tli_mean"])
+
+
+def test_miniature_bench(tmp_path, use_cache, monkeypatch):
+    out = tmp_path / "bench"
+    frames = run_plan(MINI, out, show_bars=False, log=lambda _: None)
+    for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
+                 "summary.md", "report.html", "tuning.json", "plan.json"):
+        assert (out / name).is_file(), name
+    board = frames["leaderboard"]
+    # full + one partial setting per task, one seed; references and both methods in every cell
+    assert len(board) == 4 * 4
+    assert set(board["model"]) == {"original", "retrain", "grad_ascent", "interference_aware"}
+    assert set(board["setting"]) == {"full", "partial:segmentation", "partial:depth", "partial:normal"}
+    original = board[board["model"] == "original"]
+    assert not (original["ili"] > 0).any()
+    tuning = json.loads((out / "tuning.json").read_text())
+    for mode in ("full", "partial"):
+        record = tuning[f"synthetic-indoor__r0.1__{mode}"]["grad_ascent"]
+        assert [t["config"] for t in record["trials"]] == [{"lr": 1e-3, "steps": 1}, {"lr": 1e-3, "steps": 2}]
+        assert record["chosen"] == min(record["trials"], key=lambda t: t["uis"])["config"]
+    html = (out / "report.html").read_text()
+    # self-contained: plotly.js inlined, no script fetched from the network
+    assert html.count("<div id=") >= 5 and "<script src=" not in html and len(html) > 1_000_000
+    assert "## Headline" in (out / "summary.md").read_text()
+    assert list(frames["headline"]["mode"]) == ["full", "partial"]
+
+    # resuming reads every finished cell, oracle and tuning choice back: nothing runs again
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(benchmark, "get_unlearner", refuse)
+    monkeypatch.setattr(benchmark, "train_checkpoint", refuse)
+    again = run_plan(MINI, out, show_bars=False, log=lambda _: None)
+    pd.testing.assert_frame_equal(again["leaderboard"], frames["leaderboard"])
+
+    with pytest.raises(BenchError, match="different plan.*epochs"):
+        Bench(plan_with(MINI, epochs=2), out)
