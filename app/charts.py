@@ -1,10 +1,29 @@
-"""Pure chart and table builders: DataFrame or dict in, Plotly figure or DataFrame out."""
+"""Pure chart and table builders: DataFrame or dict in, Plotly figure or DataFrame out.
+
+The result figures shared with the benchmark report (UIS bars and breakdown, metric shifts,
+conflict heatmaps, the trade-off scatter) live in core/evaluation/figures.py and are re-exported
+here, so every page imports its charts from one place.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
 import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from core.evaluation.figures import (  # noqa: F401  (re-exported for the pages)
+    conflict_heatmap,
+    conflict_layer_heatmap,
+    metric_shift_figure,
+    tradeoff_figure,
+    uis_bar_figure,
+    uis_breakdown_figure,
+)
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
@@ -31,4 +50,115 @@ def primary_metric_chart(frame: pd.DataFrame, primary: dict[str, str]) -> go.Fig
                     labels={"label": "task (primary metric)", "value": "score"},
                     range_y=[0, 1])
     figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text="")
+    return figure
+
+
+def history_frame(history: Sequence[Mapping[str, float]]) -> pd.DataFrame:
+    """Tidy rows (step, kind, task, loss) from an unlearning history ({"step", "forget/<task>",
+    "retain/<task>"} per step)."""
+    rows = [{"step": entry["step"], "kind": key.split("/", 1)[0], "task": key.split("/", 1)[1],
+             "loss": value}
+            for entry in history for key, value in entry.items() if "/" in key]
+    return pd.DataFrame(rows, columns=["step", "kind", "task", "loss"])
+
+
+def loss_curves_figure(history: Sequence[Mapping[str, float]]) -> go.Figure:
+    """Per-task forget (solid) and retain (dotted) losses against the step."""
+    frame = history_frame(history)
+    figure = px.line(frame, x="step", y="loss", color="task", line_dash="kind", markers=True,
+                     category_orders={"kind": ["forget", "retain"]})
+    figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text="")
+    return figure
+
+
+def subspace_ranks_frame(ranks: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Rows (layer, side, rank) of the union bases from interference_aware's
+    extras["subspace_ranks"] ({layer: {"input": {..., "union": r}, "output": {..., "union": r}}})."""
+    rows = [{"layer": layer, "side": side, "rank": int(groups.get("union", max(groups.values(), default=0)))}
+            for layer, sides in ranks.items() for side, groups in sides.items() if groups]
+    return pd.DataFrame(rows, columns=["layer", "side", "rank"])
+
+
+def subspace_ranks_figure(ranks: Mapping[str, Mapping[str, Any]]) -> go.Figure:
+    """Rank of the protected input and output subspace of every shared layer."""
+    figure = px.bar(subspace_ranks_frame(ranks), x="layer", y="rank", color="side", barmode="group")
+    figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 10}, legend_title_text="")
+    return figure
+
+
+def config_fields(config_class) -> list[dict[str, Any]]:
+    """The form of a method's config dataclass: one dict per field with name, default, kind
+    (bool / int / float / str), low, high, choices and help, in the dataclass's order."""
+    from dataclasses import fields
+
+    out = []
+    for spec in fields(config_class):
+        meta = dict(spec.metadata)
+        out.append({"name": spec.name, "default": spec.default, "kind": type(spec.default).__name__,
+                    "low": meta.get("low"), "high": meta.get("high"), "choices": meta.get("choices"),
+                    "help": meta.get("help", "")})
+    return out
+
+
+def instance_scatter(table: pd.DataFrame, colour: str, selected: list[int]) -> go.Figure:
+    """The instance map: one point per row at (x, y), coloured by column `colour`, with the
+    `selected` ids ringed in a second trace.
+
+    Args:
+        table: `core.explore.instance_table` output (columns "id", "x", "y" and `colour`).
+        colour: the column to colour by, e.g. "depth:loss".
+        selected: ids to highlight (ids not in `table` are skipped).
+    Both traces carry the ids as `customdata`, so a box or lasso selection event maps back to
+    ids whichever trace its points come from. Drag mode is lasso.
+    """
+    chosen = table[table["id"].isin(selected)]
+    figure = go.Figure([
+        go.Scatter(x=table["x"], y=table["y"], mode="markers", name="instances",
+                   customdata=table["id"], hovertemplate=f"id %{{customdata}}<br>{colour} "
+                   "%{marker.color:.3f}<extra></extra>",
+                   marker={"color": table[colour], "colorscale": "Viridis", "size": 7,
+                           "colorbar": {"title": {"text": colour}}}),
+        go.Scatter(x=chosen["x"], y=chosen["y"], mode="markers", name="forget set",
+                   customdata=chosen["id"], hovertemplate="id %{customdata}, to forget<extra></extra>",
+                   marker={"color": "rgba(0,0,0,0)", "size": 12, "line": {"color": "crimson", "width": 2}}),
+    ])
+    figure.update_layout(dragmode="lasso", margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         xaxis_title="PC 1 of backbone features", yaxis_title="PC 2",
+                         legend={"orientation": "h", "y": 1.08})
+    return figure
+
+
+def selected_ids(points: list[dict[str, Any]]) -> set[int]:
+    """The ids of the points of an `instance_scatter` selection event (`event.selection.points`),
+    read from their customdata, which plotly.js hands back as the id or as a one-item list."""
+    return {int(p["customdata"][0] if isinstance(p["customdata"], list) else p["customdata"])
+            for p in points}
+
+
+def attribution_figure(image: np.ndarray, before: np.ndarray, after: np.ndarray, title: str) -> go.Figure:
+    """Input, attribution before and after unlearning, side by side, on one colour scale.
+
+    Args:
+        image: (H, W, 3) uint8 input image.
+        before, after: (H, W) attribution maps; the colour scale is symmetric around 0 and shared,
+            red where a pixel raises the score, blue where it lowers it.
+        title: the figure title.
+    """
+    size = image.shape[:2]
+    if image.ndim != 3 or image.shape[2] != 3 or before.shape != size or after.shape != size:
+        raise ValueError(f"shapes {image.shape}, {before.shape}, {after.shape} do not match; expected "
+                         "(H, W, 3) for the image and (H, W) for both maps")
+    bound = float(max(np.abs(before).max(), np.abs(after).max())) or 1.0
+    figure = make_subplots(rows=1, cols=3, subplot_titles=("Input", "Before unlearning", "After unlearning"),
+                           horizontal_spacing=0.04)
+    figure.add_trace(go.Image(z=image), row=1, col=1)
+    for col, values in ((2, before), (3, after)):
+        figure.add_trace(go.Heatmap(z=values, coloraxis="coloraxis"), row=1, col=col)
+    figure.update_layout(title=title, coloraxis={"colorscale": "RdBu", "reversescale": True,
+                                                 "cmin": -bound, "cmax": bound,
+                                                 "colorbar": {"title": "attribution"}},
+                         margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    figure.update_xaxes(showticklabels=False, constrain="domain")
+    for col, x_axis in ((1, "x"), (2, "x2"), (3, "x3")):  # square pixels, row 0 at the top
+        figure.update_yaxes(autorange="reversed", scaleanchor=x_axis, showticklabels=False, row=1, col=col)
     return figure

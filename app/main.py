@@ -8,5 +8,9 @@ import streamlit as st
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 st.set_page_config(page_title="Multi-task unlearning", layout="wide")
-pages = [st.Page(str(Path(__file__).parent / "pages" / "model.py"), title="Model", default=True)]
+PAGES = Path(__file__).parent / "pages"
+pages = [st.Page(str(PAGES / "model.py"), title="Model", icon="🧠", default=True)] + [
+    st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=icon, url_path=name)
+    for name, icon in [("select", "🎯"), ("unlearn", "✂️"), ("interference", "📊"), ("compare", "🏁"),
+                       ("explain", "🔍"), ("history", "🗂️")]]
 st.navigation(pages).run()

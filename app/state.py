@@ -1,10 +1,33 @@
-"""Cached access to core/ for the pages: models as resources, results as data."""
+"""What the pages share: cached access to core/ (models and data as resources, shared by every
+session and never modified) and a person's own state in `st.session_state` (the chosen model,
+the selection, the target tasks and the runs of this session).
+
+Session keys: "model_path" (checkpoint path without suffix), "selection" (training ids to
+forget), "target_tasks" (tasks to forget; all tasks = full-task), "runs" (list of `Run`).
+"""
 
 from __future__ import annotations
 
-import streamlit as st
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
+import streamlit as st
+import torch
+
+from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, load_checkpoint
+from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.requests import ForgetRequest
+from core.unlearning.base import UnlearningData
+
+DEFAULT_MODEL = "synthetic-indoor"
+
+USER_ERRORS = (ValueError, OSError)
+"""What a bad input raises in core/ (RequestError, ConfigError, CheckpointError, DatasetError are
+ValueErrors; a missing file is an OSError): the pages show these as messages."""
 
 
 def sample_models() -> list[str]:
@@ -15,3 +38,177 @@ def sample_models() -> list[str]:
 def cached_checkpoint(path: str):
     """(model, card) for a checkpoint path; shared by every session, never modified."""
     return load_checkpoint(path)
+
+
+@st.cache_resource(show_spinner="Opening the dataset...")
+def cached_data(path: str, data_root: str | None = None) -> UnlearningData:
+    """The data of the checkpoint at `path` (or, with `data_root`, that folder in the .npy layout)."""
+    _, card = cached_checkpoint(path)
+    if data_root:
+        card = ModelCard(**{**card.__dict__, "training": {**card.training, "data": {
+            **card.training.get("data", {}), "root": data_root}}})
+    return UnlearningData.from_card(card)
+
+
+def save_upload(weights: bytes, card: bytes) -> str:
+    """Store an uploaded checkpoint under the temporary folder (named by its content hash) and
+    return its path; `load_checkpoint` validates it when it is opened (never unpickled)."""
+    digest = hashlib.sha256(weights + card).hexdigest()[:16]
+    folder = Path(tempfile.gettempdir()) / "mtu-uploads" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "model.json").write_bytes(card)
+    return str(folder / "model")
+
+
+@dataclass
+class Loaded:
+    """The model a session works on: checkpoint path, model (shared, read-only), card, data."""
+
+    path: str
+    model: torch.nn.Module
+    card: ModelCard
+    data: UnlearningData
+    data_root: str | None = None
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.model.tasks)
+
+
+def model_path() -> str:
+    return st.session_state.get("model_path") or str(SAMPLE_MODELS_DIR / DEFAULT_MODEL)
+
+
+def current() -> Loaded:
+    """The session's model and data (the default sample model until the Model page changes it).
+    Raises CheckpointError / DatasetError, which the pages show as messages."""
+    path, root = model_path(), st.session_state.get("data_root") or None
+    model, card = cached_checkpoint(path)
+    return Loaded(path, model, card, cached_data(path, root), root)
+
+
+def current_or_stop() -> Loaded:
+    """`current()`, or an error message (and the page stops) when the model or data cannot be
+    opened."""
+    try:
+        return current()
+    except USER_ERRORS as error:
+        st.error(f"{error}. Choose another model or dataset folder on the Model page.")
+        st.stop()
+
+
+def request_or_stop(loaded: Loaded) -> ForgetRequest:
+    """`build_request(loaded)`, or a hint to the Select page (and the page stops)."""
+    try:
+        return build_request(loaded)
+    except USER_ERRORS as error:
+        st.warning(f"{error}. Pick the instances to forget on the Select page.")
+        st.stop()
+
+
+def selection() -> list[int]:
+    """The training ids this session has picked to forget (sorted, unique)."""
+    return list(st.session_state.get("selection", []))
+
+
+def set_selection(ids) -> None:
+    st.session_state["selection"] = sorted({int(i) for i in ids})
+
+
+def target_tasks(loaded: Loaded) -> list[str]:
+    """The tasks to forget; defaults to every task (full-task)."""
+    chosen = [t for t in st.session_state.get("target_tasks", loaded.tasks) if t in loaded.tasks]
+    return chosen or list(loaded.tasks)
+
+
+def build_request(loaded: Loaded) -> ForgetRequest:
+    """The session's request; raises RequestError (shown as a message) when it is not valid."""
+    tasks = target_tasks(loaded)
+    return ForgetRequest.build(selection(), None if len(tasks) == len(loaded.tasks) else tasks,
+                               loaded.card.train_ids, loaded.tasks)
+
+
+def describe(request: ForgetRequest) -> str:
+    """One line: mode, size, forgotten and kept tasks."""
+    kept = f"; keep {', '.join(request.kept_tasks)} on the same images" if request.kept_tasks else ""
+    return (f"{request.mode.capitalize()}-task unlearning of {len(request.instances)} instances: "
+            f"forget {', '.join(request.tasks)}{kept}")
+
+
+@dataclass
+class Run:
+    """One finished unlearning run of this session. `model` is the unlearned copy; the original
+    is never touched. `comparison` and `conflicts` are filled lazily by the pages that need them."""
+
+    id: int
+    model_path: str
+    method: str
+    config: dict[str, Any]
+    request: ForgetRequest
+    model: torch.nn.Module
+    seconds: float
+    history: list[dict[str, float]]
+    extras: dict[str, Any] = field(default_factory=dict)
+    oracle: torch.nn.Module | None = None
+    oracle_seconds: float | None = None
+    data_root: str | None = None
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return (f"#{self.id} {self.method}, {self.request.mode}-task, {len(self.request.instances)} "
+                f"instances, forget {', '.join(self.request.tasks)}")
+
+
+def runs() -> list[Run]:
+    return st.session_state.setdefault("runs", [])
+
+
+def add_run(run: Run) -> Run:
+    runs().append(run)
+    st.session_state["current_run"] = run.id
+    return run
+
+
+def next_run_id() -> int:
+    return max((r.id for r in runs()), default=0) + 1
+
+
+def current_run() -> Run | None:
+    """The run the result pages show: the chosen one, else the latest."""
+    chosen = st.session_state.get("current_run")
+    for run in reversed(runs()):
+        if chosen is None or run.id == chosen:
+            return run
+    return runs()[-1] if runs() else None
+
+
+def run_picker(key: str = "run_picker") -> Run | None:
+    """A selectbox over this session's runs (newest first); None (with a hint) when there are none."""
+    if not runs():
+        st.info("No run yet: pick instances on the Select page, then run a method on the Unlearn page.")
+        return None
+    options = [r.id for r in reversed(runs())]
+    chosen = current_run()
+    labels = {r.id: r.label for r in runs()}
+    run_id = st.selectbox("Run", options, index=options.index(chosen.id) if chosen else 0,
+                          format_func=labels.get, key=key)
+    st.session_state["current_run"] = run_id
+    return next(r for r in runs() if r.id == run_id)
+
+
+def run_results(run: Run) -> tuple[Comparison, ConflictReport]:
+    """The scores of a run (original vs unlearned vs oracle when there is one) and the conflict
+    analysis of its request on the original model; computed once, kept with the run."""
+    if "comparison" not in run.cache:
+        original, _ = cached_checkpoint(run.model_path)
+        data = cached_data(run.model_path, run.data_root)
+        models = {"original": original, run.method: run.model}
+        seconds = {run.method: run.seconds}
+        if run.oracle is not None:
+            models["retrain"], seconds["retrain"] = run.oracle, run.oracle_seconds
+        run.cache["comparison"] = compare_models(models, run.request, data, seconds)
+        run.cache["conflicts"] = analyze_conflicts(original, run.request, data)
+    return run.cache["comparison"], run.cache["conflicts"]

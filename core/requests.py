@@ -14,6 +14,7 @@ Pairs are held as {task: frozenset of instance ids}, the same shape as the loss 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ class RequestError(ValueError):
     """A forget request that cannot be carried out; the message names the bad value."""
 
 
-def _preview(values: Iterable[Any], limit: int = 8) -> str:
+def preview(values: Iterable[Any], limit: int = 8) -> str:
     values = list(values)
     shown = ", ".join(str(v) for v in values[:limit])
     return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
@@ -62,21 +63,21 @@ class ForgetRequest:
             raise RequestError("the request names no instance; pick at least one training instance")
         duplicates = sorted({i for i in instances if instances.count(i) > 1})
         if duplicates:
-            raise RequestError(f"duplicate instance ids {_preview(duplicates)}; name each instance once")
+            raise RequestError(f"duplicate instance ids {preview(duplicates)}; name each instance once")
         known = set(train_ids)
         unknown = [i for i in instances if i not in known]
         if unknown:
-            raise RequestError(f"unknown instance ids {_preview(unknown)}; the training set has "
+            raise RequestError(f"unknown instance ids {preview(unknown)}; the training set has "
                                f"{len(known)} instances with ids from {min(known)} to {max(known)}")
         tasks = list(all_tasks) if tasks is None else list(tasks)
         if not tasks:
             raise RequestError(f"the request names no task; accepted: {', '.join(all_tasks)}")
         bad = [t for t in tasks if t not in all_tasks]
         if bad:
-            raise RequestError(f"unknown tasks {_preview(bad)}; accepted: {', '.join(all_tasks)}")
+            raise RequestError(f"unknown tasks {preview(bad)}; accepted: {', '.join(all_tasks)}")
         repeated = sorted({t for t in tasks if tasks.count(t) > 1})
         if repeated:
-            raise RequestError(f"duplicate tasks {_preview(repeated)}; name each task once")
+            raise RequestError(f"duplicate tasks {preview(repeated)}; name each task once")
         forgotten = set(instances)
         retain_ids = tuple(i for i in train_ids if i not in forgotten)
         if not retain_ids:
@@ -109,3 +110,37 @@ class ForgetRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {"instances": list(self.instances), "tasks": list(self.tasks), "mode": self.mode}
+
+
+ID_FORMAT = "ids and ranges separated by commas, e.g. 3, 17, 40-45"
+_ID_TOKEN = re.compile(r"(\d+)(?:\s*-\s*(\d+))?")
+
+
+def parse_ids(text: str, known_ids: Sequence[int]) -> list[int]:
+    """Instance ids typed as "3, 17, 40-45" -> [3, 17, 40, 41, 42, 43, 44, 45] (sorted, unique).
+
+    Blank text gives []. Raises RequestError naming the first bad token and the accepted form,
+    a range that runs backwards, or the ids that are not in `known_ids`.
+    """
+    ids: set[int] = set()
+    known = set(known_ids)
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        match = _ID_TOKEN.fullmatch(token)
+        if match is None:
+            raise RequestError(f"{token!r} is not an id or a range; write {ID_FORMAT}")
+        low = int(match.group(1))
+        high = int(match.group(2)) if match.group(2) else low
+        if high < low:
+            raise RequestError(f"range {token!r} runs backwards; write the smaller id first, e.g. "
+                               f"{high}-{low}")
+        if high - low >= len(known):
+            raise RequestError(f"range {token!r} spans more ids than the {len(known)} training "
+                               f"instances; ids run from {min(known)} to {max(known)}")
+        ids.update(range(low, high + 1))
+    unknown = sorted(ids - known)
+    if unknown:
+        raise RequestError(f"ids {preview(unknown)} are not in the training set; its {len(known)} "
+                           f"instances have ids from {min(known)} to {max(known)}")
+    return sorted(ids)

@@ -1,6 +1,6 @@
 import pytest
 
-from core.requests import ForgetRequest, RequestError
+from core.requests import ForgetRequest, RequestError, parse_ids
 
 TRAIN = list(range(10))
 TASKS = ("segmentation", "depth", "normal")
@@ -39,3 +39,21 @@ def test_partial_request_keeps_the_other_tasks_of_the_same_images():
 def test_bad_requests_name_the_bad_value(instances, tasks, message):
     with pytest.raises(RequestError, match=message):
         ForgetRequest.build(instances, tasks, TRAIN, TASKS)
+
+
+def test_parse_ids_reads_ids_and_ranges():
+    known = range(100)
+    assert parse_ids(" 3,17, 40-45 ,3 ", known) == [3, 17, 40, 41, 42, 43, 44, 45]
+    assert parse_ids("", known) == [] and parse_ids(" , ", known) == []
+
+
+@pytest.mark.parametrize("text, message", [
+    ("3,x", r"'x' is not an id or a range; write ids and ranges separated by commas"),
+    ("3-", r"'3-' is not an id or a range"),
+    ("9-4", r"range '9-4' runs backwards; write the smaller id first, e.g. 4-9"),
+    ("0-1000000000", r"spans more ids than the 100 training instances"),
+    ("5, 120-121", r"ids 120, 121 are not in the training set; its 100 instances have ids from 0 to 99"),
+])
+def test_parse_ids_names_the_bad_token(text, message):
+    with pytest.raises(RequestError, match=message):
+        parse_ids(text, range(100))

@@ -4,8 +4,8 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import metrics_frame, primary_metric_chart
-from app.state import cached_checkpoint, sample_models
-from core.checkpoints import SAMPLE_MODELS_DIR, CheckpointError
+from app.state import USER_ERRORS, current, sample_models, save_upload
+from core.checkpoints import SAMPLE_MODELS_DIR
 from core.device import describe_device, select_device
 
 st.title("Model")
@@ -13,12 +13,26 @@ names = sample_models()
 if not names:
     st.error(f"No sample model found in {SAMPLE_MODELS_DIR}.")
     st.stop()
-name = st.selectbox("Sample model", names, key="model_name")
+source = st.radio("Checkpoint", ["Sample model", "Upload"], horizontal=True, key="model_source")
+if source == "Sample model":
+    name = st.selectbox("Sample model", names, key="model_name")
+    st.session_state["model_path"] = str(SAMPLE_MODELS_DIR / name)
+else:
+    weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="upload_weights")
+    card_file = st.file_uploader("Model card (.json)", type=["json"], key="upload_card")
+    if weights is None or card_file is None:
+        st.info("Upload both files of a checkpoint saved by `mtu train` or `mtu unlearn`; "
+                "pickles are refused.")
+        st.stop()
+    st.session_state["model_path"] = save_upload(weights.getvalue(), card_file.getvalue())
+st.text_input("Dataset folder in the .npy layout (empty: the data the model card names)", key="data_root")
 try:
-    model, card = cached_checkpoint(str(SAMPLE_MODELS_DIR / name))
-except CheckpointError as error:
-    st.error(str(error))
+    loaded = current()
+except USER_ERRORS as error:
+    st.error(f"{error}")
+    st.session_state.pop("model_path")
     st.stop()
+model, card = loaded.model, loaded.card
 
 st.caption(f"Device in use: {describe_device(select_device())}")
 left, right = st.columns(2)
@@ -42,7 +56,7 @@ frame = metrics_frame(card.metrics)
 with right:
     st.subheader("Primary metric per task")
     primary = {task.name: task.primary for task in card.task_specs()}
-    st.plotly_chart(primary_metric_chart(frame, primary), use_container_width=True)
+    st.plotly_chart(primary_metric_chart(frame, primary), width="stretch")
 st.subheader("Per-task metrics")
 table = frame.pivot_table(index=["task", "metric"], columns="split", values="value")
-st.dataframe(pd.DataFrame(table).style.format("{:.4f}"), use_container_width=True)
+st.dataframe(pd.DataFrame(table).style.format("{:.4f}"), width="stretch")

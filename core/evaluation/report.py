@@ -113,19 +113,33 @@ def report_figures(frames: Mapping[str, pd.DataFrame]) -> list[tuple[str, object
     return figures
 
 
-def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
-    """One HTML file: the tables and every figure, with plotly.js inlined once."""
-    body = [f"<h1>Benchmark report</h1><p>{html.escape(machine())}</p>", "<h2>Headline</h2>",
-            frames["headline"].to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0)]
-    for index, (title, figure) in enumerate(report_figures(frames)):
-        figure.update_layout(height=420 if "Mean UIS" not in title else 600)
-        body += [f"<h2>{html.escape(title)}</h2>",
-                 figure.to_html(full_html=False, include_plotlyjs="inline" if index == 0 else False)]
-    body += ["<h2>Tables</h2>", f"<pre>{html.escape(markdown)}</pre>"]
+def html_page(title: str, sections: Sequence[tuple[str, object]], intro: str = "") -> str:
+    """A self-contained HTML page: a heading per section, each a DataFrame (as a table), a
+    Plotly figure or preformatted text; plotly.js is inlined once, so it opens offline."""
+    body, inlined = [f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>"], False
+    for heading, content in sections:
+        body.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(content, pd.DataFrame):
+            body.append(content.to_html(index=False, float_format=lambda v: f"{v:.3f}", border=0))
+        elif isinstance(content, str):
+            body.append(f"<pre>{html.escape(content)}</pre>")
+        else:
+            body.append(content.to_html(full_html=False, include_plotlyjs=False if inlined else "inline"))
+            inlined = True
     style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:auto;padding:1em}"
              "table{border-collapse:collapse}td,th{padding:2px 8px;text-align:right}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mtu bench report</title>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
+    """The benchmark's HTML report: headline, every figure of `report_figures`, the tables."""
+    sections: list[tuple[str, object]] = [("Headline", frames["headline"])]
+    for title, figure in report_figures(frames):
+        figure.update_layout(height=600 if title.startswith("Mean UIS") else 420)
+        sections.append((title, figure))
+    sections.append(("Tables", markdown))
+    return html_page("Benchmark report", sections, machine())
 
 
 def write_report(frames: Mapping[str, pd.DataFrame], plan, out: str | Path,

@@ -100,6 +100,11 @@ class ProgressEvent:
     forget_losses: dict[str, float] = field(default_factory=dict)
     retain_losses: dict[str, float] = field(default_factory=dict)
 
+    def record(self) -> dict[str, float]:
+        """The event as one history entry: {"step", "forget/<task>", "retain/<task>"}."""
+        return {"step": self.step, **{f"forget/{k}": v for k, v in self.forget_losses.items()},
+                **{f"retain/{k}": v for k, v in self.retain_losses.items()}}
+
 
 ProgressCallback = Callable[[ProgressEvent], None]
 
@@ -272,9 +277,7 @@ class Unlearner(ABC):
         def report(step: int, forget: Mapping[str, torch.Tensor],
                    retain: Mapping[str, torch.Tensor] | None = None) -> None:
             event = ProgressEvent(step, self.total_steps(), _floats(forget), _floats(retain or {}))
-            history.append({"step": step,
-                            **{f"forget/{k}": v for k, v in event.forget_losses.items()},
-                            **{f"retain/{k}": v for k, v in event.retain_losses.items()}})
+            history.append(event.record())
             if progress is not None:
                 progress(event)
 

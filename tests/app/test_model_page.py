@@ -35,3 +35,25 @@ def test_model_page_shows_card_and_val_metrics():
     app.selectbox(key="model_name").select("synthetic-street").run()
     assert not app.exception
     assert any("synthetic-street" in block.value for block in app.markdown)
+
+
+def test_a_bad_upload_or_data_folder_is_a_message(tmp_path):
+    from app.state import save_upload
+    from core.checkpoints import SAMPLE_MODELS_DIR
+
+    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app.text_input(key="data_root").input(str(tmp_path / "missing")).run()
+    assert not app.exception
+    assert "missing" in app.error[0].value
+    app.text_input(key="data_root").input("").run()
+    app.radio(key="model_source").set_value("Upload").run()
+    assert not app.exception and "Upload both files" in app.info[0].value
+
+    # an altered weights file (as an upload would store it) is refused with a message
+    weights = (SAMPLE_MODELS_DIR / "synthetic-street.safetensors").read_bytes()
+    card = (SAMPLE_MODELS_DIR / "synthetic-street.json").read_bytes()
+    app.session_state["model_path"] = save_upload(weights[:-4] + b"\0\0\0\0", card)
+    app.session_state["selection"] = [1]
+    app.switch_page("pages/unlearn.py").run()
+    assert not app.exception
+    assert "altered" in app.error[0].value or "hash" in app.error[0].value

@@ -1,0 +1,48 @@
+"""Compare page: several methods on the same request, one leaderboard, an exportable report."""
+
+import streamlit as st
+
+from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
+from app.state import Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
+from core.evaluation import compare_models
+from core.evaluation.report import html_page
+from core.unlearning import get_unlearner, list_unlearners
+
+st.title("Compare")
+loaded = current_or_stop()
+request = request_or_stop(loaded)
+st.markdown(describe(request))
+methods = st.multiselect("Methods (each with its default settings)", list_unlearners(),
+                         default=["interference_aware", "neggrad_plus", "salun"], key="compare_methods")
+if st.button("Run the comparison", type="primary", disabled=not methods):
+    bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
+    for index, method in enumerate(methods):
+        bar.progress(index / len(methods), text=f"running {method} ({index + 1} / {len(methods)})")
+        result = get_unlearner(method).run(loaded.model, request, loaded.data)
+        models[method], seconds[method] = result.model, result.seconds
+        add_run(Run(next_run_id(), loaded.path, method, result.config, request, result.model,
+                    result.seconds, result.history, result.extras, data_root=loaded.data_root))
+    bar.progress(1.0, text="scoring every model")
+    st.session_state["comparison"] = compare_models(models, request, loaded.data, seconds)
+    bar.empty()
+
+comparison = st.session_state.get("comparison")
+if comparison is None:
+    st.stop()
+board = comparison.leaderboard.sort_values("uis")
+st.dataframe(board.style.format(precision=3).highlight_min(subset=["uis"], color="#bbf7d0"),
+             hide_index=True, width="stretch")
+summary = board.rename(columns={"uis": "uis_mean"}).assign(uis_std=0.0)
+figures = {"Which method interferes least: forget gap against interference": tradeoff_figure(board),
+           "UIS (lower is better)": uis_bar_figure(summary),
+           "UIS by task and component": uis_breakdown_figure(comparison.breakdown),
+           "Primary metric per split": metric_shift_figure(comparison.scores[comparison.scores["primary"]])}
+for index, (title, figure) in enumerate(figures.items()):
+    st.plotly_chart(figure.update_layout(title=title), width="stretch", key=f"compare_{index}")
+left, right = st.columns(2)
+left.download_button("Download the leaderboard (CSV)", board.to_csv(index=False), "leaderboard.csv",
+                     "text/csv")
+right.download_button("Download the report (HTML)", html_page(
+    "Method comparison", [("Leaderboard", board), *figures.items()],
+    f"{request.mode}-task request, {len(request.instances)} instances of {loaded.card.benchmark}"),
+    "comparison.html", "text/html")

@@ -1,0 +1,29 @@
+"""History page: this session's runs with their settings and results."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app.state import runs
+
+st.title("History")
+if not runs():
+    st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")
+    st.stop()
+rows = []
+for run in reversed(runs()):
+    board = run.cache.get("comparison")
+    uis = board.leaderboard.set_index("model").at[run.method, "uis"] if board is not None else None
+    rows.append({"run": run.id, "created": run.created, "model": run.model_path.rsplit("/", 1)[-1],
+                 "method": run.method, "mode": run.request.mode, "instances": len(run.request.instances),
+                 "forget tasks": ", ".join(run.request.tasks), "seconds": round(run.seconds, 2),
+                 "oracle": run.oracle is not None, "UIS": uis})
+table = pd.DataFrame(rows)
+st.dataframe(table, hide_index=True, width="stretch")
+st.download_button("Download (CSV)", table.to_csv(index=False), "runs.csv", "text/csv")
+for run in reversed(runs()):
+    with st.expander(run.label):
+        st.code(json.dumps({"request": run.request.to_dict(), "config": run.config,
+                            "extras": {k: v for k, v in run.extras.items() if k != "subspace_ranks"}},
+                           indent=1, default=str), language="json")

@@ -1,0 +1,55 @@
+"""Select page: explore the training instances and pick the forget set and the tasks to forget."""
+
+import pandas as pd
+import streamlit as st
+
+from app.charts import instance_scatter, selected_ids
+from app.state import current_or_stop, selection, set_selection, target_tasks
+from core.explore import instance_table, predict
+from core.requests import ID_FORMAT, RequestError, parse_ids
+from core.visual import instance_panels
+
+
+@st.cache_data(show_spinner="Scoring every training instance (once per model)...")
+def scored_instances(path: str, root: str, _model, _dataset, ids: tuple[int, ...]) -> pd.DataFrame:
+    return instance_table(_model, _dataset, ids)[0]
+
+
+st.title("Select")
+loaded = current_or_stop()
+train = loaded.data.train
+table = scored_instances(loaded.path, str(train.root), loaded.model, train, tuple(loaded.card.train_ids))
+
+st.session_state["target_tasks"] = target_tasks(loaded)
+tasks = st.multiselect("Tasks to forget", loaded.tasks, key="target_tasks", persist_state="session")
+kept = [t for t in loaded.tasks if t not in tasks]
+st.markdown(f"**Partial-task unlearning:** forget {', '.join(tasks)}; keep {', '.join(kept)} on the same "
+            "images." if kept else f"**Full-task unlearning:** forget the instances on every task "
+            f"({', '.join(tasks)}).")
+
+colour = st.selectbox("Colour by", [c for c in table.columns if c not in ("id", "x", "y")], key="colour")
+chart = st.plotly_chart(instance_scatter(table, colour, selection()), on_select="rerun", key="scatter",
+                        selection_mode=("points", "box", "lasso"))
+st.caption("Lasso or box points on the map, tick rows of the table or type ids; then add them.")
+rows = st.dataframe(table, on_select="rerun", selection_mode="multi-row", key="table", hide_index=True)
+try:
+    typed = parse_ids(st.text_input("Add ids", key="id_search", placeholder=ID_FORMAT), table["id"])
+except RequestError as error:
+    st.error(str(error))
+    typed = None
+picked = sorted(selected_ids(chart.selection.points) | set(typed or [])
+                | set(table["id"].iloc[rows.selection.rows].tolist()))
+add, replace, clear = st.columns(3)
+add.button("Add to forget set", on_click=set_selection, args=(selection() + picked,), disabled=typed is None)
+replace.button("Replace forget set", on_click=set_selection, args=(picked,), disabled=typed is None)
+clear.button("Clear", on_click=set_selection, args=([],))
+
+st.subheader(f"Forget set: {len(selection())} instances")
+st.write(", ".join(map(str, selection())) or "Empty: pick points, rows or ids above.")
+known = set(table["id"].tolist())
+shown = [i for i in selection() if i in known][:8]
+if shown:
+    batch, outputs = train.batch(shown), predict(loaded.model, train, shown)
+    for index, instance in enumerate(shown):
+        captions, pictures = zip(*instance_panels(train.tasks, batch, {"prediction": outputs}, index))
+        st.image(list(pictures), caption=[f"{instance} {c}" for c in captions], width=96)

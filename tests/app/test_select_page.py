@@ -1,0 +1,58 @@
+from pathlib import Path
+
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from app.charts import instance_scatter, selected_ids
+
+PAGE = str(Path(__file__).resolve().parents[2] / "app" / "pages" / "select.py")
+TABLE = pd.DataFrame({"id": [4, 7, 9], "x": [0.0, 1.0, 2.0], "y": [1.0, 0.0, -1.0],
+                      "depth:loss": [0.1, 0.5, 0.9]})
+
+
+def test_instance_scatter_colours_points_and_rings_the_forget_set():
+    figure = instance_scatter(TABLE, "depth:loss", [7, 12])
+    points, chosen = figure.data
+    assert list(points.customdata) == [4, 7, 9] and list(points.marker.color) == [0.1, 0.5, 0.9]
+    assert list(chosen.customdata) == [7] and list(chosen.x) == [1.0]
+    assert figure.layout.dragmode == "lasso"
+    assert points.marker.colorbar.title.text == "depth:loss"
+
+
+def test_selected_ids_reads_customdata_of_either_trace():
+    points = [{"curve_number": 0, "point_index": 1, "customdata": 7},
+              {"curve_number": 1, "point_index": 0, "customdata": [7]}, {"customdata": [9]}]
+    assert selected_ids(points) == {7, 9}
+
+
+def test_select_page_builds_the_forget_set_and_says_the_mode():
+    app = AppTest.from_file(PAGE, default_timeout=120).run()
+    assert not app.exception
+    assert app.title[0].value == "Select"
+    assert app.multiselect(key="target_tasks").value == ["segmentation", "depth", "normal"]
+    assert "Full-task unlearning" in app.markdown[0].value
+    assert len(app.dataframe[0].value) == 800
+
+    app.text_input(key="id_search").input("3, 17, 40-42").run()
+    app.button[0].click().run()
+    assert not app.exception
+    assert app.session_state["selection"] == [3, 17, 40, 41, 42]
+    assert len(app.image) == 5  # one row per selected instance: input, then truth and prediction per task
+    assert app.image[0].captions == ["3 input", "3 segmentation truth", "3 segmentation prediction",
+                                     "3 depth truth", "3 depth prediction", "3 normal truth",
+                                     "3 normal prediction"]
+
+    app.multiselect(key="target_tasks").set_value(["depth"]).run()
+    assert app.session_state["target_tasks"] == ["depth"]
+    assert "Partial-task unlearning:** forget depth; keep segmentation, normal" in app.markdown[0].value
+
+    app.text_input(key="id_search").input("3,x").run()
+    assert "'x' is not an id or a range" in app.error[0].value
+    assert app.button[0].disabled and app.button[1].disabled
+    assert app.session_state["selection"] == [3, 17, 40, 41, 42]
+
+    app.text_input(key="id_search").input("5, 900").run()
+    assert "900 are not in the training set" in app.error[0].value
+
+    app.button[2].click().run()
+    assert app.session_state["selection"] == [] and not app.exception

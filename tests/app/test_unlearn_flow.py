@@ -1,0 +1,97 @@
+"""AppTests of the Unlearn, Interference, Compare and History pages on the default sample model."""
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app.charts import config_fields, history_frame, loss_curves_figure, subspace_ranks_frame
+from core.unlearning import get_unlearner
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+def _app(**state) -> AppTest:
+    app = AppTest.from_file(MAIN, default_timeout=180)
+    for key, value in state.items():
+        app.session_state[key] = value
+    return app.run()
+
+
+def _button(app, label):
+    return next(b for b in app.button if b.label == label)
+
+
+def test_config_fields_follow_the_dataclass():
+    fields = {f["name"]: f for f in config_fields(get_unlearner("interference_aware").config_class)}
+    assert fields["lr"]["kind"] == "float" and fields["lr"]["low"] == 1e-7
+    assert fields["optimizer"]["choices"] == ("adam", "sgd")
+    assert fields["conflict_only"]["kind"] == "bool"
+
+
+def test_history_and_ranks_frames():
+    history = [{"step": 1, "forget/depth": 2.0, "retain/depth": 1.0}, {"step": 2, "forget/depth": 3.0}]
+    frame = history_frame(history)
+    assert list(frame["kind"]) == ["forget", "retain", "forget"] and list(frame["loss"]) == [2.0, 1.0, 3.0]
+    assert len(loss_curves_figure(history).data) == 2
+    ranks = {"encoder.0": {"input": {"retain": 3, "union": 5}, "output": {"depth": 2, "union": 2}}}
+    assert subspace_ranks_frame(ranks).to_dict("list") == {
+        "layer": ["encoder.0", "encoder.0"], "side": ["input", "output"], "rank": [5, 2]}
+
+
+@pytest.mark.parametrize("page", ["unlearn", "compare"])
+def test_pages_ask_for_a_selection_first(page):
+    app = _app()
+    app.switch_page(f"pages/{page}.py").run()
+    assert not app.exception
+    assert "Select page" in app.warning[0].value
+
+
+def test_unlearn_then_interference_and_history():
+    app = _app(selection=[3, 17, 42], target_tasks=["depth"])
+    app.switch_page("pages/unlearn.py").run()
+    assert not app.exception
+    assert "Partial-task unlearning of 3 instances: forget depth" in app.markdown[0].value
+    app.selectbox(key="method").set_value("grad_ascent").run()
+    _button(app, "Preview interference").click().run()
+    assert not app.exception and len(app.get("plotly_chart")) >= 1
+    app.number_input(key="cfg_grad_ascent_steps").set_value(2)
+    _button(app, "Run").click().run()
+    assert not app.exception
+    assert "Run #1 finished" in app.success[0].value
+    (run,) = app.session_state["runs"]
+    assert run.method == "grad_ascent" and run.config["steps"] == 2 and len(run.history) == 2
+
+    app.switch_page("pages/interference.py").run()
+    assert not app.exception
+    assert len(app.get("plotly_chart")) >= 4
+    assert {m.label for m in app.metric} >= {"UIS", "ILI", "TLI", "MIA AUC"}
+
+    app.switch_page("pages/history.py").run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert table["method"].tolist() == ["grad_ascent"] and table["UIS"].notna().all()
+
+
+def test_config_form_enforces_the_knob_ranges():
+    app = _app(selection=[3])
+    app.switch_page("pages/unlearn.py").run()
+    app.selectbox(key="method").set_value("interference_aware").run()
+    steps, alpha = app.number_input(key="cfg_interference_aware_steps"), app.number_input(
+        key="cfg_interference_aware_alpha")
+    assert (steps.min, steps.max, steps.value) == (1, 100_000, 25)
+    assert (alpha.min, alpha.max) == (0.0, 1.0)
+    assert app.selectbox(key="cfg_interference_aware_optimizer").options == ["adam", "sgd"]
+
+
+def test_compare_two_methods():
+    app = _app(selection=[3, 17])
+    app.switch_page("pages/compare.py").run()
+    app.multiselect(key="compare_methods").set_value(["grad_ascent", "ssd"]).run()
+    _button(app, "Run the comparison").click().run()
+    assert not app.exception
+    board = app.dataframe[0].value
+    assert set(board.data["model"] if hasattr(board, "data") else board["model"]) == {
+        "original", "grad_ascent", "ssd"}
+    assert len(app.get("plotly_chart")) == 4
+    assert len(app.session_state["runs"]) == 2
