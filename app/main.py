@@ -9,8 +9,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 st.set_page_config(page_title="Multi-task unlearning", layout="wide")
 PAGES = Path(__file__).parent / "pages"
-pages = [st.Page(str(PAGES / "model.py"), title="Model", icon="🧠", default=True)] + [
-    st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=icon, url_path=name)
-    for name, icon in [("select", "🎯"), ("unlearn", "✂️"), ("interference", "📊"), ("compare", "🏁"),
-                       ("explain", "🔍"), ("history", "🗂️")]]
+ICONS = {"model": "deployed_code", "select": "select", "unlearn": "content_cut", "interference": "monitoring",
+         "compare": "leaderboard", "explain": "visibility", "history": "history"}
+pages = [st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=f":material/{icon}:",
+                 url_path=name, default=name == "model") for name, icon in ICONS.items()]
 st.navigation(pages).run()

@@ -24,9 +24,9 @@ ours = board.loc[run.method]
 cols = st.columns(5)
 for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap"), ("ILI", "ili"),
                                     ("TLI", "tli"), ("MIA AUC", "mia_auc")]):
-    change = None if key == "mia_auc" else f"{ours[key] - board.loc['original', key]:+.2f} vs original"
-    col.metric(label, f"{ours[key]:.3f}" if ours[key] == ours[key] else "–", delta=change,
-               delta_color="inverse")
+    value, before = ours[key], board.loc["original", key]
+    change = f"{value - before:+.2f} vs original" if key != "mia_auc" and value == value == before else None
+    col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
 st.dataframe(comparison.leaderboard, hide_index=True, width="stretch")
 
 primary = comparison.scores[comparison.scores["primary"]]
@@ -49,11 +49,13 @@ st.caption("Per-sample gradients most aligned with (they gain) and most opposed 
 st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
 
 st.subheader("Predictions before and after, on the forget instances")
-train, (original, _) = cached_data(run.model_path, run.data_root).train, cached_checkpoint(run.model_path)
-shown = list(run.request.instances)[:4]
-batch = train.batch(shown)
-models = {"before": original, "after": run.model} | ({"oracle": run.oracle} if run.oracle is not None else {})
-predictions = {label: predict(model, train, shown) for label, model in models.items()}
-for index, instance in enumerate(shown):
-    captions, pictures = zip(*instance_panels(train.tasks, batch, predictions, index))
-    st.image(list(pictures), caption=[f"{instance} {c}" for c in captions], width=96)
+if "panels" not in run.cache:
+    train, (original, _) = cached_data(run.model_path, run.data_root).train, cached_checkpoint(run.model_path)
+    shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
+    if run.oracle is not None:
+        models["oracle"] = run.oracle
+    batch, predictions = train.batch(shown), {label: predict(m, train, shown) for label, m in models.items()}
+    run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
+                           for index, instance in enumerate(shown)}
+for instance, panels in run.cache["panels"].items():
+    st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)

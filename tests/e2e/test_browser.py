@@ -1,0 +1,122 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright for Python.
+
+Starts `streamlit run app/main.py` on a free port, selects instances on the Select page, runs a
+few steps of grad_ascent on the Unlearn page, and checks the Interference page draws its charts.
+Screenshots go to test-artifacts/. Outside CI the test is skipped when Chromium or Playwright is
+missing; in CI (`CI` set) that is a failure, since .ci/run installs both.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+         "--disable-background-networking", "--disable-component-update"]
+
+
+def _require_browser():
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing = "playwright (pip)"
+    else:
+        missing = None if Path(CHROMIUM).exists() else f"{CHROMIUM} (apt-get install chromium)"
+    if missing:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"needs {missing}")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    _require_browser()
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115  (closed with the server)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
+         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the dashboard did not answer on /_stcore/health within 60 s")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _goto(page, name: str) -> float:
+    """Click a page in the sidebar; seconds until its title shows."""
+    start = time.perf_counter()
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=name, exact=True).click()
+    page.get_by_role("heading", name=name, exact=True).wait_for(timeout=120_000)
+    return time.perf_counter() - start
+
+
+def test_select_unlearn_and_see_interference(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+
+        _goto(page, "Select")
+        ids = page.get_by_label("Add ids")
+        ids.fill("3, 17, 40-42")
+        ids.press("Enter")
+        page.get_by_role("button", name="Add to forget set").click()
+        page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
+        page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
+        page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "select.png"), full_page=True)
+
+        _goto(page, "Unlearn")
+        page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
+        page.get_by_role("combobox", name="Method").click()
+        page.get_by_role("option", name="grad_ascent").click()
+        steps = page.get_by_role("spinbutton", name="steps", exact=True)
+        steps.fill("3")
+        steps.press("Tab")
+        page.get_by_role("button", name="Run").click()
+        page.get_by_text("Run #1 finished").wait_for(timeout=120_000)
+
+        seconds = _goto(page, "Interference")
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=120_000)
+        page.screenshot(path=str(ARTIFACTS / "interference.png"), full_page=True)
+        assert page.locator(".js-plotly-plot").count() >= 4
+        assert page.get_by_text("Traceback").count() == 0
+        history = _goto(page, "History")
+        page.get_by_text("#1 grad_ascent").wait_for(timeout=60_000)
+        start = time.perf_counter()  # back to Interference: cached scores, every chart drawn again
+        _goto(page, "Interference")
+        page.locator(".js-plotly-plot").nth(3).wait_for(timeout=60_000)
+        cached = time.perf_counter() - start
+        browser.close()
+    print(f"page switch: Interference {seconds:.2f} s to its title (first view computes the scores), "
+          f"History {history:.2f} s, back to Interference with every chart {cached:.2f} s")
