@@ -80,11 +80,13 @@ def library_versions() -> dict[str, str]:
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path]:
-    """(weights, card) paths for a checkpoint given as NAME, NAME.safetensors or NAME.json."""
+    """(weights, card) paths for a checkpoint given as NAME, NAME.safetensors or NAME.json.
+
+    NAME may itself contain dots ("indoor-r0.1"): only those two suffixes are replaced."""
     path = Path(path)
     if path.suffix in (".safetensors", ".json"):
         path = path.with_suffix("")
-    return path.with_suffix(".safetensors"), path.with_suffix(".json")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
 def _sha256(path: Path) -> str:

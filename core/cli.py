@@ -131,7 +131,7 @@ def cmd_bench(args) -> int:
     plan = plan_with(QUICK if args.quick else FULL, benchmarks=args.benchmarks, ratios=args.ratios,
                      seeds=args.seeds, methods=args.methods)
     out = args.out or Path("results") / ("bench-quick" if args.quick else "bench")
-    frames = run_plan(plan, out, fresh=args.fresh)
+    frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers)
     print(frames["headline"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/summary.md, {out}/report.html and the CSVs")
     return 0
@@ -195,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seeds", type=_csv(int), default=None, help="reported seeds, e.g. 1,2,3")
     bench.add_argument("--methods", type=_csv(str), default=None, help="default: every method")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    bench.add_argument("--workers", type=int, default=1,
+                       help="cells run in this many processes, sharing the threads (tuning stays serial)")
     bench.set_defaults(func=cmd_bench)
 
     app = commands.add_parser("app", help="start the Streamlit dashboard")

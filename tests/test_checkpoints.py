@@ -95,3 +95,12 @@ def test_unknown_card_fields_are_refused(tiny_model, tmp_path):
 def test_missing_sample_model_lists_the_shipped_ones():
     with pytest.raises(CheckpointError, match="no sample model 'imagenet'"):
         load_sample("imagenet")
+
+
+def test_checkpoint_paths_keep_dots_in_the_name(tmp_path):
+    from core.checkpoints import checkpoint_paths
+
+    for given in ("indoor__r0.1__s1", "indoor__r0.1__s1.json", "indoor__r0.1__s1.safetensors"):
+        weights, card = checkpoint_paths(tmp_path / given)
+        assert (weights.name, card.name) == ("indoor__r0.1__s1.safetensors", "indoor__r0.1__s1.json")
+    assert checkpoint_paths("a/r0.01")[0] != checkpoint_paths("a/r0.1")[0]

@@ -3,9 +3,7 @@
 import streamlit as st
 
 from app.charts import attribution_figure
-from app.state import current, run_picker
-from core.checkpoints import CheckpointError
-from core.data import DatasetError
+from app.state import current_or_stop, run_picker
 from core.evaluation.explain import METHODS, explain_pair, takes_class, takes_region
 from core.visual import image_rgb
 
@@ -13,11 +11,7 @@ st.title("Explain")
 run = run_picker("explain_run")
 if run is None:
     st.stop()
-try:
-    loaded = current()
-except (CheckpointError, DatasetError) as error:
-    st.error(str(error))
-    st.stop()
+loaded = current_or_stop()
 if loaded.path != run.model_path:
     st.info(f"Run #{run.id} was made on {run.model_path}; open that model on the Model page to explain it.")
     st.stop()
@@ -61,7 +55,7 @@ result = run.cache.get(key)
 if result is not None:
     title = f"{method.replace('_', ' ')} of {task} on instance {instance}"
     st.plotly_chart(attribution_figure(result["image"], result["before"], result["after"], title),
-                    use_container_width=True)
+                    width="stretch")
     before, after = st.columns(2)
     before.metric("Score before", f"{result['score_before']:.4f}")
     after.metric("Score after", f"{result['score_after']:.4f}",

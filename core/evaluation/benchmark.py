@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from core.checkpoints import ModelCard, load_checkpoint, save_checkpoint
+from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from core.data.sources import DataSource
 from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import analyze_conflicts
@@ -114,7 +114,7 @@ FULL = BenchPlan()
 """`mtu bench`: 2 benchmarks x 2 ratios x (full + one partial per task) x 3 seeds = 42 cells."""
 
 QUICK = BenchPlan(ratios=(0.05,), tuning_ratio=None, seeds=(1,), grid={"lr": [3e-4, 1e-3], "steps": [10]},
-                  method_grids={"ssd": {"alpha": [1.0, 10.0]}}, n_train=200, n_val=150, epochs=15,
+                  method_grids={"ssd": {"alpha": [1.0, 10.0]}}, n_train=200, n_val=150, epochs=30,
                   retain_sample=48)
 """`mtu bench --quick`: one ratio, one seed, a 2-point grid, a smaller base model."""
 
@@ -152,10 +152,11 @@ class Bench:
     """One results folder and the plan that fills it. `run()` does what is missing."""
 
     def __init__(self, plan: BenchPlan, out: str | Path, log: Callable[[str], None] = print,
-                 show_bars: bool = True):
+                 show_bars: bool = True, check_folder: bool = True):
         self.plan, self.out, self.log, self.show_bars = plan, Path(out), log, show_bars
         self._models: dict[str, tuple[torch.nn.Module, ModelCard, UnlearningData]] = {}
-        self._check_folder()
+        if check_folder:
+            self._check_folder()
 
     def _check_folder(self) -> None:
         path = self.out / "plan.json"
@@ -173,7 +174,7 @@ class Bench:
         """The benchmark's base model (trained once, then read from disk), card and data."""
         if benchmark not in self._models:
             path = self.out / "models" / benchmark
-            if not path.with_suffix(".json").is_file():
+            if not checkpoint_paths(path)[1].is_file():
                 self.log(f"training the {benchmark} base model ({self.plan.epochs} epochs)")
                 source = self.plan.source(benchmark)
                 source.resolve()
@@ -239,7 +240,7 @@ class Bench:
     def oracle(self, benchmark: str, ratio: float, setting: str, seed: int) -> tuple[torch.nn.Module, float]:
         """The retrain oracle of a cell and its training time, cached under oracles/."""
         path = self.out / "oracles" / cell_key(benchmark, ratio, setting, seed)
-        if not path.with_suffix(".json").is_file():
+        if not checkpoint_paths(path)[1].is_file():
             from core.unlearning.runner import unlearned_card
 
             model, card, data = self.base(benchmark)
@@ -251,7 +252,7 @@ class Bench:
 
     def cell(self, benchmark: str, ratio: float, setting: str, seed: int) -> dict[str, Any]:
         """Run (or read back) one cell: {"key", ..., "comparison", "conflicts", "configs"}."""
-        path = self.out / "cells" / f"{cell_key(benchmark, ratio, setting, seed)}.json"
+        path = self.cell_path(benchmark, ratio, setting, seed)
         methods = self.plan.all_methods()
         if path.is_file():
             done = json.loads(path.read_text())
@@ -276,15 +277,47 @@ class Bench:
         _write_json(path, done)
         return done
 
-    def run(self) -> list[dict[str, Any]]:
-        """Tune, then run every cell; returns the cell records (finished ones are read back)."""
+    def cell_path(self, benchmark: str, ratio: float, setting: str, seed: int) -> Path:
+        return self.out / "cells" / f"{cell_key(benchmark, ratio, setting, seed)}.json"
+
+    def run(self, workers: int = 1) -> list[dict[str, Any]]:
+        """Train the base models, tune, then run every cell (in `workers` processes, each with
+        its share of torch's threads); returns the cell records (finished ones are read back)."""
         start = time.perf_counter()
         for benchmark in self.plan.benchmarks:
             self.base(benchmark)
         self.tune_all()
-        records = [self.cell(*c) for c in tqdm(self.cells(), desc="cells", disable=not self.show_bars)]
+        cells = self.cells()
+        todo = [c for c in cells if not self.cell_path(*c).is_file()]
+        if workers > 1 and len(todo) > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            threads = max(1, torch.get_num_threads() // workers)
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                     initargs=(self.plan, str(self.out), threads)) as pool:
+                jobs = [pool.submit(_worker_cell, c) for c in todo]
+                for job in tqdm(as_completed(jobs), total=len(jobs), desc="cells",
+                                disable=not self.show_bars):
+                    job.result()
+        bars = self.show_bars and workers == 1
+        records = [self.cell(*c) for c in tqdm(cells, desc="cells", disable=not bars)]
         self.log(f"bench: {len(records)} cells in {time.perf_counter() - start:.0f} s")
         return records
+
+
+_WORKER: Bench | None = None
+
+
+def _start_worker(plan: BenchPlan, out: str, threads: int) -> None:
+    global _WORKER
+    torch.set_num_threads(threads)
+    _WORKER = Bench(plan, out, log=lambda _: None, show_bars=False, check_folder=False)
+
+
+def _worker_cell(cell: tuple[str, float, str, int]) -> None:
+    _WORKER.cell(*cell)
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -354,7 +387,7 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
 
 
 def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: bool = True,
-             log: Callable[[str], None] = print) -> dict[str, pd.DataFrame]:
+             log: Callable[[str], None] = print, workers: int = 1) -> dict[str, pd.DataFrame]:
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
     "details" and "headline"."""
@@ -366,7 +399,7 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
-    records = Bench(plan, out, log, show_bars).run()
+    records = Bench(plan, out, log, show_bars).run(workers)
     frames = cell_frames(records)
     frames["summary"] = summary_table(frames["leaderboard"], ["benchmark", "mode"])
     frames["details"] = summary_table(frames["leaderboard"], ["benchmark", "ratio", "setting"])

@@ -17,9 +17,9 @@ from core.evaluation.benchmark import (
     summary_table,
 )
 
-MINI = BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1,), seeds=(1,),
+MINI = BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1, 0.2), seeds=(1,),
                  methods=("grad_ascent", "interference_aware"), grid={"lr": [1e-3], "steps": [1, 2]},
-                 method_grids={}, tuning_ratio=None, n_train=12, n_val=10, size=(32, 32), epochs=1,
+                 method_grids={}, tuning_ratio=0.1, n_train=12, n_val=10, size=(32, 32), epochs=1,
                  width=4, retain_sample=8)
 
 
@@ -88,15 +88,19 @@ def test_summary_table_mean_and_std():
 
 def test_miniature_bench(tmp_path, use_cache, monkeypatch):
     out = tmp_path / "bench"
-    frames = run_plan(MINI, out, show_bars=False, log=lambda _: None)
+    frames = run_plan(MINI, out, show_bars=False, log=lambda _: None, workers=2)
     for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
                  "summary.md", "report.html", "tuning.json", "plan.json"):
         assert (out / name).is_file(), name
     board = frames["leaderboard"]
-    # full + one partial setting per task, one seed; references and both methods in every cell
-    assert len(board) == 4 * 4
+    # two ratios x (full + one partial setting per task), one seed; references and both methods
+    assert len(board) == 2 * 4 * 4
     assert set(board["model"]) == {"original", "retrain", "grad_ascent", "interference_aware"}
     assert set(board["setting"]) == {"full", "partial:segmentation", "partial:depth", "partial:normal"}
+    # one oracle per cell: the ratios (whose names hold dots) never share a cached oracle
+    assert len(list((out / "oracles").glob("*.safetensors"))) == 8
+    oracles = board[board["model"] == "retrain"].set_index(["ratio", "setting"])["forget_gap"]
+    assert oracles.loc[0.1].tolist() != oracles.loc[0.2].tolist()
     original = board[board["model"] == "original"]
     assert not (original["ili"] > 0).any()
     tuning = json.loads((out / "tuning.json").read_text())
