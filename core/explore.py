@@ -1,6 +1,6 @@
 """Looking at the training instances before picking what to forget: a per-instance table of
-every task's metrics with a 2-D map of the shared features, predictions for thumbnails, and the
-parsing of typed instance ids.
+every task's metrics with a 2-D map of the shared features, and predictions for thumbnails
+(typed ids are parsed by `core.requests.parse_ids`).
 
 The model is read only: it runs in eval mode under `torch.no_grad` and is left as it was given.
 """

@@ -3,7 +3,7 @@
 import streamlit as st
 
 from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
-from app.state import Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
+from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
 from core.evaluation import compare_models
 from core.evaluation.report import html_page
 from core.unlearning import get_unlearner, list_unlearners
@@ -18,7 +18,11 @@ if st.button("Run the comparison", type="primary", disabled=not methods):
     bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
     for index, method in enumerate(methods):
         bar.progress(index / len(methods), text=f"running {method} ({index + 1} / {len(methods)})")
-        result = get_unlearner(method).run(loaded.model, request, loaded.data)
+        try:
+            result = get_unlearner(method).run(loaded.model, request, loaded.data)
+        except USER_ERRORS as error:
+            st.error(f"{method} stopped: {error}")
+            st.stop()
         models[method], seconds[method] = result.model, result.seconds
         add_run(Run(next_run_id(), loaded.path, method, result.config, request, result.model,
                     result.seconds, result.history, result.extras, data_root=loaded.data_root))

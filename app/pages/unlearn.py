@@ -6,7 +6,7 @@ import streamlit as st
 
 from app.charts import conflict_heatmap, loss_curves_figure
 from app.forms import config_form
-from app.state import Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
+from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
 from core.evaluation import analyze_conflicts
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
@@ -52,7 +52,11 @@ if submitted:
             chart.plotly_chart(loss_curves_figure(history), width="stretch", key=f"curves_{event.step}")
             shown[0] = time.perf_counter()
 
-    result = unlearner.run(loaded.model, request, loaded.data, progress)
+    try:
+        result = unlearner.run(loaded.model, request, loaded.data, progress)
+    except USER_ERRORS as error:  # e.g. a device that is not there
+        st.error(f"{method} stopped: {error}")
+        st.stop()
     chart.plotly_chart(loss_curves_figure(result.history), width="stretch", key="curves")
     oracle = None
     if with_oracle:

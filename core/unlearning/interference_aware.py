@@ -15,6 +15,12 @@ projection (TGP) and instance-level gradient orthogonalisation (IGO).
    also the forget instances with the kept tasks. Bases are computed before the first step and
    every `refresh` steps. BatchNorm affine parameters are left to IGO: they have no input side,
    and a bias-like basis per BatchNorm would cost C_out x r floats to guard 2 x C_out parameters.
+   With `project_step` (the default) TGP is applied a second time, to the optimiser's step of each
+   projected tensor. (Changed from projecting the gradient only: Adam divides each coordinate by
+   its own running scale, so the small residue TGP leaves in a kept direction came back as a step
+   of full size. On the street bench model, tuning seed, 10% forget, partial on segmentation, Adam
+   lr 1e-3: UIS 34.3 with the gradient projected only, kept-task TLI 60.8; 6.7 and 9.0 with the
+   step projected too. Freezing the shared BatchNorm parameters as well changed UIS by < 0.2.)
 3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
    direction loses its component in the span of the per-sample gradients of this step's retain
    batch (torch.func vmap, QR per tensor); with conflict_only, only in the span of the samples it
@@ -78,6 +84,8 @@ class InterferenceAwareConfig(UnlearnConfig):
     basis_budget: float = knob(0.25, 0.0, 1.0, "memory of all bases / the model's parameter memory")
     calibration_batch: int = knob(64, 1, 100_000, "calibration instances tau_t is measured on")
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
+    project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
+                              choices=(True, False))
 
 
 @torch.no_grad()
@@ -124,6 +132,8 @@ class InterferenceAware(Unlearner):
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
                 subspaces = self.kept_subspaces(ctx, layers, budget, generator)
+                projected = {f"{layer}.{suffix}": subspace for layer, subspace in subspaces.items()
+                             for suffix, _ in layers[layer].named_parameters(recurse=False)}
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
             forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
             with torch.no_grad():
@@ -151,7 +161,13 @@ class InterferenceAware(Unlearner):
             optimizer.zero_grad(set_to_none=True)
             set_grads(model, {n: cfg.alpha * keep[n] + (1 - cfg.alpha) * direction[n]
                               for n in params})
-            optimizer.step()
+            if cfg.project_step:
+                with torch.no_grad():
+                    before = {n: params[n].detach().clone() for n in projected}
+                optimizer.step()
+                self.project_step(params, before, projected)
+            else:
+                optimizer.step()
             taken += 1
             report(step, forget_losses, retain_losses)
         return {"targets": targets, "steps_taken": taken, "stopped_early": bool(self._stopped_at),
@@ -159,6 +175,15 @@ class InterferenceAware(Unlearner):
                 "subspace_ranks": {name: s.ranks for name, s in subspaces.items()},
                 "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
                 "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}
+
+    @staticmethod
+    @torch.no_grad()
+    def project_step(params, before, projected) -> None:
+        """Replace each projected tensor's optimiser step d by TGP(d): Adam divides every
+        coordinate by its own running scale, which turns the small residue that TGP leaves in a
+        kept direction back into a step of full size; projecting the step itself removes it."""
+        for name, subspace in projected.items():
+            params[name].copy_(before[name] + subspace.project(params[name] - before[name]))
 
     @staticmethod
     def forget_losses_and_kept_gaps(ctx, forget):

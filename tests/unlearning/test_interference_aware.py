@@ -74,7 +74,8 @@ def test_kept_heads_never_get_the_forget_term(name, street_model, street_data):
                for k, v in before["depth"].state_dict().items())
 
 
-@pytest.mark.parametrize("options", [{"refresh": 1}, {"conflict_only": True, "optimizer": "sgd"}])
+@pytest.mark.parametrize("options", [{"refresh": 1}, {"conflict_only": True, "optimizer": "sgd"},
+                                     {"project_step": False}])
 def test_options_run_in_both_modes(options, toy):
     model, data = toy
     for tasks in (None, ["kind"]):
@@ -164,3 +165,17 @@ def test_calibrated_target_stops_forgetting_near_tau(toy, tasks):
     if tasks:  # one dense task: it settles inside its dead zone and the run stops there
         assert ours.extras["stopped_early"]
         assert abs(ended["segmentation"] - tau["segmentation"]) <= 0.1 * tau["segmentation"]
+
+
+def test_project_step_keeps_the_optimiser_step_out_of_the_kept_subspace():
+    from core.unlearning.interference_aware import InterferenceAware
+    from core.unlearning.subspaces import LayerSubspace
+
+    torch.manual_seed(0)
+    before = torch.randn(6, 5)
+    weight = torch.nn.Parameter(before + torch.randn(6, 5))  # an unprojected (Adam) step
+    u, v = torch.linalg.qr(torch.randn(5, 2))[0], torch.linalg.qr(torch.randn(6, 3))[0]
+    InterferenceAware.project_step({"w": weight}, {"w": before}, {"w": LayerSubspace(u, v)})
+    step = weight.detach() - before
+    assert torch.allclose(v.T @ step @ u, torch.zeros(3, 2), atol=1e-5)  # nothing in V x U
+    assert step.norm() > 0  # the rest of the step is kept
