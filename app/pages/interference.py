@@ -29,20 +29,24 @@ for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap")
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
 st.dataframe(comparison.leaderboard, hide_index=True, width="stretch")
 
-primary = comparison.scores[comparison.scores["primary"]]
-st.plotly_chart(metric_shift_figure(primary, "Primary metric per split: original vs unlearned"
-                                    + (" vs oracle" if run.oracle is not None else "")),
-                width="stretch", key="shifts")
-st.plotly_chart(uis_breakdown_figure(comparison.breakdown, "UIS by task, stacked by component"),
-                width="stretch", key="breakdown")
+if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
+    primary = comparison.scores[comparison.scores["primary"]]
+    oracle = " vs oracle" if run.oracle is not None else ""
+    run.cache["figures"] = {
+        "shifts": metric_shift_figure(primary, f"Primary metric per split: original vs unlearned{oracle}"),
+        "breakdown": uis_breakdown_figure(comparison.breakdown, "UIS by task, stacked by component"),
+        "conflicts": conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
+        "layers": conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
+        **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
+           if run.extras.get("subspace_ranks") else {})}
+figures = run.cache["figures"]
+st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
+st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
 left, right = st.columns(2)
-left.plotly_chart(conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
-                  width="stretch", key="conflicts")
-right.plotly_chart(conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
-                   width="stretch", key="layers")
-if run.extras.get("subspace_ranks"):
-    st.plotly_chart(subspace_ranks_figure(run.extras["subspace_ranks"],),
-                    width="stretch", key="ranks")
+left.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
+right.plotly_chart(figures["layers"], width="stretch", key="layers")
+if "ranks" in figures:
+    st.plotly_chart(figures["ranks"], width="stretch", key="ranks")
 st.subheader("At-risk retain instances")
 st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
            "the forget update.")
