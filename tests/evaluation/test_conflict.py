@@ -70,15 +70,13 @@ def test_task_gradients_match_autograd():
 
 
 @pytest.mark.parametrize("partial", [False, True])
-def test_analyze_conflicts(tiny_model, indoor_data, partial):
+def test_analyze_conflicts(tiny_model, indoor_data, indoor_request, partial):
     from core.evaluation import analyze_conflicts
-    from core.requests import ForgetRequest
     from core.unlearning.subspaces import shared_names
 
     data = indoor_data
-    train = data.train
-    names = list(train.tasks)
-    request = ForgetRequest.build(train.ids[:3], names[:1] if partial else None, train.ids, names)
+    names = list(data.train.tasks)
+    request = indoor_request(3, partial)
     tiny_model.train()
     before = {n: p.detach().clone() for n, p in tiny_model.named_parameters()}
     report = analyze_conflicts(tiny_model, request, data, retain_sample=6, top_k=2)

@@ -94,11 +94,9 @@ def test_fixed_retain_sample_is_deterministic():
 
 
 @pytest.mark.parametrize("partial", [False, True])
-def test_evaluate_request_frame(tiny_model, indoor_data, partial):
+def test_evaluate_request_frame(tiny_model, indoor_data, indoor_request, partial):
     data = indoor_data
-    train = data.train
-    names = list(train.tasks)
-    request = ForgetRequest.build(train.ids[:2], names[:1] if partial else None, train.ids, names)
+    request = indoor_request(2, partial)
     torch.manual_seed(1)
     frame = evaluate_request({"original": tiny_model, "other": tiny_model}, request, data,
                              retain_sample=4)
@@ -108,7 +106,7 @@ def test_evaluate_request_frame(tiny_model, indoor_data, partial):
     assert set(frame[frame["split"] == "forget"]["task"]) == set(request.tasks)
     if partial:
         assert set(frame[frame["split"] == "kept"]["task"]) == set(request.kept_tasks)
-    n_metrics = sum(len(train.tasks[t].metrics) for t in names)
+    n_metrics = sum(len(spec.metrics) for spec in data.train.tasks.values())
     assert (frame[frame["split"] == "test"].groupby("model").size() == n_metrics).all()
     one = frame[frame["model"] == "original"].reset_index(drop=True)
     two = frame[frame["model"] == "other"].reset_index(drop=True)
