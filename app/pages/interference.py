@@ -40,26 +40,33 @@ if "figures" not in run.cache:  # built once per run: Plotly Express takes about
         **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
            if run.extras.get("subspace_ranks") else {})}
 figures = run.cache["figures"]
-st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
-st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
-left, right = st.columns(2)
-left.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
-right.plotly_chart(figures["layers"], width="stretch", key="layers")
-if "ranks" in figures:
-    st.plotly_chart(figures["ranks"], width="stretch", key="ranks")
-st.subheader("At-risk retain instances")
-st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
-           "the forget update.")
-st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
-
-st.subheader("Predictions before and after, on the forget instances")
-if "panels" not in run.cache:
-    train, (original, _) = cached_data(run.model_path, run.data_root).train, cached_checkpoint(run.model_path)
-    shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
-    if run.oracle is not None:
-        models["oracle"] = run.oracle
-    batch, predictions = train.batch(shown), {label: predict(m, train, shown) for label, m in models.items()}
-    run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
-                           for index, instance in enumerate(shown)}
-for instance, panels in run.cache["panels"].items():
-    st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)
+# one view at a time: the browser's drawing of Plotly charts is what a redraw waits on
+view = st.radio("View", ["Shifts and UIS", "Conflicts", "Instances"], horizontal=True, key="interference_view",
+                help="Shifts and UIS: per-task metric shifts and the UIS breakdown. Conflicts: gradient "
+                     "angles overall and per layer, subspace ranks. Instances: at-risk retain "
+                     "instances and predictions before and after.")
+if view == "Shifts and UIS":
+    st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
+    st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
+elif view == "Conflicts":
+    left, right = st.columns(2)
+    left.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
+    right.plotly_chart(figures["layers"], width="stretch", key="layers")
+    if "ranks" in figures:
+        st.plotly_chart(figures["ranks"], width="stretch", key="ranks")
+else:
+    st.subheader("At-risk retain instances")
+    st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
+               "the forget update.")
+    st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
+    st.subheader("Predictions before and after, on the forget instances")
+    if "panels" not in run.cache:
+        train, (original, _) = cached_data(run.model_path, run.data_root).train, cached_checkpoint(run.model_path)
+        shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
+        if run.oracle is not None:
+            models["oracle"] = run.oracle
+        batch, predictions = train.batch(shown), {label: predict(m, train, shown) for label, m in models.items()}
+        run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
+                               for index, instance in enumerate(shown)}
+    for instance, panels in run.cache["panels"].items():
+        st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)

@@ -64,8 +64,13 @@ def test_unlearn_then_interference_and_history():
 
     app.switch_page("pages/interference.py").run()
     assert not app.exception
-    assert len(app.get("plotly_chart")) >= 4
+    assert len(app.get("plotly_chart")) == 2  # shifts and the UIS breakdown
     assert {m.label for m in app.metric} >= {"UIS", "ILI", "TLI", "MIA AUC"}
+    app.radio(key="interference_view").set_value("Conflicts").run()
+    assert not app.exception and len(app.get("plotly_chart")) == 2  # overall and per layer
+    app.radio(key="interference_view").set_value("Instances").run()
+    assert not app.exception and not app.get("plotly_chart")
+    assert len(app.dataframe) == 2 and app.get("imgs")  # leaderboard, at-risk; thumbnails
 
     app.switch_page("pages/history.py").run()
     assert not app.exception
