@@ -70,7 +70,7 @@ def test_unlearn_then_interference_and_history():
     assert not app.exception and len(app.get("plotly_chart")) == 2  # overall and per layer
     app.radio(key="interference_view").set_value("Instances").run()
     assert not app.exception and not app.get("plotly_chart")
-    assert len(app.dataframe) == 2 and app.get("imgs")  # leaderboard, at-risk; thumbnails
+    assert len(app.dataframe) == 2 and app.image  # leaderboard, at-risk; thumbnails
 
     app.switch_page("pages/history.py").run()
     assert not app.exception

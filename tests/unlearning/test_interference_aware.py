@@ -179,3 +179,39 @@ def test_project_step_keeps_the_optimiser_step_out_of_the_kept_subspace():
     step = weight.detach() - before
     assert torch.allclose(v.T @ step @ u, torch.zeros(3, 2), atol=1e-5)  # nothing in V x U
     assert step.norm() > 0  # the rest of the step is kept
+
+
+def test_quantile_targets_follow_each_instances_rank():
+    from core.unlearning.interference_aware import instance_targets
+
+    calibration = torch.tensor([10.0, 20.0, 30.0, 40.0])
+    losses = torch.tensor([3.0, 1.0, 2.0])  # ranks 2, 0, 1 -> quantiles 5/6, 1/6, 1/2
+    assert torch.allclose(instance_targets(losses, calibration, "quantiles"), torch.tensor([35.0, 15.0, 25.0]))
+    assert torch.allclose(instance_targets(losses, calibration, "mean"), torch.full((3,), 25.0))
+
+
+def test_forget_signs_per_instance_or_per_task():
+    from core.unlearning.interference_aware import forget_signs, overall_sign
+
+    losses = {"depth": torch.tensor([1.0, 2.0, 3.05, 6.0])}
+    targets = {"depth": torch.tensor([2.0, 1.0, 3.0, 3.0])}
+    signs = forget_signs(losses, targets, 0.05, "quantiles")["depth"]
+    assert signs.tolist() == [-1, 1, 0, 1]  # 3.05 is inside 3 +- 5%
+    assert overall_sign(signs, losses["depth"], targets["depth"]) == 1  # mean gap of -1, 1, 3
+    assert overall_sign(torch.zeros(4), losses["depth"], targets["depth"]) == 0
+    mean = forget_signs(losses, targets, 0.0, "mean")["depth"]  # mean loss 3.0 vs mean target 2.25
+    assert mean.tolist() == [1, 1, 1, 1]
+
+
+@pytest.mark.parametrize("match, track", [("quantiles", False), ("mean", True), ("quantiles", True)])
+def test_target_variants_raise_the_forget_losses(toy, match, track):
+    model, data = toy
+    request = _request(data, None)
+    model = _memorised(model, data, request)
+    result = get_unlearner("interference_aware", {**FEW, "steps": 10, "lr": 3e-2, "match": match,
+                                                  "track": track}).run(model, request, data)
+    start, ended = (_forget_losses(m, data, request) for m in (model, result.model))
+    assert all(ended[t] > start[t] for t in request.tasks), (start, ended)
+    assert set(result.extras["final_targets"]) == set(request.tasks)
+    if not track:
+        assert result.extras["final_targets"] == result.extras["targets"]
