@@ -135,3 +135,38 @@ def test_select_unlearn_and_see_interference(server):
     print(f"page switch: Interference {seconds:.2f} s to its title (first view computes the scores), "
           f"History {history:.2f} s, back to Interference with its charts {cached:.2f} s; "
           f"view switch to Conflicts {conflicts:.2f} s")
+
+
+def test_upload_a_checkpoint_and_refuse_a_tampered_one(server, tmp_path):
+    """The Model page's upload path, which AppTest cannot drive: a good checkpoint opens and
+    shows its card; one whose weights do not match the card's checksum is refused with a
+    message, and the page stays usable."""
+    from playwright.sync_api import sync_playwright
+
+    good = ROOT / "sample_models" / "synthetic-street"
+    tampered = tmp_path / "tampered.safetensors"
+    weights = bytearray(good.with_suffix(".safetensors").read_bytes())
+    weights[-1] ^= 0xFF  # one byte of the last tensor
+    tampered.write_bytes(bytes(weights))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+        page.locator("[data-testid=stRadio] label").filter(has_text="Upload").click()
+        inputs = page.locator("[data-testid=stFileUploaderDropzoneInput]")
+        inputs.nth(1).wait_for(state="attached", timeout=60_000)
+        inputs.nth(0).set_input_files(str(good.with_suffix(".safetensors")))
+        inputs.nth(1).set_input_files(str(good.with_suffix(".json")))
+        page.get_by_text("synthetic-street", exact=False).first.wait_for(timeout=120_000)
+        page.get_by_text("Benchmark:").wait_for(timeout=60_000)
+        assert page.get_by_text("Traceback").count() == 0
+
+        page.locator("[data-testid=stFileUploaderDeleteBtn]").first.click()
+        inputs.nth(0).set_input_files(str(tampered))
+        page.get_by_test_id("stAlertContentError").wait_for(timeout=60_000)
+        message = page.get_by_test_id("stAlertContentError").inner_text()
+        assert "checksum" in message.lower() or "sha" in message.lower(), message
+        assert page.get_by_text("Traceback").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "upload-refused.png"), full_page=True)
+        browser.close()
