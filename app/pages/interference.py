@@ -49,9 +49,8 @@ if view == "Shifts and UIS":
     st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
     st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
 elif view == "Conflicts":
-    left, right = st.columns(2)
-    left.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
-    right.plotly_chart(figures["layers"], width="stretch", key="layers")
+    st.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
+    st.plotly_chart(figures["layers"], width="stretch", key="layers")
     if "ranks" in figures:
         st.plotly_chart(figures["ranks"], width="stretch", key="ranks")
 else:

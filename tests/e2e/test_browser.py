@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -115,26 +116,35 @@ def test_select_unlearn_and_see_interference(server):
         page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # shifts, UIS breakdown
         page.screenshot(path=str(ARTIFACTS / "interference.png"), full_page=True)
         assert page.get_by_text("Traceback").count() == 0
-        start = time.perf_counter()
-        _view(page, "Conflicts")
-        page.get_by_text("Forget vs retain gradient angle").wait_for(timeout=60_000)
-        conflicts = time.perf_counter() - start
-        page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
-        _view(page, "Instances")
-        page.get_by_text("At-risk retain instances").wait_for(timeout=60_000)
-        page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
-        _view(page, "Shifts and UIS")
-        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
-        history = _goto(page, "History")
-        page.get_by_text("#1 grad_ascent").wait_for(timeout=60_000)
-        start = time.perf_counter()  # back to Interference: cached scores, its charts drawn again
-        _goto(page, "Interference")
-        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
-        cached = time.perf_counter() - start
+        switches = {"view: Conflicts": [], "view: Shifts and UIS": [], "page: History": [],
+                    "page: Interference (cached)": []}
+        for _ in range(3):  # the host is shared and noisy: medians of three
+            switches["view: Conflicts"].append(_timed(
+                lambda: _view(page, "Conflicts"), page, "Forget vs retain gradient angle", "Per shared layer"))
+            page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
+            _view(page, "Instances")
+            page.get_by_text("At-risk retain instances").wait_for(timeout=60_000)
+            page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
+            switches["view: Shifts and UIS"].append(_timed(
+                lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
+                "UIS by task, stacked by component"))
+            switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#1 grad_ascent"))
+            switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
+                lambda: _goto(page, "Interference"), page, "Primary metric per split",
+                "UIS by task, stacked by component"))
         browser.close()
-    print(f"page switch: Interference {seconds:.2f} s to its title (first view computes the scores), "
-          f"History {history:.2f} s, back to Interference with its charts {cached:.2f} s; "
-          f"view switch to Conflicts {conflicts:.2f} s")
+    medians = ", ".join(f"{name} {statistics.median(times):.2f} s" for name, times in switches.items())
+    print(f"first visit of Interference {seconds:.2f} s to its title; median switch times on cached "
+          f"data: {medians}")
+
+
+def _timed(action, page, *texts: str) -> float:
+    """Seconds from `action` until every one of `texts` shows on the page."""
+    start = time.perf_counter()
+    action()
+    for text in texts:
+        page.get_by_text(text).first.wait_for(timeout=60_000)
+    return time.perf_counter() - start
 
 
 def test_upload_a_checkpoint_and_refuse_a_tampered_one(server, tmp_path):
@@ -162,8 +172,7 @@ def test_upload_a_checkpoint_and_refuse_a_tampered_one(server, tmp_path):
         page.get_by_text("Benchmark:").wait_for(timeout=60_000)
         assert page.get_by_text("Traceback").count() == 0
 
-        page.locator("[data-testid=stFileUploaderDeleteBtn]").first.click()
-        inputs.nth(0).set_input_files(str(tampered))
+        inputs.nth(0).set_input_files(str(tampered))  # replaces the good weights
         page.get_by_test_id("stAlertContentError").wait_for(timeout=60_000)
         message = page.get_by_test_id("stAlertContentError").inner_text()
         assert "checksum" in message.lower() or "sha" in message.lower(), message
