@@ -41,10 +41,11 @@ if "figures" not in run.cache:  # built once per run: Plotly Express takes about
            if run.extras.get("subspace_ranks") else {})}
 figures = run.cache["figures"]
 # one view at a time: the browser's drawing of Plotly charts is what a redraw waits on
-view = st.radio("View", ["Shifts and UIS", "Conflicts", "Instances"], horizontal=True, key="interference_view",
-                help="Shifts and UIS: per-task metric shifts and the UIS breakdown. Conflicts: gradient "
-                     "angles overall and per layer, subspace ranks. Instances: at-risk retain "
-                     "instances and predictions before and after.")
+VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
+         "Conflicts": "gradient angles overall and per layer, subspace ranks",
+         "Instances": "at-risk retain instances, predictions before and after"}
+view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
+                help=". ".join(f"{name}: {what}" for name, what in VIEWS.items()))
 if view == "Shifts and UIS":
     st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
     st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
@@ -60,11 +61,13 @@ else:
     st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
     st.subheader("Predictions before and after, on the forget instances")
     if "panels" not in run.cache:
-        train, (original, _) = cached_data(run.model_path, run.data_root).train, cached_checkpoint(run.model_path)
+        train = cached_data(run.model_path, run.data_root).train
+        original, _ = cached_checkpoint(run.model_path)
         shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
         if run.oracle is not None:
             models["oracle"] = run.oracle
-        batch, predictions = train.batch(shown), {label: predict(m, train, shown) for label, m in models.items()}
+        batch = train.batch(shown)
+        predictions = {label: predict(m, train, shown) for label, m in models.items()}
         run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
                                for index, instance in enumerate(shown)}
     for instance, panels in run.cache["panels"].items():

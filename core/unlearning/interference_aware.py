@@ -236,8 +236,8 @@ class InterferenceAware(Unlearner):
             taken += 1
             report(step, means, retain_losses)
         return {"targets": {t: float(c.mean()) for t, c in original.items()},
-                "final_targets": {t: float(c.mean()) for t, c in calibration.items()}, "steps_taken": taken, "stopped_early": bool(self._stopped_at),
-                "final_lr": lr,
+                "final_targets": {t: float(c.mean()) for t, c in calibration.items()},
+                "steps_taken": taken, "stopped_early": bool(self._stopped_at), "final_lr": lr,
                 "subspace_ranks": {name: s.ranks for name, s in subspaces.items()},
                 "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
                 "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}

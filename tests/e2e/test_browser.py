@@ -119,8 +119,8 @@ def test_select_unlearn_and_see_interference(server):
         switches = {"view: Conflicts": [], "view: Shifts and UIS": [], "page: History": [],
                     "page: Interference (cached)": []}
         for _ in range(3):  # the host is shared and noisy: medians of three
-            switches["view: Conflicts"].append(_timed(
-                lambda: _view(page, "Conflicts"), page, "Forget vs retain gradient angle", "Per shared layer"))
+            switches["view: Conflicts"].append(_timed(lambda: _view(page, "Conflicts"), page,
+                                                      "Forget vs retain gradient angle", "Per shared layer"))
             page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
             _view(page, "Instances")
             page.get_by_text("At-risk retain instances").wait_for(timeout=60_000)

@@ -186,7 +186,8 @@ def test_quantile_targets_follow_each_instances_rank():
 
     calibration = torch.tensor([10.0, 20.0, 30.0, 40.0])
     losses = torch.tensor([3.0, 1.0, 2.0])  # ranks 2, 0, 1 -> quantiles 5/6, 1/6, 1/2
-    assert torch.allclose(instance_targets(losses, calibration, "quantiles"), torch.tensor([35.0, 15.0, 25.0]))
+    quantiles = instance_targets(losses, calibration, "quantiles")
+    assert torch.allclose(quantiles, torch.tensor([35.0, 15.0, 25.0]))
     assert torch.allclose(instance_targets(losses, calibration, "mean"), torch.full((3,), 25.0))
 
 
