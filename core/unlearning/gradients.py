@@ -16,7 +16,7 @@ SampleLoss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], 
 
 def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                      loss_fn: SampleLoss, names: Iterable[str] | None = None,
-                     chunk_size: int | None = None) -> Grads:
+                     chunk_size: int | None = None, has_aux: bool = False):
     """Gradients of `loss_fn` for each sample of `batch`, in one vmap over torch.func.grad.
 
     Args:
@@ -25,8 +25,10 @@ def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
         loss_fn: the loss of one sample (see `SampleLoss`).
         names: parameter names to differentiate (default: all); the others are held fixed.
         chunk_size: samples per vmap chunk, to bound memory (default: all at once).
+        has_aux: `loss_fn` returns (loss, aux), aux a tensor or a dict of tensors of that sample.
     Returns:
-        {name: (B, *parameter.shape)}.
+        {name: (B, *parameter.shape)}; with has_aux, (that, aux with a leading B dimension),
+        which gives e.g. the per-sample losses for free.
     """
     all_params = {n: p.detach() for n, p in model.named_parameters()}
     wanted = set(all_params if names is None else names)
@@ -34,13 +36,13 @@ def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     frozen = {n: p for n, p in all_params.items() if n not in wanted}
     buffers = dict(model.named_buffers())
 
-    def one(trainable: Grads, sample: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def one(trainable: Grads, sample: Mapping[str, torch.Tensor]):
         sample = {key: value.unsqueeze(0) for key, value in sample.items()}
         outputs = functional_call(model, ({**trainable, **frozen}, buffers), (sample["image"],))
         return loss_fn(outputs, sample)
 
     samples = {key: value for key, value in batch.items() if key != "id"}
-    return vmap(grad(one), in_dims=(None, 0), chunk_size=chunk_size)(params, samples)
+    return vmap(grad(one, has_aux=has_aux), in_dims=(None, 0), chunk_size=chunk_size)(params, samples)
 
 
 def flatten(grads: Mapping[str, torch.Tensor], start_dim: int = 0) -> torch.Tensor:

@@ -82,7 +82,7 @@ from core.unlearning.subspaces import (
     layer_subspaces,
     layers_of,
     reached_names,
-    sample_loss,
+    sample_task_losses,
     shared_names,
 )
 
@@ -198,8 +198,11 @@ class InterferenceAware(Unlearner):
                 calibration = calibration_losses(ctx, unseen, model)
             forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
             means = {t: loss.mean() for t, loss in forget_losses.items()}
-            with torch.no_grad():
-                retain_losses = ctx.retain_forward_losses(retain)
+            # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
+            # mode), their span is what IGO removes; the same pass gives the retain losses
+            samples, retain_parts = per_sample_grads(model, retain, sample_task_losses(ctx.tasks),
+                                                     has_aux=True)
+            retain_losses = {t: part.mean() for t, part in retain_parts.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
             signs = forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
@@ -214,9 +217,6 @@ class InterferenceAware(Unlearner):
                     group["lr"] = lr
                 optimizer.state.clear()
             sides = new_sides
-            # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
-            # mode), their span is what IGO removes
-            samples = per_sample_grads(model, retain, sample_loss(ctx.tasks))
             keep = {n: g.mean(0) for n, g in samples.items()}
             if kept_gaps:
                 kept = gradients(cfg.kept_weight * sum(kept_gaps.values()), params, retain_graph=True)

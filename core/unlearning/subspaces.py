@@ -66,6 +66,16 @@ def sample_loss(tasks: Mapping[str, TaskSpec]):
     return loss
 
 
+def sample_task_losses(tasks: Mapping[str, TaskSpec]):
+    """`sample_loss` with the loss of each task as aux, for `per_sample_grads(has_aux=True)`:
+    one differentiation then gives the per-sample gradients and the per-task losses."""
+    def loss(outputs, sample):
+        parts = {name: task.per_sample_loss(outputs[name], sample[name]).sum()
+                 for name, task in tasks.items()}
+        return sum(parts.values()), {name: value.detach() for name, value in parts.items()}
+    return loss
+
+
 def im2col(x: Tensor, conv: nn.Conv2d) -> Tensor:
     """The patches a Conv2d multiplies by its weight: (N, C_in, H, W) -> (N * L, C_in * k * k).
 
