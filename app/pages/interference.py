@@ -27,7 +27,7 @@ for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap")
     value, before = ours[key], board.loc["original", key]
     change = f"{value - before:+.2f} vs original" if key != "mia_auc" and value == value == before else None
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
-st.dataframe(comparison.leaderboard, hide_index=True, width="stretch")
+st.dataframe(comparison.leaderboard.style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
 
 if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
     primary = comparison.scores[comparison.scores["primary"]]
