@@ -46,8 +46,9 @@ def _forward(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: in
         with torch.no_grad():
             for batch in iterate_batches(dataset, ids, batch_size):
                 images = batch["image"].to(device)
-                pooled = torch.cat([f.mean(dim=(2, 3)) for f in model.encoder(images)], dim=1)
-                outputs = {name: out.cpu() for name, out in model(images).items()}
+                features = model.encoder(images)
+                pooled = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+                outputs = {name: out.cpu() for name, out in model.decode(features, images.shape[-2:]).items()}
                 yield batch, pooled.cpu(), outputs
     finally:
         model.train(was_training)
@@ -58,8 +59,9 @@ def instance_table(model: torch.nn.Module, dataset, ids: Sequence[int], batch_si
     """Per-instance scores and a 2-D map of the training instances, from one pass of the model.
 
     Args:
-        model: a MultiTaskNet (anything with `.encoder` returning feature maps and a forward
-            returning {task: activated prediction}); left in the mode it was given.
+        model: a MultiTaskNet (anything with `.encoder` returning feature maps and
+            `.decode(features, size)` returning {task: activated prediction}); left in the
+            mode it was given.
         dataset: an MTLDataset (or subset) holding `ids`, with `.tasks` {name: TaskSpec}.
         ids: the instance ids to score, e.g. the training ids.
     Returns:

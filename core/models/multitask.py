@@ -77,8 +77,11 @@ class MultiTaskNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """x: (B, 3, H, W) -> {task: activated prediction}."""
-        features = self.encoder(x)
-        size = x.shape[-2:]
+        return self.decode(self.encoder(x), x.shape[-2:])
+
+    def decode(self, features: list[torch.Tensor], size) -> dict[str, torch.Tensor]:
+        """The encoder's feature maps -> {task: activated prediction} at `size` (H, W), for
+        callers that want the features too without running the encoder twice."""
         return {name: task.activate(self.heads[name](features, size))
                 for name, task in self.tasks.items()}
 

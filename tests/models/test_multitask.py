@@ -19,6 +19,9 @@ def test_forward_returns_one_activated_prediction_per_task(backbone):
     assert out["scene"].shape == (2, 4)
     norms = out["normal"].norm(dim=1)
     assert torch.allclose(norms, torch.ones_like(norms), atol=1e-4)
+    x = torch.rand(2, 3, 32, 48)
+    decoded = model.decode(model.encoder(x), x.shape[-2:])  # what explore uses: features + outputs
+    assert all(torch.equal(decoded[t], model(x)[t]) for t in out)
 
 
 def test_shared_and_task_parameters_partition_the_model():
