@@ -34,7 +34,7 @@ comparison = st.session_state.get("comparison")
 if comparison is None:
     st.stop()
 board = comparison.leaderboard.sort_values("uis")
-st.dataframe(board.style.format(precision=3, na_rep="–").highlight_min(subset=["uis"], color="#bbf7d0"),
+st.dataframe(board.style.format(precision=3).highlight_min(subset=["uis"], color="#bbf7d0"),
              hide_index=True, width="stretch")
 summary = board.rename(columns={"uis": "uis_mean"}).assign(uis_std=0.0)
 figures = {"Which method interferes least: forget gap against interference": tradeoff_figure(board),

@@ -27,7 +27,7 @@ for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap")
     value, before = ours[key], board.loc["original", key]
     change = f"{value - before:+.2f} vs original" if key != "mia_auc" and value == value == before else None
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
-st.dataframe(comparison.leaderboard.style.format(precision=3, na_rep="–"), hide_index=True, width="stretch")
+st.dataframe(comparison.leaderboard.style.format(precision=3), hide_index=True, width="stretch")
 
 if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
     primary = comparison.scores[comparison.scores["primary"]]
@@ -47,13 +47,13 @@ VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
 view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
                 help=". ".join(f"{name}: {what}" for name, what in VIEWS.items()))
 if view == "Shifts and UIS":
-    st.plotly_chart(figures["shifts"], width="stretch", key="shifts")
-    st.plotly_chart(figures["breakdown"], width="stretch", key="breakdown")
+    st.plotly_chart(figures["shifts"], width="content", key="shifts")
+    st.plotly_chart(figures["breakdown"], width="content", key="breakdown")
 elif view == "Conflicts":
-    st.plotly_chart(figures["conflicts"], width="stretch", key="conflicts")
-    st.plotly_chart(figures["layers"], width="stretch", key="layers")
+    st.plotly_chart(figures["conflicts"], width="content", key="conflicts")
+    st.plotly_chart(figures["layers"], width="content", key="layers")
     if "ranks" in figures:
-        st.plotly_chart(figures["ranks"], width="stretch", key="ranks")
+        st.plotly_chart(figures["ranks"], width="content", key="ranks")
 else:
     st.subheader("At-risk retain instances")
     st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
