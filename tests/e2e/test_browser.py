@@ -1,7 +1,8 @@
 """End to end in a real browser: Debian's Chromium driven by Playwright for Python.
 
 Starts `streamlit run app/main.py` on a free port, selects instances on the Select page, runs a
-few steps of grad_ascent on the Unlearn page, and checks the Interference page draws its charts.
+few steps of grad_ascent on the Unlearn page, and checks the Interference page draws its charts;
+also the two paths AppTest cannot drive: a lasso on the instance map, and checkpoint upload.
 Screenshots go to test-artifacts/. Outside CI the test is skipped when Chromium or Playwright is
 missing; in CI (`CI` set) that is a failure, since .ci/run installs both.
 """
@@ -193,4 +194,45 @@ def test_upload_a_checkpoint_and_refuse_a_tampered_one(server, tmp_path):
         assert "checksum" in message.lower() or "sha" in message.lower(), message
         assert page.get_by_text("Traceback").count() == 0
         page.screenshot(path=str(ARTIFACTS / "upload-refused.png"), full_page=True)
+        browser.close()
+
+
+def test_lasso_on_the_map_picks_instances(server):
+    """The Select page's lasso, which AppTest cannot drive: a loop drawn over the middle of the
+    instance map selects the points inside it, and "Replace forget set" makes them the forget
+    set."""
+    import re
+
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+        _goto(page, "Select")
+        area = page.locator(".js-plotly-plot .nsewdrag").first
+        area.wait_for(timeout=120_000)
+        box = area.bounding_box()
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        rx, ry = box["width"] / 3, box["height"] / 3
+        page.mouse.move(cx - rx, cy - ry)
+        page.mouse.down()
+        for x, y in [(cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]:
+            page.mouse.move(x, y, steps=8)
+        page.mouse.up()
+        heading = page.get_by_text(re.compile(r"Forget set: [1-9]\d* instances"))
+        for attempt in range(6):  # the button takes the lasso's ids once the selection's rerun is done
+            page.get_by_role("button", name="Replace forget set").click()
+            try:
+                heading.wait_for(timeout=10_000)
+                break
+            except PlaywrightTimeout:
+                if attempt == 5:
+                    raise
+        count = int(re.search(r"(\d+)", heading.inner_text()).group(1))
+        assert 0 < count < 800, count  # some of the map, not all of it
+        assert page.get_by_text("Traceback").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "lasso.png"), full_page=True)
         browser.close()
