@@ -71,6 +71,20 @@ def server():
         log.close()
 
 
+@pytest.fixture()
+def page(server):
+    """A fresh browser session on the dashboard, once its Model page shows."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server)
+        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+        yield page
+        browser.close()
+
+
 def _goto(page, name: str) -> float:
     """Click a page in the sidebar; seconds until its title shows."""
     start = time.perf_counter()
@@ -100,55 +114,46 @@ def _view(page, name: str) -> None:
     page.locator("[data-testid=stRadio] label").filter(has_text=name).click()
 
 
-def test_select_unlearn_and_see_interference(server):
-    from playwright.sync_api import sync_playwright
+def test_select_unlearn_and_see_interference(page):
+    _goto(page, "Select")
+    ids = page.get_by_label("Add ids")
+    ids.fill("3, 17, 40-42")
+    ids.press("Enter")
+    page.get_by_role("button", name="Add to forget set").click()
+    page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
+    page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
+    page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "select.png"), full_page=True)
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)
-        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+    _goto(page, "Unlearn")
+    page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
+    _choose(page, "Method", "grad_ascent")
+    steps = page.get_by_role("spinbutton", name="steps", exact=True)
+    steps.fill("3")
+    steps.press("Tab")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Run #1 finished").wait_for(timeout=120_000)
 
-        _goto(page, "Select")
-        ids = page.get_by_label("Add ids")
-        ids.fill("3, 17, 40-42")
-        ids.press("Enter")
-        page.get_by_role("button", name="Add to forget set").click()
-        page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
-        page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
-        page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
-        page.screenshot(path=str(ARTIFACTS / "select.png"), full_page=True)
-
-        _goto(page, "Unlearn")
-        page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
-        _choose(page, "Method", "grad_ascent")
-        steps = page.get_by_role("spinbutton", name="steps", exact=True)
-        steps.fill("3")
-        steps.press("Tab")
-        page.get_by_role("button", name="Run").click()
-        page.get_by_text("Run #1 finished").wait_for(timeout=120_000)
-
-        seconds = _goto(page, "Interference")
-        page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # shifts, UIS breakdown
-        page.screenshot(path=str(ARTIFACTS / "interference.png"), full_page=True)
-        assert page.get_by_text("Traceback").count() == 0
-        switches = {"view: Conflicts": [], "view: Instances": [], "view: Shifts and UIS": [],
-                    "page: History": [], "page: Interference (cached)": []}
-        for _ in range(3):  # the host is shared and noisy: medians of three
-            switches["view: Conflicts"].append(_timed(lambda: _view(page, "Conflicts"), page,
-                                                      "Forget vs retain gradient angle", "Per shared layer"))
-            page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
-            switches["view: Instances"].append(_timed(lambda: _view(page, "Instances"), page,
-                                                      "At-risk retain instances", "Predictions before"))
-            page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
-            switches["view: Shifts and UIS"].append(_timed(
-                lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
-                "UIS by task, stacked by component"))
-            switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#1 grad_ascent"))
-            switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
-                lambda: _goto(page, "Interference"), page, "Primary metric per split",
-                "UIS by task, stacked by component"))
-        browser.close()
+    seconds = _goto(page, "Interference")
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # shifts, UIS breakdown
+    page.screenshot(path=str(ARTIFACTS / "interference.png"), full_page=True)
+    assert page.get_by_text("Traceback").count() == 0
+    switches = {"view: Conflicts": [], "view: Instances": [], "view: Shifts and UIS": [],
+                "page: History": [], "page: Interference (cached)": []}
+    for _ in range(3):  # the host is shared and noisy: medians of three
+        switches["view: Conflicts"].append(_timed(lambda: _view(page, "Conflicts"), page,
+                                                  "Forget vs retain gradient angle", "Per shared layer"))
+        page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
+        switches["view: Instances"].append(_timed(lambda: _view(page, "Instances"), page,
+                                                  "At-risk retain instances", "Predictions before"))
+        page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
+        switches["view: Shifts and UIS"].append(_timed(
+            lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
+            "UIS by task, stacked by component"))
+        switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#1 grad_ascent"))
+        switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
+            lambda: _goto(page, "Interference"), page, "Primary metric per split",
+            "UIS by task, stacked by component"))
     medians = ", ".join(f"{name} {statistics.median(times):.2f} s" for name, times in switches.items())
     print(f"first visit of Interference {seconds:.2f} s to its title; median switch times on cached "
           f"data: {medians}")
@@ -163,76 +168,62 @@ def _timed(action, page, *texts: str) -> float:
     return time.perf_counter() - start
 
 
-def test_upload_a_checkpoint_and_refuse_a_tampered_one(server, tmp_path):
+def test_upload_a_checkpoint_and_refuse_a_tampered_one(page, tmp_path):
     """The Model page's upload path, which AppTest cannot drive: a good checkpoint opens and
     shows its card; one whose weights do not match the card's checksum is refused with a
     message, and the page stays usable."""
-    from playwright.sync_api import sync_playwright
 
     good = ROOT / "sample_models" / "synthetic-street"
     tampered = tmp_path / "tampered.safetensors"
     weights = bytearray(good.with_suffix(".safetensors").read_bytes())
     weights[-1] ^= 0xFF  # one byte of the last tensor
     tampered.write_bytes(bytes(weights))
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)
-        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
-        page.locator("[data-testid=stRadio] label").filter(has_text="Upload").click()
-        inputs = page.locator("[data-testid=stFileUploaderDropzoneInput]")
-        inputs.nth(1).wait_for(state="attached", timeout=60_000)
-        inputs.nth(0).set_input_files(str(good.with_suffix(".safetensors")))
-        inputs.nth(1).set_input_files(str(good.with_suffix(".json")))
-        page.get_by_text("synthetic-street", exact=False).first.wait_for(timeout=120_000)
-        page.get_by_text("Benchmark:").wait_for(timeout=60_000)
-        assert page.get_by_text("Traceback").count() == 0
+    page.locator("[data-testid=stRadio] label").filter(has_text="Upload").click()
+    inputs = page.locator("[data-testid=stFileUploaderDropzoneInput]")
+    inputs.nth(1).wait_for(state="attached", timeout=60_000)
+    inputs.nth(0).set_input_files(str(good.with_suffix(".safetensors")))
+    inputs.nth(1).set_input_files(str(good.with_suffix(".json")))
+    page.get_by_text("synthetic-street", exact=False).first.wait_for(timeout=120_000)
+    page.get_by_text("Benchmark:").wait_for(timeout=60_000)
+    assert page.get_by_text("Traceback").count() == 0
 
-        inputs.nth(0).set_input_files(str(tampered))  # replaces the good weights
-        page.get_by_test_id("stAlertContentError").wait_for(timeout=60_000)
-        message = page.get_by_test_id("stAlertContentError").inner_text()
-        assert "checksum" in message.lower() or "sha" in message.lower(), message
-        assert page.get_by_text("Traceback").count() == 0
-        page.screenshot(path=str(ARTIFACTS / "upload-refused.png"), full_page=True)
-        browser.close()
+    inputs.nth(0).set_input_files(str(tampered))  # replaces the good weights
+    page.get_by_test_id("stAlertContentError").wait_for(timeout=60_000)
+    message = page.get_by_test_id("stAlertContentError").inner_text()
+    assert "checksum" in message.lower() or "sha" in message.lower(), message
+    assert page.get_by_text("Traceback").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "upload-refused.png"), full_page=True)
 
 
-def test_lasso_on_the_map_picks_instances(server):
+def test_lasso_on_the_map_picks_instances(page):
     """The Select page's lasso, which AppTest cannot drive: a loop drawn over the middle of the
     instance map selects the points inside it, and "Replace forget set" makes them the forget
     set."""
     import re
 
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.goto(server)
-        page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
-        _goto(page, "Select")
-        area = page.locator(".js-plotly-plot .nsewdrag").first
-        area.wait_for(timeout=120_000)
-        box = area.bounding_box()
-        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
-        rx, ry = box["width"] / 3, box["height"] / 3
-        page.mouse.move(cx - rx, cy - ry)
-        page.mouse.down()
-        for x, y in [(cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]:
-            page.mouse.move(x, y, steps=8)
-        page.mouse.up()
-        heading = page.get_by_text(re.compile(r"Forget set: [1-9]\d* instances"))
-        for attempt in range(6):  # the button takes the lasso's ids once the selection's rerun is done
-            page.get_by_role("button", name="Replace forget set").click()
-            try:
-                heading.wait_for(timeout=10_000)
-                break
-            except PlaywrightTimeout:
-                if attempt == 5:
-                    raise
-        count = int(re.search(r"(\d+)", heading.inner_text()).group(1))
-        assert 0 < count < 800, count  # some of the map, not all of it
-        assert page.get_by_text("Traceback").count() == 0
-        page.screenshot(path=str(ARTIFACTS / "lasso.png"), full_page=True)
-        browser.close()
+    _goto(page, "Select")
+    area = page.locator(".js-plotly-plot .nsewdrag").first
+    area.wait_for(timeout=120_000)
+    box = area.bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    rx, ry = box["width"] / 3, box["height"] / 3
+    page.mouse.move(cx - rx, cy - ry)
+    page.mouse.down()
+    for x, y in [(cx + rx, cy - ry), (cx + rx, cy + ry), (cx - rx, cy + ry), (cx - rx, cy - ry)]:
+        page.mouse.move(x, y, steps=8)
+    page.mouse.up()
+    heading = page.get_by_text(re.compile(r"Forget set: [1-9]\d* instances"))
+    for attempt in range(6):  # the button takes the lasso's ids once the selection's rerun is done
+        page.get_by_role("button", name="Replace forget set").click()
+        try:
+            heading.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 5:
+                raise
+    count = int(re.search(r"(\d+)", heading.inner_text()).group(1))
+    assert 0 < count < 800, count  # some of the map, not all of it
+    assert page.get_by_text("Traceback").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "lasso.png"), full_page=True)
