@@ -25,7 +25,8 @@ cols = st.columns(5)
 for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap"), ("ILI", "ili"),
                                     ("TLI", "tli"), ("MIA AUC", "mia_auc")]):
     value, before = ours[key], board.loc["original", key]
-    change = f"{value - before:+.2f} vs original" if key != "mia_auc" and value == value == before else None
+    defined = value == value and before == before  # neither is NaN
+    change = f"{value - before:+.2f} vs original" if key != "mia_auc" and defined else None
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
 st.dataframe(comparison.leaderboard.style.format(precision=3), hide_index=True, width="stretch")
 

@@ -65,7 +65,9 @@ def test_unlearn_then_interference_and_history():
     app.switch_page("pages/interference.py").run()
     assert not app.exception
     assert len(app.get("plotly_chart")) == 2  # shifts and the UIS breakdown
-    assert {m.label for m in app.metric} >= {"UIS", "ILI", "TLI", "MIA AUC"}
+    tiles = {m.label: m for m in app.metric}
+    assert set(tiles) >= {"UIS", "ILI", "TLI", "MIA AUC"}
+    assert tiles["UIS"].delta.endswith("vs original") and tiles["ILI"].delta.endswith("vs original")
     app.radio(key="interference_view").set_value("Conflicts").run()
     assert not app.exception and len(app.get("plotly_chart")) == 2  # overall and per layer
     app.radio(key="interference_view").set_value("Instances").run()
