@@ -1,17 +1,19 @@
 """Pictures of inputs, targets and predictions: arrays in, (H, W, 3) uint8 RGB out.
 
-Pure numpy, so the dashboard and reports draw the same thing. `render_task` looks the drawing up
-by the task's kind, like everything else about a task (see `core.tasks`).
+Pure numpy, so the dashboard and reports draw the same thing. `render_task` asks the task's kind
+how to draw it, like everything else about a task (see `core.tasks`); the kinds draw with the
+helpers here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.tasks import TaskSpec
+if TYPE_CHECKING:  # core.tasks draws with this module, so it is not imported at run time
+    from core.tasks import TaskSpec
 
 PALETTE = np.array([
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -85,6 +87,18 @@ def depth_rgb(depth: Any, vmin: float | None = None, vmax: float | None = None) 
     return rgb.round().astype(np.uint8)
 
 
+def binary_rgb(values: Any, low: tuple[int, int, int], high: tuple[int, int, int]) -> np.ndarray:
+    """Shares in [0, 1] blended from colour `low` (0) to `high` (1): (H, W) float -> (H, W, 3) uint8.
+
+    Negative values (-1 = ignore) are `IGNORE_RGB`; values above 1 are clipped.
+    """
+    values = _numpy(values).astype(np.float64)
+    share = np.clip(values, 0, 1)[..., None]
+    rgb = np.asarray(low, np.float64) + share * (np.asarray(high, np.float64) - np.asarray(low))
+    rgb[values < 0] = IGNORE_RGB
+    return rgb.round().astype(np.uint8)
+
+
 def normals_rgb(normals: Any) -> np.ndarray:
     """Unit normals as colours (n + 1) / 2: (3, H, W) float in [-1, 1] -> (H, W, 3) uint8.
 
@@ -96,48 +110,20 @@ def normals_rgb(normals: Any) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-def _labels(values: np.ndarray, class_axis: int) -> np.ndarray:
-    """Targets (class ids) as they are; predictions (logits, one more axis) by their argmax."""
-    return values.argmax(0) if values.ndim > class_axis else values
-
-
-def _segmentation(spec: TaskSpec, values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    return segmentation_rgb(_labels(values, 2), spec.channels)
-
-
-def _depth(spec: TaskSpec, values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    scale = values if reference is None else reference
-    valid = scale[scale > 0]
-    return depth_rgb(values[0], *((valid.min(), valid.max()) if valid.size else (None, None)))
-
-
-def _normal(spec: TaskSpec, values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    return normals_rgb(values)
-
-
-def _classification(spec: TaskSpec, values: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    return segmentation_rgb(np.full((THUMBNAIL_SIZE, THUMBNAIL_SIZE), _labels(values, 0)), spec.channels)
-
-
-_RENDERERS: dict[str, Callable[[TaskSpec, np.ndarray, np.ndarray | None], np.ndarray]] = {
-    "segmentation": _segmentation,
-    "depth": _depth,
-    "normal": _normal,
-    "classification": _classification,
-}
-
-
 def render_task(spec: TaskSpec, values: Any, reference: Any = None) -> np.ndarray:
     """One instance's target or prediction of a task as an (H, W, 3) uint8 picture.
 
-    values, one instance (no batch axis), as in `TaskSpec`:
-      segmentation   target (H, W) class ids or prediction (C, H, W) logits (argmax is drawn)
-      depth          (1, H, W); coloured on the valid range of `reference` (e.g. the ground
-                     truth, so a prediction and its target share one scale), default its own
-      normal         (3, H, W) unit vectors
-      classification target () class id or prediction (C,) logits -> a flat tile of the class colour
+    values, one instance (no batch axis), as in `TaskSpec`; for the built-in kinds:
+      segmentation, parts  target (H, W) class ids or prediction (C, H, W) logits (argmax drawn)
+      depth                (1, H, W); coloured on the valid range of `reference` (e.g. the ground
+                           truth, so a prediction and its target share one scale), default its own
+      normal               (3, H, W) unit vectors
+      saliency, edges      target (H, W) in [0, 1] or prediction (1, H, W) logits (probability
+                           drawn); saliency dark to white, edges white to dark
+      classification       target () class id or prediction (C,) logits -> a flat tile of the
+                           class colour
     """
-    return _RENDERERS[spec.kind](spec, _numpy(values), None if reference is None else _numpy(reference))
+    return spec.render(_numpy(values), None if reference is None else _numpy(reference))
 
 
 def instance_panels(tasks: Mapping[str, TaskSpec], batch: Mapping[str, Any],

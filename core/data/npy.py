@@ -3,11 +3,16 @@
 ``ROOT/{train,val}/image/{i}.npy`` holds the images (H, W, 3) and one sibling folder per task holds
 the targets with the same file names:
 
+Each task kind (`core.tasks`) reads and checks its own files and knows its default folder:
+
 ===================  ==================  =====================================================
 folder               task (kind)         file content
 ===================  ==================  =====================================================
 ``label``            segmentation        (H, W) class ids, -1 = ignore (13 NYUv2 classes)
 ``label_N``          segmentation        (H, W) class ids in 0..N-1, -1 = ignore (Cityscapes)
+``human_parts``      parts               (H, W) part ids, -1 = ignore (classes from meta.json)
+``saliency``         saliency            (H, W) in [0, 1] or uint8 0..255, -1 = ignore
+``edge``             edges               (H, W) in [0, 1] or uint8 0..255, -1 = ignore
 ``depth``            depth               (H, W, 1) or (H, W), 0 = invalid (NYUv2: metres;
                                          Cityscapes: inverse depth)
 ``normal``           normal              (H, W, 3) unit vectors, all-zero = invalid
@@ -16,7 +21,9 @@ folder               task (kind)         file content
 
 An optional ``ROOT/meta.json`` (written by `core.data.synthetic`) names the benchmark and, under
 "tasks", each task's folder, kind, channels and class names; when present it defines the tasks.
-Files are read with ``allow_pickle=False``: a pickled file is refused, never unpickled.
+Files are read with ``allow_pickle=False``: a pickled file is refused, never unpickled. A dataset
+whose images differ in size (PASCAL-Context) is read with `MTLDataset(..., size=(H, W))`: images
+are resized bilinearly, targets by their kind's rule (nearest neighbour for the built-ins).
 """
 
 from __future__ import annotations
@@ -33,24 +40,17 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from core.tasks import TaskSpec
+from core.tasks import TaskSpec, get_kind, list_kinds
+from core.tasks.segmentation import CITYSCAPES_CLASSES, NYUV2_CLASSES
 
 CACHE_LIMIT_BYTES = 200 * 2**20
 """Datasets whose decoded size (first item x count) is below this are kept in memory once read."""
 
-NYUV2_CLASSES = ("bed", "books", "ceiling", "chair", "floor", "furniture", "objects", "picture",
-                 "sofa", "table", "tv", "wall", "window")
-CITYSCAPES_CLASSES = {
-    7: ("flat", "construction", "object", "nature", "sky", "human", "vehicle"),
-    19: ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
-         "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus",
-         "train", "motorcycle", "bicycle"),
-}
-KIND_ORDER = ("segmentation", "depth", "normal", "classification")
-TASK_FOLDERS = ("label", "label_N", "depth", "normal", "class")
+__all__ = ["CITYSCAPES_CLASSES", "NYUV2_CLASSES", "DatasetError", "MTLDataset", "MTLSubset",
+           "split_calibration_test"]
 
-_LABEL_FOLDER = re.compile(r"label(?:_(\d+))?")
 _PREVIEW = 5
 
 
@@ -82,53 +82,12 @@ def _image(array: np.ndarray, path: Path) -> torch.Tensor:
     return torch.from_numpy(image / 255.0 if array.dtype == np.uint8 else image)
 
 
-def _per_pixel(array: np.ndarray, path: Path, size: tuple[int, int], channels: int,
-               image_path: Path) -> np.ndarray:
-    """Check an (H, W[, C]) target against the image size; returns it as (C, H, W)."""
-    shape = array.shape
-    if array.ndim == 2 and channels == 1:
-        array = array[:, :, None]
-    if array.ndim != 3 or array.shape[:2] != size or array.shape[2] != channels:
-        expected = f"({size[0]}, {size[1]}" + (")" if channels == 1 else f", {channels})")
-        raise DatasetError(f"{path} has shape {shape} but its image {image_path} is "
-                           f"{size[0]}x{size[1]}; expected {expected}"
-                           + (f" or ({size[0]}, {size[1]}, 1)" if channels == 1 else ""))
-    return array.transpose(2, 0, 1)
-
-
-def _check_classes(values: np.ndarray, path: Path, spec: TaskSpec) -> None:
-    low, high = int(values.min()), int(values.max())
-    if low < -1 or high >= spec.channels:
-        raise DatasetError(f"{path} holds class ids {low}..{high}; task {spec.name!r} expects "
-                           f"0..{spec.channels - 1}, or -1 to ignore")
-
-
-def _segmentation(array, path, size, spec, image_path) -> torch.Tensor:
-    labels = _per_pixel(array, path, size, 1, image_path)[0].astype(np.int64)
-    _check_classes(labels, path, spec)
-    return torch.from_numpy(labels)
-
-
-def _depth(array, path, size, spec, image_path) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(_per_pixel(array, path, size, 1, image_path),
-                                                 np.float32))
-
-
-def _normal(array, path, size, spec, image_path) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(_per_pixel(array, path, size, 3, image_path),
-                                                 np.float32))
-
-
-def _classification(array, path, size, spec, image_path) -> torch.Tensor:
-    if array.size != 1:
-        raise DatasetError(f"{path} has shape {array.shape}; expected a scalar class id")
-    label = np.asarray(array).reshape(()).astype(np.int64)
-    _check_classes(label, path, spec)
-    return torch.tensor(int(label))
-
-
-_TARGETS = {"segmentation": _segmentation, "depth": _depth, "normal": _normal,
-            "classification": _classification}
+def _resize_image(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(3, h, w) -> (3, H, W), bilinear."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False,
+                         antialias=True)[0]
 
 
 # --- finding ids and tasks ---------------------------------------------------------------------
@@ -158,6 +117,7 @@ class _Candidate:
 
     name: str
     folder: str
+    kind: str
     spec: TaskSpec | None
     problem: str = ""
 
@@ -181,29 +141,25 @@ def _tasks_from_meta(meta: dict[str, Any], meta_path: Path) -> list[_Candidate]:
             raise DatasetError(f"{where} must give \"folder\", \"kind\" and \"channels\"; "
                                f"got {entry!r}")
         spec = _spec(name, entry["kind"], entry["channels"], entry.get("class_names") or (), where)
-        found.append(_Candidate(name, str(entry["folder"]), spec))
+        found.append(_Candidate(name, str(entry["folder"]), spec.kind, spec))
     return found
 
 
 def _tasks_from_folders(split_dir: Path, meta_path: Path) -> list[_Candidate]:
+    """Every registered kind looks for its own folders (`TaskKind.discover`)."""
     folders = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
-    labels = [f for f in folders if _LABEL_FOLDER.fullmatch(f)]
     found = []
-    for folder in labels:
-        number = _LABEL_FOLDER.fullmatch(folder).group(1)
-        classes = int(number) if number else len(NYUV2_CLASSES)
-        names = (NYUV2_CLASSES if not number
-                 else CITYSCAPES_CLASSES.get(classes, tuple(f"class_{i}" for i in range(classes))))
-        name = "segmentation" if len(labels) == 1 or not number else f"segmentation_{number}"
-        found.append(_Candidate(name, folder, _spec(name, "segmentation", classes, names,
-                                                    str(split_dir / folder))))
-    for folder, kind, channels in (("depth", "depth", 1), ("normal", "normal", 3)):
-        if folder in folders:
-            found.append(_Candidate(kind, folder, _spec(kind, kind, channels, (), folder)))
-    if "class" in folders:
-        found.append(_Candidate("classification", "class", None,
-                                f"{split_dir / 'class'} needs {meta_path} with a task of kind "
-                                "\"classification\" giving its \"channels\" (number of classes)"))
+    for kind in list_kinds():
+        for task in get_kind(kind).discover(folders):
+            if task.channels is None:
+                found.append(_Candidate(task.name, task.folder, kind, None,
+                                        f"{split_dir / task.folder} needs {meta_path} with a task "
+                                        f"of kind \"{kind}\" giving its \"channels\" (number of "
+                                        "classes)"))
+            else:
+                found.append(_Candidate(task.name, task.folder, kind,
+                                        _spec(task.name, kind, task.channels, task.class_names,
+                                              str(split_dir / task.folder))))
     return found
 
 
@@ -221,8 +177,7 @@ def _read_meta(root: Path) -> dict[str, Any]:
 
 
 def _order(candidate: _Candidate) -> tuple[int, str]:
-    kind = candidate.spec.kind if candidate.spec else "classification"
-    return KIND_ORDER.index(kind), candidate.name
+    return list_kinds().index(candidate.kind), candidate.name
 
 
 # --- datasets ----------------------------------------------------------------------------------
@@ -237,17 +192,21 @@ class MTLDataset(torch.utils.data.Dataset):
         cache: keep decoded items in memory once read; default (None) caches only datasets
             under CACHE_LIMIT_BYTES, judged by the first item's size times the count. Cached
             items share their tensors: do not modify an item in place.
+        size: (H, W) to resize every image and target to (after checking each target against
+            its own image); default None keeps the files' size.
 
     Attributes:
         root, split: as given (root as a Path).
         ids: the instance ids, i.e. the integer file stems, sorted; item i has id ids[i].
-        tasks: task name -> TaskSpec, segmentation first, then depth, normal, classification.
-        image_size: (H, W) of the images.
+        tasks: task name -> TaskSpec, ordered by kind as `core.tasks.list_kinds()` (segmentation,
+            parts, saliency, edges, depth, normal, classification), then by name.
+        image_size: (H, W) of the images (`size` when given).
         meta: the content of meta.json, or {}.
 
-    Items: {"id": int, "image": (3, H, W) float32, task: target} with targets
-    segmentation (H, W) long (-1 = ignore), depth (1, H, W) float32 (0 = invalid),
-    normal (3, H, W) float32 (all-zero = invalid), classification () long.
+    Items: {"id": int, "image": (3, H, W) float32, task: target} with targets as each kind reads
+    them (`TaskSpec`): segmentation, parts (H, W) long (-1 = ignore), saliency, edges (H, W)
+    float32 in [0, 1] (-1 = ignore), depth (1, H, W) float32 (0 = invalid), normal (3, H, W)
+    float32 (all-zero = invalid), classification () long.
 
     Raises:
         DatasetError: missing root, split, image or task folders, an empty split, task files that
@@ -255,9 +214,14 @@ class MTLDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, split: str, tasks: Sequence[str] | None = None,
-                 *, cache: bool | None = None):
+                 *, cache: bool | None = None, size: tuple[int, int] | None = None):
         self.root = Path(root)
         self.split = split
+        if size is not None:
+            if len(size) != 2 or any(int(s) < 1 for s in size):
+                raise DatasetError(f"size must be (H, W) with both at least 1, got {size!r}")
+            size = (int(size[0]), int(size[1]))
+        self.size = size
         if not self.root.is_dir():
             raise DatasetError(f"dataset root {self.root} does not exist or is not a folder; "
                                "expected a folder holding train/ and val/")
@@ -296,8 +260,8 @@ class MTLDataset(torch.utils.data.Dataset):
     def _select(found: list[_Candidate], tasks: Sequence[str] | None, split_dir: Path):
         available = [c.name for c in sorted(found, key=_order)]
         if not found:
-            raise DatasetError(f"no task folder in {split_dir}; expected one or more of "
-                               f"{', '.join(TASK_FOLDERS)}")
+            hints = ", ".join(get_kind(kind).folder_hint for kind in list_kinds())
+            raise DatasetError(f"no task folder in {split_dir}; expected one or more of {hints}")
         if tasks is None:
             chosen = found
         else:
@@ -337,7 +301,16 @@ class MTLDataset(torch.utils.data.Dataset):
         item: dict[str, Any] = {"id": instance_id, "image": image}
         for name, spec in self.tasks.items():
             path = self._path(self._folders[name], instance_id)
-            item[name] = _TARGETS[spec.kind](_read(path), path, size, spec, image_path)
+            try:
+                item[name] = spec.load_target(_read(path), size)
+            except ValueError as err:
+                if isinstance(err, DatasetError):
+                    raise
+                raise DatasetError(f"{path} {err}") from err
+        if self.size is not None:
+            item["image"] = _resize_image(image, self.size)
+            for name, spec in self.tasks.items():
+                item[name] = spec.resize_target(item[name], self.size)
         return item
 
     def __len__(self) -> int:

@@ -28,7 +28,8 @@ class DataSource:
 
     @classmethod
     def parse(cls, name_or_path: str, **generator: Any) -> DataSource:
-        """'synthetic-indoor' / 'synthetic-street', or the path of a folder in the .npy layout."""
+        """A synthetic benchmark's name (one of BENCHMARKS), or the path of a folder in the .npy
+        layout."""
         if name_or_path in BENCHMARKS:
             return cls(benchmark=name_or_path, **generator)
         path = Path(name_or_path).expanduser()

@@ -1,6 +1,6 @@
 """Embedded, no-download multi-task benchmarks: ray-cast scenes in the MTAN/LibMTL .npy layout.
 
-Two deterministic generators write ``ROOT/{train,val}/{image,<task folders>}/{i}.npy`` plus
+Three deterministic generators write ``ROOT/{train,val}/{image,<task folders>}/{i}.npy`` plus
 ``ROOT/meta.json``:
 
 - ``synthetic-indoor`` (NYUv2-like): rooms (floor, walls, ceiling) furnished with cabinets, tables,
@@ -11,6 +11,14 @@ Two deterministic generators write ``ROOT/{train,val}/{image,<task folders>}/{i}
 - ``synthetic-street`` (Cityscapes-like): a road seen from a car, with sidewalks, buildings,
   vegetation, poles, vehicles and sky. Tasks: ``segmentation`` (folder ``label_7``, -1 on "void"
   street furniture) and ``depth`` (inverse depth in 1/m, 0 = invalid: sky, beyond 150 m, holes).
+- ``synthetic-context`` (PASCAL-Context-like, five tasks): people, animals, vehicles, furniture,
+  bottles and plants on the ground, before a wall (indoors) or the sky (outdoors). Tasks:
+  ``segmentation`` (folder ``label``, 9 classes), ``parts`` (folder ``human_parts``: head, torso,
+  upper / lower arm, upper / lower leg on people, -1 everywhere else, as PASCAL-Context ignores
+  non-person pixels), ``saliency`` (folder ``saliency``, 1 on the prominent objects: those whose
+  visible area is at least half the largest object's and 1% of the image), ``edges`` (folder
+  ``edge``, 1 on the boundaries of the segmentation, one pixel thick) and ``normal`` (camera
+  frame, 0 on the sky).
 
 Labels, depth and normals are exact per pixel (one ray through each pixel centre; analytic
 ray-plane, ray-box slab, ray-sphere and ray-cylinder intersections; nearest hit wins). Images are
@@ -40,18 +48,23 @@ from pathlib import Path
 
 import numpy as np
 
-BENCHMARKS = ("synthetic-indoor", "synthetic-street")
+BENCHMARKS = ("synthetic-indoor", "synthetic-street", "synthetic-context")
 GENERATOR_VERSION = 1
 
 INDOOR_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "chair", "bed", "ball",
                   "column", "bin", "picture", "clutter")
 STREET_CLASSES = ("road", "sidewalk", "building", "vegetation", "pole", "vehicle", "sky")
+CONTEXT_CLASSES = ("ground", "wall", "sky", "person", "animal", "vehicle", "furniture", "bottle",
+                   "plant")
+CONTEXT_PARTS = ("head", "torso", "upper arm", "lower arm", "upper leg", "lower leg")
 VOID = -1
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 _EPS = 1e-4
 _IND = {name: i for i, name in enumerate(INDOOR_CLASSES)}
 _STR = {name: i for i, name in enumerate(STREET_CLASSES)}
+_CTX = {name: i for i, name in enumerate(CONTEXT_CLASSES)}
+_PART = {name: i for i, name in enumerate(CONTEXT_PARTS)}
 
 
 # --- materials -------------------------------------------------------------------------------
@@ -698,11 +711,176 @@ def _render_street(rng: np.random.Generator, size: tuple[int, int]) -> dict[str,
             "depth": inverse[..., None].astype(np.float32)}
 
 
+# --- context (PASCAL-Context-like) ---------------------------------------------------------------
+
+def _person(rng, x: float, z: float, parts: list[tuple[_Shape, int]]) -> None:
+    """A standing person at (x, 0, z): legs, arms, torso and head, each shape tagged with its part."""
+    s, yaw = rng.uniform(0.75, 1.1), rng.uniform(0.0, 2 * np.pi)
+    skin, shirt, trousers = (_Material(rng, 0.3), _Material(rng, 0.5), _Material(rng, 0.5))
+    person = _CTX["person"]
+
+    def at(dx: float, dz: float = 0.0) -> np.ndarray:
+        off = _rotate_y(np.array([dx, 0.0, dz]), yaw)
+        return np.array([x + off[0], 0.0, z + off[2]])
+
+    for side in (1.0, -1.0):
+        leg, arm = at(side * 0.1 * s), at(side * 0.27 * s)
+        parts.append((_Cylinder(leg, 0.07 * s, 0.45 * s, person, trousers), _PART["lower leg"]))
+        parts.append((_Cylinder(leg + [0, 0.45 * s, 0], 0.075 * s, 0.45 * s, person, trousers),
+                      _PART["upper leg"]))
+        parts.append((_Cylinder(arm + [0, 0.8 * s, 0], 0.045 * s, 0.32 * s, person, skin),
+                      _PART["lower arm"]))
+        parts.append((_Cylinder(arm + [0, 1.12 * s, 0], 0.05 * s, 0.36 * s, person, shirt),
+                      _PART["upper arm"]))
+    parts.append((_Box(at(0.0) + [0, 1.2 * s, 0], (0.2 * s, 0.3 * s, 0.12 * s), yaw, person, shirt),
+                  _PART["torso"]))
+    parts.append((_Sphere(at(0.0) + [0, 1.63 * s, 0], 0.12 * s, person, skin), _PART["head"]))
+
+
+def _context_object(rng, label: str, x: float, z: float) -> list[_Shape]:
+    """The shapes of one non-person object standing at (x, 0, z)."""
+    c, yaw = _CTX[label], rng.uniform(0.0, np.pi)
+    mat = _Material(rng, 1.0)
+    base = np.array([x, 0.0, z])
+    if label == "animal":  # body, head and four legs
+        hl, hw, leg = rng.uniform(0.25, 0.5), rng.uniform(0.1, 0.2), rng.uniform(0.15, 0.35)
+        shapes = [_Box(base + [0, leg + hw, 0], (hl, hw, hw), yaw, c, mat),
+                  _Sphere(base + _rotate_y(np.array([hl + 0.08, leg + 2.2 * hw, 0.0]), yaw),
+                          hw * 1.1, c, mat)]
+        for sx, sz in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            foot = base + _rotate_y(np.array([sx * (hl - 0.05), 0.0, sz * (hw - 0.04)]), yaw)
+            shapes.append(_Cylinder(foot, 0.035, leg, c, mat))
+        return shapes
+    if label == "vehicle":  # body, cabin and wheels
+        hw, hl, body = rng.uniform(0.7, 0.95), rng.uniform(1.6, 2.3), rng.uniform(0.3, 0.45)
+        shapes = [_Box(base + [0, 0.3 + body, 0], (hw, body, hl), yaw, c, mat),
+                  _Box(base + [0, 0.3 + 2 * body + 0.28, 0], (hw * 0.85, 0.28, hl * 0.55), yaw, c,
+                       _Material(rng, 1.0))]
+        for sx, sz in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            off = _rotate_y(np.array([sx * (hw - 0.12), 0.0, sz * (hl - 0.5)]), yaw)
+            shapes.append(_Box(base + off + [0, 0.3, 0], (0.12, 0.3, 0.3), yaw, c, mat))
+        return shapes
+    if label == "furniture":  # a table (top and legs) or a cabinet
+        hx, hz, top = rng.uniform(0.3, 0.8), rng.uniform(0.25, 0.5), rng.uniform(0.45, 0.9)
+        if rng.random() < 0.5:
+            return [_Box(base + [0, top / 2, 0], (hx, top / 2, hz), yaw, c, mat)]
+        shapes = [_Box(base + [0, top - 0.03, 0], (hx, 0.03, hz), yaw, c, mat)]
+        for sx, sz in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+            off = _rotate_y(np.array([sx * (hx - 0.04), 0.0, sz * (hz - 0.04)]), yaw)
+            shapes.append(_Box(base + off + [0, top / 2, 0], (0.03, top / 2, 0.03), yaw, c, mat))
+        return shapes
+    if label == "bottle":
+        r = rng.uniform(0.04, 0.1)
+        return [_Cylinder(base, r, r * rng.uniform(2.5, 4.5), c, mat)]
+    pot = rng.uniform(0.1, 0.2)  # plant: a pot and its foliage
+    return [_Cylinder(base, pot, pot * 1.4, c, mat),
+            _Sphere(base + [0, pot * 1.4 + pot * 1.6, 0], pot * 2.0, c, _Material(rng, 0.5))]
+
+
+def _context_scene(rng: np.random.Generator):
+    """Ground, a back wall (indoors) or sky (outdoors), 0-3 people and 1-6 other objects.
+
+    Returns (shapes, part of each shape (-1 off people), object instance of each shape, camera
+    position, view parameters, sun direction, whether the scene is indoors)."""
+    indoors = rng.random() < 0.5
+    shapes: list[_Shape] = [_Plane(1, 0.0, 1.0, _CTX["ground"], _Material(rng, rng.uniform(0.5, 3)))]
+    if indoors:
+        shapes.append(_Plane(2, -rng.uniform(6.0, 14.0), 1.0, _CTX["wall"],
+                             _Material(rng, rng.uniform(0.5, 3))))
+    part_of, instance_of = [-1] * len(shapes), [-1] * len(shapes)
+    taken: list[tuple[float, float, float]] = []
+
+    def spot(radius: float, near: float):
+        for _ in range(10):
+            z = -rng.uniform(near, 6.5)
+            x = rng.uniform(-0.6, 0.6) * (-z)
+            if all(np.hypot(x - a, z - b) >= radius + r for a, b, r in taken):
+                taken.append((x, z, radius))
+                return x, z
+        return None
+
+    objects = [("person", 0.35)] * int(rng.choice(4, p=[0.15, 0.45, 0.25, 0.15]))
+    objects += [(label, size) for label, size in
+                zip(rng.choice(["animal", "vehicle", "furniture", "bottle", "plant"],
+                               int(rng.integers(1, 7))), rng.uniform(0.3, 0.6, 6))]
+    for label, size in objects:
+        where = spot(2.6 if label == "vehicle" else size, 1.6 if label == "person" else 2.0)
+        if where is None:
+            continue
+        instance = max(instance_of) + 1
+        if label == "person":
+            tagged: list[tuple[_Shape, int]] = []
+            _person(rng, *where, tagged)
+        else:
+            tagged = [(shape, -1) for shape in _context_object(rng, label, *where)]
+        for shape, part in tagged:
+            shapes.append(shape)
+            part_of.append(part)
+            instance_of.append(instance)
+
+    cam = np.array([rng.uniform(-0.5, 0.5), rng.uniform(0.9, 1.8), 0.0])
+    view = dict(hfov=np.radians(rng.uniform(45.0, 65.0)), yaw=np.radians(rng.normal(0.0, 6.0)),
+                pitch=np.radians(rng.uniform(-25.0, -5.0)), roll=np.radians(rng.normal(0.0, 2.0)))
+    elevation, azimuth = rng.uniform(0.4, 1.3), rng.uniform(0.0, 2 * np.pi)
+    sun = np.array([np.cos(elevation) * np.sin(azimuth), np.sin(elevation),
+                    np.cos(elevation) * np.cos(azimuth)])
+    return shapes, np.array(part_of), np.array(instance_of), cam, view, sun, indoors
+
+
+def _semantic_edges(label: np.ndarray) -> np.ndarray:
+    """1 where a pixel's class differs from its right or lower neighbour: one-pixel-thick
+    boundaries of the segmentation, on the upper-left side of each. (H, W) -> (H, W) float32."""
+    edge = np.zeros(label.shape, dtype=bool)
+    edge[:, :-1] |= label[:, :-1] != label[:, 1:]
+    edge[:-1] |= label[:-1] != label[1:]
+    return edge.astype(np.float32)
+
+
+def _salient(instance: np.ndarray) -> np.ndarray:
+    """The prominent objects: every object whose visible area is at least half the largest one's
+    (and at least 1% of the image). (H, W) instance ids, -1 = none -> (H, W) float32 in {0, 1}."""
+    areas = np.bincount(instance[instance >= 0].ravel(), minlength=1)
+    keep = (areas >= 0.5 * areas.max()) & (areas >= 0.01 * instance.size) & (areas > 0)
+    return (instance >= 0) & keep[np.maximum(instance, 0)]
+
+
+def _render_context(rng: np.random.Generator, size: tuple[int, int]) -> dict[str, np.ndarray]:
+    shapes, part_of, instance_of, cam, view, sun, indoors = _context_scene(rng)
+    d, r = _camera(size, **view)
+    t, which = _cast(shapes, cam, d)
+    hit = which >= 0
+    t_hit = np.where(hit, t, 0.0)
+    points, normals, albedo = _surfaces(shapes, t_hit, which, cam, d)
+
+    lambert = np.clip(normals @ sun, 0.0, None)
+    shadow = np.zeros(len(d), dtype=bool)
+    shadow[hit] = _shadowed(shapes, points[hit] + 1e-3 * normals[hit],
+                            np.broadcast_to(sun * 50.0, (hit.sum(), 3)), 10.0)
+    sky_colour = _random_colour(rng) * 0.4 + 0.6
+    ambient = rng.uniform(0.2, 0.45) * (1.5 if indoors else 1.0)
+    linear = albedo * (ambient * sky_colour + rng.uniform(0.6, 1.1) * (lambert * ~shadow)[:, None])
+    up = np.clip(d[:, 1] / np.linalg.norm(d, axis=1), 0.0, 1.0)[:, None]
+    linear = np.where(hit[:, None], linear, sky_colour * (1.0 - 0.4 * up))
+    image = _finish_image(rng, linear.reshape(*size, 3))
+
+    label = _labels(shapes, which, _CTX["sky"]).reshape(size)
+    parts = np.append(part_of, -1)[which].reshape(size)
+    instance = np.append(instance_of, -1)[which].reshape(size)
+    normal_cam = np.where(hit[:, None], normals @ r, 0.0).reshape(*size, 3)
+    return {"image": image,
+            "label": label.astype(np.float32),
+            "human_parts": parts.astype(np.float32),
+            "saliency": _salient(instance).astype(np.float32),
+            "edge": _semantic_edges(label),
+            "normal": normal_cam.astype(np.float32)}
+
+
 # --- benchmark files -------------------------------------------------------------------------
 
 _RENDERERS: dict[str, Callable[[np.random.Generator, tuple[int, int]], dict[str, np.ndarray]]] = {
     "synthetic-indoor": _render_indoor,
     "synthetic-street": _render_street,
+    "synthetic-context": _render_context,
 }
 
 
@@ -714,6 +892,16 @@ def _task_table(name: str) -> dict[str, dict]:
                              "channels": len(INDOOR_CLASSES), "class_names": list(INDOOR_CLASSES)},
             "depth": {"folder": "depth", "kind": "depth", "channels": 1, "class_names": [],
                       "units": "m"},
+            "normal": {"folder": "normal", "kind": "normal", "channels": 3, "class_names": []},
+        }
+    if name == "synthetic-context":
+        return {
+            "segmentation": {"folder": "label", "kind": "segmentation",
+                             "channels": len(CONTEXT_CLASSES), "class_names": list(CONTEXT_CLASSES)},
+            "parts": {"folder": "human_parts", "kind": "parts", "channels": len(CONTEXT_PARTS),
+                      "class_names": list(CONTEXT_PARTS)},
+            "saliency": {"folder": "saliency", "kind": "saliency", "channels": 1, "class_names": []},
+            "edges": {"folder": "edge", "kind": "edges", "channels": 1, "class_names": []},
             "normal": {"folder": "normal", "kind": "normal", "channels": 3, "class_names": []},
         }
     return {
@@ -738,7 +926,9 @@ def render(name: str, seed: int, split: str, index: int, size: tuple[int, int] =
         size: (H, W) in pixels.
     Returns:
         {"image": (H, W, 3) float32, "<label folder>": (H, W) float32 with -1 = ignore,
-        "depth": (H, W, 1) float32, and for indoor "normal": (H, W, 3) float32}.
+        then for indoor "depth": (H, W, 1) and "normal": (H, W, 3); for street "depth";
+        for context "human_parts": (H, W) with -1 = ignore, "saliency" and "edge": (H, W) in
+        {0, 1}, "normal": (H, W, 3); all float32}.
     """
     _check_name(name)
     if split not in _SPLIT_CODES:

@@ -1,26 +1,43 @@
 """random_label: relabel the forget pairs at random and train on them, plus descent on R and K.
 
 Random labelling as in Graves et al., "Amnesiac Machine Learning" (AAAI 2021), and the RL baseline
-of SalUn (Fan et al., ICLR 2024). Multi-task reading, per target task kind:
-- segmentation / classification: every labelled pixel (image) gets a random *other* class, drawn
-  afresh each step; ignored pixels (label < 0) stay ignored;
-- depth / normal: there are no classes, so an image takes the targets of a retain instance of the
-  same step (instance i of the forget batch gets those of retain instance i mod retain batch).
+of SalUn (Fan et al., ICLR 2024). Multi-task reading: each task's kind draws its random targets
+(`TaskKind.random_target`); for the built-in kinds:
+- kinds with classes (segmentation, parts, classification): every labelled pixel (image) gets a
+  random *other* class, drawn afresh each step; ignored pixels (label < 0) stay ignored;
+- the others (depth, normal, saliency, edges): an image takes the targets of a retain instance of
+  the same step (instance i of the forget batch gets those of retain instance i mod retain
+  batch), so the random targets keep the statistics of real ones.
 Kept tasks keep their true labels on the forget instances and are descended like retain data;
 their heads never see a random target.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
 import torch
 
-from core.tasks import TaskSpec
+from core.tasks import TaskSpec, get_kind, list_kinds
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 
-CLASS_KINDS = ("segmentation", "classification")
+
+class _ClassKinds(Container):
+    """The names of the registered kinds whose channels are classes, read when asked (so kinds
+    registered later count): `kind in CLASS_KINDS`, `tuple(CLASS_KINDS)`."""
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in list_kinds() and get_kind(kind).has_classes
+
+    def __iter__(self):
+        return iter([kind for kind in list_kinds() if get_kind(kind).has_classes])
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+CLASS_KINDS = _ClassKinds()
 
 
 def random_targets(batch: Mapping[str, torch.Tensor], tasks: Mapping[str, TaskSpec],
@@ -31,22 +48,15 @@ def random_targets(batch: Mapping[str, torch.Tensor], tasks: Mapping[str, TaskSp
     Args:
         batch: {"image": (B, 3, H, W), task: (B, ...), ...}.
         tasks: the tasks to relabel.
-        donors: a batch of other instances, {task: (D, ...)}; their targets are used for the
-            tasks without classes (instance i takes donor i mod D).
+        donors: a batch of other instances, {task: (D, ...)}; the kinds without classes use
+            their targets (instance i takes donor i mod D).
         generator: CPU generator for the random classes.
     Returns:
         {key: tensor}, the other keys shared with `batch`.
     """
     out = dict(batch)
     for name, spec in tasks.items():
-        target = batch[name]
-        if spec.kind in CLASS_KINDS:
-            shift = torch.randint(1, spec.channels, target.shape, generator=generator)
-            other = (target + shift.to(target.device)) % spec.channels
-            out[name] = torch.where(spec.valid_mask(target), other, target)
-        else:
-            donor = donors[name]
-            out[name] = donor[torch.arange(len(target), device=donor.device) % len(donor)]
+        out[name] = spec.random_target(batch[name], donors.get(name), generator)
     return out
 
 

@@ -68,6 +68,38 @@ def test_nyuv2_layout_ids_tasks_and_items(nyu):
     assert MTLDataset(nyu, "val").ids == [1, 3]
 
 
+def test_size_resizes_images_and_every_target(nyu):
+    raw = MTLDataset(nyu, "train")[1]
+    ds = MTLDataset(nyu, "train", size=(2 * H, 2 * W))
+    item = ds[1]
+    assert ds.image_size == (2 * H, 2 * W) and item["image"].shape == (3, 2 * H, 2 * W)
+
+    def doubled(t):
+        return t.repeat_interleave(2, -2).repeat_interleave(2, -1)
+
+    for task in ("segmentation", "depth", "normal"):  # nearest neighbour: labels stay exact
+        assert item[task].dtype == raw[task].dtype and torch.equal(item[task], doubled(raw[task]))
+    with pytest.raises(DatasetError, match=r"size must be \(H, W\).*\(0, 3\)"):
+        MTLDataset(nyu, "train", size=(0, 3))
+
+
+def test_pascal_context_folders_are_found_by_their_kinds(tmp_path):
+    write_split(tmp_path, folders=("image", "label"))
+    rng = np.random.default_rng(1)
+    for i in (0, 2, 10):
+        for folder in ("saliency", "edge"):
+            (tmp_path / "train" / folder).mkdir(exist_ok=True)
+            np.save(tmp_path / "train" / folder / f"{i}.npy",
+                    (rng.random((H, W)) > 0.5).astype(np.uint8) * 255)
+    ds = MTLDataset(tmp_path, "train")
+    assert [(n, s.kind) for n, s in ds.tasks.items()] == [
+        ("segmentation", "segmentation"), ("saliency", "saliency"), ("edges", "edges")]
+    assert set(ds[0]["saliency"].unique().tolist()) <= {0.0, 1.0}
+    (tmp_path / "train" / "human_parts").mkdir()
+    with pytest.raises(DatasetError, match=r"human_parts needs .*meta\.json .*\"parts\""):
+        MTLDataset(tmp_path, "train", tasks=["parts"])
+
+
 def test_cityscapes_layout_and_flat_depth(tmp_path):
     write_split(tmp_path, folders=("image", "label_7", "depth"), depth_hw1=False)
     ds = MTLDataset(tmp_path, "train")
@@ -168,14 +200,15 @@ def _remove(path: Path) -> None:
     (lambda r: _remove(r / "train"), r"no split folder .*train; splits found in .*\['val'\]"),
     (lambda r: _remove(r / "train/image"), "no image folder .*train/image"),
     (lambda r: [_remove(r / "train" / f) for f in ("label", "depth", "normal")],
-     "no task folder in .*train; expected one or more of label, label_N, depth"),
+     "no task folder in .*train; expected one or more of label, label_N, human_parts, saliency, "
+     "edge, depth, normal, class"),
     (lambda r: [p.unlink() for p in (r / "train/image").iterdir()], "split 'train' is empty"),
     (lambda r: (r / "train/depth/2.npy").unlink(),
      r"train/depth does not match .*train/image: missing ids \[2\]"),
     (lambda r: np.save(r / "train/normal/11.npy", np.zeros((H, W, 3))),
      r"ids without an image \[11\]"),
     (lambda r: np.save(r / "train/label/0.npy", np.zeros((H + 1, W))),
-     r"label/0\.npy has shape \(5, 5\) but its image .*image/0\.npy is 4x5; expected \(4, 5\)"),
+     r"label/0\.npy has shape \(5, 5\) but its image is 4x5; expected \(4, 5\)"),
     (lambda r: np.save(r / "train/normal/0.npy", np.zeros((H, W))),
      r"normal/0\.npy has shape \(4, 5\) .* expected \(4, 5, 3\)"),
     (lambda r: np.save(r / "train/image/0.npy", np.zeros((3, H, W))),

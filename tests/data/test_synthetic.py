@@ -8,9 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from core.data import BENCHMARKS, MTLDataset, generate, get_benchmark, synthetic
-from core.data.synthetic import INDOOR_CLASSES, STREET_CLASSES, render
+from core.data.synthetic import (
+    CONTEXT_CLASSES,
+    CONTEXT_PARTS,
+    INDOOR_CLASSES,
+    STREET_CLASSES,
+    render,
+)
 
 SIZE = (24, 32)
 TINY = dict(n_train=3, n_val=2, size=SIZE)
@@ -30,6 +37,7 @@ def sets(tmp_path_factory):
 @pytest.mark.parametrize("name, folders", [
     ("synthetic-indoor", {"image", "label", "depth", "normal"}),
     ("synthetic-street", {"image", "label_7", "depth"}),
+    ("synthetic-context", {"image", "label", "human_parts", "saliency", "edge", "normal"}),
 ])
 def test_layout_and_meta(sets, name, folders):
     root = sets[name]
@@ -97,6 +105,75 @@ def test_street_values_and_sky():
         assert depth.max() < 1.0  # inverse depth in 1/m: everything is over a metre away
         rows = np.arange(SIZE[0])[:, None].repeat(SIZE[1], axis=1)
         assert rows[label == sky].mean() < rows[road].mean()
+
+
+def context_images(count=8, size=SIZE):
+    return [render("synthetic-context", 0, "train", index, size) for index in range(count)]
+
+
+def test_context_values():
+    person = CONTEXT_CLASSES.index("person")
+    for out in context_images():
+        image, label, parts = out["image"], out["label"], out["human_parts"]
+        assert image.dtype == np.float32 and image.shape == (*SIZE, 3)
+        assert 0.0 <= image.min() and image.max() <= 1.0
+        assert label.shape == SIZE and set(np.unique(label)) <= set(range(len(CONTEXT_CLASSES)))
+        assert set(np.unique(parts)) <= set(range(-1, len(CONTEXT_PARTS)))
+        for name in ("saliency", "edge"):
+            assert out[name].dtype == np.float32 and out[name].shape == SIZE
+            assert set(np.unique(out[name])) <= {0.0, 1.0}
+        norms = np.linalg.norm(out["normal"], axis=-1)
+        sky = label == CONTEXT_CLASSES.index("sky")
+        assert np.allclose(norms[~sky], 1.0, atol=1e-4) and np.all(norms[sky] == 0)
+        assert np.array_equal(parts >= 0, label == person)  # parts on people, ignored elsewhere
+
+
+def test_context_parts_edges_and_saliency_follow_the_scene():
+    outs = context_images(16, (48, 48))
+    stuff = [CONTEXT_CLASSES.index(name) for name in ("ground", "wall", "sky")]
+    with_people = [out for out in outs if (out["human_parts"] >= 0).any()]
+    assert len(with_people) >= 8  # most scenes have people, as PASCAL-Context's parts need
+    assert {int(v) for out in with_people for v in np.unique(out["human_parts"])} == {
+        -1, *range(len(CONTEXT_PARTS))}
+    head, leg = CONTEXT_PARTS.index("head"), CONTEXT_PARTS.index("lower leg")
+    rows = np.arange(48)[:, None].repeat(48, axis=1)
+    for out in with_people:
+        parts = out["human_parts"]
+        if (parts == head).any() and (parts == leg).any():
+            assert rows[parts == head].mean() < rows[parts == leg].mean()  # heads above feet
+    for out in outs:
+        label = out["label"]
+        expected = np.zeros(label.shape, dtype=bool)  # a pixel whose right or lower neighbour
+        expected[:, :-1] |= label[:, :-1] != label[:, 1:]  # has another class
+        expected[:-1] |= label[:-1] != label[1:]
+        assert np.array_equal(out["edge"] == 1, expected)
+        salient = out["saliency"] == 1
+        assert not np.isin(label[salient], stuff).any()  # only objects are salient
+    assert sum((out["saliency"] == 1).any() for out in outs) >= 12
+
+
+def test_context_is_deterministic_by_seed():
+    first = render("synthetic-context", 3, "val", 5, SIZE)
+    again = render("synthetic-context", 3, "val", 5, SIZE)
+    other = render("synthetic-context", 4, "val", 5, SIZE)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert not np.array_equal(first["image"], other["image"])
+
+
+def test_context_reads_as_five_tasks(sets):
+    ds = MTLDataset(sets["synthetic-context"], "train")
+    assert {name: (spec.kind, spec.channels) for name, spec in ds.tasks.items()} == {
+        "segmentation": ("segmentation", len(CONTEXT_CLASSES)),
+        "parts": ("parts", len(CONTEXT_PARTS)), "saliency": ("saliency", 1),
+        "edges": ("edges", 1), "normal": ("normal", 3)}
+    batch = ds.batch(ds.ids)
+    assert batch["parts"].dtype == batch["segmentation"].dtype == torch.long
+    assert batch["saliency"].shape == batch["edges"].shape == (3, *SIZE)
+    assert batch["normal"].shape == (3, 3, *SIZE)
+    for name, spec in ds.tasks.items():
+        acc = spec.accumulator()
+        acc.update(torch.zeros(3, spec.channels, *SIZE), batch[name])
+        assert list(acc.compute()) == list(spec.metrics)
 
 
 def test_same_seed_same_bytes_and_worker_count_does_not_matter(sets, tmp_path):
