@@ -1,9 +1,12 @@
 """Attribution maps of one task's prediction for one image, before and after unlearning (captum).
 
-A dense task predicts a map, so it is first reduced to one number per image, the *score*:
+A dense task predicts a map, so it is first reduced to one number per image, the *score*, which
+the task's kind defines (`TaskKind.explanation_score`); for the built-in kinds:
 
-    segmentation, classification  the logit of one class (averaged over a region for segmentation)
-    depth, normal                  the mean of the output channels over a region
+    segmentation, parts, classification  the logit of one class (averaged over a region for the
+                                         per-pixel kinds)
+    depth, normal                        the mean of the output channels over a region
+    saliency, edges                      the logit of each pixel, averaged over a region
 
 A region is None (the whole image), a rectangle (top, left, height, width) in pixels, or a boolean
 (H, W) mask. The attribution methods explain that score in input pixels:
@@ -21,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -72,49 +74,14 @@ def region_mask(region: Region, size: tuple[int, int]) -> Tensor:
     return mask
 
 
-def _class_channel(pred: Tensor, spec: TaskSpec, target_class: int | None) -> Tensor:
-    """(B, C, ...) logits -> (B, ...) logit of `target_class`."""
-    if target_class is None or not 0 <= target_class < spec.channels:
-        names = f" ({', '.join(spec.class_names)})" if spec.class_names else ""
-        raise ValueError(f"class {target_class!r} is not a class of task {spec.name!r}; "
-                         f"pick an index in 0..{spec.channels - 1}{names}")
-    return pred[:, target_class]
-
-
-def _channel_mean(pred: Tensor, spec: TaskSpec, target_class: int | None) -> Tensor:
-    """(B, C, H, W) -> (B, H, W) mean over the channels."""
-    if target_class is not None:
-        raise ValueError(f"task {spec.name!r} ({spec.kind}) has no classes, got class "
-                         f"{target_class!r}; pass target_class=None")
-    return pred.mean(1)
-
-
-@dataclass(frozen=True)
-class _Target:
-    """How a kind's prediction becomes a score: `pick` reduces the channels; `dense` outputs are
-    then averaged over a region; `per_class` kinds need a class index."""
-
-    pick: Callable[[Tensor, TaskSpec, int | None], Tensor]
-    per_class: bool
-    dense: bool
-
-
-_TARGETS = {
-    "segmentation": _Target(_class_channel, per_class=True, dense=True),
-    "classification": _Target(_class_channel, per_class=True, dense=False),
-    "depth": _Target(_channel_mean, per_class=False, dense=True),
-    "normal": _Target(_channel_mean, per_class=False, dense=True),
-}
-
-
 def takes_class(spec: TaskSpec) -> bool:
     """Whether explaining `spec` needs a class index (one output channel per class)."""
-    return _TARGETS[spec.kind].per_class
+    return spec.has_classes
 
 
 def takes_region(spec: TaskSpec) -> bool:
     """Whether `spec` predicts a map, so that its score can be limited to a region."""
-    return _TARGETS[spec.kind].dense
+    return spec.per_pixel
 
 
 def task_score(outputs: dict[str, Tensor], spec: TaskSpec, target_class: int | None = None,
@@ -124,15 +91,14 @@ def task_score(outputs: dict[str, Tensor], spec: TaskSpec, target_class: int | N
     Args:
         outputs: model outputs {task: (B, C, H, W)} or (B, C) for classification.
         spec: the task to score.
-        target_class: class index for segmentation / classification, None for the others.
-        region: see `region_mask`; must be None for image-level (classification) tasks.
+        target_class: class index for kinds with classes (`takes_class`), else None.
+        region: see `region_mask`; must be None for image-level tasks (`takes_region` False).
 
     Raises:
         ValueError: a class the task lacks, a class for a task without classes, a bad region.
     """
-    target = _TARGETS[spec.kind]
-    picked = target.pick(outputs[spec.name], spec, target_class)  # (B, H, W) or (B,)
-    if not target.dense:
+    picked = spec.explanation_score(outputs[spec.name], target_class)  # (B, H, W) or (B,)
+    if not spec.per_pixel:
         if region is not None:
             raise ValueError(f"task {spec.name!r} ({spec.kind}) predicts one value per image; "
                              "pass region=None")
