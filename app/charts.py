@@ -27,10 +27,11 @@ from core.evaluation.figures import (  # noqa: F401  (re-exported for the pages)
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
-    """Tidy rows (split, task, metric, value) from {split: {task: {metric: value}}}."""
+    """Tidy rows (split, task, metric, value) from {split: {task: {metric: value}}}; entries of
+    another shape (an unlearned model's before/after rows) are left out."""
     rows = [
         {"split": split, "task": task, "metric": metric, "value": value}
-        for split, tasks in metrics.items()
+        for split, tasks in metrics.items() if isinstance(tasks, dict)
         for task, values in tasks.items()
         for metric, value in values.items()
     ]

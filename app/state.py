@@ -20,6 +20,7 @@ import torch
 
 from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, load_checkpoint
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.models import load_plugins
 from core.requests import ForgetRequest
 from core.unlearning.base import UnlearningData
 
@@ -44,10 +45,7 @@ def cached_checkpoint(path: str):
 def cached_data(path: str, data_root: str | None = None) -> UnlearningData:
     """The data of the checkpoint at `path` (or, with `data_root`, that folder in the .npy layout)."""
     _, card = cached_checkpoint(path)
-    if data_root:
-        card = ModelCard(**{**card.__dict__, "training": {**card.training, "data": {
-            **card.training.get("data", {}), "root": data_root}}})
-    return UnlearningData.from_card(card)
+    return UnlearningData.from_card(card, data_root=data_root)
 
 
 def save_upload(weights: bytes, card: bytes) -> str:
@@ -76,6 +74,11 @@ class Loaded:
         return list(self.model.tasks)
 
 
+def plugins() -> list[str]:
+    """The plugin modules this session named (Model page), comma-separated in the text field."""
+    return [m.strip() for m in st.session_state.get("plugins", "").split(",") if m.strip()]
+
+
 def model_path() -> str:
     return st.session_state.get("model_path") or str(SAMPLE_MODELS_DIR / DEFAULT_MODEL)
 
@@ -84,6 +87,7 @@ def current() -> Loaded:
     """The session's model and data (the default sample model until the Model page changes it).
     Raises CheckpointError / DatasetError, which the pages show as messages."""
     path, root = model_path(), st.session_state.get("data_root") or None
+    load_plugins(plugins())
     model, card = cached_checkpoint(path)
     return Loaded(path, model, card, cached_data(path, root), root)
 
@@ -126,7 +130,7 @@ def build_request(loaded: Loaded) -> ForgetRequest:
     """The session's request; raises RequestError (shown as a message) when it is not valid."""
     tasks = target_tasks(loaded)
     return ForgetRequest.build(selection(), None if len(tasks) == len(loaded.tasks) else tasks,
-                               loaded.card.train_ids, loaded.tasks)
+                               loaded.data.train_ids, loaded.tasks)
 
 
 def describe(request: ForgetRequest) -> str:

@@ -12,7 +12,7 @@ import time
 
 import torch
 
-from core.models import MultiTaskNet
+from core.models import build_model
 from core.tasks import TaskSpec
 
 INDOOR = [TaskSpec("segmentation", "segmentation", 7), TaskSpec("depth", "depth", 1),
@@ -23,12 +23,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--backbone", default="small_cnn")
+    parser.add_argument("--backbone", default="small_cnn", help="a registered architecture")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = MultiTaskNet(INDOOR, {"backbone": args.backbone, "width": args.width})
+    model = build_model({"name": args.backbone, "args": {"width": args.width}}, INDOOR)
     model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.rand(32, 3, 64, 64).contiguous(memory_format=torch.channels_last)

@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from core.models import MultiTaskNet
+from core.models import ArchitectureError, MultiTaskModel, build_model, normalise_architecture
 from core.tasks import TaskSpec, UnknownTaskKind
 
 CARD_VERSION = 1
@@ -66,7 +66,39 @@ class ModelCard:
         unknown = sorted(set(data) - known)
         if unknown:
             raise CheckpointError(f"model card has unknown fields {unknown}; accepted: {sorted(known)}")
+        for key, kinds in _FIELD_TYPES.items():
+            if key in data and not isinstance(data[key], kinds):
+                accepted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+                raise CheckpointError(f"model card field {key!r} must be {accepted}, "
+                                      f"got {type(data[key]).__name__} {str(data[key])[:80]!r}")
+        ids = data.get("train_ids", [])
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise CheckpointError("model card field 'train_ids' must list integer instance ids")
+        if not all(isinstance(t, dict) for t in data["tasks"]) or not data["tasks"]:
+            raise CheckpointError("model card field 'tasks' must list at least one task object")
         return cls(**data)
+
+    def data_source(self):
+        """The `DataSource` the card records under training.data, or None when it records none
+        (a model trained elsewhere: the data must then be named by the caller)."""
+        from core.data.sources import DataSource
+
+        data = self.training.get("data")
+        if data is None:
+            return None
+        try:
+            return DataSource.from_dict(data)
+        except (TypeError, ValueError, KeyError) as error:
+            raise CheckpointError(f"model card training.data {data!r} is not a data source: "
+                                  f"{error}") from error
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "benchmark": (str,), "tasks": (list,), "architecture": (dict,), "training": (dict,),
+    "train_ids": (list,), "metrics": (dict,), "versions": (dict,), "parent": (str, type(None)),
+    "request": (dict, type(None)), "created": (str,), "weights_sha256": (str,),
+    "card_version": (int,),
+}
 
 
 def library_versions() -> dict[str, str]:
@@ -97,7 +129,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: MultiTaskNet, card: ModelCard, path: str | Path) -> Path:
+def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path) -> Path:
     """Write NAME.safetensors and NAME.json; fills the card's versions, date and weights hash.
 
     Returns the weights path.
@@ -133,11 +165,19 @@ def read_card(path: str | Path) -> ModelCard:
         raise CheckpointError(f"model card {card_path}: {error}") from error
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"model card {card_path} has a bad task: {error}") from error
+    try:
+        normalise_architecture(card.architecture)
+    except ArchitectureError as error:
+        raise CheckpointError(f"model card {card_path}: {error}") from error
     return card
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[MultiTaskNet, ModelCard]:
-    """Load a checkpoint into a fresh MultiTaskNet in eval mode.
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
+                    ) -> tuple[MultiTaskModel, ModelCard]:
+    """Load a checkpoint into a fresh model of its card's architecture, in eval mode.
+
+    The architecture is built through the registry (`core.models.build_model`); a plugin
+    architecture needs its plugin loaded first (`core.models.load_plugins`).
 
     Raises CheckpointError when a file is missing, truncated, altered since it was saved, or when
     the weights do not match the model the card describes (names the differing tensors).
@@ -154,7 +194,9 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"weights file {weights} is truncated or not safetensors: {error}") from error
     try:
-        model = MultiTaskNet(card.task_specs(), card.architecture)
+        model = build_model(card.architecture, card.task_specs())
+    except ArchitectureError as error:
+        raise CheckpointError(f"model card {card_path}: {error}") from error
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"model card {card_path} describes no buildable model: {error}") from error
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}

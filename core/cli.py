@@ -1,4 +1,7 @@
-"""The `mtu` command: train, unlearn, info, generate, bench, app."""
+"""The `mtu` command: train, import, unlearn, info, generate, bench, app.
+
+Every subcommand takes `--plugin MODULE` (repeatable): modules that register the user's own
+architectures (`core.models.register_architecture`) before the command runs."""
 
 from __future__ import annotations
 
@@ -31,14 +34,27 @@ def _source(args):
                             n_val=args.n_val, size=args.size)
 
 
+def _architecture(args) -> dict:
+    """{"name": --arch, "args": the --arg KEY=VALUE pairs, values read as JSON when they parse}."""
+    import json
+
+    values = {}
+    for key, value in _parse_overrides(args.arg, "--arg").items():
+        try:
+            values[key] = json.loads(value)
+        except json.JSONDecodeError:
+            values[key] = value
+    return {"name": args.arch, "args": values}
+
+
 def cmd_train(args) -> int:
     from core.checkpoints import save_checkpoint
     from core.training import TrainConfig, train_checkpoint
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device)
-    architecture = {"backbone": args.backbone, "width": args.width}
-    model, card = train_checkpoint(_source(args), architecture, config, show_bar=True)
+    model, card = train_checkpoint(_source(args), _architecture(args), config, show_bar=True,
+                                   backbone_weights=args.backbone_weights)
     weights = save_checkpoint(model, card, args.out)
     print(f"saved {weights} ({weights.stat().st_size / 1e6:.1f} MB) "
           f"after {card.training['seconds']:.0f} s of training")
@@ -50,6 +66,10 @@ def format_metrics(metrics: dict) -> str:
     """A plain table: one row per (split, task), its metrics side by side."""
     lines = []
     for split, tasks in metrics.items():
+        if not isinstance(tasks, dict):  # an unlearned model's before/after rows
+            for row in tasks:
+                lines.append(f"{split:<12} " + "  ".join(f"{k}={v}" for k, v in row.items()))
+            continue
         for task, values in tasks.items():
             cells = "  ".join(f"{name}={value:.4f}" for name, value in values.items())
             lines.append(f"{split:<12} {task:<14} {cells}")
@@ -64,12 +84,12 @@ def _parse_ids(text: str) -> list[int]:
             f"instances must be comma-separated integers, got {text!r}") from error
 
 
-def _parse_overrides(pairs: list[str]) -> dict[str, str]:
+def _parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, str]:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ValueError(f"{option} expects KEY=VALUE, got {pair!r}")
         overrides[key.strip().replace("-", "_")] = value.strip()
     return overrides
 
@@ -84,18 +104,43 @@ def cmd_unlearn(args) -> int:
     out = args.out or Path("unlearned") / f"{checkpoint_paths(args.model)[0].stem}-{args.method}"
     result, weights, summary = run_request(model, card, checkpoint_paths(args.model)[0],
                                            args.instances, tasks, args.method, overrides, out,
-                                           show_bar=True)
+                                           show_bar=True, data_root=args.data)
     print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
           f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
     print(summarise(summary))
     return 0
 
 
+def cmd_import(args) -> int:
+    from core.importing import import_checkpoint
+
+    renames = [tuple(pair.split("=", 1)) for pair in args.rename]
+    bad = [pair for pair in args.rename if "=" not in pair]
+    if bad:
+        raise ValueError(f"--rename expects OLD=NEW, got {bad[0]!r}")
+    _, card, weights = import_checkpoint(args.state_dict, _architecture(args), args.data,
+                                         args.train_ids, args.tasks.split(",") if args.tasks else None,
+                                         args.strip_prefix, renames, args.out, args.device)
+    print(f"imported {args.state_dict} as {card.architecture['name']} with tasks "
+          f"{', '.join(t['name'] for t in card.tasks)}; {len(card.train_ids)} training ids; "
+          f"saved {weights}")
+    print(format_metrics(card.metrics))
+    return 0
+
+
 def cmd_info(args) -> int:
     from core.checkpoints import read_card
+    from core.models import describe_architecture, get_architecture, list_architectures
 
+    if args.architectures or args.model is None:
+        for name in list_architectures():
+            entry = get_architecture(name)
+            arguments = ", ".join(f"{k}={v!r}" for k, v in entry.arguments().items())
+            print(f"{name:<12} {entry.summary}  [{arguments}]"
+                  + (f"  (plugin {entry.plugin})" if entry.plugin else ""))
+        return 0
     card = read_card(args.model)
-    print(f"benchmark: {card.benchmark}\narchitecture: {card.architecture}")
+    print(f"benchmark: {card.benchmark}\narchitecture: {describe_architecture(card.architecture)}")
     print("tasks: " + ", ".join(f"{t['name']} ({t['kind']}, {t['channels']})" for t in card.tasks))
     print(f"training instances: {len(card.train_ids)}; created {card.created}")
     print(format_metrics(card.metrics))
@@ -149,10 +194,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mtu", description="Multi-task machine unlearning")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a multi-task model and save a checkpoint")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: it registers its own architectures (repeatable)")
+
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], **kwargs)
+
+    def architecture_arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--arch", default="small_cnn",
+                            help="registered architecture (mtu info --architectures lists them)")
+        parser.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
+                            help="an argument of the architecture's builder, e.g. --arg width=16")
+
+    train = command("train", help="train a multi-task model and save a checkpoint")
     _add_data_arguments(train)
-    train.add_argument("--backbone", choices=["small_cnn", "resnet18"], default="small_cnn")
-    train.add_argument("--width", type=int, default=16)
+    architecture_arguments(train)
+    train.add_argument("--backbone-weights", default=None, metavar="FILE",
+                       help="pretrained encoder weights, a local .safetensors or .pth file")
     train.add_argument("--epochs", type=int, default=60)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=2e-3)
@@ -162,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", required=True, help="checkpoint path without suffix")
     train.set_defaults(func=cmd_train)
 
-    unlearn = commands.add_parser("unlearn", help="forget instances on some or all tasks")
+    unlearn = command("unlearn", help="forget instances on some or all tasks")
     unlearn.add_argument("--model", required=True, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
     unlearn.add_argument("--instances", required=True, type=_parse_ids, help="e.g. 3,17,42")
     unlearn.add_argument("--tasks", default="", help="comma-separated; default: all tasks (full-task)")
@@ -171,13 +230,29 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a config field of the method, e.g. --set steps=50")
     unlearn.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     unlearn.add_argument("--out", default=None, help="output checkpoint path without suffix")
+    unlearn.add_argument("--data", default=None, metavar="ROOT",
+                         help="dataset folder (.npy layout); default: the data the model card names")
     unlearn.set_defaults(func=cmd_unlearn)
 
-    info = commands.add_parser("info", help="print a checkpoint's model card")
-    info.add_argument("model")
+    info = command("info", help="print a checkpoint's model card, or the architectures")
+    info.add_argument("model", nargs="?", default=None)
+    info.add_argument("--architectures", action="store_true", help="list the registered architectures")
     info.set_defaults(func=cmd_info)
 
-    generate = commands.add_parser("generate", help="write a synthetic benchmark to a folder")
+    imp = command("import", help="turn a PyTorch state dict trained elsewhere into a checkpoint")
+    imp.add_argument("state_dict", help=".safetensors, or .pt/.pth/.bin (read with weights_only=True)")
+    architecture_arguments(imp)
+    imp.add_argument("--data", required=True, metavar="ROOT", help="dataset folder in the .npy layout")
+    imp.add_argument("--train-ids", default="all", help="'all' or a file of the training ids")
+    imp.add_argument("--tasks", default="", help="comma-separated dataset tasks (default: all)")
+    imp.add_argument("--strip-prefix", default="", help="removed from every key, e.g. module.")
+    imp.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                     help="rename a key prefix, e.g. decoders.=heads. (repeatable)")
+    imp.add_argument("--device", default="cpu", help="device for the evaluation")
+    imp.add_argument("--out", required=True, help="output checkpoint path without suffix")
+    imp.set_defaults(func=cmd_import)
+
+    generate = command("generate", help="write a synthetic benchmark to a folder")
     generate.add_argument("name", help="synthetic-indoor or synthetic-street")
     generate.add_argument("out")
     generate.add_argument("--data-seed", type=int, default=0)
@@ -186,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--size", type=_parse_size, default=(64, 64))
     generate.set_defaults(func=cmd_generate)
 
-    bench = commands.add_parser("bench", help="compare every method on the benchmark protocol")
+    bench = command("bench", help="compare every method on the benchmark protocol")
     bench.add_argument("--quick", action="store_true", help="one ratio, one seed, small grid (minutes)")
     bench.add_argument("--out", default=None, help="results folder (default results/bench[-quick])")
     bench.add_argument("--fresh", action="store_true", help="discard what the folder holds first")
@@ -199,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cells run in this many processes, sharing the threads (tuning stays serial)")
     bench.set_defaults(func=cmd_bench)
 
-    app = commands.add_parser("app", help="start the Streamlit dashboard")
+    app = command("app", help="start the Streamlit dashboard")
     app.add_argument("--port", type=int, default=8501)
     app.set_defaults(func=cmd_app)
     return parser
@@ -208,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from core.models import load_plugins
+
+        load_plugins(args.plugin)
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:
         print(f"mtu {args.command}: error: {error}", file=sys.stderr)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.models import has_features
 from core.training import iterate_batches
 
 
@@ -33,11 +34,22 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
     return projection
 
 
+def _pool(feature: torch.Tensor) -> torch.Tensor:
+    """One vector per image: (B, C, h, w) averaged over pixels, (B, N, C) tokens over N,
+    (B, C) as it is."""
+    if feature.dim() == 4:
+        return feature.mean(dim=(2, 3))
+    if feature.dim() == 3:
+        return feature.mean(dim=1)
+    return feature.reshape(feature.shape[0], -1)
+
+
 def _forward(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: int
              ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]]:
-    """(batch, pooled features (B, D), outputs {task: (B, ...)}) per batch, everything on CPU.
+    """(batch, pooled features (B, D) or None, outputs {task: (B, ...)}) per batch, on CPU.
 
-    Features: every feature map of `model.encoder`, averaged over its pixels and concatenated.
+    Features: every feature map of `model.features` (`ProvidesFeatures`), averaged over its
+    pixels and concatenated; None for a model that provides no features.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -46,8 +58,11 @@ def _forward(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: in
         with torch.no_grad():
             for batch in iterate_batches(dataset, ids, batch_size):
                 images = batch["image"].to(device)
-                features = model.encoder(images)
-                pooled = torch.cat([f.mean(dim=(2, 3)) for f in features], dim=1)
+                if not has_features(model):
+                    yield batch, None, {name: out.cpu() for name, out in model(images).items()}
+                    continue
+                features = model.features(images)
+                pooled = torch.cat([_pool(f) for f in features], dim=1)
                 outputs = {name: out.cpu() for name, out in model.decode(features, images.shape[-2:]).items()}
                 yield batch, pooled.cpu(), outputs
     finally:
@@ -59,26 +74,28 @@ def instance_table(model: torch.nn.Module, dataset, ids: Sequence[int], batch_si
     """Per-instance scores and a 2-D map of the training instances, from one pass of the model.
 
     Args:
-        model: a MultiTaskNet (anything with `.encoder` returning feature maps and
-            `.decode(features, size)` returning {task: activated prediction}); left in the
-            mode it was given.
+        model: a `MultiTaskModel`; left in the mode it was given. The map needs its
+            encoder features (`ProvidesFeatures`); without them "x" and "y" are NaN.
         dataset: an MTLDataset (or subset) holding `ids`, with `.tasks` {name: TaskSpec}.
         ids: the instance ids to score, e.g. the training ids.
     Returns:
         table: one row per id, in the order of `ids`: "id", "x", "y", then for each task of
             `dataset.tasks` its per-image metrics and loss as "<task>:<metric>" (NaN where an
             image has no valid pixel; see `TaskSpec.per_image_metrics`).
-        projection: (N, 2) float64, the x and y columns: `pca_2d` of the pooled encoder features.
+        projection: (N, 2) float64, the x and y columns: `pca_2d` of the pooled encoder
+            features (NaN when the model provides none).
     """
     if not len(ids):
         raise ValueError("instance_table needs at least one instance id")
     features, scores = [], []
     for batch, pooled, outputs in _forward(model, dataset, ids, batch_size):
-        features.append(pooled.double().numpy())
+        features.append(np.full((len(batch["id"]), 2), np.nan) if pooled is None
+                        else pooled.double().numpy())
         scores.append({f"{name}:{metric}": values.double().numpy()
                        for name, spec in dataset.tasks.items()
                        for metric, values in spec.per_image_metrics(outputs[name], batch[name]).items()})
-    projection = pca_2d(np.concatenate(features))
+    features = np.concatenate(features)
+    projection = features if np.isnan(features).all() else pca_2d(features)
     table = pd.DataFrame({"id": np.asarray(ids, dtype=np.int64), "x": projection[:, 0],
                           "y": projection[:, 1]})
     metrics = pd.DataFrame({key: np.concatenate([s[key] for s in scores]) for key in scores[0]})

@@ -158,30 +158,39 @@ def config_dict(config: TrainConfig) -> dict[str, Any]:
 
 def train_checkpoint(source, architecture: Mapping[str, Any] | None, config: TrainConfig,
                      masked_pairs: MaskedPairs | None = None,
-                     progress: ProgressCallback | None = None, show_bar: bool = False):
-    """Build, train and evaluate a MultiTaskNet on a DataSource; returns (model, ModelCard).
+                     progress: ProgressCallback | None = None, show_bar: bool = False,
+                     backbone_weights: str | None = None):
+    """Build (through the architecture registry), train and evaluate a model on a DataSource;
+    returns (model, ModelCard).
 
+    backbone_weights: a local file of pretrained encoder weights (`load_backbone_weights`),
+    loaded before training and recorded in the card so the retrain oracle starts from it too.
     The card records the data source, the training recipe, the training instance ids, and
     per-task metrics on train and val plus those of the trivial (constant) predictor on val.
     """
     from core.checkpoints import ModelCard
-    from core.models import MultiTaskNet
+    from core.models import build_model, load_backbone_weights
     from core.models.constant import ConstantModel
 
     train_set, val_set = source.open("train"), source.open("val")
     seed_everything(config.seed)
-    model = MultiTaskNet(list(train_set.tasks.values()), architecture)
+    model = build_model(architecture, list(train_set.tasks.values()))
+    if backbone_weights:
+        load_backbone_weights(model, backbone_weights)
     start = time.perf_counter()
     history = train(model, train_set, config, masked_pairs, progress, show_bar)
     seconds = time.perf_counter() - start
     trivial = ConstantModel.fit(train_set)
+    recipe = {**config_dict(config), "data": source.to_dict(), "seconds": round(seconds, 1),
+              "final_losses": {k: v for k, v in history[-1].items() if k in train_set.tasks},
+              "masked_pairs": {t: sorted(ids) for t, ids in (masked_pairs or {}).items()}}
+    if backbone_weights:
+        recipe["backbone_weights"] = str(backbone_weights)
     card = ModelCard(
         benchmark=source.benchmark,
         tasks=[task.to_dict() for task in model.tasks.values()],
         architecture=dict(model.architecture),
-        training={**config_dict(config), "data": source.to_dict(), "seconds": round(seconds, 1),
-                  "final_losses": {k: v for k, v in history[-1].items() if k in train_set.tasks},
-                  "masked_pairs": {t: sorted(ids) for t, ids in (masked_pairs or {}).items()}},
+        training=recipe,
         train_ids=list(train_set.ids),
         metrics={"train": evaluate(model, train_set, device=config.device),
                  "val": evaluate(model, val_set, device=config.device),

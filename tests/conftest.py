@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from core.data.sources import DataSource
-from core.models import MultiTaskNet
+from core.models import MultiTaskModel, build_model
 
 torch.set_num_threads(2)
 
@@ -51,7 +51,7 @@ def indoor_data(indoor_source, use_cache):
 
 
 @pytest.fixture()
-def tiny_model(indoor_source, use_cache) -> MultiTaskNet:
+def tiny_model(indoor_source, use_cache) -> MultiTaskModel:
     torch.manual_seed(0)
     tasks = list(indoor_source.open("train").tasks.values())
-    return MultiTaskNet(tasks, {"backbone": "small_cnn", "width": 4}).eval()
+    return build_model({"name": "small_cnn", "args": {"width": 4}}, tasks).eval()

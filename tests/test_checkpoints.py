@@ -52,7 +52,7 @@ def test_truncated_weights_are_refused(tiny_model, tmp_path):
 def test_weights_that_do_not_match_the_card_are_named(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
-    card["architecture"]["width"] = 8
+    card["architecture"]["args"]["width"] = 8
     card["weights_sha256"] = ""
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="shape mismatches.*encoder"):
@@ -104,3 +104,39 @@ def test_checkpoint_paths_keep_dots_in_the_name(tmp_path):
         weights, card = checkpoint_paths(tmp_path / given)
         assert (weights.name, card.name) == ("indoor__r0.1__s1.safetensors", "indoor__r0.1__s1.json")
     assert checkpoint_paths("a/r0.01")[0] != checkpoint_paths("a/r0.1")[0]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("training", [1, 2], "'training' must be dict, got list"),
+    ("train_ids", "all", "'train_ids' must be list"),
+    ("train_ids", [1, "2"], "must list integer instance ids"),
+    ("tasks", [], "must list at least one task"),
+    ("architecture", "small_cnn", "'architecture' must be dict"),
+    ("architecture", {"name": 3}, "must have a string \"name\""),
+    ("architecture", {"name": "small_cnn", "args": [4]}, "args must be an object"),
+    ("parent", 7, "'parent' must be str or null"),
+])
+def test_foreign_card_fields_of_the_wrong_type_are_named(tiny_model, tmp_path, field, value, message):
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card[field] = value
+    path.with_suffix(".json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=message):
+        load_checkpoint(path)
+
+
+def test_a_card_without_training_data_needs_the_dataset_named(tiny_model, tmp_path, indoor_source,
+                                                               use_cache):
+    from core.data import DatasetError
+    from core.unlearning import UnlearningData
+
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["train_ids"] = []
+    path.with_suffix(".json").write_text(json.dumps(card))
+    _, card = load_checkpoint(path)
+    with pytest.raises(DatasetError, match="records no training data .*--data ROOT"):
+        UnlearningData.from_card(card)
+    data = UnlearningData.from_card(card, data_root=str(indoor_source.resolve()))
+    assert list(data.train.tasks) == list(tiny_model.tasks)
+    assert data.train_ids == list(data.train.ids)  # no train_ids in the card: the whole split

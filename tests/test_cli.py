@@ -7,7 +7,7 @@ from core.cli import build_parser, main
 def test_train_info_and_unlearn_round_trip(tmp_path, use_cache, capsys):
     out = tmp_path / "tiny"
     code = main(["train", "--benchmark", "synthetic-street", "--n-train", "12", "--n-val", "10",
-                 "--size", "32x32", "--width", "4", "--epochs", "1", "--batch-size", "4",
+                 "--size", "32x32", "--arg", "width=4", "--epochs", "1", "--batch-size", "4",
                  "--device", "cpu", "--out", str(out)])
     assert code == 0
     assert "val" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.models import MultiTaskNet
+from core.models import build_model
 from core.training import (
     TrainConfig,
     evaluate,
@@ -16,7 +16,7 @@ FAST = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "device": "cpu"}
 
 def _fresh(dataset, seed=0):
     seed_everything(seed)
-    return MultiTaskNet(list(dataset.tasks.values()), {"width": 4})
+    return build_model({"name": "small_cnn", "args": {"width": 4}}, list(dataset.tasks.values()))
 
 
 def test_pair_weights_zero_exactly_the_masked_pairs():
@@ -81,7 +81,8 @@ def test_evaluate_matches_the_task_accumulators(indoor_source, use_cache):
 
 
 def test_train_checkpoint_records_ids_metrics_and_data(indoor_source, use_cache):
-    model, card = train_checkpoint(indoor_source, {"width": 4}, TrainConfig(**FAST))
+    architecture = {"name": "small_cnn", "args": {"width": 4}}
+    model, card = train_checkpoint(indoor_source, architecture, TrainConfig(**FAST))
     assert card.train_ids == indoor_source.open("train").ids
     assert set(card.metrics) == {"train", "val", "trivial_val"}
     assert set(card.metrics["val"]) == set(model.tasks)

@@ -5,6 +5,7 @@ import streamlit as st
 from app.charts import attribution_figure
 from app.state import current_or_stop, run_picker
 from core.evaluation.explain import METHODS, explain_pair, takes_class, takes_region
+from core.models import explain_layer
 from core.visual import image_rgb
 
 st.title("Explain")
@@ -24,7 +25,11 @@ instance = left.number_input("Instance id", min_value=0, step=1, value=forget[0]
 task = right.selectbox("Task", loaded.tasks, index=loaded.tasks.index(run.request.tasks[0]),
                        key=f"explain_task_{run.id}")
 spec = loaded.model.tasks[task]
-method = left.selectbox("Method", list(METHODS), format_func=lambda name: name.replace("_", " ").title(),
+methods = list(METHODS) if explain_layer(loaded.model) is not None else ["integrated_gradients"]
+if len(methods) < len(METHODS):
+    st.caption("This model declares no layer for LayerGradCam (`explain_layer`, see "
+               "core/models/protocol.py): Integrated Gradients only.")
+method = left.selectbox("Method", methods, format_func=lambda name: name.replace("_", " ").title(),
                         key="explain_method")
 target_class = None
 if takes_class(spec):

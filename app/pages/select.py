@@ -18,7 +18,7 @@ def scored_instances(path: str, root: str, _model, _dataset, ids: tuple[int, ...
 st.title("Select")
 loaded = current_or_stop()
 train = loaded.data.train
-table = scored_instances(loaded.path, str(train.root), loaded.model, train, tuple(loaded.card.train_ids))
+table = scored_instances(loaded.path, str(train.root), loaded.model, train, tuple(loaded.data.train_ids))
 
 st.session_state["target_tasks"] = target_tasks(loaded)
 tasks = st.multiselect("Tasks to forget", loaded.tasks, key="target_tasks", persist_state="session")
@@ -27,6 +27,9 @@ st.markdown(f"**Partial-task unlearning:** forget {', '.join(tasks)}; keep {', '
             "images." if kept else f"**Full-task unlearning:** forget the instances on every task "
             f"({', '.join(tasks)}).")
 
+if table["x"].isna().all():
+    st.info("This model provides no encoder features (`features` / `decode`, see "
+            "core/models/protocol.py), so there is no instance map: pick rows of the table or type ids.")
 colour = st.selectbox("Colour by", [c for c in table.columns if c not in ("id", "x", "y")], key="colour")
 chart = st.plotly_chart(instance_scatter(table, colour, selection()), on_select="rerun", key="scatter",
                         selection_mode=("points", "box", "lasso"))

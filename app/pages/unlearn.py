@@ -28,7 +28,7 @@ if st.button("Preview interference", help="conflict analysis on the original mod
                "Below: the retain instances most aligned with and most opposed to the forget update.")
     st.dataframe(report.at_risk, width="stretch", hide_index=True)
 
-retain_share = len(request.retain_ids) / len(loaded.card.train_ids)
+retain_share = len(request.retain_ids) / len(loaded.data.train_ids)
 oracle_seconds = retain_share * float(loaded.card.training.get("seconds", 0))
 with st.form("config"):
     values = config_form(REGISTRY[method].config_class, key=method)

@@ -178,9 +178,9 @@ class Bench:
                 self.log(f"training the {benchmark} base model ({self.plan.epochs} epochs)")
                 source = self.plan.source(benchmark)
                 source.resolve()
-                model, card = train_checkpoint(source, {"backbone": "small_cnn", "width": self.plan.width},
-                                               TrainConfig(epochs=self.plan.epochs, seed=0),
-                                               show_bar=self.show_bars)
+                architecture = {"name": "small_cnn", "args": {"width": self.plan.width}}
+                recipe = TrainConfig(epochs=self.plan.epochs, seed=0)
+                model, card = train_checkpoint(source, architecture, recipe, show_bar=self.show_bars)
                 save_checkpoint(model, card, path)
             model, card = load_checkpoint(path)
             self._models[benchmark] = (model, card, UnlearningData.from_card(card))

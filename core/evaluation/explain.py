@@ -30,6 +30,7 @@ import torch
 from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam
 from torch import Tensor, nn
 
+from core.models import explain_layer
 from core.tasks import TaskSpec
 
 Region = tuple[int, int, int, int] | np.ndarray | Tensor | None
@@ -119,12 +120,12 @@ def _evaluating(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def gradcam_layer(model: nn.Module) -> nn.Module:
-    """The last shared block: the encoder's `body`, whose output feeds every head."""
-    body = getattr(getattr(model, "encoder", None), "body", None)
-    if not isinstance(body, nn.Module):
-        raise ValueError(f"{type(model).__name__} has no `encoder.body` block for LayerGradCam; "
-                         "use integrated_gradients or pass layer=")
-    return body
+    """The shared layer the model declares for LayerGradCam (`ProvidesExplainLayer`)."""
+    layer = explain_layer(model)
+    if layer is None:
+        raise ValueError(f"{type(model).__name__} declares no layer for LayerGradCam "
+                         "(explain_layer); use integrated_gradients or pass layer=")
+    return layer
 
 
 def integrated_gradients(forward: Callable[[Tensor], Tensor], model: nn.Module, image: Tensor,

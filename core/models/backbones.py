@@ -1,17 +1,12 @@
-"""Shared encoders. Each returns a list of feature maps, finest first, and declares their channels."""
+"""Shared encoders. Each returns a list of feature maps, finest first, and declares their channels
+in `out_channels`."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-
-def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+from core.models.heads import conv_bn_relu
 
 
 class SmallCNN(nn.Module):
@@ -37,26 +32,50 @@ class SmallCNN(nn.Module):
         return [fine, self.body(fine)]
 
 
-class ResNet18Encoder(nn.Module):
-    """torchvision ResNet-18 trunk (random init, nothing downloaded) up to layer3.
+RESNET_DEPTHS = (18, 34, 50)
 
-    Input (B, 3, H, W); outputs [(B, 64, H/4, W/4), (B, 256, H/16, W/16)].
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """Trade a ResNet stage's stride for dilation: every strided conv gets stride 1, every 3x3
+    conv dilation (and padding) `dilation`, so the stage keeps its input resolution."""
+    for module in layer.modules():
+        if isinstance(module, nn.Conv2d):
+            module.stride = (1, 1)
+            if module.kernel_size == (3, 3):
+                module.dilation = (dilation, dilation)
+                module.padding = (dilation, dilation)
+
+
+class ResNetTrunk(nn.Module):
+    """A torchvision ResNet without its classifier, dilated to output stride 8 or 16 (DeepLab).
+
+    Submodules keep torchvision's names (conv1, bn1, layer1..layer4), so a torchvision state dict
+    loads into it. Random init; nothing is downloaded (see `load_backbone_weights`).
+    Input (B, 3, H, W); outputs [(B, C1, H/4, W/4), (B, C4, H/os, W/os)] with C1, C4 = 64, 512
+    for depth 18 / 34 and 256, 2048 for depth 50.
     """
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, depth: int = 18, output_stride: int = 8, in_channels: int = 3):
         super().__init__()
-        from torchvision.models import resnet18
+        import torchvision.models as tvm
 
-        net = resnet18(weights=None)
-        if in_channels != 3:
-            net.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-        self.body = nn.Sequential(net.layer2, net.layer3)
-        self.out_channels = [64, 256]
+        if depth not in RESNET_DEPTHS:
+            raise ValueError(f"ResNet depth {depth!r} is not built in; accepted: {RESNET_DEPTHS}")
+        if output_stride not in (8, 16):
+            raise ValueError(f"output_stride {output_stride!r} is not accepted; choose 8 or 16")
+        net = getattr(tvm, f"resnet{depth}")(weights=None)
+        self.conv1 = (net.conv1 if in_channels == 3
+                      else nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False))
+        self.bn1, self.relu, self.maxpool = net.bn1, net.relu, net.maxpool
+        self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
+        if output_stride == 8:
+            _dilate(self.layer3, 2)
+            _dilate(self.layer4, 4)
+        else:
+            _dilate(self.layer4, 2)
+        expansion = 4 if depth == 50 else 1
+        self.out_channels = [64 * expansion, 512 * expansion]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        fine = self.stem(x)
-        return [fine, self.body(fine)]
-
-
-BACKBONES = {"small_cnn": SmallCNN, "resnet18": ResNet18Encoder}
+        fine = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        return [fine, self.layer4(self.layer3(self.layer2(fine)))]

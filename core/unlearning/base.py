@@ -125,26 +125,44 @@ class UnlearnResult:
 @dataclass
 class UnlearningData:
     """The data a method may use: the training set (F, K and R live there), the val split with
-    its calibration ids (unseen data a method may look at), and the original training recipe
-    (for the retrain oracle). Test ids are never handed to a method."""
+    its calibration ids (unseen data a method may look at), the model's training ids, and the
+    original training recipe (for the retrain oracle). Test ids are never handed to a method."""
 
     train: Any
     val: Any
     calibration_ids: list[int]
     architecture: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    train_ids: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.train_ids:
+            self.train_ids = list(getattr(self.train, "ids", ()))
 
     @classmethod
-    def from_card(cls, card, cache_dir=None) -> UnlearningData:
-        """Reopen the data a checkpoint was trained on, as its model card records it."""
-        from core.data import split_calibration_test
+    def from_card(cls, card, cache_dir=None, data_root: str | None = None) -> UnlearningData:
+        """Open the data of a checkpoint: the dataset folder `data_root` (.npy layout) when
+        given, else the data its model card records under training.data. The model's training
+        ids are the card's `train_ids`, or every id of the train split when the card lists none."""
+        from core.data import DatasetError, split_calibration_test
         from core.data.sources import DataSource
 
-        source = DataSource.from_dict(card.training["data"])
+        tasks = tuple(task["name"] for task in card.tasks)
+        if data_root:
+            source = DataSource.parse(str(data_root))
+            source = DataSource(benchmark=source.benchmark, root=source.root, tasks=tasks)
+        else:
+            source = card.data_source()
+            if source is None:
+                raise DatasetError(
+                    "the model card records no training data (training.data is missing): name "
+                    "the dataset folder in the .npy layout (CLI: --data ROOT; dashboard: the "
+                    "dataset folder field on the Model page)")
         val = source.open("val", cache_dir)
         return cls(train=source.open("train", cache_dir), val=val,
                    calibration_ids=split_calibration_test(val.ids)[0],
-                   architecture=dict(card.architecture), training=dict(card.training))
+                   architecture=dict(card.architecture), training=dict(card.training),
+                   train_ids=list(card.train_ids))
 
 
 class UnlearningContext:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.models import MultiTaskNet
+from core.models import build_model, load_backbone_weights
 from core.training import TrainConfig, seed_everything, train
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
 
@@ -38,7 +38,10 @@ class Retrain(Unlearner):
         recipe = self.recipe(ctx)
         self._epochs = recipe.epochs
         seed_everything(recipe.seed)
-        fresh = MultiTaskNet(list(ctx.tasks.values()), ctx.data.architecture or ctx.model.architecture)
+        fresh = build_model(ctx.data.architecture or ctx.model.architecture, list(ctx.tasks.values()))
+        backbone = ctx.data.training.get("backbone_weights")
+        if backbone:
+            load_backbone_weights(fresh, backbone)
 
         def on_epoch(epoch, total, losses):
             report(epoch, {}, losses)

@@ -62,14 +62,15 @@ def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
 
 def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
                 tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
-                out: str | Path | None, show_bar: bool = False):
-    """Validate and run a request on `model`; save the result to `out` when given.
+                out: str | Path | None, show_bar: bool = False, data_root: str | None = None):
+    """Validate and run a request on `model`; save the result to `out` when given. The data is
+    the card's, or the dataset folder `data_root`.
 
     Returns (UnlearnResult, weights path or None, before/after rows).
     """
     unlearner = get_unlearner(method, overrides)
-    request = ForgetRequest.build(instances, tasks, card.train_ids, list(model.tasks))
-    data = UnlearningData.from_card(card)
+    data = UnlearningData.from_card(card, data_root=data_root)
+    request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
     bar = tqdm(total=unlearner.total_steps() or None, desc=method, disable=not show_bar)
 
     def progress(event):

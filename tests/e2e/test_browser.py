@@ -2,7 +2,8 @@
 
 Starts `streamlit run app/main.py` on a free port, selects instances on the Select page, runs a
 few steps of grad_ascent on the Unlearn page, and checks the Interference page draws its charts;
-also the two paths AppTest cannot drive: a lasso on the instance map, and checkpoint upload.
+also the two paths AppTest cannot drive: a lasso on the instance map, and checkpoint upload; and
+a model of the user's own (examples/own_model), imported from a torch.save state dict.
 Screenshots go to test-artifacts/. Outside CI the test is skipped when Chromium or Playwright is
 missing; in CI (`CI` set) that is a failure, since .ci/run installs both.
 """
@@ -23,6 +24,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
+EXAMPLE = ROOT / "examples" / "own_model"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
          "--disable-background-networking", "--disable-component-update"]
 
@@ -53,7 +55,8 @@ def server():
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
          str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLE)})  # its plugin
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -227,3 +230,37 @@ def test_lasso_on_the_map_picks_instances(page):
     assert 0 < count < 800, count  # some of the map, not all of it
     assert page.get_by_text("Traceback").count() == 0
     page.screenshot(path=str(ARTIFACTS / "lasso.png"), full_page=True)
+
+
+def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
+    """examples/own_model's architecture, imported from a plain torch.save state dict, opens
+    from its path once its plugin module is named, and its instance map draws."""
+    import torch
+
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        from my_models import TwoScaleNet
+
+        from core.cli import main
+        from core.data import generate
+
+        data = generate("synthetic-street", tmp_path / "data", seed=0, n_train=16, n_val=12, size=(32, 32))
+        torch.save(TwoScaleNet({"segmentation": 7, "depth": 1}).state_dict(), tmp_path / "plain.pt")
+        assert main(["import", str(tmp_path / "plain.pt"), "--plugin", "my_models", "--arch",
+                     "two_scale_net", "--data", str(data), "--rename", "decoders.=heads.",
+                     "--out", str(tmp_path / "imported")]) == 0
+    finally:
+        sys.path.remove(str(EXAMPLE))
+    plugins = page.get_by_role("textbox", name="Plugin modules (comma-separated)")
+    plugins.fill("my_models")
+    plugins.press("Enter")
+    page.locator("[data-testid=stRadio] label").filter(has_text="Path on this machine").click()
+    path = page.get_by_role("textbox", name="Checkpoint (NAME, NAME.safetensors or NAME.json)")
+    path.fill(str(tmp_path / "imported"))
+    path.press("Enter")
+    page.get_by_text("two_scale_net (width=8) from plugin my_models").wait_for(timeout=120_000)
+    assert page.get_by_text("Traceback").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "imported-model.png"), full_page=True)
+    _goto(page, "Select")
+    page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Traceback").count() == 0

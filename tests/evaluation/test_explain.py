@@ -82,7 +82,7 @@ def test_bad_class_or_region_raises():
         attribute(LinearNet(), torch.rand(1, 3, 4, 4), DEPTH, "integrated_gradients", None, (3, 3, 2, 2))
     with pytest.raises(ValueError, match="accepted: integrated_gradients, layer_gradcam"):
         attribute(LinearNet(), torch.rand(1, 3, 4, 4), DEPTH, "saliency")
-    with pytest.raises(ValueError, match="encoder.body"):
+    with pytest.raises(ValueError, match="declares no layer for LayerGradCam"):
         attribute(LinearNet(), torch.rand(1, 3, 4, 4), DEPTH, "layer_gradcam")
 
 

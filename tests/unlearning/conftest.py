@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from core.data import split_calibration_test
-from core.models import MultiTaskNet
+from core.models import MultiTaskModel, build_model
 from core.requests import ForgetRequest
 from core.unlearning import UnlearningData
 
@@ -18,14 +18,14 @@ def street_data(data_cache, monkeypatch) -> UnlearningData:
     val = source.open("val")
     return UnlearningData(train=source.open("train"), val=val,
                           calibration_ids=split_calibration_test(val.ids)[0],
-                          architecture={"backbone": "small_cnn", "width": 4},
+                          architecture={"name": "small_cnn", "args": {"width": 4}},
                           training={"epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0})
 
 
 @pytest.fixture()
-def street_model(street_data) -> MultiTaskNet:
+def street_model(street_data) -> MultiTaskModel:
     torch.manual_seed(0)
-    return MultiTaskNet(list(street_data.train.tasks.values()), street_data.architecture).eval()
+    return build_model(street_data.architecture, list(street_data.train.tasks.values())).eval()
 
 
 @pytest.fixture(params=["full", "partial"])

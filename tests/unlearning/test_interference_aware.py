@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from core.models import MultiTaskNet
+from core.models import build_model
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
 from core.unlearning import UnlearningData, get_unlearner
@@ -43,7 +43,7 @@ def toy():
     val = ToyData(range(100, 106), seed=1)
     data = UnlearningData(train=ToyData(range(10), seed=0), val=val, calibration_ids=val.ids[:3])
     torch.manual_seed(0)
-    model = MultiTaskNet(list(ToyData.tasks.values()), {"backbone": "small_cnn", "width": 2}).eval()
+    model = build_model({"name": "small_cnn", "args": {"width": 2}}, list(ToyData.tasks.values())).eval()
     return model, data
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from core.models import MultiTaskNet
+from core.models import build_model
 from core.tasks import TaskSpec
 from core.unlearning.projections import (
     allocate_ranks,
@@ -148,7 +148,7 @@ def _toy_batch(n=3, size=16):
 
 def _toy_model():
     torch.manual_seed(0)
-    return MultiTaskNet(TASKS, {"backbone": "small_cnn", "width": 2}).eval()
+    return build_model({"name": "small_cnn", "args": {"width": 2}}, TASKS).eval()
 
 
 def test_backward_signals_and_im2col_inputs_rebuild_the_weight_gradient():

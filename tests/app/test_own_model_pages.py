@@ -1,0 +1,131 @@
+"""The dashboard on models it did not train: a plugin architecture imported from a plain state
+dict, a card that records no training data, and a model that declares no optional capability."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+from torch import nn
+
+from core.checkpoints import ModelCard, save_checkpoint
+from core.data import generate
+from core.importing import import_checkpoint
+from core.models import load_plugins, register_architecture
+from core.models.registry import unregister_architecture
+
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = str(ROOT / "app" / "main.py")
+SELECT = str(ROOT / "app" / "pages" / "select.py")
+EXAMPLE = ROOT / "examples" / "own_model"
+
+
+@pytest.fixture(scope="module")
+def street_root(tmp_path_factory):
+    return generate("synthetic-street", tmp_path_factory.mktemp("own-app") / "data", seed=0,
+                    n_train=16, n_val=12, size=(32, 32))
+
+
+@pytest.fixture(scope="module")
+def imported(street_root, tmp_path_factory):
+    sys.path.insert(0, str(EXAMPLE))
+    load_plugins(["my_models"])
+    from my_models import TwoScaleNet
+
+    folder = tmp_path_factory.mktemp("imported")
+    torch.save(TwoScaleNet({"segmentation": 7, "depth": 1}).state_dict(), folder / "plain.pt")
+    import_checkpoint(folder / "plain.pt", {"name": "two_scale_net"}, street_root,
+                      renames=[("decoders.", "heads.")], out=folder / "imported")
+    yield folder / "imported"
+    sys.path.remove(str(EXAMPLE))
+
+
+def _open(path, **state) -> AppTest:
+    app = AppTest.from_file(MAIN, default_timeout=180)
+    app.session_state["model_source"] = "Path on this machine"
+    app.session_state["model_typed_path"] = str(path)
+    for key, value in state.items():
+        app.session_state[key] = value
+    return app.run()
+
+
+def test_an_imported_plugin_model_opens_and_maps(imported):
+    app = _open(imported, plugins="my_models")
+    assert not app.exception and not app.error
+    assert any("two_scale_net (width=8) from plugin my_models" in b.value for b in app.markdown)
+    assert "val" in app.dataframe[0].value.columns
+    app.switch_page("pages/select.py").run()
+    assert not app.exception and len(app.dataframe[0].value) == 16
+    assert not app.info or "no encoder features" not in app.info[0].value
+
+
+def test_a_card_without_training_data_asks_for_the_folder(imported, street_root, tmp_path):
+    card = json.loads(imported.with_suffix(".json").read_text())
+    card["training"], card["train_ids"] = {}, []
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    (tmp_path / "m.safetensors").write_bytes(imported.with_suffix(".safetensors").read_bytes())
+    app = _open(tmp_path / "m", plugins="my_models")
+    assert not app.exception
+    assert "records no training data" in app.error[0].value and "dataset folder" in app.error[0].value
+    app.text_input(key="data_root").input(str(street_root)).run()
+    assert not app.exception and not app.error
+    assert any("Training instances:** 16" in b.value for b in app.markdown)
+
+
+def test_a_missing_plugin_is_named(imported, tmp_path):
+    for suffix in (".json", ".safetensors"):  # a path the dashboard has not cached yet
+        (tmp_path / f"m{suffix}").write_bytes(imported.with_suffix(suffix).read_bytes())
+    unregister_architecture("two_scale_net")
+    try:
+        app = _open(tmp_path / "m")
+        assert not app.exception
+        assert "plugin module 'my_models', which is not loaded" in app.error[0].value
+    finally:
+        import importlib
+
+        import my_models
+        importlib.reload(my_models)
+
+
+class BareNet(nn.Module):
+    """Only the contract: no features, no explain layer."""
+
+    def __init__(self, tasks):
+        super().__init__()
+        self.tasks = {t.name: t for t in tasks}
+        self.trunk = nn.Conv2d(3, 4, 3, padding=1)
+        self.heads = nn.ModuleDict({t.name: nn.Conv2d(4, t.channels, 1) for t in tasks})
+
+    def forward(self, x):
+        rep = self.trunk(x)
+        return {name: task.activate(self.heads[name](rep)) for name, task in self.tasks.items()}
+
+    def shared_parameters(self):
+        return self.trunk.parameters()
+
+    def task_parameters(self, task):
+        return self.heads[task].parameters()
+
+
+def test_a_model_without_features_gets_a_note_not_a_traceback(street_root, tmp_path):
+    from core.data.sources import DataSource
+    from core.models import build_model
+
+    register_architecture("bare_net")(lambda tasks: BareNet(tasks))
+    try:
+        source = DataSource.parse(str(street_root))
+        tasks = list(source.open("train").tasks.values())
+        model = build_model({"name": "bare_net"}, tasks)
+        card = ModelCard(benchmark="street", tasks=[], architecture={},
+                         training={"data": source.to_dict()}, train_ids=list(range(16)))
+        save_checkpoint(model, card, tmp_path / "bare")
+        app = AppTest.from_file(SELECT, default_timeout=180)
+        app.session_state["model_path"] = str(tmp_path / "bare")
+        app.run()
+        assert not app.exception
+        assert "no encoder features" in app.info[0].value
+        assert len(app.dataframe[0].value) == 16
+    finally:
+        unregister_architecture("bare_net")

@@ -1,0 +1,75 @@
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from core.checkpoints import CheckpointError, load_checkpoint
+from core.cli import main
+from core.importing import ImportMismatch, import_checkpoint, parse_train_ids, rename_keys
+from core.models import build_model
+
+SMALL = {"name": "small_cnn", "args": {"width": 4}}
+
+
+@pytest.fixture()
+def trained_elsewhere(indoor_source, use_cache, tmp_path):
+    """A state dict as DataParallel would save it (keys prefixed with "module.")."""
+    torch.manual_seed(1)
+    model = build_model(SMALL, list(indoor_source.open("train").tasks.values()))
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    torch.save(state, tmp_path / "elsewhere.pth")
+    return model, tmp_path / "elsewhere.pth", indoor_source.resolve()
+
+
+def test_import_round_trip_keeps_weights_and_evaluates(trained_elsewhere, tmp_path):
+    model, path, root = trained_elsewhere
+    (tmp_path / "ids.txt").write_text("0, 1 2\n3\n")
+    _, card, weights = import_checkpoint(path, SMALL, root, tmp_path / "ids.txt",
+                                         strip_prefix="module.", out=tmp_path / "imported")
+    loaded, card = load_checkpoint(weights)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    assert card.train_ids == [0, 1, 2, 3]
+    assert set(card.metrics) == {"train", "val"} and card.training["data"]["root"] == str(root)
+
+
+def test_every_mismatch_is_listed(trained_elsewhere):
+    _, path, root = trained_elsewhere
+    with pytest.raises(ImportMismatch) as caught:
+        import_checkpoint(path, {"name": "small_cnn", "args": {"width": 8}}, root, strip_prefix="module.")
+    problems = caught.value.problems
+    assert problems
+    assert all(p.startswith("shape of") for p in problems)
+    assert "--strip-prefix" in str(caught.value)
+    with pytest.raises(ImportMismatch, match="(?s)missing encoder.stem.0.0.weight.*unexpected module."):
+        import_checkpoint(path, SMALL, root)  # the prefix was not stripped
+
+
+def test_bad_train_ids_are_named(tmp_path):
+    (tmp_path / "ids.txt").write_text("1, x")
+    with pytest.raises(CheckpointError, match=r"\['x'\], which are not instance ids"):
+        parse_train_ids(tmp_path / "ids.txt", [0, 1])
+    (tmp_path / "ids.txt").write_text("1, 9")
+    with pytest.raises(CheckpointError, match=r"ids \[9\] that are not in the train split"):
+        parse_train_ids(tmp_path / "ids.txt", [0, 1])
+    with pytest.raises(CheckpointError, match="give 'all' or a file"):
+        parse_train_ids("some", [0])
+    assert parse_train_ids("all", [4, 5]) == [4, 5]
+
+
+def test_rename_keys_replaces_the_first_matching_prefix():
+    state = {"decoders.depth.w": 1, "encoder.w": 2}
+    assert rename_keys(state, [("decoders.", "heads.")]) == {"heads.depth.w": 1, "encoder.w": 2}
+
+
+def test_cli_import_reports_mismatches_as_a_message(trained_elsewhere, tmp_path, capsys):
+    _, path, root = trained_elsewhere
+    safetensors_path = tmp_path / "plain.safetensors"
+    save_file({"x": torch.ones(1)}, str(safetensors_path))
+    code = main(["import", str(safetensors_path), "--arch", "small_cnn", "--arg", "width=4",
+                 "--data", str(root), "--out", str(tmp_path / "o")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unexpected x (1,)" in err and "missing encoder" in err
+    assert not (tmp_path / "o.json").exists()
+    code = main(["import", str(path), "--arch", "small_cnn", "--arg", "width=4", "--data", str(root),
+                 "--strip-prefix", "module.", "--out", str(tmp_path / "o")])
+    assert code == 0 and "imported" in capsys.readouterr().out
