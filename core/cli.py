@@ -18,9 +18,15 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _benchmarks() -> list[str]:
+    from core.data.synthetic import BENCHMARKS
+
+    return list(BENCHMARKS)
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--benchmark", required=True,
-                        help="synthetic-indoor, synthetic-street, or a folder in the .npy layout")
+                        help=f"{', '.join(_benchmarks())}, or a folder in the .npy layout")
     parser.add_argument("--data-seed", type=int, default=0, help="synthetic generator seed")
     parser.add_argument("--n-train", type=int, default=800)
     parser.add_argument("--n-val", type=int, default=600)
@@ -253,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(func=cmd_import)
 
     generate = command("generate", help="write a synthetic benchmark to a folder")
-    generate.add_argument("name", help="synthetic-indoor or synthetic-street")
+    generate.add_argument("name", help=", ".join(_benchmarks()))
     generate.add_argument("out")
     generate.add_argument("--data-seed", type=int, default=0)
     generate.add_argument("--n-train", type=int, default=800)

@@ -43,3 +43,19 @@ def test_bench_rejects_a_bad_plan(args, message, capsys, tmp_path):
     assert main(["bench", "--out", str(tmp_path / "b"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
+
+
+def test_the_five_task_context_benchmark_trains_and_unlearns(tmp_path, use_cache, capsys):
+    out = tmp_path / "context"
+    assert main(["train", "--benchmark", "synthetic-context", "--n-train", "12", "--n-val", "10",
+                 "--size", "32x32", "--arg", "width=4", "--epochs", "1", "--batch-size", "4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    card = read_card(out)
+    kinds = {t["kind"] for t in card.tasks}
+    assert {"segmentation", "parts", "saliency", "edges", "normal"} <= kinds and len(card.tasks) == 5
+    saliency = next(t["name"] for t in card.tasks if t["kind"] == "saliency")
+    ids = ",".join(str(i) for i in card.train_ids[:2])
+    assert main(["unlearn", "--model", str(out), "--instances", ids, "--tasks", saliency,
+                 "--method", "interference_aware", "--set", "steps=2", "--device", "cpu",
+                 "--out", str(tmp_path / "forgot")]) == 0
+    assert "partial-task" in capsys.readouterr().out

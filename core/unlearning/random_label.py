@@ -14,30 +14,13 @@ their heads never see a random target.
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
-from core.tasks import TaskSpec, get_kind, list_kinds
+from core.tasks import TaskSpec
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
-
-
-class _ClassKinds(Container):
-    """The names of the registered kinds whose channels are classes, read when asked (so kinds
-    registered later count): `kind in CLASS_KINDS`, `tuple(CLASS_KINDS)`."""
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in list_kinds() and get_kind(kind).has_classes
-
-    def __iter__(self):
-        return iter([kind for kind in list_kinds() if get_kind(kind).has_classes])
-
-    def __repr__(self) -> str:
-        return repr(tuple(self))
-
-
-CLASS_KINDS = _ClassKinds()
 
 
 def random_targets(batch: Mapping[str, torch.Tensor], tasks: Mapping[str, TaskSpec],

@@ -26,7 +26,6 @@ import torch
 
 from core.tasks import TaskSpec
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
-from core.unlearning.random_label import CLASS_KINDS
 
 
 def divergence(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
@@ -35,7 +34,7 @@ def divergence(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, tar
 
     student, teacher: activated predictions (B, C, ...); target: the labels, only for the mask.
     """
-    if spec.kind in CLASS_KINDS:
+    if spec.has_classes:
         log_s = (student.float() / temperature).log_softmax(1)
         log_t = (teacher.float() / temperature).log_softmax(1)
         values = (log_t.exp() * (log_t - log_s)).sum(1) * temperature ** 2
