@@ -76,7 +76,14 @@ from dataclasses import dataclass
 import torch
 
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
-from core.unlearning.gradients import gradients, per_sample_grads, set_grads
+from core.unlearning.gradients import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    budget_chunk,
+    gradients,
+    per_sample_grads,
+    saved_bytes,
+    set_grads,
+)
 from core.unlearning.projections import orthogonalize
 from core.unlearning.subspaces import (
     layer_subspaces,
@@ -118,16 +125,27 @@ class InterferenceAwareConfig(UnlearnConfig):
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
     project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
                               choices=(True, False))
+    memory_budget_mb: float = knob(DEFAULT_MEMORY_BUDGET_MB, 64.0, 1e7, "MB the per-sample "
+                                   "gradients, the TGP passes and the calibration forwards may "
+                                   "each take; they run in chunks of samples to stay inside")
 
 
-@torch.no_grad()
-def calibration_losses(ctx, batch, model) -> dict[str, torch.Tensor]:
+def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                       ) -> dict[str, torch.Tensor]:
     """`model`'s per-instance loss of each target task on a calibration batch, sorted
-    ascending: {task: (N,)}."""
-    with ctx.autocast():
-        outputs = model(batch["image"])
-    return {t: spec.per_sample_loss(outputs[t], batch[t]).float().sort().values
-            for t, spec in ctx.target_tasks.items()}
+    ascending: {task: (N,)}. No-grad forwards in chunks of images within `memory_budget_mb`
+    (an image counted at what autograd would save for it, an upper bound without a graph)."""
+    images = batch["image"]
+    chunk = budget_chunk(memory_budget_mb, saved_bytes(model, images[:1]), total=len(images))
+    parts = {t: [] for t in ctx.target_tasks}
+    with torch.no_grad():
+        for start in range(0, len(images), chunk):
+            rows = slice(start, start + chunk)
+            with ctx.autocast():
+                outputs = model(images[rows])
+            for t, spec in ctx.target_tasks.items():
+                parts[t].append(spec.per_sample_loss(outputs[t], batch[t][rows]).float())
+    return {t: torch.cat(losses).sort().values for t, losses in parts.items()}
 
 
 def instance_targets(losses: torch.Tensor, calibration: torch.Tensor, match: str) -> torch.Tensor:
@@ -180,7 +198,8 @@ class InterferenceAware(Unlearner):
         cfg = self.config
         self._stopped_at = 0
         unseen = ctx.calibration_batch(cfg.calibration_batch)
-        calibration = original = calibration_losses(ctx, unseen, ctx.original)
+        calibration = original = calibration_losses(ctx, unseen, ctx.original,
+                                                    cfg.memory_budget_mb)
         model = ctx.model
         params = dict(model.named_parameters())
         layers = layers_of(model, shared_names(model))
@@ -195,13 +214,14 @@ class InterferenceAware(Unlearner):
                              for suffix, _ in layers[layer].named_parameters(recurse=False)}
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
             if cfg.track and step > 1:
-                calibration = calibration_losses(ctx, unseen, model)
+                calibration = calibration_losses(ctx, unseen, model, cfg.memory_budget_mb)
             forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
             means = {t: loss.mean() for t, loss in forget_losses.items()}
             # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
             # mode), their span is what IGO removes; the same pass gives the retain losses
             samples, retain_parts = per_sample_grads(model, retain, sample_task_losses(ctx.tasks),
-                                                     has_aux=True)
+                                                     has_aux=True,
+                                                     memory_budget_mb=cfg.memory_budget_mb)
             retain_losses = {t: part.mean() for t, part in retain_parts.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
@@ -275,7 +295,7 @@ class InterferenceAware(Unlearner):
         if ctx.kept_tasks:
             groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
         return layer_subspaces(ctx.model, layers, groups, cfg.eps_in, cfg.eps_out, budget,
-                               cfg.max_rows, generator)
+                               cfg.max_rows, generator, cfg.memory_budget_mb)
 
     def forget_direction(self, ctx, forget_losses, signs, samples, subspaces, layers):
         """TGP(IGO(grad sum_t mean_i sign_t,i * l_t,i)), l_t,i the forget loss of task t on

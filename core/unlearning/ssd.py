@@ -8,8 +8,10 @@ fairly; the reference code squares per-batch gradients instead):
 - retain importance I_R: every task's loss on `steps` random retain batches, plus (partial mode)
   the kept tasks' losses on the forget instances, which are kept data. The paper uses the whole
   training set here; we use only what must stay, as the request defines it.
-Every weight with I_F > alpha * I_R is multiplied by min(lambda * I_R / I_F, 1); the others are
-left bitwise untouched. Kept-task heads have I_F = 0, so they are never dampened.
+The per-sample gradients are computed in chunks of samples within `memory_budget_mb` and
+squared and summed as they come. Every weight with I_F > alpha * I_R is multiplied by
+min(lambda * I_R / I_F, 1); the others are left bitwise untouched. Kept-task heads have
+I_F = 0, so they are never dampened.
 """
 
 from __future__ import annotations
@@ -21,39 +23,48 @@ import torch
 
 from core.tasks import TaskSpec
 from core.unlearning.base import UnlearnConfig, Unlearner, UnlearningContext, knob, register
-from core.unlearning.gradients import Grads, per_sample_grads
+from core.unlearning.gradients import DEFAULT_MEMORY_BUDGET_MB, Grads, per_sample_grad_chunks
 
 
 def squared_grads(ctx: UnlearningContext, batch: Mapping[str, torch.Tensor],
-                  tasks: Mapping[str, TaskSpec]) -> Grads:
+                  tasks: Mapping[str, TaskSpec],
+                  memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> Grads:
     """Sum over the samples of `batch` of the squared per-sample gradient of the tasks' summed
-    loss: {name: parameter.shape}."""
+    loss: {name: parameter.shape}. The per-sample gradients come in chunks of samples sized to
+    `memory_budget_mb` and are squared and summed as they come, so they are never all held."""
 
     def sample_loss(outputs, sample):
         return sum(spec.per_sample_loss(outputs[name], sample[name]).sum()
                    for name, spec in tasks.items())
 
+    total: Grads = {}
     with ctx.autocast():
-        grads = per_sample_grads(ctx.model, batch, sample_loss)
-    return {name: g.float().pow(2).sum(0) for name, g in grads.items()}
+        for _, grads in per_sample_grad_chunks(ctx.model, batch, sample_loss,
+                                               memory_budget_mb=memory_budget_mb):
+            for name, g in grads.items():
+                square = g.float().pow(2).sum(0)
+                total[name] = total[name] + square if name in total else square
+            del grads
+    return total
 
 
-def importances(ctx: UnlearningContext, retain_batches: int) -> tuple[Grads, Grads]:
+def importances(ctx: UnlearningContext, retain_batches: int,
+                memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> tuple[Grads, Grads]:
     """(forget importance, retain importance), each {name: parameter.shape}."""
     forget = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in ctx.model.named_parameters()}
     retain = {n: torch.zeros_like(t) for n, t in forget.items()}
     ids, retain_count = list(ctx.request.instances), 0
     for start in range(0, len(ids), ctx.config.forget_batch):
         batch = ctx.batch(ctx.data.train, ids[start:start + ctx.config.forget_batch])
-        for name, g2 in squared_grads(ctx, batch, ctx.target_tasks).items():
+        for name, g2 in squared_grads(ctx, batch, ctx.target_tasks, memory_budget_mb).items():
             forget[name] += g2
         if ctx.kept_tasks:
-            for name, g2 in squared_grads(ctx, batch, ctx.kept_tasks).items():
+            for name, g2 in squared_grads(ctx, batch, ctx.kept_tasks, memory_budget_mb).items():
                 retain[name] += g2
             retain_count += len(batch["image"])
     for _ in range(retain_batches):
         batch = ctx.retain_batch()
-        for name, g2 in squared_grads(ctx, batch, ctx.tasks).items():
+        for name, g2 in squared_grads(ctx, batch, ctx.tasks, memory_budget_mb).items():
             retain[name] += g2
         retain_count += len(batch["image"])
     return ({n: t / len(ids) for n, t in forget.items()},
@@ -82,6 +93,9 @@ class SSDConfig(UnlearnConfig):
                                         "alpha x retain importance")
     dampening: float = knob(1.0, 0.0, 1e6, "lambda: selected weights are scaled by "
                                            "min(lambda x retain / forget importance, 1)")
+    memory_budget_mb: float = knob(DEFAULT_MEMORY_BUDGET_MB, 64.0, 1e7, "MB the per-sample "
+                                   "gradients may take; they come in chunks of samples and are "
+                                   "squared and summed chunk by chunk")
 
 
 @register
@@ -94,7 +108,7 @@ class SSD(Unlearner):
         return 1
 
     def unlearn(self, ctx, report):
-        forget_imp, retain_imp = importances(ctx, self.config.steps)
+        forget_imp, retain_imp = importances(ctx, self.config.steps, self.config.memory_budget_mb)
         selected = dampen(dict(ctx.model.named_parameters()), forget_imp, retain_imp,
                           self.config.alpha, self.config.dampening)
         with torch.no_grad(), ctx.autocast():

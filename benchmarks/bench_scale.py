@@ -1,0 +1,281 @@
+"""The unlearning engine at scale: each method family's cost per step against the floor, peak
+memory, interference_aware's subspace memory and set-up, and whether the memory budget holds.
+
+    python benchmarks/bench_scale.py [--quick] [--models small_cnn,resnet18,resnet50]
+        [--sizes 64x64,128x128,288x384] [--threads 2] [--memory-budget-mb 4096] [--no-retrain]
+
+The floor is one batched forward + backward of the same model on the same batch (every task's
+loss, BatchNorm in eval mode, as during unlearning). Each configuration (model, size, method)
+runs in a subprocess of its own, so its peak memory is its own: on CUDA torch's
+max_memory_allocated, on CPU the growth of the process's peak resident set (ru_maxrss) over the
+model and data it starts with. Data are random tensors of the NYUv2 layout (13-class
+segmentation, depth, normals); timings do not depend on the values.
+
+Methods, by family: grad_ascent (first order), interference_aware (per-sample gradients for IGO,
+TGP bases), gpm and orthograd (projection), ssd (per-sample importances), scrub (teacher-student).
+A "per_sample" row times the per-sample gradients of a retain batch alone; "ssd" and
+"per_sample" rows report whether their chunked computation stayed within the memory budget.
+Batches shrink with the image (16 at 64x64 and 128x128, 4 at 288x384; --quick halves them and
+takes fewer steps); interference_aware's subspace and calibration batches keep the defaults'
+ratios to the retain batch (2x and 4x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from core.device import describe_device, select_device
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+from core.unlearning import UnlearningData, get_unlearner
+
+TASKS = [TaskSpec("segmentation", "segmentation", 13), TaskSpec("depth", "depth", 1),
+         TaskSpec("normal", "normal", 3)]
+MODELS = {"small_cnn": {"name": "small_cnn", "args": {"width": 16}},
+          "resnet18": {"name": "resnet18", "args": {"output_stride": 8}},
+          "resnet50": {"name": "resnet50", "args": {"output_stride": 8}}}
+SIZES = {"64x64": (64, 64), "128x128": (128, 128), "288x384": (288, 384)}
+METHODS = ["grad_ascent", "interference_aware", "per_sample", "gpm", "orthograd", "ssd", "scrub"]
+FAMILY = {"grad_ascent": "first order", "interference_aware": "per-sample + TGP (ours)",
+          "per_sample": "per-sample gradients", "gpm": "projection", "orthograd": "projection",
+          "ssd": "importances", "scrub": "teacher-student"}
+BUDGETED = {"interference_aware", "per_sample", "ssd"}
+
+
+class RandomScenes:
+    """An in-memory stand-in for a dataset: `.ids`, `.tasks`, `.batch(ids)`; each instance's
+    tensors are drawn from a generator seeded by its id, so a batch is the same every time."""
+
+    def __init__(self, ids, size: tuple[int, int]):
+        self.ids, self.size = list(ids), size
+        self.tasks = {task.name: task for task in TASKS}
+
+    def one(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(int(i))
+        h, w = self.size
+        labels = torch.randint(-1, 13, (h, w), generator=g)
+        normal = torch.nn.functional.normalize(torch.randn(3, h, w, generator=g), dim=0)
+        return {"image": torch.rand(3, h, w, generator=g), "segmentation": labels,
+                "depth": torch.rand(1, h, w, generator=g) * 5, "normal": normal}
+
+    def batch(self, ids) -> dict[str, torch.Tensor]:
+        items = [self.one(i) for i in ids]
+        return {"id": torch.tensor(list(ids)),
+                **{key: torch.stack([item[key] for item in items]) for key in items[0]}}
+
+
+def build(model_name: str) -> torch.nn.Module:
+    """A model from the architecture registry, or (before it exists) the MultiTaskNet fallback."""
+    spec = MODELS[model_name]
+    try:
+        from core.models import build_model
+    except ImportError:
+        from core.models import MultiTaskNet
+
+        arch = {"backbone": spec["name"], **({"width": 16} if spec["name"] == "small_cnn" else {})}
+        return MultiTaskNet(TASKS, arch)
+    return build_model(spec, TASKS)
+
+
+def rss_mb() -> float:
+    """Peak resident set of this process so far, MB (Linux reports KB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Peak:
+    """Peak memory of a block over what was allocated at its start, MB."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated() / 2**20
+        else:
+            self.start = current_rss_mb()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.mb = torch.cuda.max_memory_allocated() / 2**20 - self.start
+        else:
+            self.mb = rss_mb() - self.start
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def floor_seconds(model, batch, device, repeats: int) -> float:
+    """Fastest of `repeats` batched forward + backward passes of every task's loss."""
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    times = []
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        out = model(batch["image"])
+        sum(task.loss(out[task.name], batch[task.name]) for task in TASKS).backward()
+        sync(device)
+        times.append(time.perf_counter() - start)
+        model.zero_grad(set_to_none=True)
+    return min(times[1:])
+
+
+def plan(quick: bool, size: str) -> dict:
+    batch = 4 if size == "288x384" else 16
+    if quick:
+        batch = max(2, batch // 2)
+    return {"batch": batch, "steps": 3 if quick else 4}
+
+
+def method_config(method: str, batch: int, steps: int, budget: float) -> dict:
+    common = {"steps": steps, "retain_batch": batch, "forget_batch": batch, "device": "auto",
+              "lr": 1e-4}
+    extra = {"interference_aware": {"subspace_batch": 2 * batch, "calibration_batch": 4 * batch,
+                                    "memory_budget_mb": budget},
+             "gpm": {"subspace_batch": 2 * batch},
+             "ssd": {"steps": 1, "memory_budget_mb": budget}}
+    return {**common, **extra.get(method, {})}
+
+
+def child(job: dict) -> dict:
+    """One configuration, in this process: build, run, time, measure."""
+    torch.set_num_threads(job["threads"])
+    torch.manual_seed(0)
+    device = select_device("auto")
+    model = build(job["model"]).eval()
+    h, w = SIZES[job["size"]]
+    batch_size, steps = job["batch"], job["steps"]
+    n = max(8 * batch_size, 64)
+    train, val = RandomScenes(range(n), (h, w)), RandomScenes(range(10_000, 10_000 + n), (h, w))
+    data = UnlearningData(train=train, val=val, calibration_ids=val.ids)
+    request = ForgetRequest.build(train.ids[:batch_size], None, train.ids, [t.name for t in TASKS])
+    retain = {k: v.to(device) for k, v in train.batch(train.ids[batch_size:2 * batch_size]).items()}
+    params = sum(p.numel() for p in model.parameters())
+    out = {**job, "device": describe_device(device), "params_m": params / 1e6}
+    method = job["method"]
+    if method == "floor":
+        model.to(device)
+        with Peak(device) as peak:
+            out["floor_s"] = floor_seconds(model, retain, device, 1)
+        out["peak_mb"] = peak.mb
+        return out
+    if method == "per_sample":
+        from core.unlearning.gradients import per_sample_grads
+        from core.unlearning.subspaces import sample_task_losses
+
+        model.to(device)
+        times = []
+        with Peak(device) as peak:
+            for _ in range(2):
+                sync(device)
+                start = time.perf_counter()
+                grads, _ = per_sample_grads(model, retain, sample_task_losses(train.tasks),
+                                            has_aux=True, memory_budget_mb=job["budget"])
+                sync(device)
+                times.append(time.perf_counter() - start)
+                del grads
+        out.update(step_s=min(times), peak_mb=peak.mb)
+    else:
+        config = method_config(method, batch_size, steps, job["budget"])
+        stamps = []
+        with Peak(device) as peak:
+            result = get_unlearner(method, config).run(
+                model, request, data, progress=lambda event: stamps.append(time.perf_counter()))
+        gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+        step = statistics.median(gaps) if gaps else result.seconds
+        out.update(step_s=step, peak_mb=peak.mb,
+                   setup_s=max(result.seconds - (stamps[-1] - stamps[0]) - step, 0.0))
+        extras = result.extras
+        if "subspace_bytes" in extras:
+            out["subspace_share"] = extras["subspace_bytes"] / (4 * params)
+    model.to(device)
+    out["floor_s"] = floor_seconds(model, retain, device, 2)
+    return out
+
+
+def run_child(job: dict) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"])}
+    done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], env=env,
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        return {**job, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | size | batch | method (family) | step / floor | set-up / floor | "
+             "peak MB | budget held | subspaces / model | floor s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['method']} | "
+                         f"error: {r['error'][:60]} | | | | | |")
+            continue
+        floor = r["floor_s"]
+        held = ("yes" if r["peak_mb"] <= r["budget"] else "no") if r["method"] in BUDGETED else "-"
+        if r["method"] == "interference_aware":
+            held = "-"
+        setup = r.get("setup_s")
+        lines.append(
+            f"| {r['model']} ({r['params_m']:.1f} M) | {r['size']} | {r['batch']} | "
+            f"{r['method']} ({FAMILY[r['method']]}) | {fmt(r['step_s'] / floor)} | "
+            f"{fmt(None if setup is None else setup / floor, '.1f')} | {fmt(r['peak_mb'], '.0f')} | "
+            f"{held} | {fmt(r.get('subspace_share'), '.1%')} | {floor:.3f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--sizes", default=",".join(SIZES))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--memory-budget-mb", type=float, default=4096)
+    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer steps")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+    torch.set_num_threads(args.threads)
+    print(f"device: {describe_device(select_device('auto'))}, torch {torch.__version__}, "
+          f"budget {args.memory_budget_mb:.0f} MB{', quick' if args.quick else ''}", flush=True)
+    rows = []
+    for model in args.models.split(","):
+        for size in args.sizes.split(","):
+            for method in args.methods.split(","):
+                job = {"model": model, "size": size, "method": method, "threads": args.threads,
+                       "budget": args.memory_budget_mb, **plan(args.quick, size)}
+                rows.append(run_child(job))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print()
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
