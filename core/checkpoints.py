@@ -6,13 +6,20 @@ it was trained on (benchmark, seed, training instance ids), how good it is (per-
 train and val), which library versions made it, and, for unlearned models, the request and the
 parent checkpoint. The card carries the SHA-256 of the weights so a swapped or truncated file is
 caught before use.
+
+Writes are atomic: each file goes to a temporary name in the same folder, is flushed, fsynced and
+renamed, and the card (with the weights' hash) comes last, so a weights file without its card is
+never taken for a checkpoint. Writers to one folder take turns (an advisory lock on the folder).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import platform
+import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +33,8 @@ from core.models import ArchitectureError, MultiTaskModel, build_model, normalis
 from core.tasks import TaskSpec, UnknownTaskKind
 
 CARD_VERSION = 1
+MAX_CARD_BYTES = 32 * 2**20
+"""A model card larger than this is refused before it is parsed."""
 SAMPLE_MODELS_DIR = Path(__file__).resolve().parent.parent / "sample_models"
 
 
@@ -129,21 +138,102 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path) -> Path:
-    """Write NAME.safetensors and NAME.json; fills the card's versions, date and weights hash.
+@contextlib.contextmanager
+def _folder_lock(folder: Path):
+    """An exclusive advisory lock on `folder` (released when the process dies); none where the
+    platform has no fcntl."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    handle = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)
 
-    Returns the weights path.
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    handle = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
+                    if_exists: str = "overwrite") -> Path:
+    """Write NAME.safetensors and NAME.json atomically; fills the card's versions, date and
+    weights hash. Returns the weights path actually written.
+
+    if_exists: what to do when NAME already holds a checkpoint (perhaps written by another run
+    since this one started): "overwrite" it, write "beside" it under NAME-<date>-<random>, or
+    "refuse" (CheckpointError). Overwriting removes the old card first, so a run killed midway
+    leaves no card that does not match its weights.
     """
+    if if_exists not in ("overwrite", "beside", "refuse"):
+        raise ValueError(f"if_exists={if_exists!r}; accepted: overwrite, beside, refuse")
     weights, card_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
-    save_file(state, str(weights))
     card.versions = library_versions()
     card.created = card.created or datetime.now(timezone.utc).isoformat(timespec="seconds")
     card.architecture = dict(model.architecture)
     card.tasks = [task.to_dict() for task in model.tasks.values()]
-    card.weights_sha256 = _sha256(weights)
-    card_path.write_text(card.to_json() + "\n")
+    weights_tmp, card_tmp = _temporary(weights), _temporary(card_path)
+    try:
+        save_file(state, str(weights_tmp))
+        _fsync(weights_tmp)
+        card.weights_sha256 = _sha256(weights_tmp)
+        card_tmp.write_text(card.to_json() + "\n")
+        _fsync(card_tmp)
+        with _folder_lock(weights.parent):
+            if card_path.exists() or weights.exists():
+                if if_exists == "refuse":
+                    raise CheckpointError(f"{card_path} already exists; choose another output name")
+                if if_exists == "beside":
+                    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+                    base = card_path.with_suffix("")
+                    weights, card_path = checkpoint_paths(
+                        base.with_name(f"{base.name}-{stamp}-{secrets.token_hex(3)}"))
+                else:
+                    card_path.unlink(missing_ok=True)
+            os.replace(weights_tmp, weights)
+            os.replace(card_tmp, card_path)
+            _fsync(weights.parent)
+    finally:
+        weights_tmp.unlink(missing_ok=True)
+        card_tmp.unlink(missing_ok=True)
+    return weights
+
+
+def check_weights(path: str | Path, card: ModelCard | None = None) -> Path:
+    """The weights file of a checkpoint, after checking that it exists, matches its card's
+    SHA-256 and is readable safetensors (the tensors are not loaded). Raises CheckpointError."""
+    weights, card_path = checkpoint_paths(path)
+    card = card or read_card(card_path)
+    if not weights.is_file():
+        raise CheckpointError(f"weights file {weights} not found")
+    if not card.weights_sha256:
+        raise CheckpointError(f"model card {card_path} has no weights_sha256, so its weights "
+                              "cannot be checked; save the checkpoint again with mtu")
+    if _sha256(weights) != card.weights_sha256:
+        raise CheckpointError(f"weights file {weights} does not match its card "
+                              "(SHA-256 differs): truncated, altered, or from another checkpoint")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"weights file {weights} is truncated or not safetensors: {error}") from error
     return weights
 
 
@@ -152,6 +242,10 @@ def read_card(path: str | Path) -> ModelCard:
     _, card_path = checkpoint_paths(path)
     if not card_path.is_file():
         raise CheckpointError(f"model card {card_path} not found")
+    size = card_path.stat().st_size
+    if size > MAX_CARD_BYTES:
+        raise CheckpointError(f"model card {card_path} is {size / 2**20:.0f} MB; a card is at most "
+                              f"{MAX_CARD_BYTES / 2**20:.0f} MB")
     try:
         data = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -184,21 +278,35 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
     """
     weights, card_path = checkpoint_paths(path)
     card = read_card(card_path)
-    if not weights.is_file():
-        raise CheckpointError(f"weights file {weights} not found")
-    if card.weights_sha256 and _sha256(weights) != card.weights_sha256:
-        raise CheckpointError(f"weights file {weights} does not match its card "
-                              "(SHA-256 differs): truncated, altered, or from another checkpoint")
+    check_weights(weights, card)
     try:
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"weights file {weights} is truncated or not safetensors: {error}") from error
+    bad = [key for key, value in state.items()
+           if value.is_floating_point() and not bool(value.isfinite().all())]
+    if bad:
+        raise CheckpointError(f"weights file {weights} holds NaN or Inf in {bad[:5]}: a diverged "
+                              "model is not loaded")
     try:
+        try:  # the card's shapes, compared before any memory is allocated for them
+            with torch.device("meta"):
+                _compare_shapes(build_model(card.architecture, card.task_specs()), state, weights)
+        except (NotImplementedError, RuntimeError):  # a builder that cannot run on "meta"
+            pass
         model = build_model(card.architecture, card.task_specs())
+        _compare_shapes(model, state, weights)
+    except CheckpointError:
+        raise
     except ArchitectureError as error:
         raise CheckpointError(f"model card {card_path}: {error}") from error
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"model card {card_path} describes no buildable model: {error}") from error
+    model.load_state_dict(state)
+    return model.to(device).eval(), card
+
+
+def _compare_shapes(model: torch.nn.Module, state: dict[str, torch.Tensor], weights: Path) -> None:
     expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
     found = {key: tuple(value.shape) for key, value in state.items()}
     if expected != found:
@@ -208,8 +316,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu"
                   for key in sorted(set(expected) & set(found)) if expected[key] != found[key]][:5]
         raise CheckpointError(f"weights {weights} do not match the model in its card: "
                               f"missing {missing}, unexpected {extra}, shape mismatches {shapes}")
-    model.load_state_dict(state)
-    return model.to(device).eval(), card
 
 
 def sample_model_path(benchmark: str) -> Path:

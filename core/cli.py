@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 
@@ -105,14 +106,19 @@ def cmd_unlearn(args) -> int:
     from core.unlearning.runner import run_request, summarise
 
     model, card = load_checkpoint(args.model)
-    overrides = {**_parse_overrides(args.set), "device": args.device}
+    overrides = {"device": args.device, **_parse_overrides(args.set)}
     tasks = args.tasks.split(",") if args.tasks else None
-    out = args.out or Path("unlearned") / f"{checkpoint_paths(args.model)[0].stem}-{args.method}"
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = args.out or Path("unlearned") / f"{checkpoint_paths(args.model)[0].stem}-{args.method}-{stamp}"
     result, weights, summary = run_request(model, card, checkpoint_paths(args.model)[0],
                                            args.instances, tasks, args.method, overrides, out,
-                                           show_bar=True, data_root=args.data)
+                                           show_bar=True, data_root=args.data,
+                                           overwrite=args.overwrite)
     print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
           f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
+    if weights != checkpoint_paths(out)[0]:
+        print(f"note: {checkpoint_paths(out)[0]} was written by another run meanwhile; this "
+              f"result is saved beside it as {weights}")
     print(summarise(summary))
     return 0
 
@@ -135,7 +141,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from core.checkpoints import read_card
+    from core.checkpoints import check_weights, read_card
     from core.models import describe_architecture, get_architecture, list_architectures
 
     if args.architectures or args.model is None:
@@ -146,6 +152,8 @@ def cmd_info(args) -> int:
                   + (f"  (plugin {entry.plugin})" if entry.plugin else ""))
         return 0
     card = read_card(args.model)
+    weights = check_weights(args.model, card)
+    print(f"weights: {weights} ({weights.stat().st_size / 1e6:.1f} MB, SHA-256 matches the card)")
     print(f"benchmark: {card.benchmark}\narchitecture: {describe_architecture(card.architecture)}")
     print("tasks: " + ", ".join(f"{t['name']} ({t['kind']}, {t['channels']})" for t in card.tasks))
     print(f"training instances: {len(card.train_ids)}; created {card.created}")
@@ -236,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="override a config field of the method, e.g. --set steps=50")
     unlearn.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     unlearn.add_argument("--out", default=None, help="output checkpoint path without suffix")
+    unlearn.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     unlearn.add_argument("--data", default=None, metavar="ROOT",
                          help="dataset folder (.npy layout); default: the data the model card names")
     unlearn.set_defaults(func=cmd_unlearn)

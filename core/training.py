@@ -118,6 +118,12 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig,
             batch = _to(batch, device)
             weights = _to(weights, device)
             losses = multitask_loss(model(batch["image"]), batch, dataset.tasks, weights)
+            bad = [name for name, value in losses.items() if not bool(torch.isfinite(value))]
+            if bad:
+                raise ValueError(f"training diverged in epoch {epoch + 1}: the loss of task "
+                                 f"{bad[0]!r} is {float(losses[bad[0]])} on instances "
+                                 f"{batch['id'].tolist()[:8]}; check those images and labels for "
+                                 f"NaN or Inf, or lower lr (now {config.lr:g})")
             optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
             optimizer.step()

@@ -18,6 +18,15 @@ def _card(model) -> ModelCard:
                      train_ids=[0, 1, 2], metrics={"val": {"depth": {"delta1": 0.5}}})
 
 
+def _resign(path):
+    """Give the card the hash of whatever its weights file now holds (an attacker could)."""
+    import hashlib
+
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["weights_sha256"] = hashlib.sha256(path.with_suffix(".safetensors").read_bytes()).hexdigest()
+    path.with_suffix(".json").write_text(json.dumps(card))
+
+
 def _save(model, tmp_path):
     save_checkpoint(model, _card(model), tmp_path / "m")
     return tmp_path / "m"
@@ -42,18 +51,58 @@ def test_truncated_weights_are_refused(tiny_model, tmp_path):
     weights.write_bytes(weights.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="m.safetensors"):
         load_checkpoint(path)
+    _resign(path)
+    with pytest.raises(CheckpointError, match="truncated or not safetensors"):
+        load_checkpoint(path)
+
+
+def test_a_card_without_a_weights_hash_is_refused(tiny_model, tmp_path):
+    path = _save(tiny_model, tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
     card["weights_sha256"] = ""
     path.with_suffix(".json").write_text(json.dumps(card))
-    with pytest.raises(CheckpointError, match="truncated or not safetensors"):
+    with pytest.raises(CheckpointError, match="has no weights_sha256"):
         load_checkpoint(path)
+
+
+def test_nan_weights_and_huge_cards_are_refused(tiny_model, tmp_path, monkeypatch):
+    from core import checkpoints
+
+    path = _save(tiny_model, tmp_path)
+    with torch.no_grad():
+        next(tiny_model.parameters()).fill_(float("nan"))
+    save_checkpoint(tiny_model, _card(tiny_model), tmp_path / "nan")
+    with pytest.raises(CheckpointError, match="holds NaN or Inf in"):
+        load_checkpoint(tmp_path / "nan")
+    monkeypatch.setattr(checkpoints, "MAX_CARD_BYTES", 100)
+    with pytest.raises(CheckpointError, match="a card is at most"):
+        read_card(path)
+
+
+def test_the_card_shapes_are_checked_before_the_model_is_allocated(tiny_model, tmp_path, monkeypatch):
+    from core import checkpoints
+
+    path = _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card["architecture"]["args"]["width"] = 512  # would be large; refused on the meta device
+    path.with_suffix(".json").write_text(json.dumps(card))
+    built, real_build = [], checkpoints.build_model
+
+    def recording_build(*args):
+        model = real_build(*args)
+        built.append(next(model.parameters()).device.type)
+        return model
+
+    monkeypatch.setattr(checkpoints, "build_model", recording_build)
+    with pytest.raises(CheckpointError, match="shape mismatches"):
+        load_checkpoint(path)
+    assert built == ["meta"]  # refused before a real model was built
 
 
 def test_weights_that_do_not_match_the_card_are_named(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path)
     card = json.loads(path.with_suffix(".json").read_text())
     card["architecture"]["args"]["width"] = 8
-    card["weights_sha256"] = ""
     path.with_suffix(".json").write_text(json.dumps(card))
     with pytest.raises(CheckpointError, match="shape mismatches.*encoder"):
         load_checkpoint(path)
@@ -76,10 +125,8 @@ def test_unknown_task_kind_and_bad_json_are_refused(tiny_model, tmp_path):
 def test_a_pickle_is_never_loaded(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path)
     torch.save(tiny_model.state_dict(), path.with_suffix(".safetensors"))
-    card = json.loads(path.with_suffix(".json").read_text())
-    card["weights_sha256"] = ""
-    path.with_suffix(".json").write_text(json.dumps(card))
-    with pytest.raises(CheckpointError):
+    _resign(path)
+    with pytest.raises(CheckpointError, match="not safetensors"):
         load_checkpoint(path)
 
 
@@ -140,3 +187,28 @@ def test_a_card_without_training_data_needs_the_dataset_named(tiny_model, tmp_pa
     data = UnlearningData.from_card(card, data_root=str(indoor_source.resolve()))
     assert list(data.train.tasks) == list(tiny_model.tasks)
     assert data.train_ids == list(data.train.ids)  # no train_ids in the card: the whole split
+
+
+def test_saving_is_atomic_and_keeps_or_sets_aside_an_existing_checkpoint(tiny_model, tmp_path):
+    first = save_checkpoint(tiny_model, _card(tiny_model), tmp_path / "m")
+    with pytest.raises(CheckpointError, match="already exists"):
+        save_checkpoint(tiny_model, _card(tiny_model), tmp_path / "m", if_exists="refuse")
+    beside = save_checkpoint(tiny_model, _card(tiny_model), tmp_path / "m", if_exists="beside")
+    assert beside != first and beside.name.startswith("m-") and load_checkpoint(beside)
+    assert load_checkpoint(first)
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiny_model, tmp_path, monkeypatch):
+    from core import checkpoints
+
+    path = _save(tiny_model, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def fail(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoints, "_sha256", fail)  # after the weights, before the card
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(tiny_model, _card(tiny_model), path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -59,3 +59,75 @@ def test_the_five_task_context_benchmark_trains_and_unlearns(tmp_path, use_cache
                  "--method", "interference_aware", "--set", "steps=2", "--device", "cpu",
                  "--out", str(tmp_path / "forgot")]) == 0
     assert "partial-task" in capsys.readouterr().out
+
+
+@pytest.fixture()
+def street_copy(tmp_path):
+    """A copy of the street sample model, so tests may write beside it."""
+    from core.checkpoints import SAMPLE_MODELS_DIR
+
+    for suffix in (".json", ".safetensors"):
+        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
+        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
+    return tmp_path / "street"
+
+
+def test_the_input_is_never_the_output_and_an_existing_output_is_kept(street_copy, use_cache, capsys):
+    before = street_copy.with_suffix(".safetensors").read_bytes()
+    args = ["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",
+            "--set", "steps=1", "--device", "cpu"]
+    assert main([*args, "--out", str(street_copy)]) == 2
+    assert "is the input checkpoint" in capsys.readouterr().err
+    assert main([*args, "--out", str(street_copy) + ".json"]) == 2
+    assert street_copy.with_suffix(".safetensors").read_bytes() == before
+    other = street_copy.with_name("other")
+    assert main([*args, "--out", str(other)]) == 0
+    first = other.with_suffix(".safetensors").read_bytes()
+    assert main([*args, "--out", str(other)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert other.with_suffix(".safetensors").read_bytes() == first
+    assert main([*args, "--out", str(other), "--overwrite", "--set", "seed=1"]) == 0
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_run(street_copy, use_cache, capsys, monkeypatch):
+    from core.unlearning import runner
+
+    monkeypatch.setattr(runner.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(runner, "get_unlearner", lambda *a: pytest.fail("the run started"))
+    assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--out",
+                 str(street_copy.parent / "sub" / "x")]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+
+
+def test_info_checks_the_weights_and_reads_an_unlearned_card(street_copy, use_cache, capsys):
+    out = street_copy.with_name("forgot")
+    assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",
+                 "--set", "steps=1", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["info", str(out)]) == 0  # its metrics are before/after rows
+    assert "before_after" in capsys.readouterr().out
+    weights = out.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["info", str(out)]) == 2
+    assert "does not match its card" in capsys.readouterr().err
+    weights.unlink()
+    assert main(["info", str(out)]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["grad_ascent", "interference_aware"])
+def test_a_diverging_run_saves_nothing_and_names_the_knob(street_copy, use_cache, capsys, method):
+    before = street_copy.with_suffix(".safetensors").read_bytes()
+    out = street_copy.with_name("diverged")
+    code = main(["unlearn", "--model", str(street_copy), "--instances", "3,5", "--method", method,
+                 "--set", "lr=10", "--set", "steps=40", "--set", "optimizer=sgd", "--device", "cpu",
+                 "--out", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{method} diverged at step" in err and "lower lr (now 10)" in err
+    assert not out.with_suffix(".json").exists() and not out.with_suffix(".safetensors").exists()
+    assert street_copy.with_suffix(".safetensors").read_bytes() == before
+
+
+def test_set_device_is_not_ignored(street_copy, use_cache, capsys):
+    assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--set", "device=tpu"]) == 2
+    assert "device='tpu' is not accepted" in capsys.readouterr().err

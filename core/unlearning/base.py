@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,18 @@ def knob(default: Any, low: float | None = None, high: float | None = None, help
 
 class ConfigError(ValueError):
     """A config value outside its allowed range, or a field the method does not have."""
+
+
+class DivergenceError(ValueError):
+    """A run whose losses or weights became NaN or infinite; nothing of it is kept."""
+
+    def __init__(self, method: Unlearner, step: int, what: str):
+        config = method.config
+        knobs = [f"lr (now {config.lr:g})"] if hasattr(config, "lr") else []
+        knobs.append(f"steps (now {config.steps})")
+        super().__init__(f"{method.name} diverged at step {step}: {what}. Nothing was saved and "
+                         f"the input model is unchanged; lower {' or '.join(knobs)}")
+        self.step = step
 
 
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -295,6 +308,7 @@ class Unlearner(ABC):
         def report(step: int, forget: Mapping[str, torch.Tensor],
                    retain: Mapping[str, torch.Tensor] | None = None) -> None:
             event = ProgressEvent(step, self.total_steps(), _floats(forget), _floats(retain or {}))
+            self.check_finite(event, working)
             history.append(event.record())
             if progress is not None:
                 progress(event)
@@ -302,12 +316,23 @@ class Unlearner(ABC):
         start = time.perf_counter()
         extras = self.unlearn(ctx, report) or {}
         seconds = time.perf_counter() - start
+        self.check_finite(ProgressEvent(len(history), self.total_steps()), working)
         working.eval()
         return UnlearnResult(self.name, working.cpu(), request, self.config.to_dict(), history,
                              seconds, extras)
 
     def total_steps(self) -> int:
         return self.config.steps
+
+    def check_finite(self, event: ProgressEvent, model: torch.nn.Module) -> None:
+        """Stop the run (DivergenceError) when a reported loss or a weight is NaN or infinite."""
+        for kind, losses in (("forget", event.forget_losses), ("retain", event.retain_losses)):
+            for task, value in losses.items():
+                if not math.isfinite(value):
+                    raise DivergenceError(self, event.step, f"the {kind} loss of task {task!r} is {value}")
+        for name, parameter in model.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                raise DivergenceError(self, event.step, f"weight {name} holds NaN or Inf")
 
     @abstractmethod
     def unlearn(self, ctx: UnlearningContext, report: Callable[..., None]) -> dict[str, Any] | None:

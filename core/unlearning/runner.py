@@ -6,6 +6,7 @@ Used by `mtu unlearn`; the dashboard and the benchmark call the same pieces.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from core.checkpoints import ModelCard, save_checkpoint
+from core.checkpoints import ModelCard, checkpoint_paths, save_checkpoint
 from core.data import split_calibration_test
 from core.requests import ForgetRequest
 from core.training import evaluate
@@ -60,14 +61,39 @@ def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
     return child
 
 
+def check_output(out: str | Path, parent: str | Path, overwrite: bool = False) -> None:
+    """Refuse, before any work, an output that is the input checkpoint, that exists (unless
+    `overwrite`), or whose folder cannot be written."""
+    out_weights, out_card = checkpoint_paths(out)
+    in_weights, in_card = checkpoint_paths(parent)
+    if out_weights.resolve() == in_weights.resolve() or out_card.resolve() == in_card.resolve():
+        raise ValueError(f"the output {out_card.with_suffix('')} is the input checkpoint; the input "
+                         "is never modified: choose another --out")
+    if not overwrite and (out_weights.exists() or out_card.exists()):
+        raise ValueError(f"{out_card} already exists; choose another --out or pass --overwrite")
+    folder = out_card.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"the output folder {out_card.parent} cannot be written (no write "
+                         f"permission on {folder}); choose another --out")
+
+
 def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
                 tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
-                out: str | Path | None, show_bar: bool = False, data_root: str | None = None):
+                out: str | Path | None, show_bar: bool = False, data_root: str | None = None,
+                overwrite: bool = False):
     """Validate and run a request on `model`; save the result to `out` when given. The data is
     the card's, or the dataset folder `data_root`.
 
+    The output is checked before any work (`check_output`). If another run wrote `out` in the
+    meantime, the result goes beside it under a unique name (unless `overwrite`), so neither
+    run loses its result; the path returned says where.
+
     Returns (UnlearnResult, weights path or None, before/after rows).
     """
+    if out is not None:
+        check_output(out, parent, overwrite)
     unlearner = get_unlearner(method, overrides)
     data = UnlearningData.from_card(card, data_root=data_root)
     request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
@@ -83,5 +109,6 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     summary = before_after(model, result.model, request, data)
     weights = None
     if out is not None:
-        weights = save_checkpoint(result.model, unlearned_card(card, str(parent), result, summary), out)
+        weights = save_checkpoint(result.model, unlearned_card(card, str(parent), result, summary), out,
+                                  if_exists="overwrite" if overwrite else "beside")
     return result, weights, summary
