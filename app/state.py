@@ -9,10 +9,8 @@ forget), "target_tasks" (tasks to forget; all tasks = full-task), "runs" (list o
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -20,6 +18,7 @@ import torch
 
 from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, load_checkpoint
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
 from core.unlearning.base import UnlearningData
@@ -48,11 +47,23 @@ def cached_data(path: str, data_root: str | None = None) -> UnlearningData:
     return UnlearningData.from_card(card, data_root=data_root)
 
 
+@st.cache_resource
+def cached_ledger(path: str) -> Ledger:
+    """The ledger at `path`, one connection shared by every session."""
+    return Ledger(path)
+
+
+def ledger() -> Ledger:
+    """The ledger every page and the CLI write (core.ledger.default_path)."""
+    return cached_ledger(str(default_path()))
+
+
 def save_upload(weights: bytes, card: bytes) -> str:
-    """Store an uploaded checkpoint under the temporary folder (named by its content hash) and
-    return its path; `load_checkpoint` validates it when it is opened (never unpickled)."""
+    """Store an uploaded checkpoint beside the ledger, in this user's data folder (named by its
+    content hash), and return its path; `load_checkpoint` validates it when it is opened (never
+    unpickled)."""
     digest = hashlib.sha256(weights + card).hexdigest()[:16]
-    folder = Path(tempfile.gettempdir()) / "mtu-uploads" / digest
+    folder = default_path().parent / "uploads" / digest
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.safetensors").write_bytes(weights)
     (folder / "model.json").write_bytes(card)
@@ -157,6 +168,8 @@ class Run:
     oracle: torch.nn.Module | None = None
     oracle_seconds: float | None = None
     data_root: str | None = None
+    checkpoint: str | None = None
+    """Where the unlearned model was saved (results folder beside the ledger)."""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     cache: dict[str, Any] = field(default_factory=dict)
 

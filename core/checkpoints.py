@@ -214,6 +214,21 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
     return weights
 
 
+def checkpoint_zip(path: str | Path) -> bytes:
+    """NAME.safetensors and NAME.json in one zip (a download of the checkpoint), after
+    `check_weights`."""
+    import io
+    import zipfile
+
+    weights, card_path = checkpoint_paths(path)
+    check_weights(weights)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.write(weights, weights.name)
+        archive.write(card_path, card_path.name)
+    return buffer.getvalue()
+
+
 def check_weights(path: str | Path, card: ModelCard | None = None) -> Path:
     """The weights file of a checkpoint, after checking that it exists, matches its card's
     SHA-256 and is readable safetensors (the tensors are not loaded). Raises CheckpointError."""

@@ -1,4 +1,4 @@
-"""The `mtu` command: train, import, unlearn, info, generate, bench, app.
+"""The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, app.
 
 Every subcommand takes `--plugin MODULE` (repeatable): modules that register the user's own
 architectures (`core.models.register_architecture`) before the command runs."""
@@ -113,13 +113,69 @@ def cmd_unlearn(args) -> int:
     result, weights, summary = run_request(model, card, checkpoint_paths(args.model)[0],
                                            args.instances, tasks, args.method, overrides, out,
                                            show_bar=True, data_root=args.data,
-                                           overwrite=args.overwrite)
+                                           overwrite=args.overwrite, ledger=_ledger(args),
+                                           reason=args.reason)
     print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
           f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
     if weights != checkpoint_paths(out)[0]:
         print(f"note: {checkpoint_paths(out)[0]} was written by another run meanwhile; this "
               f"result is saved beside it as {weights}")
     print(summarise(summary))
+    return 0
+
+
+def _ledger(args):
+    from core.ledger import Ledger
+
+    return Ledger(args.ledger)
+
+
+def cmd_history(args) -> int:
+    import csv
+    import json
+
+    from core.ledger import record_columns
+
+    rows = _ledger(args).runs(model=args.model, method=args.method, status=args.status, since=args.since)
+    if args.format == "json":
+        print(json.dumps(rows, indent=1, default=str))
+        return 0
+    table = record_columns(rows)
+    if args.format == "csv":
+        columns = list(table[0]) if table else ["run"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(table)
+        return 0
+    if not table:
+        print("no run recorded" + (" that matches" if any((args.model, args.method, args.status,
+                                                            args.since)) else ""))
+        return 0
+    shown = ["run", "created", "status", "method", "mode", "instances", "tasks", "source", "reason",
+             "model_path", "result_path"]
+    widths = {c: max(len(c), *(len(str(r[c] or "")) for r in table)) for c in shown}
+    print("  ".join(c.ljust(widths[c]) for c in shown))
+    for row in table:
+        print("  ".join(str(row[c] or "").ljust(widths[c]) for c in shown))
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    from core.checkpoints import check_weights, read_card
+
+    card = read_card(args.checkpoint)
+    check_weights(args.checkpoint, card)
+    chain = _ledger(args).lineage(card.weights_sha256)
+    if not chain:
+        print(f"{args.checkpoint}: no recorded run produced this checkpoint (an original model, or "
+              "one made before the ledger or with another ledger)")
+        return 0
+    print(f"original: {chain[0]['model_path']} ({chain[0]['model_sha256'][:12]})")
+    for row in chain:
+        reason = f" (reason: {row['reason']})" if row["reason"] else ""
+        print(f"  run {row['run']} {row['created']}: {row['method']}, {row['mode']}-task, forget "
+              f"{len(row['instances'])} instances {row['instances'][:10]} on {', '.join(row['tasks'])}"
+              f"{reason} -> {row['result_path']} ({row['result_sha256'][:12]})")
     return 0
 
 
@@ -211,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: it registers its own architectures (repeatable)")
+    common.add_argument("--ledger", default=None, metavar="FILE",
+                        help="the ledger of runs (default: $MTU_HOME/ledger.sqlite or the per-user "
+                             "data folder)")
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **kwargs)
@@ -245,6 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     unlearn.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     unlearn.add_argument("--out", default=None, help="output checkpoint path without suffix")
     unlearn.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    unlearn.add_argument("--reason", default="", help="why, e.g. a ticket number; kept in the ledger")
     unlearn.add_argument("--data", default=None, metavar="ROOT",
                          help="dataset folder (.npy layout); default: the data the model card names")
     unlearn.set_defaults(func=cmd_unlearn)
@@ -253,6 +313,18 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("model", nargs="?", default=None)
     info.add_argument("--architectures", action="store_true", help="list the registered architectures")
     info.set_defaults(func=cmd_info)
+
+    history = command("history", help="list the recorded requests and runs")
+    history.add_argument("--model", default=None, help="a checkpoint path or weights-hash prefix")
+    history.add_argument("--method", default=None)
+    history.add_argument("--status", default=None, help="queued, running, done, failed, interrupted")
+    history.add_argument("--since", default=None, help="a date, e.g. 2026-11-30")
+    history.add_argument("--format", default="table", choices=["table", "csv", "json"])
+    history.set_defaults(func=cmd_history)
+
+    lineage = command("lineage", help="the chain of requests from the original model to a checkpoint")
+    lineage.add_argument("checkpoint")
+    lineage.set_defaults(func=cmd_lineage)
 
     imp = command("import", help="turn a PyTorch state dict trained elsewhere into a checkpoint")
     imp.add_argument("state_dict", help=".safetensors, or .pt/.pth/.bin (read with weights_only=True)")

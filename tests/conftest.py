@@ -13,6 +13,14 @@ torch.set_num_threads(2)
 TINY = {"n_train": 12, "n_val": 10, "size": (32, 32)}
 
 
+@pytest.fixture(autouse=True)
+def mtu_home(tmp_path_factory, monkeypatch):
+    """Every test records into a ledger of its own, never the user's."""
+    home = tmp_path_factory.mktemp("mtu-home")
+    monkeypatch.setenv("MTU_HOME", str(home))
+    return home
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("mtu-cache")

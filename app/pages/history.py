@@ -1,13 +1,25 @@
-"""History page: this session's runs with their settings and results."""
+"""History page: every recorded run (this session's, other sessions', the CLI's) from the ledger,
+and this session's runs with their settings and results."""
 
 import json
 
 import pandas as pd
 import streamlit as st
 
-from app.state import runs
+from app.state import ledger, runs
+from core.ledger import record_columns
 
 st.title("History")
+recorded = pd.DataFrame(record_columns(ledger().runs()))
+st.subheader(f"Ledger: {ledger().path}")
+if recorded.empty:
+    st.info("No run recorded yet, from the dashboard or the CLI.")
+else:
+    shown = ["run", "created", "status", "source", "reason", "method", "mode", "instances", "tasks",
+             "model_path", "result_path", "error"]
+    st.dataframe(recorded[shown], hide_index=True, width="stretch")
+    st.download_button("Download the ledger (CSV)", recorded.to_csv(index=False), "ledger.csv", "text/csv")
+st.subheader("This session")
 if not runs():
     st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")
     st.stop()
@@ -18,9 +30,9 @@ for run in reversed(runs()):
     rows.append({"run": run.id, "created": run.created, "model": run.model_path.rsplit("/", 1)[-1],
                  "method": run.method, "mode": run.request.mode, "instances": len(run.request.instances),
                  "forget tasks": ", ".join(run.request.tasks), "seconds": round(run.seconds, 2),
-                 "oracle": run.oracle is not None, "UIS": uis})
+                 "oracle": run.oracle is not None, "UIS": uis, "saved as": run.checkpoint})
 table = pd.DataFrame(rows)
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(table, hide_index=True, width="stretch", key="session_runs")
 st.download_button("Download (CSV)", table.to_csv(index=False), "runs.csv", "text/csv")
 for run in reversed(runs()):
     with st.expander(run.label):

@@ -1,5 +1,7 @@
 """Interference page: what a finished run changed, per task and split, and why."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from app.charts import (
@@ -10,6 +12,7 @@ from app.charts import (
     uis_breakdown_figure,
 )
 from app.state import cached_checkpoint, cached_data, run_picker, run_results
+from core.checkpoints import checkpoint_zip
 from core.explore import predict
 from core.visual import instance_panels
 
@@ -29,6 +32,11 @@ for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap")
     change = f"{value - before:+.2f} vs original" if key != "mia_auc" and defined else None
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
 st.dataframe(comparison.leaderboard.style.format(precision=3), hide_index=True, width="stretch")
+if run.checkpoint:
+    if "zip" not in run.cache:
+        run.cache["zip"] = checkpoint_zip(run.checkpoint)
+    st.download_button(f"Download the unlearned model (.zip), saved as {run.checkpoint}", run.cache["zip"],
+                       f"{Path(run.checkpoint).stem}.zip", "application/zip", key=f"download_{run.id}")
 
 if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
     primary = comparison.scores[comparison.scores["primary"]]

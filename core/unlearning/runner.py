@@ -82,7 +82,8 @@ def check_output(out: str | Path, parent: str | Path, overwrite: bool = False) -
 def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
                 tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
                 out: str | Path | None, show_bar: bool = False, data_root: str | None = None,
-                overwrite: bool = False):
+                overwrite: bool = False, ledger=None, source: str = "cli", reason: str = "",
+                data: UnlearningData | None = None, progress=None):
     """Validate and run a request on `model`; save the result to `out` when given. The data is
     the card's, or the dataset folder `data_root`.
 
@@ -90,25 +91,55 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     meantime, the result goes beside it under a unique name (unless `overwrite`), so neither
     run loses its result; the path returned says where.
 
-    Returns (UnlearnResult, weights path or None, before/after rows).
+    With a `core.ledger.Ledger`, the model, the request (with its `source` and `reason`) and the
+    run are recorded before the run starts, every step as it is reported, and the outcome (done
+    with the resulting checkpoint, or failed with the error) when it ends.
+
+    `data` (default: opened from the card or `data_root`) and `progress` (called with each
+    `ProgressEvent`) serve callers that hold them already, such as the dashboard.
+
+    Returns (UnlearnResult, weights path or None, before/after rows); the ledger's run id is in
+    the result's extras (and so in the saved card) as "ledger_run".
     """
     if out is not None:
         check_output(out, parent, overwrite)
     unlearner = get_unlearner(method, overrides)
-    data = UnlearningData.from_card(card, data_root=data_root)
+    data = data if data is not None else UnlearningData.from_card(card, data_root=data_root)
     request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
     bar = tqdm(total=unlearner.total_steps() or None, desc=method, disable=not show_bar)
 
-    def progress(event):
+    run_id = None
+    if ledger is not None:
+        request_id = ledger.add_request(ledger.add_model(parent, card), request, source, reason)
+        run_id = ledger.add_run(request_id, method, unlearner.config.to_dict())
+
+    def report(event):
         bar.total = event.total
         bar.update(event.step - bar.n)
         bar.set_postfix({f"F/{k}": f"{v:.3f}" for k, v in event.forget_losses.items()})
+        if run_id is not None:
+            ledger.log_step(run_id, event.record())
+        if progress is not None:
+            progress(event)
 
-    result = unlearner.run(model, request, data, progress)
-    bar.close()
-    summary = before_after(model, result.model, request, data)
-    weights = None
-    if out is not None:
-        weights = save_checkpoint(result.model, unlearned_card(card, str(parent), result, summary), out,
-                                  if_exists="overwrite" if overwrite else "beside")
+    try:
+        result = unlearner.run(model, request, data, report)
+        bar.close()
+        if run_id is not None:
+            result.extras["ledger_run"] = run_id
+        summary = before_after(model, result.model, request, data)
+        weights = child = None
+        if out is not None:
+            child = unlearned_card(card, str(parent), result, summary)
+            weights = save_checkpoint(result.model, child, out,
+                                      if_exists="overwrite" if overwrite else "beside")
+    except BaseException as error:
+        if run_id is not None:
+            interrupted = isinstance(error, KeyboardInterrupt)
+            ledger.fail_run(run_id, f"{type(error).__name__}: {error}",
+                            "interrupted" if interrupted else "failed")
+        raise
+    if run_id is not None:
+        sha = ledger.add_model(weights, child) if child is not None else None
+        ledger.finish_run(run_id, summary, sha, weights)
     return result, weights, summary

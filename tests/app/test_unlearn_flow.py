@@ -61,6 +61,15 @@ def test_unlearn_then_interference_and_history():
     assert "Run #1 finished" in app.success[0].value
     (run,) = app.session_state["runs"]
     assert run.method == "grad_ascent" and run.config["steps"] == 2 and len(run.history) == 2
+    assert app.get("download_button")  # the unlearned model, as a zip
+    from core.checkpoints import load_checkpoint
+    from core.ledger import Ledger
+
+    unlearned, card = load_checkpoint(run.checkpoint)  # saved beside the ledger, loads
+    (row,) = Ledger().runs()
+    assert row["status"] == "done" and row["source"] == "dashboard" and row["method"] == "grad_ascent"
+    assert row["result_path"] == run.checkpoint and card.request["extras"]["ledger_run"] == row["run"]
+    assert len(Ledger().steps(row["run"])) == 2
 
     app.switch_page("pages/interference.py").run()
     assert not app.exception
@@ -76,7 +85,8 @@ def test_unlearn_then_interference_and_history():
 
     app.switch_page("pages/history.py").run()
     assert not app.exception
-    table = app.dataframe[0].value
+    recorded, table = app.dataframe[0].value, app.dataframe[1].value
+    assert recorded["status"].tolist() == ["done"] and recorded["source"].tolist() == ["dashboard"]
     assert table["method"].tolist() == ["grad_ascent"] and table["UIS"].notna().all()
 
 
