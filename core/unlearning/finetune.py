@@ -4,12 +4,14 @@ so forgetting comes only from catastrophic drift."""
 from __future__ import annotations
 
 from core.unlearning.base import StepUnlearner, register
+from core.unlearning.search import SHARED
 
 
 @register
 class Finetune(StepUnlearner):
     name = "finetune"
     summary = "descent on retain and kept pairs only"
+    search_space = SHARED
 
     def step(self, ctx):
         retain_losses = ctx.retain_forward_losses(ctx.retain_batch())

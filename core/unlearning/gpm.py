@@ -16,6 +16,7 @@ import torch
 
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import gradients, set_grads
+from core.unlearning.search import SHARED, Range
 from core.unlearning.subspaces import layer_subspaces, layers_of, reached_names
 
 
@@ -33,6 +34,7 @@ class GPM(StepUnlearner):
     name = "gpm"
     config_class = GPMConfig
     summary = "forget ascent projected off each layer's retain activation subspace"
+    search_space = {**SHARED, "retain_weight": Range(1e-3, 10.0, log=True), "eps": Range(0.8, 0.999)}
 
     def prepare(self, ctx):
         cfg = self.config
@@ -49,13 +51,17 @@ class GPM(StepUnlearner):
         forget, retain = ctx.forget_batch(), ctx.retain_batch()
         forget_losses, kept_losses = ctx.forget_and_kept_losses(forget)
         params = dict(ctx.model.named_parameters())
-        direction = gradients(-sum(forget_losses.values()), params, retain_graph=True)
+        direction = gradients(self.forget_objective(ctx, forget_losses), params, retain_graph=True)
         for layer, subspace in self.subspaces.items():
             direction[f"{layer}.weight"] = subspace.project(direction[f"{layer}.weight"])
         direction, retain_losses = ctx.add_retain_term(direction, retain, kept_losses,
                                                        self.config.retain_weight)
         set_grads(ctx.model, direction)
         return forget_losses, retain_losses
+
+    def forget_objective(self, ctx, forget_losses):
+        """The forget term the optimiser descends: -sum_t L_F,t (ascent)."""
+        return -sum(forget_losses.values())
 
     def extras(self, ctx):
         return {"subspace_ranks": {name: s.ranks for name, s in self.subspaces.items()},

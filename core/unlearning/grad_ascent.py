@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 
 from core.unlearning.base import StepUnlearner, register
+from core.unlearning.search import SHARED
 
 
 @register
 class GradAscent(StepUnlearner):
     name = "grad_ascent"
     summary = "ascent on forget pairs"
+    search_space = SHARED
 
     def step(self, ctx):
         forget = ctx.forget_batch()

@@ -1,72 +1,54 @@
 """interference_aware (ours, DESIGN section 5): calibrated forgetting with task-aware gradient
 projection (TGP) and instance-level gradient orthogonalisation (IGO).
 
-1. Calibrated target. tau_t = the original model's loss on (a sample of) the calibration split,
-   per target task. Each step the forget term of task t ascends the forget loss while it is below
-   tau_t (1 - tolerance), descends it while above tau_t (1 + tolerance), and is off in between;
-   the run stops once every target task is inside its dead zone (the first step always runs).
-   `match` says what is compared: "mean" (the default) the task's mean forget loss with the mean
-   calibration loss; "quantiles" each forget instance's loss with the calibration loss at the
-   same rank, so the whole distribution of forget losses, which a loss-based membership attack
-   reads, is steered to that of unseen data. With `track` the calibration losses are measured
-   again every step on the model being unlearned instead of once on the original. When a task
-   as a whole crosses its target, the learning rate is multiplied by the back-off factor
-   (`backoff_partial` or `backoff_full`, by the request's mode) and the optimiser's moments are
-   cleared.
-   Defaults, chosen on tuning seed 0 only (10% forget), each variant with the benchmark's shared
-   lr x steps grid, best UIS per request:
-   - tolerance 0.1, back-off 0.5, mean: a run that overshot into the dead zone on its first step
-     stopped there; tolerance 0 brought the mean UIS over 8 requests from 5.97 to 3.80.
-   - Over the 4 requests the benchmark tunes on (indoor full, indoor partial:normal, street
-     full, street partial:depth): back-off 0.5, mean (the defaults until then) 7.00, 1.99, 4.33,
-     1.73; back-off 0.5, quantiles 7.53, 1.91, 4.70, 2.13, with track 3.61, 1.37, 6.94, 5.28;
-     back-off 1, quantiles 4.53, 1.99, 4.74, 2.13, with track 3.24, 1.78, 7.76, 5.66; back-off 1,
-     mean 5.02, 2.79, 2.68, 1.52.
-   - Back-off 1 for both modes went into a full benchmark run (benchmarks/RESULTS.md tells its
-     figures): full mode gained, partial mode lost. Measured then on every partial setting of
-     the tuning seed (indoor segmentation, depth, normal; street segmentation, depth): back-off
-     0.5 gives 2.91, 4.16, 1.99, 2.80, 1.72 (sum 13.6), back-off 1 gives 3.93, 3.78, 2.79, 4.67,
-     1.52 (sum 16.7); in full mode back-off 1 gives 5.02 and 2.68 against 7.00 and 4.38.
-   Hence a back-off of 0.5 in partial mode, where each crossing also shakes the kept tasks of
-   the same images, and none in full mode, where the back-off had shrunk the learning rate
-   16-fold within 30 steps on the indoor model before its forget losses reached tau_t.
-   Tracking helps where the unlearned model's unseen loss rises a little (indoor) and chases its
-   own damage where it rises more (street), so it is off by default, as are quantiles.
+1. Calibrated target. tau_t = the original model's loss on (a sample of, `calibration_batch`)
+   the calibration split, per target task. Each step the forget term of task t ascends the
+   forget loss while it is below tau_t (1 - tolerance), descends it while above tau_t
+   (1 + tolerance), and is off in between; the run stops once every target task is inside its
+   dead zone (the first step always runs), or after `steps` steps. `match` says what is
+   compared: "mean" the task's mean forget loss with the mean calibration loss; "quantiles" each
+   forget instance's loss with the calibration loss at the same rank, so the whole distribution
+   of forget losses, which a loss-based membership attack reads, is steered to that of unseen
+   data. With `track` the calibration losses are measured again every step on the model being
+   unlearned instead of once on the original. When a task as a whole crosses its target, the
+   learning rate is multiplied by the back-off factor (`backoff_partial` or `backoff_full`, by
+   the request's mode) and the optimiser's moments are cleared. With `target="fixed"` there is
+   no target: every step ascends every forget loss (plain ascent for `steps` steps, no dead
+   zone, no stop, no back-off).
 2. TGP on every shared Conv2d / Linear layer: dW <- dW - V V^T dW U U^T (bias: db - V V^T db),
    U the basis of the layer's inputs (im2col) on kept data, V the union of the kept tasks'
-   backward-signal bases (`subspaces.layer_subspaces`, memory capped at `basis_budget` of the
-   model's parameter memory). Kept data: a retain sample with every task, and in partial mode
-   also the forget instances with the kept tasks. Bases are computed before the first step and
-   every `refresh` steps. BatchNorm affine parameters are left to IGO: they have no input side,
-   and a bias-like basis per BatchNorm would cost C_out x r floats to guard 2 x C_out parameters.
-   With `project_step` (the default) TGP is applied a second time, to the optimiser's step of each
-   projected tensor. (Changed from projecting the gradient only: Adam divides each coordinate by
-   its own running scale, so the small residue TGP leaves in a kept direction came back as a step
-   of full size. On the street bench model, tuning seed, 10% forget, partial on segmentation, Adam
-   lr 1e-3: UIS 34.3 with the gradient projected only, kept-task TLI 60.8; 6.7 and 9.0 with the
-   step projected too. Freezing the shared BatchNorm parameters as well changed UIS by < 0.2.)
+   backward-signal bases (`subspaces.layer_subspaces`, energy thresholds `eps_in` and
+   `eps_out`, memory capped at `basis_budget` of the model's parameter memory). Kept data: a
+   retain sample (`subspace_batch`) with every task, and in partial mode also the forget
+   instances with the kept tasks. Bases are computed before the first step and every `refresh`
+   steps. BatchNorm affine parameters are left to IGO: they have no input side, and a bias-like
+   basis per BatchNorm would cost C_out x r floats to guard 2 x C_out parameters. With
+   `project_step` TGP is applied a second time, to the optimiser's step of each projected
+   tensor: Adam divides each coordinate by its own running scale, which turns the small residue
+   TGP leaves in a kept direction back into a step of full size. `use_tgp=False` switches TGP
+   off (no bases, no projection of gradient or step).
 3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
    direction loses its component in the span of the per-sample gradients of this step's retain
-   batch (torch.func vmap, QR per tensor); with conflict_only, only in the span of the samples it
-   conflicts with. The same per-sample gradients, averaged, give the retain gradient.
+   batch (`retain_batch`; torch.func vmap, QR per tensor); with `conflict_only`, only in the
+   span of the samples it conflicts with. The same per-sample gradients, averaged, give the
+   retain gradient. `use_igo=False` switches the orthogonalisation off (the per-sample gradients
+   still give the retain gradient).
 4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
    gradient is that of the retain losses (every task) plus, in partial mode, `kept_weight` x a
    consistency term on the kept pairs: the mean squared gap between the model's kept-task
-   outputs on the forget instances and the original model's. (Changed from descending the kept
-   pairs' training loss: that kept fitting those pairs past the original, and kept drift counts
-   a change either way. On the indoor bench model, 10% forget, partial on normals, the kept
-   segmentation mIoU of the forget images rose from .299 to .331 under the old term, a kept
-   drift of 0.107; with the consistency term it is 0.012.) The forget losses never reach a kept
-   task's head, so those heads move only through the retain term. Adam (the default) rescales
-   each coordinate, which bends the projected direction a little; SGD follows g exactly, but on
-   models trained with Adam its retain term diverges at step sizes that forget within a few
-   dozen steps. On the memorising
-   indoor model (10 forget instances), Adam at lr 3e-4 to 4e-4 gave the least retain damage per
-   unit of forgetting.
+   outputs on the forget instances and the original model's (kept drift counts a change either
+   way, so the kept pairs are held at the original's outputs rather than fitted further). The
+   forget losses never reach a kept task's head, so those heads move only through the retain
+   term. Adam (the default) rescales each coordinate, which bends the projected direction a
+   little; SGD follows g exactly.
 
 Sign convention: `.grad` holds the direction the optimiser descends, so the forget direction of
 task t is -grad L_F,t (ascent) below its target and +grad L_F,t above it; IGO's conflict test
 (<direction, retain sample gradient> < 0) is taken on that signed direction.
+
+Why the defaults are what they are, measured how and on which split:
+benchmarks/DECISIONS.md. The ablations (`core.unlearning.ablations`) are this method with one
+part switched off.
 """
 
 from __future__ import annotations
@@ -85,6 +67,7 @@ from core.unlearning.gradients import (
     set_grads,
 )
 from core.unlearning.projections import orthogonalize
+from core.unlearning.search import SHARED, Choice, Range
 from core.unlearning.subspaces import (
     layer_subspaces,
     layers_of,
@@ -125,6 +108,13 @@ class InterferenceAwareConfig(UnlearnConfig):
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
     project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
                               choices=(True, False))
+    use_tgp: bool = knob(True, help="task-aware gradient projection on the shared layers",
+                         choices=(True, False))
+    use_igo: bool = knob(True, help="orthogonalise the forget direction to the retain per-sample "
+                         "gradients", choices=(True, False))
+    target: str = knob("calibrated", help="forget towards the calibrated target and stop there "
+                       "(calibrated), or ascend every forget loss for all steps (fixed)",
+                       choices=("calibrated", "fixed"))
     memory_budget_mb: float = knob(DEFAULT_MEMORY_BUDGET_MB, 64.0, 1e7, "MB the per-sample "
                                    "gradients, the TGP passes and the calibration forwards may "
                                    "each take; they run in chunks of samples to stay inside")
@@ -188,6 +178,12 @@ class InterferenceAware(Unlearner):
     name = "interference_aware"
     config_class = InterferenceAwareConfig
     summary = "ours: calibrated forgetting, task-aware projection, per-sample orthogonalisation"
+    search_space = {**SHARED, "alpha": Range(0.05, 0.95), "tolerance": Range(0.0, 0.3),
+                    "backoff_full": Range(0.1, 1.0, log=True, modes=("full",)),
+                    "backoff_partial": Range(0.1, 1.0, log=True, modes=("partial",)),
+                    "match": Choice(("mean", "quantiles")), "eps_in": Range(0.8, 0.999),
+                    "eps_out": Range(0.8, 0.999),
+                    "kept_weight": Range(0.1, 10.0, log=True, modes=("partial",))}
 
     _stopped_at = 0
 
@@ -209,7 +205,7 @@ class InterferenceAware(Unlearner):
         lr, sides, taken = cfg.lr, {}, 0
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
-                subspaces = self.kept_subspaces(ctx, layers, budget, generator)
+                subspaces = self.kept_subspaces(ctx, layers, budget, generator) if cfg.use_tgp else {}
                 projected = {f"{layer}.{suffix}": subspace for layer, subspace in subspaces.items()
                              for suffix, _ in layers[layer].named_parameters(recurse=False)}
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
@@ -225,7 +221,9 @@ class InterferenceAware(Unlearner):
             retain_losses = {t: part.mean() for t, part in retain_parts.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
-            signs = forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
+            signs = (forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
+                     if cfg.target == "calibrated" else
+                     {t: -torch.ones_like(loss.detach().float()) for t, loss in forget_losses.items()})
             if step > 1 and not any(bool(s.any()) for s in signs.values()):
                 self._stopped_at = step
                 report(step, means, retain_losses)
@@ -309,7 +307,7 @@ class InterferenceAware(Unlearner):
             return {n: torch.zeros_like(p) for n, p in params.items()}
         objective = sum((signs[t].to(loss.dtype) * loss).mean() for t, loss in forget_losses.items())
         direction = gradients(objective, params)
-        for name in reached_names(ctx.model, ctx.target_tasks):
+        for name in reached_names(ctx.model, ctx.target_tasks) if self.config.use_igo else ():
             flat = orthogonalize(direction[name].reshape(-1),
                                  samples[name].reshape(samples[name].shape[0], -1),
                                  self.config.conflict_only)

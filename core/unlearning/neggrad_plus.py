@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
+from core.unlearning.search import SHARED, Range
 
 
 @dataclass
@@ -27,11 +28,16 @@ class NegGradPlus(StepUnlearner):
     name = "neggrad_plus"
     config_class = NegGradPlusConfig
     summary = "beta x descent on retain and kept pairs, (1 - beta) x ascent on forget pairs"
+    search_space = {**SHARED, "beta": Range(0.5, 0.99)}
 
     def step(self, ctx):
         retain_losses = ctx.retain_forward_losses(ctx.retain_batch())
         forget_losses, kept_losses = ctx.forget_and_kept_losses(ctx.forget_batch())
         keep = sum(retain_losses.values()) + sum(kept_losses.values(), 0.0)
         beta = self.config.beta
-        (beta * keep - (1 - beta) * sum(forget_losses.values())).backward()
+        (beta * keep + (1 - beta) * self.forget_objective(ctx, forget_losses)).backward()
         return forget_losses, retain_losses
+
+    def forget_objective(self, ctx, forget_losses):
+        """The forget term the optimiser descends: -sum_t L_F,t (ascent)."""
+        return -sum(forget_losses.values())

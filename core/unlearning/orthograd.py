@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import gradients, per_sample_grads, set_grads
 from core.unlearning.projections import orthogonalize
+from core.unlearning.search import SHARED, Range
 from core.unlearning.subspaces import reached_names, sample_loss
 
 
@@ -29,6 +30,7 @@ class OrthoGrad(StepUnlearner):
     name = "orthograd"
     config_class = OrthoGradConfig
     summary = "forget ascent orthogonal to the per-sample gradients of a retain batch"
+    search_space = {**SHARED, "retain_weight": Range(1e-3, 10.0, log=True)}
 
     def step(self, ctx):
         forget, retain = ctx.forget_batch(), ctx.retain_batch()

@@ -18,6 +18,7 @@ import torch
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import flatten, gradients, set_grads, unflatten
 from core.unlearning.projections import pcgrad
+from core.unlearning.search import SHARED, Range
 from core.unlearning.subspaces import shared_names
 
 
@@ -31,6 +32,7 @@ class PCGrad(StepUnlearner):
     name = "pcgrad"
     config_class = PCGradConfig
     summary = "forget ascent with PCGrad conflict removal against each task's retain gradient"
+    search_space = {**SHARED, "retain_weight": Range(1e-3, 10.0, log=True)}
 
     def step(self, ctx):
         forget, retain = ctx.forget_batch(), ctx.retain_batch()

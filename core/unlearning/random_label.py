@@ -21,6 +21,7 @@ import torch
 
 from core.tasks import TaskSpec
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
+from core.unlearning.search import SHARED, Range
 
 
 def random_targets(batch: Mapping[str, torch.Tensor], tasks: Mapping[str, TaskSpec],
@@ -53,6 +54,7 @@ class RandomLabel(StepUnlearner):
     name = "random_label"
     config_class = RandomLabelConfig
     summary = "descent on forget pairs with random targets, plus on retain and kept pairs"
+    search_space = {**SHARED, "retain_weight": Range(0.1, 10.0, log=True)}
 
     def step(self, ctx):
         retain = ctx.retain_batch()

@@ -20,6 +20,7 @@ import torch
 from core.unlearning.base import UnlearningContext, knob, register
 from core.unlearning.gradients import Grads, gradients
 from core.unlearning.random_label import RandomLabel, RandomLabelConfig
+from core.unlearning.search import Range
 
 
 def forget_gradient(ctx: UnlearningContext) -> Grads:
@@ -65,6 +66,7 @@ class SalUn(RandomLabel):
     name = "salun"
     config_class = SalUnConfig
     summary = "random_label on the top-k% weights by forget-loss gradient magnitude"
+    search_space = {**RandomLabel.search_space, "top_k": Range(5.0, 100.0, log=True)}
 
     def prepare(self, ctx):
         self.mask = saliency_mask(forget_gradient(ctx), self.config.top_k)

@@ -26,6 +26,7 @@ import torch
 
 from core.tasks import TaskSpec
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
+from core.unlearning.search import SHARED, Range
 
 
 def divergence(spec: TaskSpec, student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor,
@@ -66,6 +67,8 @@ class Scrub(Unlearner):
     name = "scrub"
     config_class = ScrubConfig
     summary = "teacher-student: diverge from the original on forget pairs, match it on the rest"
+    search_space = {**SHARED, "alpha": Range(0.1, 10.0, log=True), "gamma": Range(0.1, 10.0, log=True),
+                    "temperature": Range(1.0, 16.0, log=True)}
 
     def unlearn(self, ctx, report):
         optimizer = ctx.make_optimizer()

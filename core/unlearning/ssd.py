@@ -24,6 +24,7 @@ import torch
 from core.tasks import TaskSpec
 from core.unlearning.base import UnlearnConfig, Unlearner, UnlearningContext, knob, register
 from core.unlearning.gradients import DEFAULT_MEMORY_BUDGET_MB, Grads, per_sample_grad_chunks
+from core.unlearning.search import Range
 
 
 def squared_grads(ctx: UnlearningContext, batch: Mapping[str, torch.Tensor],
@@ -103,6 +104,8 @@ class SSD(Unlearner):
     name = "ssd"
     config_class = SSDConfig
     summary = "dampen weights far more important to the forget pairs than to the rest"
+    search_space = {"steps": Range(2, 20, log=True, integer=True), "alpha": Range(0.3, 100.0, log=True),
+                    "dampening": Range(0.1, 10.0, log=True)}
 
     def total_steps(self) -> int:
         return 1

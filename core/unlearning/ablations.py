@@ -1,0 +1,154 @@
+"""Ablations of interference_aware, and controls that lend its calibrated target to baselines.
+
+Each is a registered method, tuned like every other (its own search space, the same number of
+trials), so the benchmark can say what each part of interference_aware contributes:
+
+- `interference_aware_no_tgp`: without task-aware gradient projection (`use_tgp=False`);
+- `interference_aware_no_igo`: without instance-level gradient orthogonalisation
+  (`use_igo=False`);
+- `interference_aware_fixed`: without the calibrated target: plain ascent on the forget pairs
+  for `steps` steps, no dead zone, no stop, no back-off (`target="fixed"`);
+- `neggrad_plus_calibrated`, `gpm_calibrated`: NegGrad+ and GPM with interference_aware's
+  calibrated target and stopping rule in place of plain ascent: tau_t = the original model's
+  mean loss on `calibration_batch` calibration instances per target task; each step the forget
+  term of task t ascends its mean forget loss while it is below tau_t (1 - tolerance), descends
+  it while above tau_t (1 + tolerance) and is off in between; the run stops once every target
+  task is inside its dead zone (the first step always runs), or after `steps` steps.
+
+In an ablation the switched-off part is fixed: its switch accepts only the off value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from core.unlearning.base import knob, register
+from core.unlearning.gpm import GPM, GPMConfig
+from core.unlearning.interference_aware import (
+    InterferenceAware,
+    InterferenceAwareConfig,
+    calibration_losses,
+    forget_signs,
+)
+from core.unlearning.neggrad_plus import NegGradPlus, NegGradPlusConfig
+from core.unlearning.search import Range, without
+
+_OFF = "switched off in this ablation"
+
+
+@dataclass
+class NoTGPConfig(InterferenceAwareConfig):
+    use_tgp: bool = knob(False, help=_OFF, choices=(False,))
+
+
+@dataclass
+class NoIGOConfig(InterferenceAwareConfig):
+    use_igo: bool = knob(False, help=_OFF, choices=(False,))
+
+
+@dataclass
+class FixedTargetConfig(InterferenceAwareConfig):
+    steps: int = knob(25, 1, 100_000, "optimisation steps (all of them run: there is no target to stop at)")
+    target: str = knob("fixed", help=_OFF + ": plain ascent on the forget pairs", choices=("fixed",))
+
+
+@register
+class InterferenceAwareNoTGP(InterferenceAware):
+    name = "interference_aware_no_tgp"
+    config_class = NoTGPConfig
+    summary = "ablation: interference_aware without task-aware gradient projection"
+    search_space = without(InterferenceAware.search_space, ("eps_in", "eps_out"))
+
+
+@register
+class InterferenceAwareNoIGO(InterferenceAware):
+    name = "interference_aware_no_igo"
+    config_class = NoIGOConfig
+    summary = "ablation: interference_aware without instance-level gradient orthogonalisation"
+    search_space = InterferenceAware.search_space
+
+
+@register
+class InterferenceAwareFixed(InterferenceAware):
+    name = "interference_aware_fixed"
+    config_class = FixedTargetConfig
+    summary = "ablation: interference_aware without the calibrated target (plain ascent, fixed steps)"
+    search_space = without(InterferenceAware.search_space,
+                           ("tolerance", "backoff_full", "backoff_partial", "match"))
+
+
+@dataclass
+class CalibratedKnobs:
+    tolerance: float = knob(0.0, 0.0, 1.0, "dead zone around tau_t, as a share of tau_t; the run "
+                                           "stops when every target task is inside")
+    calibration_batch: int = knob(64, 1, 100_000, "calibration instances tau_t is measured on")
+
+
+class CalibratedStop:
+    """Mixin for a `StepUnlearner` whose step descends `forget_objective(ctx, forget_losses)`
+    ({target task: mean forget loss}): the forget term follows the calibrated target, and the
+    run stops once every target task is inside its dead zone."""
+
+    _stopped_at = 0
+
+    def total_steps(self) -> int:
+        return self._stopped_at or self.config.steps
+
+    def prepare(self, ctx) -> None:
+        super().prepare(ctx)
+        unseen = ctx.calibration_batch(self.config.calibration_batch)
+        self.targets = {t: c.mean() for t, c in calibration_losses(ctx, unseen, ctx.original).items()}
+        self.signs: dict[str, float] = {}
+
+    def forget_objective(self, ctx, forget_losses):
+        """sum_t s_t L_F,t, s_t = -1 (ascend) below the dead zone, +1 above, 0 inside."""
+        self.signs = {t: float(forget_signs({t: loss.detach().reshape(1)},
+                                            {t: self.targets[t].reshape(1)},
+                                            self.config.tolerance, "mean")[t])
+                      for t, loss in forget_losses.items()}
+        return sum(self.signs[t] * loss for t, loss in forget_losses.items())
+
+    def unlearn(self, ctx, report) -> dict[str, Any]:
+        self._stopped_at, taken = 0, 0
+        self.prepare(ctx)
+        optimizer = ctx.make_optimizer()
+        for step in range(1, self.config.steps + 1):
+            optimizer.zero_grad(set_to_none=True)
+            forget, retain = self.step(ctx)
+            if step > 1 and not any(self.signs.values()):
+                self._stopped_at = step
+                report(step, forget, retain)
+                break
+            optimizer.step()
+            taken += 1
+            report(step, forget, retain)
+        return {**self.extras(ctx), "targets": {t: float(v) for t, v in self.targets.items()},
+                "steps_taken": taken, "stopped_early": bool(self._stopped_at)}
+
+
+@dataclass
+class NegGradPlusCalibratedConfig(NegGradPlusConfig, CalibratedKnobs):
+    pass
+
+
+@dataclass
+class GPMCalibratedConfig(GPMConfig, CalibratedKnobs):
+    pass
+
+
+@register
+class NegGradPlusCalibrated(CalibratedStop, NegGradPlus):
+    name = "neggrad_plus_calibrated"
+    config_class = NegGradPlusCalibratedConfig
+    summary = "control: neggrad_plus with interference_aware's calibrated target and stopping rule"
+    search_space = {**NegGradPlus.search_space, "tolerance": Range(0.0, 0.3)}
+
+
+@register
+class GPMCalibrated(CalibratedStop, GPM):
+    name = "gpm_calibrated"
+    config_class = GPMCalibratedConfig
+    summary = "control: gpm with interference_aware's calibrated target and stopping rule"
+    search_space = {**GPM.search_space, "tolerance": Range(0.0, 0.3)}
+

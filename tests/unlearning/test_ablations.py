@@ -1,0 +1,74 @@
+"""Ablations of interference_aware and the calibrated controls: each switches off what it says."""
+
+import pytest
+import torch
+
+from core.unlearning import ConfigError, get_unlearner
+
+FEW = {"steps": 3, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+
+
+@pytest.mark.parametrize("name, switch", [("interference_aware_no_tgp", {"use_tgp": True}),
+                                          ("interference_aware_no_igo", {"use_igo": True}),
+                                          ("interference_aware_fixed", {"target": "calibrated"})])
+def test_an_ablation_cannot_switch_its_part_back_on(name, switch):
+    with pytest.raises(ConfigError, match="is not accepted"):
+        get_unlearner(name, switch)
+
+
+def test_each_ablation_is_ours_with_one_switch(street_model, street_data, request_mode):
+    run = {name: get_unlearner(name, FEW).run(street_model, request_mode, street_data)
+           for name in ("interference_aware", "interference_aware_no_tgp", "interference_aware_no_igo")}
+    assert run["interference_aware_no_tgp"].extras["subspace_ranks"] == {}
+    assert run["interference_aware"].extras["subspace_ranks"]
+    for name, switch in (("interference_aware_no_tgp", {"use_tgp": False}),
+                         ("interference_aware_no_igo", {"use_igo": False})):
+        assert not _same(run[name].model, run["interference_aware"].model), name
+        again = get_unlearner("interference_aware", {**FEW, **switch}).run(street_model, request_mode,
+                                                                            street_data)
+        assert _same(run[name].model, again.model), name
+
+
+def test_the_fixed_target_ascends_for_every_step(street_model, street_data, request_mode):
+    result = get_unlearner("interference_aware_fixed", {**FEW, "steps": 4, "tolerance": 1.0}).run(
+        street_model, request_mode, street_data)
+    # a dead zone as wide as the target would stop a calibrated run at once; the fixed one runs on
+    assert result.extras["steps_taken"] == 4 and not result.extras["stopped_early"]
+    calibrated = get_unlearner("interference_aware", {**FEW, "steps": 4, "tolerance": 1.0}).run(
+        street_model, request_mode, street_data)
+    assert calibrated.extras["steps_taken"] <= 4
+
+
+def test_the_calibrated_forget_term_follows_the_target():
+    method = get_unlearner("neggrad_plus_calibrated", {"tolerance": 0.1})
+    method.targets = {"a": torch.tensor(1.0), "b": torch.tensor(1.0), "c": torch.tensor(1.0)}
+    losses = {"a": torch.tensor(0.5, requires_grad=True), "b": torch.tensor(1.05, requires_grad=True),
+              "c": torch.tensor(2.0, requires_grad=True)}
+    objective = method.forget_objective(None, losses)
+    # below the dead zone: ascend (-1); inside: off (0); above: descend (+1)
+    assert method.signs == {"a": -1.0, "b": 0.0, "c": 1.0}
+    objective.backward()
+    assert [float(losses[t].grad) for t in "abc"] == [-1.0, 0.0, 1.0]
+    # the plain baselines' forget term is plain ascent
+    plain = get_unlearner("neggrad_plus").forget_objective(None, losses)
+    assert float(plain.detach()) == pytest.approx(-3.55)
+
+
+@pytest.mark.parametrize("name", ["neggrad_plus_calibrated", "gpm_calibrated"])
+def test_a_calibrated_control_stops_inside_the_dead_zone(name, street_model, street_data, request_mode,
+                                                         monkeypatch):
+    from core.unlearning import ablations
+
+    # tau_t = 1e6 with a dead zone of 100%: every forget loss in [0, 2e6] is inside
+    monkeypatch.setattr(ablations, "calibration_losses",
+                        lambda ctx, *args: {t: torch.full((3,), 1e6) for t in ctx.target_tasks})
+    events = []
+    result = get_unlearner(name, {**FEW, "steps": 5, "tolerance": 1.0}).run(
+        street_model, request_mode, street_data, progress=events.append)
+    assert result.extras["targets"] == {t: 1e6 for t in request_mode.tasks}
+    assert result.extras["stopped_early"] and result.extras["steps_taken"] == 1
+    assert events[-1].step == events[-1].total == 2
