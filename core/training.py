@@ -74,6 +74,14 @@ def pair_weights(ids: torch.Tensor, tasks: Sequence[str],
     return weights
 
 
+def trained_ids(ids: Sequence[int], tasks: Sequence[str], masked_pairs: MaskedPairs | None) -> list[int]:
+    """`ids` without the instances whose every task in `tasks` is masked, in the same order."""
+    fully_masked = set(ids)
+    for task in tasks:
+        fully_masked &= set((masked_pairs or {}).get(task, ()))
+    return [i for i in ids if i not in fully_masked]
+
+
 def multitask_loss(outputs: Mapping[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
                    tasks: Mapping[str, TaskSpec],
                    weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
@@ -93,18 +101,25 @@ def _to(batch: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, to
 def train(model: torch.nn.Module, dataset, config: TrainConfig,
           masked_pairs: MaskedPairs | None = None, progress: ProgressCallback | None = None,
           show_bar: bool = False) -> list[dict[str, float]]:
-    """Train `model` in place on every instance of `dataset` (an MTLDataset).
+    """Train `model` in place on the instances of `dataset` (an MTLDataset).
 
     Adam with a cosine learning-rate decay; no augmentation. Reproducible on CPU for a fixed
-    `config.seed`. Returns the per-epoch history of mean task losses.
+    `config.seed`. An instance whose every task is masked is left out of the batches entirely,
+    so it never passes through the model (not even through BatchNorm's running statistics):
+    training with those pairs masked is training without those instances. Returns the per-epoch
+    history of mean task losses.
     """
     unknown = sorted(set(masked_pairs or {}) - set(dataset.tasks))
     if unknown:
         raise ValueError(f"masked_pairs names unknown tasks {unknown}; tasks: {list(dataset.tasks)}")
+    ids = trained_ids(dataset.ids, list(dataset.tasks), masked_pairs)
+    if not ids:
+        raise ValueError(f"masked_pairs mask every task of all {len(dataset.ids)} instances; "
+                         "nothing is left to train on")
     device = select_device(config.device)
     model.to(device, memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * -(-len(dataset.ids) // config.batch_size)
+    steps = config.epochs * -(-len(ids) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     generator = torch.Generator().manual_seed(config.seed)
     history = []
@@ -113,7 +128,7 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig,
         sums = {name: 0.0 for name in dataset.tasks}
         batches = 0
         start = time.perf_counter()
-        for batch in iterate_batches(dataset, dataset.ids, config.batch_size, generator):
+        for batch in iterate_batches(dataset, ids, config.batch_size, generator):
             weights = pair_weights(batch["id"], list(dataset.tasks), masked_pairs)
             batch = _to(batch, device)
             weights = _to(weights, device)

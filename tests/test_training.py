@@ -9,6 +9,7 @@ from core.training import (
     seed_everything,
     train,
     train_checkpoint,
+    trained_ids,
 )
 
 FAST = {"epochs": 2, "batch_size": 4, "lr": 1e-3, "device": "cpu"}
@@ -53,6 +54,26 @@ def test_masking_a_pair_changes_the_result(indoor_source, use_cache):
     train(plain, dataset, TrainConfig(**FAST))
     train(masked, dataset, TrainConfig(**FAST), masked_pairs={"depth": {dataset.ids[0]}})
     assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), masked.parameters()))
+
+
+def test_fully_masked_instances_never_enter_a_batch(indoor_source, use_cache):
+    """The full-mode oracle: masking every task of some instances is training without them, so
+    BatchNorm's running statistics (and every weight) equal those of training on the others."""
+    dataset = indoor_source.open("train")
+    gone = set(dataset.ids[::3])
+    kept = [i for i in dataset.ids if i not in gone]
+    assert trained_ids(dataset.ids, list(dataset.tasks), {t: gone for t in dataset.tasks}) == kept
+    assert trained_ids(dataset.ids, list(dataset.tasks), {"depth": gone}) == list(dataset.ids)
+    masked, without = _fresh(dataset), _fresh(dataset)
+    train(masked, dataset, TrainConfig(**FAST), masked_pairs={t: gone for t in dataset.tasks})
+    train(without, dataset.subset(kept), TrainConfig(**FAST))
+    stats = [name for name in masked.state_dict() if name.endswith(("running_mean", "running_var"))]
+    assert stats
+    for name, value in masked.state_dict().items():
+        assert torch.equal(value, without.state_dict()[name]), name
+    with pytest.raises(ValueError, match="nothing is left"):
+        train(_fresh(dataset), dataset, TrainConfig(**FAST),
+              masked_pairs={t: set(dataset.ids) for t in dataset.tasks})
 
 
 def test_unknown_masked_task_is_named(indoor_source, use_cache):
