@@ -50,12 +50,12 @@ def use_cache(data_cache, monkeypatch):
 @pytest.fixture()
 def indoor_data(indoor_source, use_cache):
     """UnlearningData over the tiny indoor benchmark (no training recipe)."""
-    from core.data import split_calibration_test
+    from core.data import split_val
     from core.unlearning import UnlearningData
 
     val = indoor_source.open("val")
     return UnlearningData(train=indoor_source.open("train"), val=val,
-                          calibration_ids=split_calibration_test(val.ids)[0])
+                          calibration_ids=split_val(val.ids)["calibration"])
 
 
 @pytest.fixture()
@@ -63,3 +63,20 @@ def tiny_model(indoor_source, use_cache) -> MultiTaskModel:
     torch.manual_seed(0)
     tasks = list(indoor_source.open("train").tasks.values())
     return build_model({"name": "small_cnn", "args": {"width": 4}}, tasks).eval()
+
+
+@pytest.fixture()
+def val_reads(monkeypatch) -> list[int]:
+    """The ids of every val-split instance read from disk or cache while the test runs."""
+    from core.data.npy import MTLDataset
+
+    reads: list[int] = []
+    read = MTLDataset.__getitem__
+
+    def spy(self, index):
+        if self.split == "val":
+            reads.append(self.ids[index])
+        return read(self, index)
+
+    monkeypatch.setattr(MTLDataset, "__getitem__", spy)
+    return reads

@@ -1,9 +1,10 @@
 """Multi-task datasets in the MTAN/LibMTL .npy layout, and the embedded synthetic benchmarks."""
 
 from core.data.npy import DatasetError, MTLDataset, split_calibration_test
+from core.data.splits import VAL_PARTS, HeldOutError, RestrictedSplit, split_val
 
-__all__ = ["BENCHMARKS", "DatasetError", "MTLDataset", "generate", "get_benchmark",
-           "split_calibration_test"]
+__all__ = ["BENCHMARKS", "VAL_PARTS", "DatasetError", "HeldOutError", "MTLDataset", "RestrictedSplit",
+           "generate", "get_benchmark", "split_calibration_test", "split_val"]
 
 
 def __getattr__(name: str):

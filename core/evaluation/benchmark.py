@@ -12,8 +12,16 @@ Tuning: each method gets the same budget, a small grid (`BenchPlan.grid`: learni
 a method without a learning rate gets a grid of the same size over its own knobs, see
 `method_grids`), evaluated on a separate tuning seed that is never reported, once per
 (benchmark, mode) at `tuning_ratio` (or once per ratio when that is None); the partial-mode
-tuning request forgets one task drawn by the tuning seed. The configuration with the lowest
-UIS wins. Grid, scores and choices go to tuning.json.
+tuning request forgets one task drawn by the tuning seed. Tuning trials are scored on the val
+split's tuning part (`core.data.split_val`), never on its test part, and the methods themselves
+see only its calibration part (`UnlearningData`): the test part is read by the report alone.
+The configuration with the lowest UIS wins. Grid, scores and choices go to tuning.json.
+
+Beside UIS the report gives, per cell, the oracle-referenced UIS and the gap to the oracle
+(`compare_models`), per benchmark and ratio the forget-gap noise floor
+(`core.evaluation.reference`) and the instance counts, and over cells the paired comparisons of
+ours against every baseline and the headline with 95% intervals and verdicts
+(`core.evaluation.stats`).
 
 Everything is written under one results folder and reused when present, so an interrupted run
 resumes where it stopped: the base models, the tuning choices (per benchmark, ratio, mode and
@@ -40,6 +48,17 @@ from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_
 from core.data.sources import DataSource
 from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import analyze_conflicts
+from core.evaluation.reference import NOISE_FLOOR_COLUMNS, forget_gap_noise_floor
+from core.evaluation.stats import (
+    MIA_TOLERANCE,
+    UIS_TARGETS,
+    abs_interval,
+    bootstrap_mean,
+    bootstrap_reduction,
+    paired_comparisons,
+    verdict_at_least,
+    verdict_at_most,
+)
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.base import UnlearningData, get_unlearner, list_unlearners
@@ -75,6 +94,11 @@ class BenchPlan:
     epochs: int = 40
     width: int = 16
     retain_sample: int = 64
+    noise_draws: int = 200
+    """Random unseen sets per benchmark and ratio for the forget-gap noise floor."""
+    protocol: int = 2
+    """Version of the evaluation protocol; 2 = tuning scored on the tuning part of val, oracle
+    referenced scores, balanced and reference attacks. Results of another version are refused."""
 
     def __post_init__(self):
         known = list_unlearners()
@@ -215,11 +239,12 @@ class Bench:
                 result = get_unlearner(method, config).run(model, request, data)
                 board = compare_models({ORIGINAL: model, method: result.model}, request, data,
                                        retain_sample=self.plan.retain_sample, seed=self.plan.tuning_seed,
-                                       mia=False).leaderboard
+                                       mia=False, heldout="tuning").leaderboard
                 trials.append({"config": overrides, "uis": float(board.set_index("model").at[method, "uis"]),
                                "seconds": round(result.seconds, 3)})
             best = min(trials, key=lambda t: t["uis"] if math.isfinite(t["uis"]) else math.inf)
             record.setdefault(key, {})[method] = {"setting": setting, "seed": self.plan.tuning_seed,
+                                                  "scored_on": "tuning",
                                                   "instances": list(request.instances),
                                                   "trials": trials, "chosen": best["config"]}
             _write_json(path, record)
@@ -280,6 +305,43 @@ class Bench:
     def cell_path(self, benchmark: str, ratio: float, setting: str, seed: int) -> Path:
         return self.out / "cells" / f"{cell_key(benchmark, ratio, setting, seed)}.json"
 
+    # -- references ---------------------------------------------------------------------------
+    def noise_floor(self, benchmark: str, ratio: float) -> list[dict[str, Any]]:
+        """The forget-gap noise floor of the base model at `ratio` (`forget_gap_noise_floor` on
+        the test part, `plan.noise_draws` sets of the forget set's size), one row per setting
+        ("full": the mean over tasks; "partial:<task>": that task); cached in noise_floor.json.
+        No rows when the forget set is larger than the test part."""
+        path = self.out / "noise_floor.json"
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{benchmark}__r{ratio:g}"
+        if key not in record:
+            model, card, data = self.base(benchmark)
+            size = len(forget_instances(card.train_ids, ratio, 0))
+            rows = []
+            if size <= len(data.held_out("test")[1]):
+                frame = forget_gap_noise_floor(model, data, size, draws=self.plan.noise_draws, seed=0)
+                for row in frame.to_dict("records"):
+                    setting = "full" if row["task"] == "all" else f"partial:{row['task']}"
+                    row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                    rows.append({"benchmark": benchmark, "ratio": ratio, "setting": setting, **row})
+            record[key] = rows
+            _write_json(path, record)
+        return record[key]
+
+    def counts(self) -> pd.DataFrame:
+        """Instances per benchmark and ratio: forget, retain, train, and the val split's parts."""
+        rows = []
+        for benchmark in self.plan.benchmarks:
+            _, card, data = self.base(benchmark)
+            parts = {part: len(data.held_out(part)[1]) for part in ("calibration", "tuning", "test")}
+            for ratio in self.plan.ratios:
+                forget = len(forget_instances(card.train_ids, ratio, 0))
+                rows.append({"benchmark": benchmark, "ratio": ratio, "forget": forget,
+                             "retain": len(card.train_ids) - forget, "train": len(card.train_ids),
+                             "val_calibration": parts["calibration"], "val_tuning": parts["tuning"],
+                             "val_test": parts["test"]})
+        return pd.DataFrame(rows)
+
     def run(self, workers: int = 1) -> list[dict[str, Any]]:
         """Train the base models, tune, then run every cell (in `workers` processes, each with
         its share of torch's threads); returns the cell records (finished ones are read back)."""
@@ -326,12 +388,14 @@ _CELL = ["benchmark", "ratio", "setting", "mode", "seed"]
 
 def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
     """Long frames over all cells: "leaderboard" (one row per cell and model), "breakdown" (per
-    task), "scores" (primary metric per split and task) and "conflicts" (cosine per task pair)."""
-    parts: dict[str, list[pd.DataFrame]] = {"leaderboard": [], "breakdown": [], "scores": [], "conflicts": []}
+    task), "scores" (primary metric per split and task), "oracle" (gap to the retrain oracle per
+    model, split and task) and "conflicts" (cosine per task pair)."""
+    parts: dict[str, list[pd.DataFrame]] = {"leaderboard": [], "breakdown": [], "scores": [], "oracle": [],
+                                            "conflicts": []}
     for record in records:
         ident = {k: record[k] for k in _CELL}
         comparison = Comparison.from_dict(record["comparison"])
-        for name in ("leaderboard", "breakdown", "scores"):
+        for name in ("leaderboard", "breakdown", "scores", "oracle"):
             parts[name].append(getattr(comparison, name).assign(**ident))
         parts["conflicts"].append(pd.DataFrame(record["conflicts"]).assign(**ident))
     frames = {}
@@ -341,15 +405,17 @@ def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]
     return frames
 
 
-METRICS = ["uis", "forget_gap", "ili", "tli", "mia_auc", "seconds"]
+METRICS = ["uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc", "mia_ref_auc", "seconds"]
 
 
 def summary_table(leaderboard: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Mean and std over cells of every leaderboard metric, grouped by `by` + model.
 
-    Columns: by..., model, cells, then <metric>_mean and <metric>_std for `METRICS`.
+    Columns: by..., model, cells, then <metric>_mean and <metric>_std for `METRICS` (NaN for a
+    metric the leaderboard lacks).
     """
-    grouped = leaderboard.groupby(list(by) + ["model"], sort=False)
+    missing = [m for m in METRICS if m not in leaderboard]
+    grouped = leaderboard.assign(**{m: math.nan for m in missing}).groupby(list(by) + ["model"], sort=False)
     out = grouped.size().rename("cells").to_frame()
     for metric in METRICS:
         out[f"{metric}_mean"] = grouped[metric].mean()
@@ -357,13 +423,38 @@ def summary_table(leaderboard: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def headline(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
-    """UIS reduction of `ours` against the strongest baseline, per benchmark and mode.
+def _paired(group: pd.DataFrame, metric: str, models: Sequence[str]) -> pd.DataFrame:
+    """`metric` per cell (index: the ratio, setting and seed columns present) of `models`, only
+    the cells where all of them have a value."""
+    if metric not in group:
+        return pd.DataFrame(columns=list(models))
+    cell = [c for c in ("ratio", "setting", "seed") if c in group]
+    table = group.pivot_table(index=cell, columns="model", values=metric, aggfunc="first")
+    return table.reindex(columns=list(models)).dropna()
+
+
+def _strata(table: pd.DataFrame) -> list | None:
+    """The (ratio, setting) of each row of a `_paired` table; None when it has neither."""
+    keys = [k for k in ("ratio", "setting") if k in table.index.names]
+    if not keys:
+        return None
+    return list(zip(*(table.index.get_level_values(k) for k in keys)))
+
+
+def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, float] = UIS_TARGETS,
+             tolerance: float = MIA_TOLERANCE, seed: int = 0) -> pd.DataFrame:
+    """UIS reduction of `ours` against the strongest baseline, per benchmark and mode, with 95%
+    intervals and verdicts (`core.evaluation.stats`).
 
     The strongest baseline is the method (not `original`, not `retrain`) with the lowest mean UIS
-    over the group's cells. reduction = 100 x (UIS_base - UIS_ours) / UIS_base on the means over
-    all cells (ratios, settings, seeds); reduction_std is the std over seeds of the same
-    reduction computed per seed. mia_gap = |mean forget AUC of ours - that of the oracle|.
+    over the group's cells. reduction_pct = 100 x (UIS_base - UIS_ours) / UIS_base on the means
+    over the cells both have (ratios, settings, seeds); reduction_low / _high: its paired
+    bootstrap interval, cells resampled within their (ratio, setting); reduction_std: the std
+    over seeds of the same reduction per seed. verdict: the UIS target of the mode (`targets`,
+    percent) judged on the interval. mia_gap = |mean over cells of (forget AUC of ours - that of
+    the oracle)| with its interval (mia_gap_low / _high) and mia_verdict against `tolerance`.
+    Also: the oracle-referenced UIS of ours and of that baseline, and the reference attack's
+    AUC of ours.
     """
     rows = []
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
@@ -372,25 +463,45 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
         if ours not in means or baselines.empty:
             continue
         strongest = baselines.idxmin()
+        uis = _paired(group, "uis", [strongest, ours])
+        reduction, low, high = bootstrap_reduction(uis[strongest], uis[ours], _strata(uis), seed=seed)
         per_seed = group.groupby(["seed", "model"])["uis"].mean().unstack()
         reductions = 100 * (per_seed[strongest] - per_seed[ours]) / per_seed[strongest]
-        auc = group.groupby("model")["mia_auc"].mean()
-        rows.append({"benchmark": benchmark, "mode": mode, "ours_uis": means[ours],
+        auc = _paired(group, "mia_auc", [ours, ORACLE])
+        gap, gap_low, gap_high = (bootstrap_mean(auc[ours] - auc[ORACLE], seed=seed, strata=_strata(auc))
+                                  if len(auc) else (math.nan, math.nan, math.nan))
+        gap_low, gap_high = abs_interval(gap_low, gap_high)
+        model_means = {metric: group.groupby("model")[metric].mean() if metric in group else pd.Series()
+                       for metric in ("uis_oracle", "mia_auc", "mia_ref_auc")}
+        target = float(targets.get(mode, math.nan))
+        rows.append({"benchmark": benchmark, "mode": mode, "cells": len(uis), "ours_uis": means[ours],
                      "strongest_baseline": strongest, "baseline_uis": baselines[strongest],
-                     "reduction_pct": 100 * (baselines[strongest] - means[ours]) / baselines[strongest],
+                     "reduction_pct": reduction, "reduction_low": low, "reduction_high": high,
                      "reduction_std": reductions.std(ddof=1) if len(reductions) > 1 else math.nan,
+                     "target_pct": target, "verdict": verdict_at_least(low, high, target),
                      "original_uis": means.get(ORIGINAL, math.nan),
                      "retrain_uis": means.get(ORACLE, math.nan),
-                     "ours_mia_auc": auc.get(ours, math.nan), "retrain_mia_auc": auc.get(ORACLE, math.nan),
-                     "mia_gap": abs(auc.get(ours, math.nan) - auc.get(ORACLE, math.nan))})
+                     "ours_uis_oracle": model_means["uis_oracle"].get(ours, math.nan),
+                     "baseline_uis_oracle": model_means["uis_oracle"].get(strongest, math.nan),
+                     "ours_mia_auc": model_means["mia_auc"].get(ours, math.nan),
+                     "retrain_mia_auc": model_means["mia_auc"].get(ORACLE, math.nan),
+                     "mia_gap": abs(gap), "mia_gap_low": gap_low, "mia_gap_high": gap_high,
+                     "mia_verdict": verdict_at_most(gap_low, gap_high, tolerance),
+                     "ours_mia_ref_auc": model_means["mia_ref_auc"].get(ours, math.nan)})
     return pd.DataFrame(rows)
+
+
+def comparisons(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
+    """`paired_comparisons` of `ours` against every other method on UIS, per benchmark and mode."""
+    baselines = [m for m in leaderboard["model"].unique() if m not in (ours, *REFERENCES)]
+    return paired_comparisons(leaderboard, ours, baselines)
 
 
 def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: bool = True,
              log: Callable[[str], None] = print, workers: int = 1) -> dict[str, pd.DataFrame]:
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
-    "details" and "headline"."""
+    "details", "headline", "paired" (ours against each baseline), "noise_floor" and "counts"."""
     import shutil
 
     from core.evaluation.report import write_report
@@ -399,12 +510,20 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     if fresh and out.exists():
         shutil.rmtree(out)
     start = time.perf_counter()
-    records = Bench(plan, out, log, show_bars).run(workers)
+    bench = Bench(plan, out, log, show_bars)
+    records = bench.run(workers)
     frames = cell_frames(records)
     frames["summary"] = summary_table(frames["leaderboard"], ["benchmark", "mode"])
     frames["details"] = summary_table(frames["leaderboard"], ["benchmark", "ratio", "setting"])
     frames["headline"] = headline(frames["leaderboard"])
-    for name in ("leaderboard", "breakdown", "summary", "details", "headline"):
+    frames["paired"] = comparisons(frames["leaderboard"])
+    frames["noise_floor"] = pd.DataFrame([row for b in plan.benchmarks for r in plan.ratios
+                                          for row in bench.noise_floor(b, r)],
+                                         columns=["benchmark", "ratio", "setting", *NOISE_FLOOR_COLUMNS[1:]])
+    frames["noise_floor"] = frames["noise_floor"].astype({c: float for c in ("mean", "low", "high")})
+    frames["counts"] = bench.counts()
+    for name in ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
+                 "noise_floor", "counts"):
         frames[name].to_csv(out / f"{name}.csv", index=False)
     write_report(frames, plan, out, time.perf_counter() - start)
     return frames

@@ -2,24 +2,35 @@
 dashboard's Compare page.
 
 One call evaluates every model once (`evaluate_request`), then reads UIS and its breakdown, the
-forget gap, ILI, TLI and (optionally) the membership-inference attack from that frame.
+forget gap, ILI, TLI and (optionally) the membership-inference attacks from that frame. When the
+retrain oracle is among the models, every model is also measured against it: the gap to the
+oracle per split and task, and the oracle-referenced UIS (`core.evaluation.uis.oracle_terms`).
+The held-out reference split is the val split's test part for a report and its tuning part for
+tuning (`heldout`), never both.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 
 from core.evaluation.metrics import evaluate_request
-from core.evaluation.mia import membership_inference
-from core.evaluation.uis import ili, tli, uis_breakdown
+from core.evaluation.mia import attack_features, membership_inference
+from core.evaluation.uis import ili, oracle_gap, tli, uis_breakdown, uis_oracle
 
-LEADERBOARD_COLUMNS = ["model", "uis", "forget_gap", "ili", "tli", "mia_auc", "mia_efficacy", "seconds"]
+LEADERBOARD_COLUMNS = ["model", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc",
+                       "mia_auc_low", "mia_auc_high", "mia_efficacy", "mia_ref_auc", "mia_ref_auc_low",
+                       "mia_ref_auc_high", "seconds"]
+ORACLE_COLUMNS = ["model", "split", "task", "metric", "unlearned", "oracle", "gap"]
+_FRAMES = ("leaderboard", "breakdown", "scores", "oracle")
+_NO_ATTACK = {"forget_auc": math.nan, "forget_auc_low": math.nan, "forget_auc_high": math.nan,
+              "mia_efficacy": math.nan, "ref_auc": math.nan, "ref_auc_low": math.nan,
+              "ref_auc_high": math.nan}
 
 
 @dataclass
@@ -27,23 +38,36 @@ class Comparison:
     """What `compare_models` returns; every frame is plain data (JSON round trip with
     `to_dict` / `from_dict`).
 
-    leaderboard: one row per model, `LEADERBOARD_COLUMNS` (UIS, forget gap, ILI, TLI in percent,
-        lower is better; mia_auc the forget-vs-test AUC; seconds of unlearning, NaN if unknown).
+    leaderboard: one row per model, `LEADERBOARD_COLUMNS`: UIS, forget gap, ILI, TLI in percent
+        (lower is better); uis_oracle, the oracle-referenced UIS in percent, and oracle_gap,
+        100 x the mean over splits and tasks of |primary metric - the oracle's| (both NaN
+        without an oracle among the models); mia_auc the forget-vs-held-out AUC of the
+        population attack with its 95% interval (mia_auc_low / _high), mia_efficacy its share of
+        forget instances called non-members; mia_ref_auc (with its interval) the AUC of the
+        reference attack calibrated by the oracle's losses (NaN without an oracle); seconds of
+        unlearning, NaN if unknown.
     breakdown: `uis_terms` rows of every model, with a "model" column first.
     scores: the tidy `evaluate_request` frame (model, split, task, metric, value) plus "primary"
         (whether the metric is the task's primary one).
+    oracle: per model, split and task, the primary metric of the model and of the oracle and
+        their absolute gap (`ORACLE_COLUMNS`); empty without an oracle among the models.
     """
 
     leaderboard: pd.DataFrame
     breakdown: pd.DataFrame
     scores: pd.DataFrame
+    oracle: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ORACLE_COLUMNS))
 
     def to_dict(self) -> dict[str, list[dict]]:
-        return {name: _records(getattr(self, name)) for name in ("leaderboard", "breakdown", "scores")}
+        return {name: _records(getattr(self, name)) for name in _FRAMES}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, list[dict]]) -> Comparison:
-        return cls(**{name: _frame(data[name]) for name in ("leaderboard", "breakdown", "scores")})
+        frames = {name: _frame(data[name]) for name in _FRAMES if name in data}
+        frames["leaderboard"] = frames["leaderboard"].reindex(columns=LEADERBOARD_COLUMNS)
+        if "oracle" in frames:
+            frames["oracle"] = frames["oracle"].reindex(columns=ORACLE_COLUMNS)
+        return cls(**frames)
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
@@ -62,37 +86,56 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def compare_models(models: Mapping[str, torch.nn.Module], request, data,
                    seconds: Mapping[str, float] | None = None, reference: str = "original",
-                   retain_sample: int = 64, seed: int = 0, mia: bool = True) -> Comparison:
+                   retain_sample: int = 64, seed: int = 0, mia: bool = True, heldout: str = "test",
+                   oracle: str = "retrain") -> Comparison:
     """Score `models` (which must include `reference`, the model before unlearning) on `request`.
 
     Args:
         models: {name: model}; the reference scores its own UIS (what doing nothing costs).
-        request: the `ForgetRequest`; data: its `UnlearningData`.
+        request: the `ForgetRequest`; data: its `UnlearningData`, built from the full val split.
         seconds: {name: unlearning wall time}; missing names get NaN.
         retain_sample, seed: the fixed retain sample shared by ILI and the attack.
-        mia: run the membership-inference attack (the slow part; off for tuning).
+        mia: run the membership-inference attacks (the slow part; off for tuning).
+        heldout: the part of the val split that plays "test" (UIS reference, attack
+            non-members): "test" for a report, "tuning" for tuning trials and default choices.
+        oracle: the name of the retrain oracle among `models`, if it is there: the reference of
+            uis_oracle, oracle_gap, the `oracle` frame and the reference attack.
     """
     if reference not in models:
         raise ValueError(f"the models to compare must include the reference {reference!r}; "
                          f"got {', '.join(models)}")
     tasks = dict(data.train.tasks)
-    scores = evaluate_request(models, request, data, retain_sample, seed)
+    scores = evaluate_request(models, request, data, retain_sample, seed, heldout)
     scores["primary"] = [metric == tasks[task].primary
                          for task, metric in zip(scores["task"], scores["metric"])]
-    rows, parts = [], []
+    has_oracle = oracle in models
+    oracle_features = (attack_features(models[oracle], data, request, retain_sample, seed, heldout)
+                       if mia and has_oracle else None)
+    rows, parts, gaps = [], [], []
     for name, model in models.items():
         terms = uis_breakdown(scores, name, tasks, request, reference)
         parts.append(terms.assign(model=name))
-        attack = (membership_inference(model, data, request, retain_sample, seed) if mia
-                  else {"forget_auc": math.nan, "mia_efficacy": math.nan})
+        attack = (membership_inference(model, data, request, retain_sample, seed, heldout, oracle_features)
+                  if mia else _NO_ATTACK)
         forget_gap = terms.loc[terms["role"] == "target", "forget_gap"]
+        gap = (oracle_gap(scores[scores["primary"]], name, oracle).assign(model=name) if has_oracle
+               else pd.DataFrame(columns=ORACLE_COLUMNS))
+        gaps.append(gap)
         rows.append({"model": name, "uis": 100 * float(terms["uis_t"].mean()),
                      "forget_gap": 100 * float(forget_gap.mean()),
                      "ili": ili(scores, name, tasks, reference),
                      "tli": tli(scores, name, tasks, request, reference),
-                     "mia_auc": attack["forget_auc"], "mia_efficacy": attack["mia_efficacy"],
+                     "uis_oracle": (uis_oracle(scores, name, tasks, request, oracle) if has_oracle
+                                    else math.nan),
+                     "oracle_gap": 100 * float(gap["gap"].mean()) if has_oracle else math.nan,
+                     "mia_auc": attack["forget_auc"], "mia_auc_low": attack["forget_auc_low"],
+                     "mia_auc_high": attack["forget_auc_high"], "mia_efficacy": attack["mia_efficacy"],
+                     "mia_ref_auc": attack["ref_auc"], "mia_ref_auc_low": attack["ref_auc_low"],
+                     "mia_ref_auc_high": attack["ref_auc_high"],
                      "seconds": float((seconds or {}).get(name, np.nan))})
     breakdown = pd.concat(parts, ignore_index=True)
     breakdown = breakdown[["model"] + [c for c in breakdown.columns if c != "model"]]
-    return Comparison(leaderboard=pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS),
-                      breakdown=breakdown, scores=scores)
+    gaps = [g for g in gaps if len(g)]
+    return Comparison(leaderboard=pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS), breakdown=breakdown,
+                      scores=scores, oracle=(pd.concat(gaps, ignore_index=True)[ORACLE_COLUMNS] if gaps
+                                             else pd.DataFrame(columns=ORACLE_COLUMNS)))

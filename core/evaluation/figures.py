@@ -126,3 +126,25 @@ def tradeoff_figure(leaderboard: pd.DataFrame, title: str | None = None) -> go.F
     figure.update_traces(textposition="top center")
     figure.update_layout(showlegend=False)
     return _tidy(figure, title)
+
+
+def reduction_interval_figure(headline: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """UIS reduction of ours against the strongest baseline with its 95% interval, per benchmark
+    (x) and mode (colour), and the mode's target as an open diamond: a target under the whole
+    interval is met, one above it missed, one inside it undecided.
+
+    Args:
+        headline: rows benchmark, mode, reduction_pct, reduction_low, reduction_high, target_pct
+            (a `headline` table).
+    """
+    figure = go.Figure()
+    for mode, rows in headline.groupby("mode", sort=False):
+        figure.add_trace(go.Scatter(
+            x=rows["benchmark"], y=rows["reduction_pct"], mode="markers", name=f"{mode}: reduction",
+            error_y={"type": "data", "symmetric": False,
+                     "array": (rows["reduction_high"] - rows["reduction_pct"]).tolist(),
+                     "arrayminus": (rows["reduction_pct"] - rows["reduction_low"]).tolist()}))
+        figure.add_trace(go.Scatter(x=rows["benchmark"], y=rows["target_pct"], mode="markers",
+                                    name=f"{mode}: target", marker={"symbol": "diamond-open", "size": 12}))
+    figure.update_layout(yaxis_title="UIS reduction vs strongest baseline (%)", scattermode="group")
+    return _tidy(figure, title)

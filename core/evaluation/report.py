@@ -16,13 +16,16 @@ import torch
 from core.evaluation.figures import (
     conflict_heatmap,
     metric_shift_figure,
+    reduction_interval_figure,
     uis_bar_figure,
     uis_breakdown_figure,
 )
 
 REFERENCE_ORDER = ("original", "retrain")
 _COLUMNS = [("uis", "UIS"), ("forget_gap", "forget gap"), ("ili", "ILI"), ("tli", "TLI"),
-            ("mia_auc", "MIA AUC"), ("seconds", "time (s)")]
+            ("uis_oracle", "UIS vs oracle"), ("oracle_gap", "gap to oracle"), ("mia_auc", "MIA AUC"),
+            ("mia_ref_auc", "ref. MIA AUC"), ("seconds", "time (s)")]
+_THREE_DIGITS = {"mia_auc", "mia_ref_auc"}
 
 
 def _mean_std(mean: float, std: float, digits: int) -> str:
@@ -43,23 +46,83 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = [head, "|" + "---|" * (len(_COLUMNS) + 2)]
     for row in ordered(summary).itertuples(index=False):
         values = row._asdict()
-        cells = [_mean_std(values[f"{key}_mean"], values[f"{key}_std"], 3 if key == "mia_auc" else 2)
+        cells = [_mean_std(values[f"{key}_mean"], values[f"{key}_std"], 3 if key in _THREE_DIGITS else 2)
                  for key, _ in _COLUMNS]
         name = f"*{row.model}*" if row.model in REFERENCE_ORDER else row.model
         lines.append(f"| {name} | {row.cells} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _number(value: float, digits: int) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def _interval(low: float, high: float, digits: int) -> str:
+    return f"[{_number(low, digits)}, {_number(high, digits)}]"
+
+
 def headline_table(headline: pd.DataFrame) -> str:
-    lines = ["| benchmark | mode | interference_aware UIS | strongest baseline | its UIS | UIS reduction "
-             "| original UIS | retrain UIS | MIA AUC ours / oracle |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    """The headline as Markdown: reductions with their 95% intervals and the verdicts."""
+    lines = ["| benchmark | mode | cells | interference_aware UIS | strongest baseline | its UIS "
+             "| UIS reduction [95% interval] | target | verdict | original UIS | retrain UIS "
+             "| UIS vs oracle: ours / baseline | MIA AUC ours / oracle | MIA gap [95% interval] "
+             "| MIA verdict (gap <= 0.05) | ref. MIA AUC ours |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in headline.itertuples(index=False):
-        lines.append(f"| {r.benchmark} | {r.mode} | {r.ours_uis:.2f} | {r.strongest_baseline} | "
-                     f"{r.baseline_uis:.2f} | {_mean_std(r.reduction_pct, r.reduction_std, 1)} % | "
-                     f"{r.original_uis:.2f} | {r.retrain_uis:.2f} | "
-                     f"{r.ours_mia_auc:.3f} / {r.retrain_mia_auc:.3f} |")
+        lines.append(
+            f"| {r.benchmark} | {r.mode} | {r.cells} | {_number(r.ours_uis, 2)} | {r.strongest_baseline} "
+            f"| {_number(r.baseline_uis, 2)} | {_number(r.reduction_pct, 1)} % "
+            f"{_interval(r.reduction_low, r.reduction_high, 1)} | >= {_number(r.target_pct, 0)} % "
+            f"| **{r.verdict}** | {_number(r.original_uis, 2)} | {_number(r.retrain_uis, 2)} "
+            f"| {_number(r.ours_uis_oracle, 2)} / {_number(r.baseline_uis_oracle, 2)} "
+            f"| {_number(r.ours_mia_auc, 3)} / {_number(r.retrain_mia_auc, 3)} "
+            f"| {_number(r.mia_gap, 3)} {_interval(r.mia_gap_low, r.mia_gap_high, 3)} "
+            f"| **{r.mia_verdict}** | {_number(r.ours_mia_ref_auc, 3)} |")
     return "\n".join(lines)
+
+
+def paired_table(paired: pd.DataFrame) -> str:
+    """Ours against each baseline, cell by cell (wins / ties / losses on UIS, the mean per-cell
+    reduction with its 95% interval, the Wilcoxon signed-rank p-value)."""
+    lines = ["| benchmark | mode | baseline | cells | wins / ties / losses | mean reduction [95% interval] "
+             "| Wilcoxon p |", "|---|---|---|---|---|---|---|"]
+    for r in paired.itertuples(index=False):
+        lines.append(f"| {r.benchmark} | {r.mode} | {r.baseline} | {r.cells} | {r.wins} / {r.ties} / "
+                     f"{r.losses} | {_number(r.mean_reduction_pct, 1)} % "
+                     f"{_interval(r.reduction_low, r.reduction_high, 1)} | {_number(r.wilcoxon_p, 3)} |")
+    return "\n".join(lines)
+
+
+def noise_floor_table(noise_floor: pd.DataFrame) -> str:
+    """The forget-gap noise floor per benchmark, ratio and setting (percent)."""
+    lines = ["| benchmark | ratio | setting | set size | pool | draws | forget gap of unseen sets: mean "
+             "[95% of draws] |", "|---|---|---|---|---|---|---|"]
+    for r in noise_floor.itertuples(index=False):
+        lines.append(f"| {r.benchmark} | {r.ratio:g} | {r.setting} | {r.size} | {r.pool} | {r.draws} "
+                     f"| {_number(r.mean, 2)} {_interval(r.low, r.high, 2)} |")
+    return "\n".join(lines)
+
+
+def frame_table(frame: pd.DataFrame, digits: int = 2) -> str:
+    """Any small frame as a Markdown table."""
+    def cell(value):
+        return _number(value, digits) if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def oracle_gap_table(oracle: pd.DataFrame) -> pd.DataFrame:
+    """Mean over cells of 100 x |primary metric - the oracle's| per benchmark, mode, model, split
+    and task, as one row per (benchmark, mode, model) and one column per split/task."""
+    if oracle.empty:
+        return pd.DataFrame()
+    frame = oracle.assign(column=oracle["split"] + "/" + oracle["task"],
+                          gap=100 * oracle["gap"].astype(float))
+    table = frame.pivot_table(index=["benchmark", "mode", "model"], columns="column", values="gap",
+                              aggfunc="mean", sort=False)
+    return table.reset_index().rename_axis(columns=None)
 
 
 def _groups(summary: pd.DataFrame, keys: Sequence[str]):
@@ -79,11 +142,32 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
     parts = ["# Benchmark results", "",
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
              "" if seconds is None else f"Wall time of this invocation: {seconds:.0f} s.", "",
-             "UIS, forget gap, ILI and TLI are percentages (lower is better); MIA AUC is the AUC of "
-             "forget vs test instances under the loss attack (0.5 = indistinguishable from unseen "
-             "data); time is the unlearning wall time. Mean ± std over cells (ratios, settings "
-             "and seeds).", "", "## Headline", "", headline_table(frames["headline"]), "",
-             "## Per benchmark and mode", ""]
+             "UIS, forget gap, ILI and TLI are percentages (lower is better); UIS vs oracle is the "
+             "same score with the retrain oracle's own score on each split as the reference (the "
+             "oracle scores 0), gap to oracle is 100 x the mean |primary metric - the oracle's| over "
+             "splits and tasks; MIA AUC is the AUC of forget vs test instances under the loss attack "
+             "with balanced classes, ref. MIA AUC that of the attack whose losses are calibrated by "
+             "the oracle's (0.5 = indistinguishable from unseen data); time is the unlearning wall "
+             "time. Mean ± std over cells (ratios, settings and seeds). Tuning was scored on the val "
+             "split's tuning part, never on its test part; the methods saw only its calibration "
+             "part. Intervals are 95% bootstrap intervals over cells (resampled within each ratio "
+             "and setting); a target is met when the whole interval clears it, missed when the "
+             "whole interval falls short, else undecided.", "", "## Headline", "",
+             headline_table(frames["headline"]), ""]
+    if "paired" in frames:
+        parts += ["## Ours against each baseline, cell by cell (UIS)", "", paired_table(frames["paired"]), ""]
+    if "noise_floor" in frames and not frames["noise_floor"].empty:
+        parts += ["## Forget-gap noise floor", "",
+                  "The forget gap of the original model on random sets of unseen test instances of the "
+                  "forget set's size: a forget gap inside this range cannot be told from \"looks "
+                  "unseen\".", "", noise_floor_table(frames["noise_floor"]), ""]
+    if "counts" in frames:
+        parts += ["## Instances per ratio", "", frame_table(frames["counts"]), ""]
+    if "oracle" in frames and not frames["oracle"].empty:
+        parts += ["## Gap to the retrain oracle per split and task", "",
+                  "100 x |primary metric - the oracle's|, mean over cells.", "",
+                  frame_table(oracle_gap_table(frames["oracle"])), ""]
+    parts += ["## Per benchmark and mode", ""]
     for label, group in _groups(frames["summary"], ["benchmark", "mode"]):
         parts += [f"### {label}", "", markdown_table(group), ""]
     parts += ["## Per setting (mean ± std over seeds)", ""]
@@ -135,6 +219,17 @@ def html_page(title: str, sections: Sequence[tuple[str, object]], intro: str = "
 def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
     """The benchmark's HTML report: headline, every figure of `report_figures`, the tables."""
     sections: list[tuple[str, object]] = [("Headline", frames["headline"])]
+    if not frames["headline"].empty:
+        sections.append(("UIS reduction against the strongest baseline, 95% intervals and targets",
+                         reduction_interval_figure(frames["headline"])))
+    for key, title in (("paired", "Ours against each baseline, cell by cell"),
+                       ("noise_floor", "Forget-gap noise floor (unseen sets of the forget set's size)"),
+                       ("counts", "Instances per ratio")):
+        if key in frames:
+            sections.append((title, frames[key]))
+    if "oracle" in frames and not frames["oracle"].empty:
+        sections.append(("Gap to the retrain oracle per split and task (x100)",
+                         oracle_gap_table(frames["oracle"])))
     for title, figure in report_figures(frames):
         figure.update_layout(height=600 if title.startswith("Mean UIS") else 420)
         sections.append((title, figure))

@@ -19,8 +19,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from core.data.splits import VAL_PARTS, HeldOutError, RestrictedSplit, split_val
 from core.device import select_device
-from core.requests import ForgetRequest
+from core.requests import ForgetRequest, preview
 from core.tasks import TaskSpec
 from core.training import multitask_loss
 from core.unlearning.gradients import gradients
@@ -137,9 +138,18 @@ class UnlearnResult:
 
 @dataclass
 class UnlearningData:
-    """The data a method may use: the training set (F, K and R live there), the val split with
-    its calibration ids (unseen data a method may look at), the model's training ids, and the
-    original training recipe (for the retrain oracle). Test ids are never handed to a method."""
+    """The data a method may use: the training set (F, K and R live there), the val split seen
+    through its calibration ids only (unseen data a method may look at), the model's training
+    ids, and the original training recipe (for the retrain oracle).
+
+    `val` is always a `RestrictedSplit` over `calibration_ids` (or None): asking it for any other
+    id raises `HeldOutError`. Given the full val split, the object also keeps the path that the
+    reporting and tuning evaluations read the held-out parts through (`held_out`);
+    `Unlearner.run` hands a method `for_method()`, a copy without that path, so no tuning or
+    test instance is reachable from a method's data. The val parts are those of
+    `core.data.split_val`: calibration ids must lie in its calibration part (not in tuning or
+    test); `from_card` takes the whole calibration part.
+    """
 
     train: Any
     val: Any
@@ -151,13 +161,46 @@ class UnlearningData:
     def __post_init__(self) -> None:
         if not self.train_ids:
             self.train_ids = list(getattr(self.train, "ids", ()))
+        self._full_val = None
+        if self.val is None or isinstance(self.val, RestrictedSplit):
+            return
+        parts = split_val(self.val.ids)
+        barred = set(parts["tuning"]) | set(parts["test"])
+        leaked = [i for i in self.calibration_ids if i in barred]
+        if leaked:
+            raise HeldOutError(f"calibration ids {preview(leaked)} are in the tuning or test part of "
+                               f"the val split; accepted: ids of its calibration part, "
+                               f"{preview(parts['calibration'])} (core.data.split_val)")
+        self._full_val = self.val
+        self.val = RestrictedSplit(self.val, self.calibration_ids, "calibration")
+
+    def for_method(self) -> UnlearningData:
+        """A copy that reaches the val split only through the calibration view: what a method
+        receives (its `held_out` raises)."""
+        return UnlearningData(self.train, self.val, list(self.calibration_ids), self.architecture,
+                              self.training, self.train_ids)
+
+    def held_out(self, part: str = "test") -> tuple[Any, list[int]]:
+        """(the full val dataset, the ids of `part`) for the evaluation code: "test" for the
+        report, "tuning" for tuning trials and default choices, "calibration" for the method's
+        own calibration ids. Raises HeldOutError on a method's copy (`for_method`) or on data
+        built without a val split, ValueError for an unknown part."""
+        if part not in VAL_PARTS:
+            raise ValueError(f"unknown part {part!r} of the val split; accepted: {', '.join(VAL_PARTS)}")
+        if self._full_val is None:
+            raise HeldOutError(f"this data reaches the val split only through its calibration ids "
+                               f"(it is what an unlearning method receives, or it has no val split), "
+                               f"so the {part} part cannot be read; evaluate with the data built from "
+                               f"the full val split, e.g. UnlearningData.from_card")
+        ids = self.calibration_ids if part == "calibration" else split_val(self._full_val.ids)[part]
+        return self._full_val, list(ids)
 
     @classmethod
     def from_card(cls, card, cache_dir=None, data_root: str | None = None) -> UnlearningData:
         """Open the data of a checkpoint: the dataset folder `data_root` (.npy layout) when
         given, else the data its model card records under training.data. The model's training
         ids are the card's `train_ids`, or every id of the train split when the card lists none."""
-        from core.data import DatasetError, split_calibration_test
+        from core.data import DatasetError, split_val
         from core.data.sources import DataSource
 
         tasks = tuple(task["name"] for task in card.tasks)
@@ -173,7 +216,7 @@ class UnlearningData:
                     "dataset folder field on the Model page)")
         val = source.open("val", cache_dir)
         return cls(train=source.open("train", cache_dir), val=val,
-                   calibration_ids=split_calibration_test(val.ids)[0],
+                   calibration_ids=split_val(val.ids)["calibration"],
                    architecture=dict(card.architecture), training=dict(card.training),
                    train_ids=list(card.train_ids))
 
@@ -302,7 +345,7 @@ class Unlearner(ABC):
         original = copy.deepcopy(model).to(device).eval()
         for parameter in original.parameters():
             parameter.requires_grad_(False)
-        ctx = UnlearningContext(working, original, request, data, self.config)
+        ctx = UnlearningContext(working, original, request, data.for_method(), self.config)
         history: list[dict[str, float]] = []
 
         def report(step: int, forget: Mapping[str, torch.Tensor],

@@ -15,7 +15,6 @@ import torch
 from tqdm.auto import tqdm
 
 from core.checkpoints import ModelCard, checkpoint_paths, save_checkpoint
-from core.data import split_calibration_test
 from core.requests import ForgetRequest
 from core.training import evaluate
 from core.unlearning.base import UnlearningData, UnlearnResult, get_unlearner
@@ -25,10 +24,9 @@ def before_after(original: torch.nn.Module, unlearned: torch.nn.Module, request:
                  data: UnlearningData) -> list[dict[str, Any]]:
     """Primary metric of each task before and after, on the forget pairs (target tasks), the kept
     pairs (partial mode) and the test part of val. Rows: task, split, metric, before, after."""
-    test_ids = split_calibration_test(data.val.ids)[1]
     groups = [("forget", data.train, list(request.instances), request.tasks),
               ("kept", data.train, list(request.instances), request.kept_tasks),
-              ("test", data.val, test_ids, request.all_tasks)]
+              ("test", *data.held_out("test"), request.all_tasks)]
     rows = []
     for split, dataset, ids, tasks in groups:
         if not tasks:

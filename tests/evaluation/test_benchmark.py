@@ -74,6 +74,47 @@ def test_headline_against_the_strongest_baseline():
     assert row["strongest_baseline"] in {"a", "b"}
     assert row["mia_gap"] == pytest.approx(0.05)
     assert math.isfinite(row["reduction_std"])
+    # two cells, one stratum: resampled means of ours are 4, 5 or 6 against 10 -> [40%, 60%]
+    assert [row["reduction_low"], row["reduction_high"]] == pytest.approx([40.0, 60.0])
+    assert row["target_pct"] == 35.0 and row["verdict"] == "met" and row["cells"] == 2
+
+
+def test_headline_verdicts_from_intervals():
+    rows = []
+    # partial, two settings x two seeds; baseline 10 everywhere; ours 5 / 3 on setting p:a and 4 / 6
+    # on p:b -> reduction of the means 55%; resampling within settings: ours' mean is
+    # (mean of p:a in 3..5 + mean of p:b in 4..6) / 2 in 3.5..5.5, each end with chance 1/16 > 2.5%
+    for setting, values in {"p:a": (5.0, 3.0), "p:b": (4.0, 6.0)}.items():
+        for seed, ours in zip((1, 2), values):
+            rows += [("x", "partial", 0.1, setting, seed, "interference_aware", ours, 0.52),
+                     ("x", "partial", 0.1, setting, seed, "base", 10.0, 0.6),
+                     ("x", "partial", 0.1, setting, seed, "retrain", 1.0, 0.5)]
+    board = pd.DataFrame(rows, columns=["benchmark", "mode", "ratio", "setting", "seed", "model", "uis",
+                                        "mia_auc"])
+    row = headline(board).iloc[0]
+    assert row["reduction_pct"] == pytest.approx(55.0)
+    assert [row["reduction_low"], row["reduction_high"]] == pytest.approx([45.0, 65.0])
+    assert row["verdict"] == "undecided"
+    # AUC gap 0.02 in every cell: the interval [0.02, 0.02] is under 0.05
+    assert [row["mia_gap"], row["mia_gap_low"], row["mia_gap_high"]] == pytest.approx([0.02] * 3)
+    assert row["mia_verdict"] == "met"
+    assert headline(board, targets={"partial": 30.0}).iloc[0]["verdict"] == "met"
+    assert headline(board, targets={"partial": 80.0}).iloc[0]["verdict"] == "missed"
+
+
+def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads):
+    from core.data import split_val
+
+    bench = Bench(plan_with(MINI, methods=("grad_ascent",)), tmp_path / "bench", log=lambda _: None,
+                  show_bars=False)
+    _, _, data = bench.base("synthetic-indoor")
+    parts = split_val(data.held_out("test")[0].ids)
+    val_reads.clear()  # training the base model evaluates it on all of val, for its card
+    for mode in ("full", "partial"):
+        bench.tuned("synthetic-indoor", 0.1, mode, "grad_ascent")
+    assert val_reads and set(val_reads) <= set(parts["tuning"])
+    record = json.loads((tmp_path / "bench" / "tuning.json").read_text())
+    assert {r["grad_ascent"]["scored_on"] for r in record.values()} == {"tuning"}
 
 
 def test_summary_table_mean_and_std():
@@ -90,6 +131,7 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch):
     out = tmp_path / "bench"
     frames = run_plan(MINI, out, show_bars=False, log=lambda _: None, workers=2)
     for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
+                 "oracle.csv", "paired.csv", "noise_floor.csv", "counts.csv", "noise_floor.json",
                  "summary.md", "report.html", "tuning.json", "plan.json"):
         assert (out / name).is_file(), name
     board = frames["leaderboard"]
@@ -117,8 +159,26 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch):
     html = (out / "report.html").read_text()
     # self-contained: plotly.js inlined, no script fetched from the network
     assert html.count("<div id=") >= 5 and "<script src=" not in html and len(html) > 1_000_000
-    assert "## Headline" in (out / "summary.md").read_text()
+    summary = (out / "summary.md").read_text()
+    for heading in ("## Headline", "## Ours against each baseline", "## Forget-gap noise floor",
+                    "## Instances per ratio", "## Gap to the retrain oracle", "UIS vs oracle"):
+        assert heading in summary and html.count(heading.lstrip("# ")[:20]) >= 1, heading
     assert list(frames["headline"]["mode"]) == ["full", "partial"]
+    assert set(frames["headline"]["verdict"]) <= {"met", "missed", "undecided"}
+    assert {"reduction_low", "reduction_high", "mia_verdict", "ours_uis_oracle"} <= set(frames["headline"])
+    paired = frames["paired"]
+    assert set(paired["baseline"]) == {"grad_ascent"}
+    assert (paired[["wins", "ties", "losses"]].sum(axis=1) == paired["cells"]).all()
+    # the oracle scores 0 against itself; every cell has a reference attack AUC
+    oracle_rows = board[board["model"] == "retrain"]
+    assert all(v == 0 or math.isnan(v) for v in oracle_rows["uis_oracle"])
+    assert (oracle_rows["oracle_gap"] == 0).all()
+    assert board["mia_ref_auc"].notna().all()
+    counts = frames["counts"].set_index("ratio")
+    assert counts.loc[0.1, "forget"] == 1 and counts.loc[0.2, "forget"] == 2
+    assert counts.loc[0.1, ["val_calibration", "val_tuning", "val_test"]].tolist() == [1, 1, 8]
+    floor = frames["noise_floor"]
+    assert set(floor["setting"]) == set(board["setting"]) and set(floor["size"]) == {1, 2}
 
     # resuming reads every finished cell, oracle and tuning choice back: nothing runs again
     def refuse(*args, **kwargs):

@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from core.data import HeldOutError
 from core.evaluation import compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS, Comparison
 from core.requests import ForgetRequest
@@ -37,3 +38,43 @@ def test_reference_is_required(tiny_model, indoor_data):
     request = ForgetRequest.build([0], None, indoor_data.train.ids, list(tiny_model.tasks))
     with pytest.raises(ValueError, match="reference 'original'"):
         compare_models({"m": tiny_model}, request, indoor_data)
+
+
+def test_an_oracle_among_the_models_adds_its_references(tiny_model, indoor_data):
+    request = ForgetRequest.build([0, 1], ["depth"], indoor_data.train.ids, list(tiny_model.tasks))
+    models = {"original": tiny_model, "retrain": tiny_model, "same": tiny_model}
+    comparison = compare_models(models, request, indoor_data, retain_sample=6)
+    board = comparison.leaderboard.set_index("model")
+    # every model equals the oracle here: no gap, UIS vs oracle 0 (or NaN for a 0 reference)
+    assert (board["oracle_gap"] == 0).all()
+    assert all(v == 0 or math.isnan(v) for v in board["uis_oracle"])
+    # identical losses: the reference attack's score is 0 everywhere, AUC exactly 0.5
+    assert board["mia_ref_auc"].tolist() == [0.5] * 3
+    assert (board["mia_auc_low"] <= board["mia_auc"]).all()
+    assert (board["mia_auc"] <= board["mia_auc_high"]).all()
+    oracle = comparison.oracle
+    assert set(oracle["split"]) == {"forget", "kept", "retain", "test"} and (oracle["gap"] == 0).all()
+    assert set(oracle["model"]) == set(models)
+    back = Comparison.from_dict(comparison.to_dict())
+    assert back.oracle["gap"].tolist() == oracle["gap"].tolist()
+    # without an oracle the columns are NaN and the frame is empty; an old record reads back
+    plain = compare_models({"original": tiny_model}, request, indoor_data, retain_sample=6, mia=False)
+    assert plain.leaderboard[["uis_oracle", "oracle_gap", "mia_ref_auc"]].isna().all().all()
+    old = {k: v for k, v in plain.to_dict().items() if k != "oracle"}
+    old["leaderboard"] = [{k: v for k, v in r.items() if k != "uis_oracle"} for r in old["leaderboard"]]
+    assert list(Comparison.from_dict(old).leaderboard.columns) == LEADERBOARD_COLUMNS
+
+
+def test_tuning_scores_on_the_tuning_part_only(tiny_model, indoor_data, val_reads):
+    from core.data import split_val
+
+    request = ForgetRequest.build([0, 1], None, indoor_data.train.ids, list(tiny_model.tasks))
+    parts = split_val(indoor_data.held_out("test")[0].ids)
+    compare_models({"original": tiny_model, "retrain": tiny_model}, request, indoor_data, retain_sample=6,
+                   heldout="tuning", mia=False)
+    assert set(val_reads) == set(parts["tuning"])
+    val_reads.clear()
+    compare_models({"original": tiny_model}, request, indoor_data, retain_sample=6, mia=False)
+    assert set(val_reads) == set(parts["test"])
+    with pytest.raises(HeldOutError, match="the test part cannot be read"):
+        compare_models({"original": tiny_model}, request, indoor_data.for_method())

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from core.evaluation import loss_features, mia_from_features
+from core.evaluation.mia import reference_attack
 
 
 def _losses(rng, scale, n=60, tasks=2):
@@ -45,3 +46,26 @@ def test_loss_features_shape(tiny_model, indoor_source, use_cache):
     assert features.shape == (5, len(tasks)) and np.all(features >= 0)
     np.testing.assert_allclose(features[1:3], loss_features(tiny_model, train, train.ids[1:3], tasks),
                                rtol=1e-5)
+
+
+def test_efficacy_is_not_tilted_by_unequal_classes():
+    # 10 members, 200 non-members, the same loss distribution: a balanced attack calls about
+    # half of the forget instances non-members, not nearly all of them
+    rng = np.random.default_rng(3)
+    scores = mia_from_features(_losses(rng, 0.5, n=10), _losses(rng, 0.5, n=200), _losses(rng, 0.5, n=200))
+    assert 0.25 < scores["mia_efficacy"] < 0.75
+    assert scores["mia_efficacy_low"] <= scores["mia_efficacy"] <= scores["mia_efficacy_high"]
+    assert scores["forget_auc_low"] <= scores["forget_auc"] <= scores["forget_auc_high"]
+
+
+def test_reference_attack_calibrates_each_instance():
+    rng = np.random.default_rng(4)
+    # instances differ a lot in difficulty; the reference model (never saw them) gives each its
+    # own level; a model that remembers the forget set has 10x lower loss on it
+    difficulty_forget, difficulty_test = _losses(rng, 1.0, n=40), _losses(rng, 1.0, n=40)
+    remembered = reference_attack(difficulty_forget / 10, difficulty_test, difficulty_forget, difficulty_test)
+    assert remembered["ref_auc"] == 1.0 and remembered["ref_auc_low"] == pytest.approx(1.0)
+    forgotten = reference_attack(difficulty_forget, difficulty_test, difficulty_forget, difficulty_test)
+    assert forgotten["ref_auc"] == 0.5
+    with pytest.raises(ValueError, match="same instances"):
+        reference_attack(difficulty_forget, difficulty_test, difficulty_forget[:3], difficulty_test)

@@ -16,6 +16,7 @@ from core.evaluation import (
     uis_breakdown,
     uis_terms,
 )
+from core.evaluation.uis import oracle_terms, uis_oracle
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
 
@@ -111,3 +112,29 @@ def test_evaluate_request_frame(tiny_model, indoor_data, indoor_request, partial
     one = frame[frame["model"] == "original"].reset_index(drop=True)
     two = frame[frame["model"] == "other"].reset_index(drop=True)
     pd.testing.assert_series_equal(one["value"], two["value"])
+
+
+def test_oracle_referenced_terms_by_hand():
+    # the oracle as reference on every split; partial mode: seg is the target, depth kept
+    oracle = {"test": {"seg": 0.5, "depth": 0.8}, "forget": {"seg": 0.5, "depth": 0.9},
+              "kept": {"seg": 0.6, "depth": 0.95}}
+    terms = oracle_terms(oracle, UNL, ["seg"], ["depth"]).set_index("task")
+    # seg: test |0.5 - 0.4| / 0.5 = 0.2, forget |0.5 - 0.55| / 0.5 = 0.1 -> 0.15
+    assert terms.loc["seg", ["test_drift", "forget_gap", "uis_t"]].tolist() == pytest.approx([0.2, 0.1, 0.15])
+    # depth: test 0, kept |0.95 - 0.76| / 0.95 = 0.2 -> 0.1
+    depth = terms.loc["depth", ["test_drift", "kept_drift", "uis_t"]].tolist()
+    assert depth == pytest.approx([0.0, 0.2, 0.1])
+    assert math.isnan(terms.loc["seg", "kept_drift"]) and math.isnan(terms.loc["depth", "forget_gap"])
+    # the oracle against itself scores 0
+    assert oracle_terms(oracle, oracle, ["seg"], ["depth"])["uis_t"].tolist() == [0.0, 0.0]
+
+
+def test_uis_oracle_from_a_frame():
+    rows = [(model, split, task, TASKS[task].primary, scores[split][task])
+            for model, scores in (("retrain", ORIG), ("u", UNL)) for split in ("test", "forget", "kept")
+            for task in TASKS]
+    frame = pd.DataFrame(rows, columns=["model", "split", "task", "metric", "value"])
+    request = ForgetRequest.build([0], ["seg"], [0, 1], ["seg", "depth"])
+    expected = oracle_terms(ORIG, UNL, ["seg"], ["depth"])["uis_t"].mean() * 100
+    assert uis_oracle(frame, "u", TASKS, request) == pytest.approx(expected)
+    assert uis_oracle(frame, "retrain", TASKS, request) == 0.0

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from core.data import split_calibration_test
+from core.data import split_val
 from core.models import MultiTaskModel, build_model
 from core.requests import ForgetRequest
 from core.unlearning import UnlearningData
@@ -17,7 +17,7 @@ def street_data(data_cache, monkeypatch) -> UnlearningData:
     source = DataSource(benchmark="synthetic-street", **TINY)
     val = source.open("val")
     return UnlearningData(train=source.open("train"), val=val,
-                          calibration_ids=split_calibration_test(val.ids)[0],
+                          calibration_ids=split_val(val.ids)["calibration"],
                           architecture={"name": "small_cnn", "args": {"width": 4}},
                           training={"epochs": 1, "batch_size": 4, "lr": 1e-3, "seed": 0})
 
@@ -33,3 +33,4 @@ def request_mode(request, street_data) -> ForgetRequest:
     ids = street_data.train.ids
     tasks = None if request.param == "full" else ["depth"]
     return ForgetRequest.build(ids[:3], tasks, ids, list(street_data.train.tasks))
+

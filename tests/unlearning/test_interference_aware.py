@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from core.data import RestrictedSplit
 from core.models import build_model
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
@@ -40,8 +41,11 @@ class ToyData:
 
 @pytest.fixture()
 def toy():
+    # unseen data for the calibrated target only: the view over its first 3 ids is all a method
+    # sees (a toy with no tuning or test part to hold out)
     val = ToyData(range(100, 106), seed=1)
-    data = UnlearningData(train=ToyData(range(10), seed=0), val=val, calibration_ids=val.ids[:3])
+    data = UnlearningData(train=ToyData(range(10), seed=0), val=RestrictedSplit(val, val.ids[:3]),
+                          calibration_ids=val.ids[:3])
     torch.manual_seed(0)
     model = build_model({"name": "small_cnn", "args": {"width": 2}}, list(ToyData.tasks.values())).eval()
     return model, data

@@ -14,7 +14,7 @@ def _config(name):
 
 @pytest.mark.parametrize("name", list_unlearners())
 def test_method_returns_a_new_model_and_leaves_the_input_alone(name, street_model, street_data,
-                                                              request_mode):
+                                                              request_mode, val_reads):
     before = {k: v.clone() for k, v in street_model.state_dict().items()}
     events = []
     result = get_unlearner(name, _config(name)).run(street_model, request_mode, street_data,
@@ -26,6 +26,9 @@ def test_method_returns_a_new_model_and_leaves_the_input_alone(name, street_mode
     assert result.method == name and result.seconds > 0
     assert events and events[-1].step == events[-1].total
     assert result.history and result.config["steps"] == 2
+    # the method read no val instance outside the calibration part (no tuning, no test id)
+    assert set(val_reads) <= set(street_data.calibration_ids), f"{name} read {sorted(set(val_reads))}"
+    assert val_reads or name != "interference_aware", "the spy saw no calibration read"
 
 
 def test_unknown_method_and_bad_config_are_named():
