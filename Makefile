@@ -21,7 +21,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 run: $(STAMP)
-	$(BIN)/streamlit run app/main.py
+	$(BIN)/mtu app
 
 clean-venv:
 	rm -rf $(VENV)

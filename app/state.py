@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 import torch
 
-from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, load_checkpoint
+from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, checkpoint_paths, load_checkpoint
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
@@ -153,10 +153,12 @@ def describe(request: ForgetRequest) -> str:
 
 @dataclass
 class Run:
-    """One finished unlearning run of this session. `model` is the unlearned copy; the original
-    is never touched. `comparison` and `conflicts` are filled lazily by the pages that need them."""
+    """One finished unlearning run shown by the result pages. `model` is the unlearned copy; the
+    original is never touched. `comparison` and `conflicts` are filled lazily by the pages that
+    need them. Runs of the Unlearn page live in the ledger (id "L<ledger id>", found again after
+    a reload or from another session); the Compare page's runs live in this session (int ids)."""
 
-    id: int
+    id: int | str
     model_path: str
     method: str
     config: dict[str, Any]
@@ -190,29 +192,62 @@ def add_run(run: Run) -> Run:
 
 
 def next_run_id() -> int:
-    return max((r.id for r in runs()), default=0) + 1
+    return max((r.id for r in runs() if isinstance(r.id, int)), default=0) + 1
 
 
-def current_run() -> Run | None:
-    """The run the result pages show: the chosen one, else the latest."""
-    chosen = st.session_state.get("current_run")
-    for run in reversed(runs()):
-        if chosen is None or run.id == chosen:
+def _checkpoint_name(path: str) -> str:
+    """A checkpoint path as the pages key it: NAME without suffix."""
+    return str(checkpoint_paths(path)[0].with_suffix(""))
+
+
+def recorded_runs(loaded: Loaded, limit: int = 50) -> list[dict[str, Any]]:
+    """The ledger's runs on the loaded model, newest first (every session's and the CLI's)."""
+    weights = str(checkpoint_paths(loaded.path)[0])
+    return [row for row in ledger().runs()[: 10 * limit] if row["model_path"] == weights][:limit]
+
+
+def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
+    """A done ledger run as a `Run` (its model read from the saved checkpoint), once per session."""
+    run_id = f"L{row['run']}"
+    for run in runs():
+        if run.id == run_id:
             return run
-    return runs()[-1] if runs() else None
+    model, card = cached_checkpoint(_checkpoint_name(row["result_path"]))
+    request = ForgetRequest.build(row["instances"], None if row["mode"] == "full" else row["tasks"],
+                                  loaded.data.train_ids, loaded.tasks)
+    oracle = next((r for r in recorded_runs(loaded) if r["request"] == row["request"]
+                   and r["method"] == "retrain" and r["status"] == "done"), None)
+    seconds = float(card.request.get("seconds", 0.0))
+    run = Run(run_id, loaded.path, row["method"], row["config"], request, model, seconds,
+              ledger().steps(row["run"]), card.request.get("extras", {}), data_root=loaded.data_root,
+              checkpoint=row["result_path"], created=row["created"])
+    if oracle is not None:
+        oracle_model, oracle_card = cached_checkpoint(_checkpoint_name(oracle["result_path"]))
+        run.oracle, run.oracle_seconds = oracle_model, float(oracle_card.request.get("seconds", 0.0))
+    runs().append(run)
+    return run
 
 
 def run_picker(key: str = "run_picker") -> Run | None:
-    """A selectbox over this session's runs (newest first); None (with a hint) when there are none."""
-    if not runs():
+    """A selectbox over the finished runs on the loaded model: those of the ledger (every
+    session's, newest first) and this session's own; None (with a hint) when there are none."""
+    loaded = current_or_stop()
+    recorded = {f"L{row['run']}": row for row in recorded_runs(loaded)
+                if row["status"] == "done" and row["method"] != "retrain" and row["result_path"]}
+    labels = {key_: (f"#{key_} {row['method']}, {row['mode']}-task, {len(row['instances'])} "
+                     f"instances, forget {', '.join(row['tasks'])} ({row['created']})")
+              for key_, row in recorded.items()}
+    labels.update({r.id: r.label for r in runs() if r.model_path == loaded.path})
+    if not labels:
         st.info("No run yet: pick instances on the Select page, then run a method on the Unlearn page.")
         return None
-    options = [r.id for r in reversed(runs())]
-    chosen = current_run()
-    labels = {r.id: r.label for r in runs()}
-    run_id = st.selectbox("Run", options, index=options.index(chosen.id) if chosen else 0,
+    options = list(labels)
+    chosen = st.session_state.get("current_run")
+    run_id = st.selectbox("Run", options, index=options.index(chosen) if chosen in labels else 0,
                           format_func=labels.get, key=key)
     st.session_state["current_run"] = run_id
+    if run_id in recorded:
+        return from_ledger(recorded[run_id], loaded)
     return next(r for r in runs() if r.id == run_id)
 
 

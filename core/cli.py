@@ -1,4 +1,4 @@
-"""The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, app.
+"""The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, app, worker.
 
 Every subcommand takes `--plugin MODULE` (repeatable): modules that register the user's own
 architectures (`core.models.register_architecture`) before the command runs."""
@@ -252,12 +252,26 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    from core.jobs import run_worker
+
+    run_worker()
+    return 0
+
+
 def cmd_app(args) -> int:
+    """Streamlit and the worker that runs its jobs, started together and stopped together."""
     import subprocess
 
     app = Path(__file__).resolve().parent.parent / "app" / "main.py"
-    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.port", str(args.port)]
-    return subprocess.call(command)
+    plugins = [arg for module in args.plugin for arg in ("--plugin", module)]
+    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *plugins])
+    try:
+        return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
+                                str(args.port)])
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -361,7 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="cells run in this many processes, sharing the threads (tuning stays serial)")
     bench.set_defaults(func=cmd_bench)
 
-    app = command("app", help="start the Streamlit dashboard")
+    worker = command("worker", help="run the dashboard's queued unlearning jobs (mtu app starts one)")
+    worker.set_defaults(func=cmd_worker)
+
+    app = command("app", help="start the Streamlit dashboard and its worker")
     app.add_argument("--port", type=int, default=8501)
     app.set_defaults(func=cmd_app)
     return parser

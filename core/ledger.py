@@ -30,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("queued", "running", "done", "failed", "interrupted")
 SOURCES = ("cli", "dashboard", "api")
 
@@ -77,11 +77,18 @@ _MIGRATIONS: dict[int, str] = {
     CREATE INDEX runs_by_status ON runs(status);
     CREATE INDEX requests_by_model ON requests(model_sha256);
     """,
+    2: """
+    ALTER TABLE runs ADD COLUMN cancel INTEGER NOT NULL DEFAULT 0;
+    """,
 }
 
 
 class LedgerError(ValueError):
     """A ledger that cannot be opened or a query with a bad filter."""
+
+
+class RunCancelled(Exception):
+    """A run cancelled by its user (`Ledger.cancel`); it stops between two steps."""
 
 
 def default_path() -> Path:
@@ -225,6 +232,25 @@ class Ledger:
         with self._write() as db:
             db.execute("UPDATE runs SET status = ?, ended = ?, error = ? WHERE id = ?",
                        (status, _now(), error, run_id))
+
+    def cancel(self, run_id: int) -> None:
+        """Ask a queued or running run to stop (the worker checks between steps)."""
+        with self._write() as db:
+            db.execute("UPDATE runs SET cancel = 1 WHERE id = ? AND status IN ('queued', 'running')",
+                       (run_id,))
+
+    def cancel_requested(self, run_id: int) -> bool:
+        row = self._db.execute("SELECT cancel FROM runs WHERE id = ?", (run_id,)).fetchone()
+        return bool(row and row["cancel"])
+
+    def queue_position(self, run_id: int) -> int | None:
+        """1 for the next queued run, 2 for the one after...; None when not queued."""
+        row = self._db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None or row["status"] != "queued":
+            return None
+        ahead = self._db.execute("SELECT COUNT(*) FROM runs WHERE status = 'queued' AND id < ?",
+                                 (run_id,)).fetchone()[0]
+        return int(ahead) + 1
 
     def mark_interrupted(self) -> int:
         """Runs left "running" by a process of this host that no longer exists become

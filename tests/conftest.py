@@ -15,9 +15,11 @@ TINY = {"n_train": 12, "n_val": 10, "size": (32, 32)}
 
 @pytest.fixture(autouse=True)
 def mtu_home(tmp_path_factory, monkeypatch):
-    """Every test records into a ledger of its own, never the user's."""
+    """Every test records into a ledger of its own, never the user's; the dashboard's jobs run
+    at once in the test's process instead of in a worker."""
     home = tmp_path_factory.mktemp("mtu-home")
     monkeypatch.setenv("MTU_HOME", str(home))
+    monkeypatch.setenv("MTU_QUEUE", "immediate")
     return home
 
 

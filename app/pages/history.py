@@ -10,15 +10,23 @@ from app.state import ledger, runs
 from core.ledger import record_columns
 
 st.title("History")
-recorded = pd.DataFrame(record_columns(ledger().runs()))
-st.subheader(f"Ledger: {ledger().path}")
-if recorded.empty:
-    st.info("No run recorded yet, from the dashboard or the CLI.")
-else:
+
+
+@st.fragment(run_every=2.0)
+def recorded() -> None:
+    """Every recorded run, refreshed while the page is open (runs go on in the worker)."""
+    table = pd.DataFrame(record_columns(ledger().runs()))
+    st.subheader(f"Ledger: {ledger().path}")
+    if table.empty:
+        st.info("No run recorded yet, from the dashboard or the CLI.")
+        return
     shown = ["run", "created", "status", "source", "reason", "method", "mode", "instances", "tasks",
              "model_path", "result_path", "error"]
-    st.dataframe(recorded[shown], hide_index=True, width="stretch")
-    st.download_button("Download the ledger (CSV)", recorded.to_csv(index=False), "ledger.csv", "text/csv")
+    st.dataframe(table[shown], hide_index=True, width="stretch")
+    st.download_button("Download the ledger (CSV)", table.to_csv(index=False), "ledger.csv", "text/csv")
+
+
+recorded()
 st.subheader("This session")
 if not runs():
     st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")

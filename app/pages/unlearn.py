@@ -1,32 +1,75 @@
-"""Unlearn page: pick a method, set its knobs, preview the interference, run with live losses;
-every run is recorded in the ledger and its model saved beside it, ready to download."""
+"""Unlearn page: pick a method, set its knobs, preview the interference, and submit the run to the
+worker; the page follows it (queue position, live losses, cancel) from the ledger, and offers
+the unlearned model, saved beside the ledger, as a download."""
 
 import secrets
 import time
+from pathlib import Path
 
 import streamlit as st
 
 from app.charts import conflict_heatmap, loss_curves_figure
 from app.forms import config_form
-from app.state import (
-    USER_ERRORS,
-    Run,
-    add_run,
-    current_or_stop,
-    describe,
-    ledger,
-    next_run_id,
-    request_or_stop,
-)
-from core.checkpoints import checkpoint_paths, checkpoint_zip
+from app.state import USER_ERRORS, build_request, current_or_stop, describe, ledger, plugins, recorded_runs
+from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
+from core.jobs import submit
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
-from core.unlearning.runner import run_request
 
 st.title("Unlearn")
 loaded = current_or_stop()
-request = request_or_stop(loaded)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def zipped(path: str) -> bytes:
+    return checkpoint_zip(path)
+
+
+@st.fragment(run_every=1.0)
+def recent_runs() -> None:
+    """The latest runs on this model, from the ledger: they run in the worker, so they go on
+    (and are found here again) when the tab is left or reloaded."""
+    rows = recorded_runs(loaded, limit=5)
+    if not rows:
+        return
+    st.subheader("Recent runs on this model")
+    for row in rows:
+        name = f"Run #L{row['run']} ({row['method']}, {row['mode']}-task, {len(row['instances'])} instances)"
+        status = row["status"]
+        if status == "queued":
+            left, right = st.columns([4, 1])
+            left.info(f"{name}: queued, position {ledger().queue_position(row['run'])} in the queue")
+            right.button("Cancel", key=f"cancel_{row['run']}", on_click=ledger().cancel, args=(row["run"],))
+        elif status == "running":
+            steps = ledger().steps(row["run"])
+            done, total = (steps[-1]["step"], steps[-1].get("total", 0)) if steps else (0, 0)
+            left, right = st.columns([4, 1])
+            left.progress(min(done / total, 1.0) if total else 0.0,
+                          text=f"{name}: step {done} / {total or '?'}")
+            right.button("Cancel", key=f"cancel_{row['run']}", on_click=ledger().cancel, args=(row["run"],))
+            if steps:
+                st.plotly_chart(loss_curves_figure(steps), width="stretch", key=f"curves_{row['run']}_{done}")
+        elif status == "done":
+            st.success(f"{name}: finished; the original model is unchanged, the unlearned one is saved as "
+                       f"{row['result_path']}.")
+            if row["method"] != "retrain":
+                st.download_button("Download the unlearned model (.zip: safetensors + card)",
+                                   zipped(row["result_path"]), f"{Path(row['result_path']).stem}.zip",
+                                   "application/zip", key=f"download_{row['run']}")
+        else:
+            st.error(f"{name}: {status}. {row['error']}")
+    if any(row["status"] == "done" for row in rows):
+        st.page_link("pages/interference.py", label="See what changed on the Interference page", icon="📊")
+
+
+
+try:
+    request = build_request(loaded)
+except USER_ERRORS as error:
+    st.warning(f"{error}. Pick the instances to forget on the Select page.")
+    recent_runs()
+    st.stop()
 st.markdown(describe(request))
 
 methods = [m for m in list_unlearners() if m != "retrain"]
@@ -53,44 +96,13 @@ with st.form("config"):
 
 if submitted:
     try:
-        unlearner = get_unlearner(method, values)
+        get_unlearner(method, values)  # a bad value is named here, before anything is queued
     except ValueError as error:
         st.error(str(error))
         st.stop()
-    bar, chart, history, shown = st.progress(0.0, text=method), st.empty(), [], [0.0]
-
-    def progress(event):
-        history.append(event.record())
-        bar.progress(min(event.step / max(event.total, 1), 1.0),
-                     text=f"{method}: step {event.step} / {event.total}")
-        if time.perf_counter() - shown[0] > 0.25:
-            chart.plotly_chart(loss_curves_figure(history), width="stretch", key=f"curves_{event.step}")
-            shown[0] = time.perf_counter()
-
     out = ledger().results_folder() / f"{time.strftime('%Y%m%dT%H%M%S')}-{method}-{secrets.token_hex(3)}"
-    try:
-        result, weights, _ = run_request(
-            loaded.model, loaded.card, checkpoint_paths(loaded.path)[0], request.instances,
-            None if request.mode == "full" else request.tasks, method, values, out, data=loaded.data,
-            ledger=ledger(), source="dashboard", reason=reason, progress=progress)
-    except USER_ERRORS as error:  # e.g. a device that is not there, or a run that diverged
-        st.error(f"{method} stopped: {error}. It is recorded as failed in the ledger; nothing was "
-                 "saved and the original model is unchanged.")
-        st.stop()
-    chart.plotly_chart(loss_curves_figure(result.history), width="stretch", key="curves")
-    oracle = None
-    if with_oracle:
-        bar.progress(0.0, text="retrain oracle")
-        oracle = get_unlearner("retrain").run(loaded.model, request, loaded.data, lambda e: bar.progress(
-            min(e.step / max(e.total, 1), 1.0), text=f"retrain oracle: epoch {e.step} / {e.total}"))
-    run = add_run(Run(next_run_id(), loaded.path, method, result.config, request, result.model,
-                      result.seconds, result.history, result.extras, data_root=loaded.data_root,
-                      oracle=oracle and oracle.model, oracle_seconds=oracle and oracle.seconds,
-                      checkpoint=str(weights)))
-    bar.progress(1.0, text=f"done in {result.seconds:.1f} s")
-    st.success(f"Run #{run.id} finished in {result.seconds:.1f} s (ledger run "
-               f"{result.extras['ledger_run']}). The original model is unchanged; the unlearned one is "
-               f"saved as {weights}.")
-    st.download_button("Download the unlearned model (.zip: safetensors + card)", checkpoint_zip(weights),
-                       f"{weights.stem}.zip", "application/zip", key="download_new")
-    st.page_link("pages/interference.py", label="See what changed on the Interference page", icon="📊")
+    ids = submit(ledger(), loaded.path, loaded.card, request, method, values, data_root=loaded.data_root,
+                 plugins=plugins(), reason=reason, out=out, with_oracle=with_oracle)
+    st.session_state["current_run"] = f"L{ids[0]}"
+
+recent_runs()

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from core.checkpoints import ModelCard, checkpoint_paths, save_checkpoint
+from core.ledger import RunCancelled
 from core.requests import ForgetRequest
 from core.training import evaluate
 from core.unlearning.base import UnlearningData, UnlearnResult, get_unlearner
@@ -81,7 +82,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
                 tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
                 out: str | Path | None, show_bar: bool = False, data_root: str | None = None,
                 overwrite: bool = False, ledger=None, source: str = "cli", reason: str = "",
-                data: UnlearningData | None = None, progress=None):
+                data: UnlearningData | None = None, progress=None, run_id: int | None = None):
     """Validate and run a request on `model`; save the result to `out` when given. The data is
     the card's, or the dataset folder `data_root`.
 
@@ -90,8 +91,9 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     run loses its result; the path returned says where.
 
     With a `core.ledger.Ledger`, the model, the request (with its `source` and `reason`) and the
-    run are recorded before the run starts, every step as it is reported, and the outcome (done
-    with the resulting checkpoint, or failed with the error) when it ends.
+    run are recorded before the run starts (or, given `run_id`, that queued run is started),
+    every step as it is reported, and the outcome (done with the resulting checkpoint, failed
+    with the error, or interrupted when cancelled or stopped) when it ends.
 
     `data` (default: opened from the card or `data_root`) and `progress` (called with each
     `ProgressEvent`) serve callers that hold them already, such as the dashboard.
@@ -106,8 +108,11 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
     bar = tqdm(total=unlearner.total_steps() or None, desc=method, disable=not show_bar)
 
-    run_id = None
-    if ledger is not None:
+    if ledger is None:
+        run_id = None
+    elif run_id is not None:
+        ledger.start_run(run_id)
+    else:
         request_id = ledger.add_request(ledger.add_model(parent, card), request, source, reason)
         run_id = ledger.add_run(request_id, method, unlearner.config.to_dict())
 
@@ -116,7 +121,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         bar.update(event.step - bar.n)
         bar.set_postfix({f"F/{k}": f"{v:.3f}" for k, v in event.forget_losses.items()})
         if run_id is not None:
-            ledger.log_step(run_id, event.record())
+            ledger.log_step(run_id, {**event.record(), "total": event.total})
         if progress is not None:
             progress(event)
 
@@ -133,7 +138,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
                                       if_exists="overwrite" if overwrite else "beside")
     except BaseException as error:
         if run_id is not None:
-            interrupted = isinstance(error, KeyboardInterrupt)
+            interrupted = isinstance(error, KeyboardInterrupt | RunCancelled)
             ledger.fail_run(run_id, f"{type(error).__name__}: {error}",
                             "interrupted" if interrupted else "failed")
         raise

@@ -58,21 +58,22 @@ def test_unlearn_then_interference_and_history():
     app.number_input(key="cfg_grad_ascent_steps").set_value(2)
     _button(app, "Run").click().run()
     assert not app.exception
-    assert "Run #1 finished" in app.success[0].value
-    (run,) = app.session_state["runs"]
-    assert run.method == "grad_ascent" and run.config["steps"] == 2 and len(run.history) == 2
+    assert "Run #L1 (grad_ascent, partial-task, 3 instances): finished" in app.success[0].value
     assert app.get("download_button")  # the unlearned model, as a zip
     from core.checkpoints import load_checkpoint
     from core.ledger import Ledger
 
-    unlearned, card = load_checkpoint(run.checkpoint)  # saved beside the ledger, loads
     (row,) = Ledger().runs()
+    unlearned, card = load_checkpoint(row["result_path"])  # saved beside the ledger, loads
     assert row["status"] == "done" and row["source"] == "dashboard" and row["method"] == "grad_ascent"
-    assert row["result_path"] == run.checkpoint and card.request["extras"]["ledger_run"] == row["run"]
+    assert card.request["extras"]["ledger_run"] == row["run"] == 1
     assert len(Ledger().steps(row["run"])) == 2
 
     app.switch_page("pages/interference.py").run()
     assert not app.exception
+    (run,) = app.session_state["runs"]  # read back from the ledger and the saved checkpoint
+    assert run.id == "L1" and run.method == "grad_ascent" and run.config["steps"] == 2
+    assert len(run.history) == 2 and run.checkpoint == row["result_path"]
     assert len(app.get("plotly_chart")) == 2  # shifts and the UIS breakdown
     tiles = {m.label: m for m in app.metric}
     assert set(tiles) >= {"UIS", "ILI", "TLI", "MIA AUC"}

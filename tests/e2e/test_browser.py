@@ -11,6 +11,7 @@ missing; in CI (`CI` set) that is a failure, since .ci/run installs both.
 from __future__ import annotations
 
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -47,16 +48,21 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    """The dashboard and its worker, as `mtu app` starts them, on a ledger of their own."""
     _require_browser()
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / "streamlit.log", "w")  # noqa: SIM115  (closed with the server)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLE),  # its plugin
+           "MTU_HOME": str(tmp_path_factory.mktemp("e2e-home"))}
+    env.pop("MTU_QUEUE", None)
+    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], cwd=ROOT, stdout=log,
+                              stderr=subprocess.STDOUT, env=env)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
          str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLE)})  # its plugin
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -69,8 +75,9 @@ def server():
             pytest.fail("the dashboard did not answer on /_stcore/health within 60 s")
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        for child in (process, worker):
+            child.terminate()
+            child.wait(timeout=30)
         log.close()
 
 
@@ -135,7 +142,7 @@ def test_select_unlearn_and_see_interference(page):
     steps.fill("3")
     steps.press("Tab")
     page.get_by_role("button", name="Run").click()
-    page.get_by_text("Run #1 finished").wait_for(timeout=120_000)
+    page.get_by_text("grad_ascent, full-task, 5 instances): finished").wait_for(timeout=120_000)
 
     seconds = _goto(page, "Interference")
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # shifts, UIS breakdown
@@ -153,7 +160,7 @@ def test_select_unlearn_and_see_interference(page):
         switches["view: Shifts and UIS"].append(_timed(
             lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
             "UIS by task, stacked by component"))
-        switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#1 grad_ascent"))
+        switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#L1 grad_ascent"))
         switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
             lambda: _goto(page, "Interference"), page, "Primary metric per split",
             "UIS by task, stacked by component"))
@@ -263,4 +270,36 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "imported-model.png"), full_page=True)
     _goto(page, "Select")
     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Traceback").count() == 0
+
+
+def test_a_run_outlives_a_reload_of_the_tab(page):
+    """The run goes on in the worker while the tab reloads; the page finds it running, then
+    finished, from the ledger."""
+    _goto(page, "Select")
+    ids = page.get_by_label("Add ids")
+    ids.fill("5-9")
+    ids.press("Enter")
+    page.get_by_role("button", name="Add to forget set").click()
+    page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
+    _goto(page, "Unlearn")
+    page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
+    _choose(page, "Method", "grad_ascent")
+    steps = page.get_by_role("spinbutton", name="steps", exact=True)
+    steps.fill("300")
+    steps.press("Tab")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text(re.compile(r"grad_ascent, full-task, 5 instances\): step \d+ / 300")).first.wait_for(
+        timeout=120_000)
+    page.reload()  # a new session: the selection is gone, the run is not
+    page.get_by_role("heading", name="Unlearn", exact=True).wait_for(timeout=120_000)
+    page.get_by_text("Pick the instances to forget on the Select page").wait_for(timeout=60_000)
+    run = page.get_by_text(re.compile(r"Run #L\d+ \(grad_ascent, full-task, 5 instances\): (step|finished)"))
+    run.first.wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "reloaded-unlearn.png"), full_page=True)
+    page.get_by_text("grad_ascent, full-task, 5 instances): finished").first.wait_for(timeout=180_000)
+    _goto(page, "History")
+    page.get_by_text("Ledger: ").wait_for(timeout=60_000)
+    page.get_by_test_id("stDataFrame").first.wait_for(timeout=60_000)  # the recorded runs
+    assert page.get_by_text("No run recorded yet").count() == 0
     assert page.get_by_text("Traceback").count() == 0

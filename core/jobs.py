@@ -1,0 +1,97 @@
+"""Runs that outlive the browser tab: the dashboard submits a run as a job to a worker process.
+
+The queue is huey's SqliteHuey, in `queue.sqlite` beside the ledger; `mtu worker` (started by
+`mtu app` / `make run` beside Streamlit, stopped with it) takes one job at a time, so runs
+submitted together wait their turn. A job carries only plain data (paths, ids, the config); the
+ledger holds everything a page shows: status, position in the queue, per-step losses, error,
+and the resulting checkpoint. A running job checks between steps whether it was cancelled.
+
+With `MTU_QUEUE=immediate` (tests) a job runs at once in the submitting process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from core.ledger import Ledger, RunCancelled, default_path
+
+_QUEUES: dict[tuple[str, bool], Any] = {}
+
+
+def queue(home: str | Path | None = None):
+    """(huey, task) for the queue beside the ledger of `home` (default: the ledger's folder)."""
+    from huey import SqliteHuey
+
+    folder = Path(home) if home is not None else default_path().parent
+    immediate = os.environ.get("MTU_QUEUE") == "immediate"
+    key = (str(folder), immediate)
+    if key not in _QUEUES:
+        folder.mkdir(parents=True, exist_ok=True)
+        huey = SqliteHuey("mtunlearn", filename=str(folder / "queue.sqlite"), immediate=immediate,
+                          results=False)
+        _QUEUES[key] = (huey, huey.task(retries=0, name="unlearn")(execute))
+    return _QUEUES[key]
+
+
+def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
+           config: Mapping[str, Any], *, data_root: str | None = None, plugins: Sequence[str] = (),
+           reason: str = "", out: str | Path, with_oracle: bool = False) -> list[int]:
+    """Record the request and its queued run(s) in the ledger and put them on the queue.
+
+    Returns the ledger ids of the runs: the method's, then the retrain oracle's when asked.
+    """
+    from core.checkpoints import checkpoint_paths
+
+    weights = checkpoint_paths(model_path)[0]
+    request_id = ledger.add_request(ledger.add_model(weights, card), request, "dashboard", reason)
+    jobs = [(method, dict(config), Path(out))]
+    if with_oracle:
+        jobs.append(("retrain", {"device": config.get("device", "auto")}, Path(f"{out}-oracle")))
+    ids = []
+    _, task = queue(ledger.path.parent)
+    for name, settings, target in jobs:
+        run_id = ledger.add_run(request_id, name, settings, status="queued")
+        ids.append(run_id)
+        task({"ledger": str(ledger.path), "run": run_id, "model": str(weights), "data_root": data_root,
+              "plugins": list(plugins), "instances": list(request.instances),
+              "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
+              "config": settings, "out": str(target)})
+    return ids
+
+
+def execute(job: Mapping[str, Any]) -> None:
+    """Run one job (in the worker): the ledger row goes running, then done / failed /
+    interrupted; the result is saved to the job's `out`."""
+    from core.checkpoints import load_checkpoint
+    from core.models import load_plugins
+    from core.unlearning.runner import run_request
+
+    ledger = Ledger(job["ledger"])
+    run_id = int(job["run"])
+    if ledger.cancel_requested(run_id):
+        ledger.fail_run(run_id, "cancelled before it started", "interrupted")
+        return
+
+    def check(event) -> None:
+        if ledger.cancel_requested(run_id):
+            raise RunCancelled(f"cancelled from the dashboard at step {event.step}")
+
+    try:
+        load_plugins(job["plugins"])
+        model, card = load_checkpoint(job["model"])
+        run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
+                    job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
+                    run_id=run_id, progress=check)
+    except Exception as error:  # recorded for the page; the worker goes on with the next job
+        if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
+            ledger.fail_run(run_id, f"{type(error).__name__}: {error}")
+
+
+def run_worker(home: str | Path | None = None) -> None:
+    """The worker process: one job at a time until interrupted."""
+    huey, _ = queue(home)
+    Ledger(default_path() if home is None else Path(home) / "ledger.sqlite").mark_interrupted()
+    huey.create_consumer(workers=1, periodic=False, initial_delay=0.2, max_delay=1.0).run()

@@ -1,0 +1,103 @@
+"""The dashboard's jobs: queued in SqliteHuey, run by `mtu worker`, followed through the ledger."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint, read_card
+from core.jobs import submit
+from core.ledger import Ledger
+from core.requests import ForgetRequest
+
+
+@pytest.fixture()
+def street(tmp_path):
+    for suffix in (".json", ".safetensors"):
+        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
+        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
+    return tmp_path / "street"
+
+
+def _submit(street, tmp_path, steps=2, name="out"):
+    card = read_card(street)
+    request = ForgetRequest.build([3, 5], ["depth"], card.train_ids, ["segmentation", "depth"])
+    return submit(Ledger(), street, card, request, "grad_ascent", {"steps": steps, "device": "cpu",
+                                                                   "lr": 1e-4},
+                  reason="ticket 9", out=tmp_path / name)
+
+
+def _wait(ledger, run_id, statuses, seconds=240):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        row = ledger.runs(run_id=run_id)[0]
+        if row["status"] in statuses:
+            return row
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} is still {row['status']}")
+
+
+def test_an_immediate_job_runs_records_and_saves(street, tmp_path, use_cache):
+    (run_id,) = _submit(street, tmp_path)
+    row = Ledger().runs(run_id=run_id)[0]
+    assert row["status"] == "done" and row["source"] == "dashboard" and row["reason"] == "ticket 9"
+    model, card = load_checkpoint(row["result_path"])
+    assert card.request["extras"]["ledger_run"] == run_id and card.request["tasks"] == ["depth"]
+    assert [s["total"] for s in Ledger().steps(run_id)] == [2, 2]
+
+
+def _start_worker() -> subprocess.Popen:
+    """`mtu worker` on the test's ledger (MTU_HOME), as `mtu app` starts it."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("MTU_QUEUE", None)
+    return subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_jobs_wait_their_turn_and_can_be_cancelled(street, tmp_path, use_cache, monkeypatch):
+    monkeypatch.delenv("MTU_QUEUE")  # queued for the worker, not run at once
+    ledger = Ledger()
+    first = _submit(street, tmp_path, steps=2, name="first")[0]
+    second = _submit(street, tmp_path, steps=2, name="second")[0]
+    assert [ledger.queue_position(first), ledger.queue_position(second)] == [1, 2]
+    ledger.cancel(second)
+    worker = _start_worker()
+    try:
+        assert _wait(ledger, first, {"done", "failed"})["status"] == "done"
+        row = _wait(ledger, second, {"done", "failed", "interrupted"})
+        assert row["status"] == "interrupted" and "cancelled before it started" in row["error"]
+        third = _submit(street, tmp_path, steps=5000, name="third")[0]
+        _wait(ledger, third, {"running"})
+        while not ledger.steps(third):
+            time.sleep(0.1)
+        ledger.cancel(third)
+        row = _wait(ledger, third, {"done", "failed", "interrupted"})
+        assert row["status"] == "interrupted" and "cancelled from the dashboard at step" in row["error"]
+        assert not (tmp_path / "third.json").exists()
+    finally:
+        worker.kill()
+        worker.wait()
+
+
+def test_a_killed_worker_leaves_the_original_whole_and_the_run_interrupted(street, tmp_path, use_cache,
+                                                                             monkeypatch):
+    monkeypatch.delenv("MTU_QUEUE")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    ledger = Ledger()
+    run_id = _submit(street, tmp_path, steps=5000, name="killed")[0]
+    worker = _start_worker()
+    try:
+        _wait(ledger, run_id, {"running"})
+        while len(ledger.steps(run_id)) < 3:
+            time.sleep(0.1)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+    finally:
+        worker.kill()
+    assert Ledger().runs(run_id=run_id)[0]["status"] == "interrupted"  # marked by the next opening
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before}
+    assert after == before  # the original checkpoint is byte-identical
+    assert not any(p.name.startswith("killed") for p in tmp_path.iterdir())
