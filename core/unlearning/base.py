@@ -357,7 +357,11 @@ class Unlearner(ABC):
                 progress(event)
 
         start = time.perf_counter()
-        extras = self.unlearn(ctx, report) or {}
+        try:
+            extras = self.unlearn(ctx, report) or {}
+        except torch.linalg.LinAlgError as error:  # a decomposition of blown-up gradients
+            self.check_finite(ProgressEvent(len(history) + 1, self.total_steps()), working)
+            raise DivergenceError(self, len(history) + 1, f"a decomposition failed ({error})") from error
         seconds = time.perf_counter() - start
         self.check_finite(ProgressEvent(len(history), self.total_steps()), working)
         working.eval()
