@@ -2,6 +2,8 @@ import json
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.checkpoints import (
     CheckpointError,
@@ -147,8 +149,8 @@ def test_missing_sample_model_lists_the_shipped_ones():
 def test_checkpoint_paths_keep_dots_in_the_name(tmp_path):
     from core.checkpoints import checkpoint_paths
 
-    for given in ("indoor__r0.1__s1", "indoor__r0.1__s1.json", "indoor__r0.1__s1.safetensors"):
-        weights, card = checkpoint_paths(tmp_path / given)
+    for name in ("indoor__r0.1__s1", "indoor__r0.1__s1.json", "indoor__r0.1__s1.safetensors"):
+        weights, card = checkpoint_paths(tmp_path / name)
         assert (weights.name, card.name) == ("indoor__r0.1__s1.safetensors", "indoor__r0.1__s1.json")
     assert checkpoint_paths("a/r0.01")[0] != checkpoint_paths("a/r0.1")[0]
 
@@ -212,3 +214,27 @@ def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiny_model, tmp_pat
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(tiny_model, _card(tiny_model), path)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+_SCALARS = st.none() | st.booleans() | st.integers(-3, 3) | st.floats(allow_nan=False) | st.text(max_size=5)
+_JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=3)
+                     | st.dictionaries(st.text(max_size=8), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(field=st.sampled_from(["benchmark", "tasks", "architecture", "training", "train_ids", "metrics",
+                              "parent", "request", "created", "weights_sha256", "card_version"]),
+       value=_JSON)
+def test_any_card_field_value_is_read_or_refused_by_name(tiny_model, tmp_path, field, value):
+    """Whatever JSON a foreign card holds in a field, reading it ends in a card or a
+    CheckpointError, never another exception."""
+    path = tmp_path / "m"
+    if not path.with_suffix(".json").exists():
+        _save(tiny_model, tmp_path)
+    card = json.loads(path.with_suffix(".json").read_text())
+    card[field] = value
+    (tmp_path / "f.json").write_text(json.dumps(card))
+    try:
+        read_card(tmp_path / "f")
+    except CheckpointError as error:
+        assert str(error)

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.requests import ForgetRequest, RequestError, parse_ids
 
@@ -57,3 +59,37 @@ def test_parse_ids_reads_ids_and_ranges():
 def test_parse_ids_names_the_bad_token(text, message):
     with pytest.raises(RequestError, match=message):
         parse_ids(text, range(100))
+
+
+# -- property-based: typed ids and requests never fail with anything but a RequestError ----------
+_KNOWN = list(range(10, 60))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789-, x\t", max_size=40))
+def test_typed_ids_parse_to_known_ids_or_a_request_error(text):
+    try:
+        ids = parse_ids(text, _KNOWN)
+    except RequestError as error:
+        assert str(error)
+    else:
+        assert ids == sorted(set(ids)) and set(ids) <= set(_KNOWN)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5, 70), max_size=12),
+       st.one_of(st.none(), st.lists(st.sampled_from(["seg", "depth", "normal", "nope"]), max_size=4)))
+def test_requests_are_valid_or_refused_by_name(instances, tasks):
+    try:
+        request = ForgetRequest.build(instances, tasks, _KNOWN, ["seg", "depth", "normal"])
+    except RequestError as error:
+        assert str(error)
+    else:
+        assert set(request.instances) <= set(_KNOWN) and request.instances
+        assert set(request.tasks) <= {"seg", "depth", "normal"}
+        assert set(request.retain_ids).isdisjoint(request.instances)
+
+
+def test_a_huge_range_is_refused_before_anything_is_allocated():
+    with pytest.raises(RequestError, match="spans more ids than the 50 training instances"):
+        parse_ids("0-1000000000000", _KNOWN)

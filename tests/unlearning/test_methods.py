@@ -50,3 +50,19 @@ def test_overrides_from_text_are_typed():
         get_unlearner("interference_aware", {"conflict_only": "maybe"})
     with pytest.raises(ValueError, match="steps='many' is not a valid int"):
         get_unlearner("grad_ascent", {"steps": "many"})
+
+
+@pytest.mark.parametrize("name", ["interference_aware", "salun", "scrub"])
+def test_a_run_is_reproduced_bit_for_bit_from_what_its_card_records(name, street_model, street_data):
+    """On the CPU the same request, config and seed give identical weights; the card of an
+    unlearned model records the request and the config (with its seed), which is all it takes."""
+    from core.requests import ForgetRequest
+
+    request = ForgetRequest.build([0, 2], ["depth"], street_data.train_ids, list(street_model.tasks))
+    first = get_unlearner(name, {**FEW_STEPS, "seed": 5}).run(street_model, request, street_data)
+    recorded = request.to_dict()  # as unlearned_card stores it
+    again = get_unlearner(name, first.config).run(street_model, ForgetRequest.build(
+        recorded["instances"], recorded["tasks"], street_data.train_ids, list(street_model.tasks)),
+        street_data)
+    assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
+                                                 again.model.state_dict().values()))
