@@ -23,6 +23,7 @@ ratios to the retain batch (2x and 4x).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -53,13 +54,22 @@ BUDGETED = {"interference_aware", "per_sample", "ssd"}
 
 class RandomScenes:
     """An in-memory stand-in for a dataset: `.ids`, `.tasks`, `.batch(ids)`; each instance's
-    tensors are drawn from a generator seeded by its id, so a batch is the same every time."""
+    tensors are drawn from a generator seeded by its id, so a batch is the same every time.
+    `keep(ids)` draws those instances once, before anything is timed, so batches of them cost
+    what a loaded dataset costs (drawing a 128x128 batch of 16 took about a third of
+    small_cnn's floor at 64x64)."""
 
     def __init__(self, ids, size: tuple[int, int]):
         self.ids, self.size = list(ids), size
         self.tasks = {task.name: task for task in TASKS}
+        self.kept: dict[int, dict[str, torch.Tensor]] = {}
+
+    def keep(self, ids) -> None:
+        self.kept.update({int(i): self.one(i) for i in ids})
 
     def one(self, i: int) -> dict[str, torch.Tensor]:
+        if int(i) in self.kept:
+            return self.kept[int(i)]
         g = torch.Generator().manual_seed(int(i))
         h, w = self.size
         labels = torch.randint(-1, 13, (h, w), generator=g)
@@ -141,6 +151,53 @@ def floor_seconds(model, batch, device, repeats: int) -> float:
     return min(times[1:])
 
 
+RETRAIN = {"epochs": 200, "images": 795, "batch": 8}
+"""The recipe the retrain estimate assumes: LibMTL's NYUv2 training (795 training images,
+200 epochs, batch 8, Adam)."""
+
+
+def train_step_seconds(model, train: RandomScenes, batch_size: int, device, repeats: int = 3
+                       ) -> float:
+    """Median of `repeats` training steps (train mode, every task's loss, Adam) after one
+    warm-up step."""
+    model = model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    batch = {k: v.to(device) for k, v in train.batch(train.ids[:batch_size]).items()}
+    times = []
+    for _ in range(repeats + 1):
+        sync(device)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        out = model(batch["image"])
+        sum(task.loss(out[task.name], batch[task.name]) for task in TASKS).backward()
+        optimizer.step()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def retrain_ratio(rows: list[dict], steps: int) -> str | None:
+    """The unlearn-vs-retrain wall-time line for ResNet-18 at 128x128, from the
+    interference_aware and retrain rows of that configuration (None without them)."""
+    def find(method):
+        return next((r for r in rows if r["model"] == "resnet18" and r["size"] == "128x128"
+                     and r["method"] == method and "error" not in r and not r.get("label")), None)
+    ours, retrain = find("interference_aware"), find("retrain")
+    if ours is None or retrain is None:
+        return None
+    unlearn = ours["setup_s"] + steps * ours["step_s"]
+    per_epoch = -(-RETRAIN["images"] // RETRAIN["batch"]) * retrain["train_step_s"]
+    estimate = RETRAIN["epochs"] * per_epoch
+    return (f"unlearn vs retrain, resnet18 at 128x128 on {ours['device']}: interference_aware "
+            f"set-up {ours['setup_s']:.1f} s + {steps} steps x {ours['step_s']:.1f} s = "
+            f"{unlearn:.0f} s (set-up and step measured, retain batch {ours['batch']}; {steps} "
+            f"is the default's most steps); retrain ESTIMATED as {RETRAIN['epochs']} epochs x "
+            f"{per_epoch:.0f} s (an epoch of {RETRAIN['images']} images at batch "
+            f"{RETRAIN['batch']}, {retrain['train_step_s']:.2f} s a measured training step) = "
+            f"{estimate / 3600:.1f} h; ratio {unlearn / estimate:.2e} ({estimate / unlearn:.0f}x "
+            f"faster)")
+
+
 def plan(quick: bool, size: str) -> dict:
     batch = 4 if size == "288x384" else 16
     if quick:
@@ -149,13 +206,26 @@ def plan(quick: bool, size: str) -> dict:
 
 
 def method_config(method: str, batch: int, steps: int, budget: float) -> dict:
+    """The benchmark's knobs for `method`, those its config class has (so that the engine of an
+    older commit, `--code`, runs with the knobs it knows and its own defaults for the rest)."""
     common = {"steps": steps, "retain_batch": batch, "forget_batch": batch, "device": "auto",
               "lr": 1e-4}
     extra = {"interference_aware": {"subspace_batch": 2 * batch, "calibration_batch": 4 * batch,
-                                    "memory_budget_mb": budget},
+                                    "signal_batch": max(1, batch // 2), "memory_budget_mb": budget},
              "gpm": {"subspace_batch": 2 * batch},
              "ssd": {"steps": 1, "memory_budget_mb": budget}}
-    return {**common, **extra.get(method, {})}
+    known = {spec.name for spec in dataclasses.fields(get_unlearner(method).config_class)}
+    return {k: v for k, v in {**common, **extra.get(method, {})}.items() if k in known}
+
+
+def calibration_part(ids: list[int]) -> list[int]:
+    """The calibration part of a val split's ids (`core.data.splits`), all of them for an engine
+    without that module (`--code` at an older commit)."""
+    try:
+        from core.data.splits import split_val
+    except ImportError:
+        return ids
+    return split_val(ids)["calibration"]
 
 
 def child(job: dict) -> dict:
@@ -167,18 +237,19 @@ def child(job: dict) -> dict:
     h, w = SIZES[job["size"]]
     batch_size, steps = job["batch"], job["steps"]
     n = max(8 * batch_size, 64)
-    train, val = RandomScenes(range(n), (h, w)), RandomScenes(range(10_000, 10_000 + n), (h, w))
-    data = UnlearningData(train=train, val=val, calibration_ids=val.ids)
+    train = RandomScenes(range(n), (h, w))
+    val = RandomScenes(range(10_000, 10_000 + 12 * max(4 * batch_size, 8)), (h, w))
+    calibration = calibration_part(val.ids)
+    train.keep(train.ids)
+    val.keep(calibration)
+    data = UnlearningData(train=train, val=val, calibration_ids=calibration)
     request = ForgetRequest.build(train.ids[:batch_size], None, train.ids, [t.name for t in TASKS])
     retain = {k: v.to(device) for k, v in train.batch(train.ids[batch_size:2 * batch_size]).items()}
     params = sum(p.numel() for p in model.parameters())
     out = {**job, "device": describe_device(device), "params_m": params / 1e6}
     method = job["method"]
-    if method == "floor":
-        model.to(device)
-        with Peak(device) as peak:
-            out["floor_s"] = floor_seconds(model, retain, device, 1)
-        out["peak_mb"] = peak.mb
+    if method == "retrain":
+        out["train_step_s"] = train_step_seconds(model, train, RETRAIN["batch"], device)
         return out
     if method == "per_sample":
         from core.unlearning.gradients import per_sample_grads
@@ -214,13 +285,35 @@ def child(job: dict) -> dict:
     return out
 
 
-def run_child(job: dict) -> dict:
+def run_child(job: dict, code: str | None = None) -> dict:
+    """`child(job)` in a subprocess of its own; with `code`, importing the engine from that
+    folder (a checkout of another commit) instead of this one."""
     env = {**os.environ, "OMP_NUM_THREADS": str(job["threads"])}
+    if code:
+        env["PYTHONPATH"] = os.pathsep.join([os.path.abspath(code), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], env=env,
                           capture_output=True, text=True)
     if done.returncode != 0:
         return {**job, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if "floor_s" in out:
+        out["step_floors"] = out["step_s"] / out["floor_s"]
+        if out.get("setup_s") is not None:
+            out["setup_floors"] = out["setup_s"] / out["floor_s"]
+    return out
+
+
+def median_row(rounds: list[dict]) -> dict:
+    """One row from several rounds of a configuration: the median of each measured figure."""
+    good = [r for r in rounds if "error" not in r]
+    if not good:
+        return rounds[-1]
+    merged = dict(good[0])
+    for key, value in good[0].items():
+        if isinstance(value, float):
+            merged[key] = statistics.median(r[key] for r in good if r.get(key) is not None)
+    merged["rounds"] = len(good)
+    return merged
 
 
 def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
@@ -236,16 +329,15 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['method']} | "
                          f"error: {r['error'][:60]} | | | | | |")
             continue
-        floor = r["floor_s"]
+        if r["method"] == "retrain":
+            continue
         held = ("yes" if r["peak_mb"] <= r["budget"] else "no") if r["method"] in BUDGETED else "-"
-        if r["method"] == "interference_aware":
-            held = "-"
-        setup = r.get("setup_s")
+        label = f" [{r['label']}]" if r.get("label") else ""
         lines.append(
             f"| {r['model']} ({r['params_m']:.1f} M) | {r['size']} | {r['batch']} | "
-            f"{r['method']} ({FAMILY[r['method']]}) | {fmt(r['step_s'] / floor)} | "
-            f"{fmt(None if setup is None else setup / floor, '.1f')} | {fmt(r['peak_mb'], '.0f')} | "
-            f"{held} | {fmt(r.get('subspace_share'), '.1%')} | {floor:.3f} |")
+            f"{r['method']} ({FAMILY[r['method']]}){label} | {fmt(r['step_floors'])} | "
+            f"{fmt(r.get('setup_floors'), '.1f')} | {fmt(r['peak_mb'], '.0f')} | "
+            f"{held} | {fmt(r.get('subspace_share'), '.1%')} | {r['floor_s']:.3f} |")
     return "\n".join(lines)
 
 
@@ -257,6 +349,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-budget-mb", type=float, default=4096)
     parser.add_argument("--quick", action="store_true", help="smaller batches, fewer steps")
+    parser.add_argument("--steps", type=int, help="steps per method run (default: by --quick)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of each configuration; the table shows their medians")
+    parser.add_argument("--compare", metavar="DIR", help="also run each configuration on the "
+                        "engine in DIR (a checkout of an older commit), alternating with this one "
+                        "round by round, rows marked [before]")
+    parser.add_argument("--no-retrain", action="store_true",
+                        help="skip the unlearn-vs-retrain estimate (ResNet-18 at 128x128)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -264,17 +364,33 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     print(f"device: {describe_device(select_device('auto'))}, torch {torch.__version__}, "
-          f"budget {args.memory_budget_mb:.0f} MB{', quick' if args.quick else ''}", flush=True)
+          f"{args.threads} threads, budget {args.memory_budget_mb:.0f} MB"
+          f"{', quick' if args.quick else ''}", flush=True)
+    codes = [("before", args.compare), ("", None)] if args.compare else [("", None)]
     rows = []
     for model in args.models.split(","):
         for size in args.sizes.split(","):
-            for method in args.methods.split(","):
+            methods = args.methods.split(",")
+            if model == "resnet18" and size == "128x128" and not args.no_retrain:
+                methods.append("retrain")
+            for method in methods:
                 job = {"model": model, "size": size, "method": method, "threads": args.threads,
                        "budget": args.memory_budget_mb, **plan(args.quick, size)}
-                rows.append(run_child(job))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
+                if args.steps:
+                    job["steps"] = args.steps
+                rounds = {label: [] for label, _ in codes}
+                for _ in range(args.rounds):
+                    for label, code in codes:
+                        rounds[label].append({**run_child(job, code), "label": label})
+                for label, _ in codes:
+                    rows.append(median_row(rounds[label]))
+                    print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
+    ratio = retrain_ratio(rows, 25)
+    if ratio:
+        print()
+        print(ratio)
 
 
 if __name__ == "__main__":

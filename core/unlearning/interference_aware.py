@@ -21,17 +21,22 @@ projection (TGP) and instance-level gradient orthogonalisation (IGO).
    `eps_out`, memory capped at `basis_budget` of the model's parameter memory). Kept data: a
    retain sample (`subspace_batch`) with every task, and in partial mode also the forget
    instances with the kept tasks. Bases are computed before the first step and every `refresh`
-   steps. BatchNorm affine parameters are left to IGO: they have no input side, and a bias-like
-   basis per BatchNorm would cost C_out x r floats to guard 2 x C_out parameters. With
-   `project_step` TGP is applied a second time, to the optimiser's step of each projected
-   tensor: Adam divides each coordinate by its own running scale, which turns the small residue
-   TGP leaves in a kept direction back into a step of full size. `use_tgp=False` switches TGP
-   off (no bases, no projection of gradient or step).
+   steps: input bases from the whole retain sample, output bases from the backward signals of
+   its first `signal_batch` instances (a backward pass per kept task each), each basis the
+   fewest leading directions holding its threshold (`solver` "leading": subspace iteration, not
+   a full eigendecomposition; see `subspaces.layer_subspaces`). BatchNorm affine parameters are
+   left to IGO: they have no input side, and a bias-like basis per BatchNorm would cost
+   C_out x r floats to guard 2 x C_out parameters. With `project_step` TGP is applied a second
+   time, to the optimiser's step of each projected tensor: Adam divides each coordinate by its
+   own running scale, which turns the small residue TGP leaves in a kept direction back into a
+   step of full size. `use_tgp=False` switches TGP off (no bases, no projection of gradient or
+   step).
 3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
    direction loses its component in the span of the per-sample gradients of this step's retain
-   batch (`retain_batch`; torch.func vmap, QR per tensor); with `conflict_only`, only in the
-   span of the samples it conflicts with. The same per-sample gradients, averaged, give the
-   retain gradient. `use_igo=False` switches the orthogonalisation off (the per-sample gradients
+   batch (`retain_batch`; torch.func vmap; the span removed through its Gram matrix,
+   `projections.project_out_rows`); with `conflict_only`, only in the span of the samples it
+   conflicts with. The same per-sample gradients, averaged, give the retain gradient.
+   `use_igo=False` switches the orthogonalisation off (the per-sample gradients
    still give the retain gradient).
 4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
    gradient is that of the retain losses (every task) plus, in partial mode, `kept_weight` x a
@@ -96,6 +101,12 @@ class InterferenceAwareConfig(UnlearnConfig):
     conflict_only: bool = knob(False, help="IGO removes only the span of conflicting retain "
                                            "samples", choices=(False, True))
     subspace_batch: int = knob(32, 1, 4096, "retain instances the TGP bases are computed on")
+    signal_batch: int = knob(8, 1, 4096, "of those, instances whose backward signals give the "
+                             "kept tasks' output bases (a backward per task each); the input "
+                             "bases use all subspace_batch")
+    solver: str = knob("leading", help="how each TGP basis is found: the fewest leading directions "
+                       "holding its energy threshold, by subspace iteration (leading), or a full "
+                       "eigendecomposition (exact)", choices=("leading", "exact"))
     refresh: int = knob(0, 0, 100_000, "recompute the TGP bases every this many steps; 0: once")
     max_rows: int = knob(1024, 16, 1_000_000, "rows (sample x position) per basis SVD")
     basis_budget: float = knob(0.25, 0.0, 1.0, "memory of all bases / the model's parameter memory")
@@ -293,7 +304,8 @@ class InterferenceAware(Unlearner):
         if ctx.kept_tasks:
             groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
         return layer_subspaces(ctx.model, layers, groups, cfg.eps_in, cfg.eps_out, budget,
-                               cfg.max_rows, generator, cfg.memory_budget_mb)
+                               cfg.max_rows, generator, cfg.memory_budget_mb,
+                               {"retain": cfg.signal_batch}, cfg.solver)
 
     def forget_direction(self, ctx, forget_losses, signs, samples, subspaces, layers):
         """TGP(IGO(grad sum_t mean_i sign_t,i * l_t,i)), l_t,i the forget loss of task t on

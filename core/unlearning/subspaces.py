@@ -176,6 +176,11 @@ class _Rows:
         return torch.cat(self.parts) if self.picks is None else self.rows
 
 
+class _InputsDone(Exception):
+    """Raised by the last hook of a forward that is only read for input rows: the rest of the
+    model (the task heads, which TGP does not project) need not run."""
+
+
 @dataclass
 class Signals:
     """What one batch shows of each layer: input rows and, per task, backward-signal rows."""
@@ -187,9 +192,12 @@ class Signals:
 def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
                     batch: Mapping[str, Tensor], tasks: Mapping[str, TaskSpec],
                     max_rows: int = 1024, generator: torch.Generator | None = None,
-                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> Signals:
+                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                    signal_images: int | None = None) -> Signals:
     """A forward pass of `batch["image"]` with hooks, then one backward per task, in chunks of
-    images that keep to `memory_budget_mb`.
+    images that keep to `memory_budget_mb`; with `signal_images`, only the first images get the
+    backward passes and the others a forward without a graph for their input rows, which stops
+    at the last observed layer (on small_cnn the task heads are 70% of a forward).
 
     Args:
         layers: {name: module} to observe (see `layers_of`).
@@ -197,22 +205,31 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
         tasks: tasks whose backward signals to record (none: a no-grad forward, inputs only).
         max_rows: rows kept per layer and per task (a uniform random subset of the N * L rows,
             drawn once for the whole batch, so chunking does not change which rows are kept).
-        memory_budget_mb: the most the passes may take: images per chunk = budget / (2 x the
+        memory_budget_mb: the most the passes may take: images per chunk = budget / (3 x the
             bytes autograd saves per image; the hooks keep a copy of each layer's output).
+        signal_images: the backward signals come from the first this many images (default:
+            all); each costs a backward per task, against a third of that for an image that gives
+            input rows only. Rows of the signal images' positions are drawn as for the whole.
     Returns:
         Signals with inputs for Conv2d (groups 1) and Linear layers and outputs for every layer.
     """
     images = batch["image"]
     count = len(images)
-    per_image = saved_bytes(model, images[:1]) * (WORKING_FACTOR + 1 if tasks else 1)
-    chunk = budget_chunk(memory_budget_mb, per_image, total=count)
+    signal_count = 0 if not tasks else count if signal_images is None else min(signal_images, count)
+    saved = saved_bytes(model, images[:1])
+    spans = []
+    for first, last, backward in ((0, signal_count, True), (signal_count, count, False)):
+        per_image = saved * (WORKING_FACTOR + 1) if backward else saved
+        chunk = budget_chunk(memory_budget_mb, per_image, total=max(last - first, 1))
+        spans += [(start, min(start + chunk, last), backward) for start in range(first, last, chunk)]
     inputs: dict[str, _Rows] = {}
     outputs: dict[str, dict[str, _Rows]] = {task: {} for task in tasks}
-    for start in range(0, count, chunk):
-        stop = min(start + chunk, count)
+    for start, stop, backward in spans:
         captured: dict[str, Tensor] = {}
+        pending = {name for name, module in layers.items() if _has_input_rows(module)}
 
-        def hook(name: str, module: nn.Module, start=start, stop=stop, captured=captured):
+        def hook(name: str, module: nn.Module, start=start, stop=stop, captured=captured,
+                 backward=backward, pending=pending):
             def capture(_, args, output):
                 if _has_input_rows(module):
                     if name not in inputs:  # first chunk: input rows are drawn in layer order
@@ -221,7 +238,10 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
                                              per_sample)
                     mask, rows = inputs[name].local(start, stop)
                     inputs[name].add(mask, _input_rows(module, args[0].detach(), rows))
-                if tasks:
+                    pending.discard(name)
+                    if not backward and not pending:
+                        raise _InputsDone
+                if backward:
                     captured[name] = output
                     # a later in-place op (ReLU(inplace=True)) must not overwrite it
                     return output.clone()
@@ -231,13 +251,15 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
         handles = [module.register_forward_hook(hook(name, module))
                    for name, module in layers.items()]
         try:
-            with torch.set_grad_enabled(bool(tasks)):
+            with torch.set_grad_enabled(backward):
                 predictions = model(images[start:stop])
+        except _InputsDone:
+            predictions = None
         finally:
             for handle in handles:
                 handle.remove()
         names = list(captured)
-        for i, (task_name, task) in enumerate(tasks.items()):
+        for i, (task_name, task) in enumerate(tasks.items() if backward else ()):
             loss = task.per_sample_loss(predictions[task_name], batch[task_name][start:stop]).sum()
             grads = torch.autograd.grad(loss, [captured[n] for n in names],
                                         retain_graph=i < len(tasks) - 1, allow_unused=True)
@@ -247,7 +269,7 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
                 if name not in outputs[task_name]:
                     per_sample = _positions(layers[name], g)
                     outputs[task_name][name] = _Rows(
-                        _picks(count * per_sample, max_rows, generator), per_sample)
+                        _picks(signal_count * per_sample, max_rows, generator), per_sample)
                 mask, rows = outputs[task_name][name].local(start, stop)
                 outputs[task_name][name].add(mask, _channel_rows(layers[name], g.detach(), rows))
         del predictions, captured
@@ -289,8 +311,14 @@ class _Candidate:
     energy: Tensor  # (k,) cut at the energy threshold
 
 
-def _candidate(layer: str, side: str, key: str, rows: Tensor, threshold: float) -> _Candidate:
-    result = Spectrum(rows)
+SOLVERS = ("leading", "exact")
+"""How `layer_subspaces` finds a basis: the leading directions alone (`leading_directions`), or a
+full eigendecomposition (`Spectrum` without a threshold)."""
+
+
+def _candidate(layer: str, side: str, key: str, rows: Tensor, threshold: float,
+               solver: str) -> _Candidate:
+    result = Spectrum(rows, threshold if solver == "leading" else None)
     rank = threshold_rank(result.energy, threshold)
     return _Candidate(layer, side, key, result, result.energy[:rank].cpu())
 
@@ -299,7 +327,9 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
                     groups: Mapping[str, tuple[Mapping[str, Tensor], Mapping[str, TaskSpec]]],
                     eps_in: float, eps_out: float | None, budget: float, max_rows: int = 1024,
                     generator: torch.Generator | None = None,
-                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB) -> dict[str, LayerSubspace]:
+                    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                    signal_images: Mapping[str, int] | None = None,
+                    solver: str = "exact") -> dict[str, LayerSubspace]:
     """Kept input (and output) subspaces of each layer, within a memory budget.
 
     Args:
@@ -312,6 +342,12 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
             `LayerSubspace.outputs` is None (every output direction).
         budget: floats all bases may take together, shared out by `allocate_ranks`.
         memory_budget_mb: what the passes over each group may take (`collect_signals`).
+        signal_images: {group: images of its batch the backward signals come from}
+            (`collect_signals`); a group not named uses all of its batch.
+        solver: "exact", or "leading": each basis is the fewest leading directions found that
+            hold its threshold of the energy, by subspace iteration, not a full
+            eigendecomposition (same ranks and spans to within a direction or two where the
+            leading directions are few; `projections.leading_directions`).
     Returns:
         {layer name: LayerSubspace}, bases unions over groups (and tasks).
     """
@@ -319,10 +355,10 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
     candidates = []
     for group, (batch, tasks) in groups.items():
         signals = collect_signals(model, layers, batch, tasks if task_aware else {}, max_rows,
-                                  generator, memory_budget_mb)
-        candidates += [_candidate(layer, "input", group, rows, eps_in)
+                                  generator, memory_budget_mb, (signal_images or {}).get(group))
+        candidates += [_candidate(layer, "input", group, rows, eps_in, solver)
                        for layer, rows in signals.inputs.items()]
-        candidates += [_candidate(layer, "output", f"{group}/{task}", rows, eps_out)
+        candidates += [_candidate(layer, "output", f"{group}/{task}", rows, eps_out, solver)
                        for task, per_layer in signals.outputs.items()
                        for layer, rows in per_layer.items()]
     ranks = allocate_ranks([c.energy for c in candidates],

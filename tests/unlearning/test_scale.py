@@ -8,7 +8,13 @@ from torch import nn
 from core.models import build_model
 from core.tasks import TaskSpec
 from core.unlearning.gradients import per_sample_grads
-from core.unlearning.projections import allocate_ranks
+from core.unlearning.projections import (
+    Spectrum,
+    allocate_ranks,
+    energy_basis,
+    leading_directions,
+    threshold_rank,
+)
 from core.unlearning.subspaces import (
     collect_signals,
     im2col,
@@ -133,8 +139,6 @@ def test_allocate_ranks_heap_matches_the_full_scan(seed):
 
 @pytest.mark.parametrize("rows, cols", [(64, 200), (200, 64)])  # wide (Gram of rows), tall
 def test_spectrum_directions_span_the_exact_svd_subspaces(rows, cols):
-    from core.unlearning.projections import Spectrum
-
     g = torch.Generator().manual_seed(13)
     k = min(rows, cols)
     left = torch.linalg.qr(torch.randn(rows, k, generator=g))[0]
@@ -149,3 +153,51 @@ def test_spectrum_directions_span_the_exact_svd_subspaces(rows, cols):
         assert torch.allclose(basis.T @ basis, torch.eye(r), atol=1e-5)
         captured = (basis.T.double() @ vh[:r].T).square().sum() / r  # 1: the same subspace
         assert captured > 1 - 1e-4, (r, float(captured))
+
+
+def _captured(basis, rows):
+    """Share of the energy of `rows` (n, d) that the columns of `basis` (d, r) hold."""
+    return float((rows @ basis).square().sum() / rows.square().sum())
+
+
+def test_output_bases_from_fewer_signal_images_hold_the_dominant_subspace():
+    model, batch = _toy_model(), _toy_batch(n=8)
+    layers = layers_of(model, shared_names(model))
+    tasks = dict(zip(["segmentation", "depth"], TASKS))
+    every = collect_signals(model, layers, batch, tasks, max_rows=10**9)
+    some = collect_signals(model, layers, batch, tasks, max_rows=10**9, signal_images=3)
+    for name, rows in every.inputs.items():  # input rows still come from every image
+        assert torch.allclose(some.inputs[name], rows, atol=1e-6), name
+    for task in tasks:
+        for name, rows in every.outputs[task].items():
+            assert some.outputs[task][name].shape[0] * 8 == rows.shape[0] * 3
+            exact, fewer = energy_basis(rows, 0.95), energy_basis(some.outputs[task][name], 0.95)
+            assert _captured(exact, rows) >= 0.95 - 1e-4
+            # the bases of 3 of the 8 images hold most of what the exact bases hold of all 8
+            assert _captured(fewer, rows) > 0.8, (task, name, _captured(fewer, rows))
+
+
+@pytest.mark.parametrize("decay", [0.5, 0.8])  # a few leading directions / a flatter spectrum
+def test_leading_directions_hold_the_threshold_and_match_the_exact_rank(decay):
+    g = torch.Generator().manual_seed(5)
+    n, d, k = 1024, 600, 300
+    left = torch.linalg.qr(torch.randn(n, k, generator=g))[0]
+    right = torch.linalg.qr(torch.randn(d, k, generator=g))[0]
+    rows = (left * decay ** (torch.arange(k) / 4)) @ right.T
+    exact, leading = Spectrum(rows), Spectrum(rows, 0.95)
+    exact_rank = threshold_rank(exact.energy, 0.95)
+    rank = leading.energy.numel()
+    assert rank == threshold_rank(leading.energy, 0.95)
+    assert exact_rank <= rank <= exact_rank + 2
+    basis = leading.directions(rank)
+    assert torch.allclose(basis.T @ basis, torch.eye(rank), atol=1e-4)
+    assert _captured(basis, rows) >= 0.95 - 1e-4  # the energy they report, they hold
+    assert abs(_captured(basis, rows) - float(leading.energy.sum())) < 1e-4
+    overlap = (basis.T @ exact.directions(exact_rank)).square().sum() / exact_rank
+    assert overlap > 0.99
+
+
+def test_leading_directions_give_way_to_the_full_spectrum_when_many_are_needed():
+    rows = torch.randn(1024, 300, generator=torch.Generator().manual_seed(6))  # flat spectrum
+    assert leading_directions(rows, 0.95) is None
+    assert torch.allclose(Spectrum(rows, 0.95).energy, Spectrum(rows).energy)
