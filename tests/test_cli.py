@@ -131,3 +131,12 @@ def test_a_diverging_run_saves_nothing_and_names_the_knob(street_copy, use_cache
 def test_set_device_is_not_ignored(street_copy, use_cache, capsys):
     assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--set", "device=tpu"]) == 2
     assert "device='tpu' is not accepted" in capsys.readouterr().err
+
+
+def test_bench_fresh_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "precious.txt").write_text("keep")
+    assert main(["bench", "--quick", "--fresh", "--out", str(folder)]) == 2
+    assert "not a results folder of mtu bench" in capsys.readouterr().err
+    assert (folder / "precious.txt").read_text() == "keep"

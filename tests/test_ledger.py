@@ -107,3 +107,19 @@ def test_two_processes_write_one_ledger(street, use_cache, tmp_path):
     rows = Ledger().runs()
     assert len(rows) == 2 and {r["status"] for r in rows} == {"done"}
     assert {r["result_path"] for r in rows} == {str(tmp_path / f"out{i}.safetensors") for i in range(2)}
+
+
+def test_two_processes_writing_one_out_lose_nothing(street, use_cache, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "core.cli", "unlearn", "--model", str(street), "--instances", "3",
+               "--method", "grad_ascent", "--set", "steps=3", "--device", "cpu",
+               "--out", str(tmp_path / "same")]
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outcomes = [(p.wait(timeout=300), p.stdout.read() + p.stderr.read()) for p in processes]
+    assert all(code == 0 or "already exists" in text for code, text in outcomes), outcomes
+    done = [row for row in Ledger().runs() if row["status"] == "done"]
+    assert len(done) == sum(code == 0 for code, _ in outcomes) >= 1
+    assert len({row["result_path"] for row in done}) == len(done)  # one wins the name, one is beside
+    for row in done:
+        assert read_card(row["result_path"]).weights_sha256 == row["result_sha256"]

@@ -61,7 +61,29 @@ class DatasetError(ValueError):
 
 # --- reading and converting one file -----------------------------------------------------------
 
+MAX_ELEMENTS = 2**28
+"""A .npy file whose header claims more elements than this is refused before it is read."""
+
+
+def _claimed_elements(path: Path) -> int:
+    """The element count a .npy header claims, read without loading the data."""
+    with path.open("rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0 headers share a layout
+        shape, _, _ = read_header(handle)
+    return int(np.prod(shape, dtype=np.float64))
+
+
 def _read(path: Path) -> np.ndarray:
+    try:
+        claimed = _claimed_elements(path)
+    except (OSError, ValueError, EOFError, SyntaxError) as err:
+        raise DatasetError(f"cannot read {path}: {err}; expected a .npy array saved with "
+                           "np.save (pickled objects are refused)") from err
+    if claimed > MAX_ELEMENTS:
+        raise DatasetError(f"{path} claims {claimed:.3g} elements; a dataset file holds at most "
+                           f"{MAX_ELEMENTS:,} (one image or target)")
     try:
         array = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
@@ -341,6 +363,10 @@ class MTLDataset(torch.utils.data.Dataset):
         items = [self[self.index_of(i)] for i in instance_ids]
         if not items:
             raise DatasetError("batch() needs at least one instance id")
+        sizes = {tuple(item["image"].shape[-2:]) for item in items}
+        if len(sizes) > 1:
+            raise DatasetError(f"images of {self.root / self.split} have different sizes "
+                               f"{sorted(sizes)[:4]}; give the dataset one size (MTLDataset(size=(H, W)))")
         return {key: torch.tensor([item[key] for item in items], dtype=torch.long)
                 if key == "id" else torch.stack([item[key] for item in items])
                 for key in items[0]}

@@ -26,6 +26,24 @@ class DataSource:
     size: tuple[int, int] = (64, 64)
     tasks: tuple[str, ...] | None = field(default=None)
 
+    LIMITS = {"n_train": (1, 100_000), "n_val": (2, 100_000), "size": (8, 2048)}
+
+    def __post_init__(self) -> None:
+        """Generator settings are bounded, so a card cannot ask for 10^7 images."""
+        if self.root is not None:
+            return
+        for name in ("n_train", "n_val", "seed"):
+            value = getattr(self, name)
+            low, high = self.LIMITS.get(name, (0, 2**31 - 1))
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise DatasetError(f"data source {name}={value!r} is not accepted; give an integer "
+                                   f"from {low} to {high}")
+        low, high = self.LIMITS["size"]
+        if (len(self.size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in self.size)
+                or not all(low <= v <= high for v in self.size)):
+            raise DatasetError(f"data source size={list(self.size)!r} is not accepted; give "
+                               f"[height, width] with each from {low} to {high}")
+
     @classmethod
     def parse(cls, name_or_path: str, **generator: Any) -> DataSource:
         """A synthetic benchmark's name (one of BENCHMARKS), or the path of a folder in the .npy

@@ -508,6 +508,9 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
 
     out = Path(out)
     if fresh and out.exists():
+        if any(out.iterdir()) and not (out / "plan.json").is_file():
+            raise BenchError(f"{out} is not a results folder of mtu bench (it has no plan.json); "
+                             "--fresh deletes only those: choose another --out")
         shutil.rmtree(out)
     start = time.perf_counter()
     bench = Bench(plan, out, log, show_bars)

@@ -112,7 +112,11 @@ class Segmentation(TaskKind):
         return ConfusionAccumulator(spec)
 
     def load(self, spec, array, size):
-        labels = per_pixel_array(array, size, 1)[0].astype(np.int64)
+        values = per_pixel_array(array, size, 1)[0]
+        if np.issubdtype(values.dtype, np.floating) and not np.array_equal(values, np.round(values)):
+            raise ValueError(f"holds fractional class ids such as {values[values != np.round(values)][0]}; "
+                             "expected integer class ids (-1 = ignore)")
+        labels = values.astype(np.int64)
         check_classes(labels, spec)
         return torch.from_numpy(labels)
 

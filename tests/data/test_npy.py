@@ -283,3 +283,39 @@ def test_split_calibration_test():
     assert split_calibration_test([7, 3]) == ([3], [7])
     with pytest.raises(DatasetError, match="distinct"):
         split_calibration_test([1, 1, 2])
+
+
+def test_a_header_claiming_a_huge_array_is_refused_before_reading(nyu):
+    path = nyu / "train" / "depth" / "2.npy"
+    with path.open("wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False,
+                                                      "shape": (10**6, 10**6)})
+    dataset = MTLDataset(nyu, "train")
+    with pytest.raises(DatasetError, match="claims 1e\\+12 elements"):
+        dataset.batch([2])
+
+
+def test_images_of_different_sizes_are_named(nyu):
+    np.save(nyu / "train" / "image" / "2.npy", np.zeros((H + 2, W, 3), np.float32))
+    for folder, shape in (("label", (H + 2, W)), ("depth", (H + 2, W, 1)), ("normal", (H + 2, W, 3))):
+        np.save(nyu / "train" / folder / "2.npy", np.ones(shape, np.float32))
+    with pytest.raises(DatasetError, match="have different sizes .*MTLDataset\\(size="):
+        MTLDataset(nyu, "train").batch([0, 2])
+    assert MTLDataset(nyu, "train", size=(H, W)).batch([0, 2])["image"].shape == (2, 3, H, W)
+
+
+def test_fractional_class_ids_are_refused_not_truncated(nyu):
+    labels = np.zeros((H, W), np.float32)
+    labels[0, 0] = 2.5
+    np.save(nyu / "train" / "label" / "2.npy", labels)
+    with pytest.raises(DatasetError, match="fractional class ids such as 2.5"):
+        MTLDataset(nyu, "train").batch([2])
+
+
+@pytest.mark.parametrize("field, value, match", [("n_train", 10**7, "n_train=10000000 is not accepted"),
+                                                 ("n_val", -1, "n_val=-1"), ("size", (64, 10**5), "size=")])
+def test_a_data_source_cannot_ask_for_a_huge_synthetic_set(field, value, match):
+    from core.data.sources import DataSource
+
+    with pytest.raises(DatasetError, match=match):
+        DataSource(benchmark="synthetic-indoor", **{field: value})
