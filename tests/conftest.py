@@ -23,6 +23,18 @@ def mtu_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture()
+def street_copy(tmp_path):
+    """A copy of the street sample model in the test's folder (NAME without suffix), so a test
+    may write beside it and check that it stays byte-identical."""
+    from core.checkpoints import SAMPLE_MODELS_DIR
+
+    for suffix in (".json", ".safetensors"):
+        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
+        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
+    return tmp_path / "street"
+
+
 @pytest.fixture(scope="session")
 def data_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("mtu-cache")

@@ -61,17 +61,6 @@ def test_the_five_task_context_benchmark_trains_and_unlearns(tmp_path, use_cache
     assert "partial-task" in capsys.readouterr().out
 
 
-@pytest.fixture()
-def street_copy(tmp_path):
-    """A copy of the street sample model, so tests may write beside it."""
-    from core.checkpoints import SAMPLE_MODELS_DIR
-
-    for suffix in (".json", ".safetensors"):
-        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
-        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
-    return tmp_path / "street"
-
-
 def test_the_input_is_never_the_output_and_an_existing_output_is_kept(street_copy, use_cache, capsys):
     before = street_copy.with_suffix(".safetensors").read_bytes()
     args = ["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",

@@ -6,26 +6,16 @@ import subprocess
 import sys
 import time
 
-import pytest
-
-from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint, read_card
+from core.checkpoints import load_checkpoint, read_card
 from core.jobs import submit
 from core.ledger import Ledger
 from core.requests import ForgetRequest
 
 
-@pytest.fixture()
-def street(tmp_path):
-    for suffix in (".json", ".safetensors"):
-        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
-        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
-    return tmp_path / "street"
-
-
-def _submit(street, tmp_path, steps=2, name="out"):
-    card = read_card(street)
+def _submit(street_copy, tmp_path, steps=2, name="out"):
+    card = read_card(street_copy)
     request = ForgetRequest.build([3, 5], ["depth"], card.train_ids, ["segmentation", "depth"])
-    return submit(Ledger(), street, card, request, "grad_ascent", {"steps": steps, "device": "cpu",
+    return submit(Ledger(), street_copy, card, request, "grad_ascent", {"steps": steps, "device": "cpu",
                                                                    "lr": 1e-4},
                   reason="ticket 9", out=tmp_path / name)
 
@@ -40,8 +30,8 @@ def _wait(ledger, run_id, statuses, seconds=240):
     raise AssertionError(f"run {run_id} is still {row['status']}")
 
 
-def test_an_immediate_job_runs_records_and_saves(street, tmp_path, use_cache):
-    (run_id,) = _submit(street, tmp_path)
+def test_an_immediate_job_runs_records_and_saves(street_copy, tmp_path, use_cache):
+    (run_id,) = _submit(street_copy, tmp_path)
     row = Ledger().runs(run_id=run_id)[0]
     assert row["status"] == "done" and row["source"] == "dashboard" and row["reason"] == "ticket 9"
     model, card = load_checkpoint(row["result_path"])
@@ -57,11 +47,11 @@ def _start_worker() -> subprocess.Popen:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def test_jobs_wait_their_turn_and_can_be_cancelled(street, tmp_path, use_cache, monkeypatch):
+def test_jobs_wait_their_turn_and_can_be_cancelled(street_copy, tmp_path, use_cache, monkeypatch):
     monkeypatch.delenv("MTU_QUEUE")  # queued for the worker, not run at once
     ledger = Ledger()
-    first = _submit(street, tmp_path, steps=2, name="first")[0]
-    second = _submit(street, tmp_path, steps=2, name="second")[0]
+    first = _submit(street_copy, tmp_path, steps=2, name="first")[0]
+    second = _submit(street_copy, tmp_path, steps=2, name="second")[0]
     assert [ledger.queue_position(first), ledger.queue_position(second)] == [1, 2]
     ledger.cancel(second)
     worker = _start_worker()
@@ -69,7 +59,7 @@ def test_jobs_wait_their_turn_and_can_be_cancelled(street, tmp_path, use_cache, 
         assert _wait(ledger, first, {"done", "failed"})["status"] == "done"
         row = _wait(ledger, second, {"done", "failed", "interrupted"})
         assert row["status"] == "interrupted" and "cancelled before it started" in row["error"]
-        third = _submit(street, tmp_path, steps=5000, name="third")[0]
+        third = _submit(street_copy, tmp_path, steps=5000, name="third")[0]
         _wait(ledger, third, {"running"})
         while not ledger.steps(third):
             time.sleep(0.1)
@@ -82,12 +72,12 @@ def test_jobs_wait_their_turn_and_can_be_cancelled(street, tmp_path, use_cache, 
         worker.wait()
 
 
-def test_a_killed_worker_leaves_the_original_whole_and_the_run_interrupted(street, tmp_path, use_cache,
+def test_a_killed_worker_leaves_the_original_whole_and_the_run_interrupted(street_copy, tmp_path, use_cache,
                                                                              monkeypatch):
     monkeypatch.delenv("MTU_QUEUE")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     ledger = Ledger()
-    run_id = _submit(street, tmp_path, steps=5000, name="killed")[0]
+    run_id = _submit(street_copy, tmp_path, steps=5000, name="killed")[0]
     worker = _start_worker()
     try:
         _wait(ledger, run_id, {"running"})

@@ -6,18 +6,10 @@ import sys
 
 import pytest
 
-from core.checkpoints import SAMPLE_MODELS_DIR, read_card
+from core.checkpoints import read_card
 from core.cli import main
 from core.ledger import SCHEMA_VERSION, Ledger, LedgerError, default_path
 from core.requests import ForgetRequest
-
-
-@pytest.fixture()
-def street(tmp_path):
-    for suffix in (".json", ".safetensors"):
-        source = SAMPLE_MODELS_DIR / f"synthetic-street{suffix}"
-        (tmp_path / f"street{suffix}").write_bytes(source.read_bytes())
-    return tmp_path / "street"
 
 
 def test_the_ledger_lives_in_mtu_home(mtu_home, tmp_path):
@@ -27,10 +19,10 @@ def test_the_ledger_lives_in_mtu_home(mtu_home, tmp_path):
     assert ledger._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_a_run_is_recorded_from_request_to_result(street, tmp_path):
+def test_a_run_is_recorded_from_request_to_result(street_copy, tmp_path):
     ledger = Ledger(tmp_path / "l.sqlite")
-    card = read_card(street)
-    sha = ledger.add_model(street.with_suffix(".safetensors"), card)
+    card = read_card(street_copy)
+    sha = ledger.add_model(street_copy.with_suffix(".safetensors"), card)
     request = ForgetRequest.build([3, 5], ["depth"], card.train_ids, ["segmentation", "depth"])
     request_id = ledger.add_request(sha, request, "dashboard", "ticket 7")
     run = ledger.add_run(request_id, "grad_ascent", {"lr": 1e-3})
@@ -48,12 +40,12 @@ def test_a_run_is_recorded_from_request_to_result(street, tmp_path):
         ledger.runs(since="yesterday")
 
 
-def test_a_run_of_a_dead_process_is_marked_interrupted(street, tmp_path):
+def test_a_run_of_a_dead_process_is_marked_interrupted(street_copy, tmp_path):
     path = tmp_path / "l.sqlite"
     ledger = Ledger(path)
-    card = read_card(street)
+    card = read_card(street_copy)
     request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
-    run = ledger.add_run(ledger.add_request(ledger.add_model(street, card), request), "ssd", {})
+    run = ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request), "ssd", {})
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     ledger._db.execute("UPDATE runs SET pid = ? WHERE id = ?", (int(dead), run))
@@ -69,15 +61,15 @@ def test_a_newer_schema_is_refused(tmp_path):
         Ledger(path)
 
 
-def test_cli_runs_land_in_history_and_lineage(street, use_cache, capsys):
-    first, second = street.with_name("once"), street.with_name("twice")
-    assert main(["unlearn", "--model", str(street), "--instances", "3", "--method", "grad_ascent",
+def test_cli_runs_land_in_history_and_lineage(street_copy, use_cache, capsys):
+    first, second = street_copy.with_name("once"), street_copy.with_name("twice")
+    assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",
                  "--set", "steps=2", "--device", "cpu", "--reason", "ticket 42", "--out", str(first)]) == 0
     assert main(["unlearn", "--model", str(first), "--instances", "5", "--tasks", "depth", "--method",
                  "grad_ascent", "--set", "steps=1", "--device", "cpu", "--out", str(second)]) == 0
     assert main(["unlearn", "--model", str(first), "--instances", "5", "--method", "grad_ascent",
                  "--set", "lr=10", "--set", "steps=40", "--set", "optimizer=sgd", "--device", "cpu",
-                 "--out", str(street.with_name("diverged"))]) == 2
+                 "--out", str(street_copy.with_name("diverged"))]) == 2
     capsys.readouterr()
     assert main(["history", "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
@@ -91,15 +83,15 @@ def test_cli_runs_land_in_history_and_lineage(street, use_cache, capsys):
     assert "no run recorded that matches" in capsys.readouterr().out
     assert main(["lineage", str(second)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"original: {street}.safetensors")
+    assert out[0].startswith(f"original: {street_copy}.safetensors")
     assert "forget 1 instances [3]" in out[1] and "reason: ticket 42" in out[1]
     assert "partial-task, forget 1 instances [5] on depth" in out[2]
     assert main(["history", "--status", "lost"]) == 2
 
 
-def test_two_processes_write_one_ledger(street, use_cache, tmp_path):
+def test_two_processes_write_one_ledger(street_copy, use_cache, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "core.cli", "unlearn", "--model", str(street), "--instances", "3",
+    command = [sys.executable, "-m", "core.cli", "unlearn", "--model", str(street_copy), "--instances", "3",
                "--method", "grad_ascent", "--set", "steps=3", "--device", "cpu"]
     processes = [subprocess.Popen([*command, "--out", str(tmp_path / f"out{i}")], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
@@ -109,9 +101,9 @@ def test_two_processes_write_one_ledger(street, use_cache, tmp_path):
     assert {r["result_path"] for r in rows} == {str(tmp_path / f"out{i}.safetensors") for i in range(2)}
 
 
-def test_two_processes_writing_one_out_lose_nothing(street, use_cache, tmp_path):
+def test_two_processes_writing_one_out_lose_nothing(street_copy, use_cache, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "core.cli", "unlearn", "--model", str(street), "--instances", "3",
+    command = [sys.executable, "-m", "core.cli", "unlearn", "--model", str(street_copy), "--instances", "3",
                "--method", "grad_ascent", "--set", "steps=3", "--device", "cpu",
                "--out", str(tmp_path / "same")]
     processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
