@@ -1,20 +1,48 @@
-"""Widgets generated from data: a method's config form from its dataclass."""
+"""Widgets generated from data: a method's config form from its dataclass, started from the
+settings tuned for the model when it has them (`core.evaluation.tuning`)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
 from app.charts import config_fields
+from core.evaluation.tuning import tuned_settings
 
 
-def config_form(config_class, key: str) -> dict[str, Any]:
+@st.cache_data(show_spinner=False)
+def tuned_entry(path: str) -> dict[str, Any] | None:
+    """The tuned settings of the checkpoint at `path` (tuned.json beside it), or None."""
+    return tuned_settings(path)
+
+
+def tuned_note(entry: Mapping[str, Any] | None, mode: str, methods: list[str]) -> str:
+    """What the forms start from, in words: which of `methods` have settings tuned for `mode` on
+    this model, how they were tuned and by which command; the others start from defaults."""
+    tuned = [m for m in methods if entry and m in entry.get("modes", {}).get(mode, {})]
+    untuned = [m for m in methods if m not in tuned]
+    parts = []
+    if tuned:
+        parts.append(f"{', '.join(tuned)} start{'s' if len(tuned) == 1 else ''} from the settings tuned for "
+                     f"{mode}-task unlearning of this model ({entry['trials']} trials per method and mode "
+                     f"on tuning seed {entry['seed']}, scored by UIS on the tuning part of the val split, "
+                     f"never on test; {entry['date']}, `{entry['command']}`).")
+    if untuned:
+        parts.append(f"{', '.join(untuned)}: no tuned settings for {mode}-task unlearning of this model, "
+                     "so the method's defaults (untuned).")
+    return " ".join(parts)
+
+
+def config_form(config_class, key: str, initial: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One widget per field of `config_class` (a bool: checkbox; choices: selectbox; numbers:
-    number inputs within the field's range); returns {name: value}. Call inside a st.form."""
+    number inputs within the field's range), each starting from `initial` where it names the
+    field, else from the field's default; returns {name: value}. Call inside a st.form."""
     values = {}
     for spec in config_fields(config_class):
-        name, default, widget_key = spec["name"], spec["default"], f"cfg_{key}_{spec['name']}"
+        name, widget_key = spec["name"], f"cfg_{key}_{spec['name']}"
+        default = (initial or {}).get(name, spec["default"])
         label, help_text = name.replace("_", " "), spec["help"] or None
         if spec["kind"] == "bool":
             values[name] = st.checkbox(label, value=default, help=help_text, key=widget_key)

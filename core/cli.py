@@ -1,4 +1,4 @@
-"""The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, app, worker.
+"""The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, tune, app, worker.
 
 Every subcommand takes `--plugin MODULE` (repeatable): modules that register the user's own
 architectures (`core.models.register_architecture`) before the command runs."""
@@ -244,8 +244,9 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = plan_with(QUICK if args.quick else FULL, benchmarks=args.benchmarks, ratios=args.ratios,
-                     seeds=args.seeds, methods=args.methods)
-    out = args.out or Path("results") / ("bench-quick" if args.quick else "bench")
+                     seeds=args.seeds, methods=args.methods, trials=args.trials)
+    out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
+    print(f"results folder: {out}")
     frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers)
     print(frames["headline"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/summary.md, {out}/report.html and the CSVs")
@@ -256,6 +257,34 @@ def cmd_worker(args) -> int:
     from core.jobs import run_worker
 
     run_worker()
+    return 0
+
+
+def default_results_dir(name: str) -> Path:
+    """A results folder outside any work tree, so that a run resumes from a fresh checkout:
+    $MTU_RESULTS_DIR/name when set, else name in the per-user cache folder (platformdirs)."""
+    import os
+
+    import platformdirs
+
+    return Path(os.environ.get("MTU_RESULTS_DIR") or platformdirs.user_cache_dir("mtunlearn")) / name
+
+
+def cmd_tune(args) -> int:
+    import shlex
+
+    import torch
+
+    from core.evaluation.tuning import tune_checkpoint
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = "mtu " + " ".join(shlex.quote(a) for a in args.argv)
+    entry = tune_checkpoint(args.model, args.trials, args.out, args.methods, args.ratio, args.seed,
+                            command=command, data_root=args.data, workers=args.workers)
+    pairs = sum(len(methods) for methods in entry["modes"].values())
+    print(f"tuned {pairs} (mode, method) pairs with {args.trials} trials each in {entry['seconds']:.0f} s; "
+          f"wrote {args.out or 'tuned.json beside the model'}")
     return 0
 
 
@@ -364,7 +393,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", help="compare every method on the benchmark protocol")
     bench.add_argument("--quick", action="store_true", help="one ratio, one seed, small grid (minutes)")
-    bench.add_argument("--out", default=None, help="results folder (default results/bench[-quick])")
+    bench.add_argument("--out", default=None,
+                       help="results folder (default: bench[-quick] in $MTU_RESULTS_DIR, else in the "
+                            "per-user cache folder)")
+    bench.add_argument("--trials", type=int, default=None,
+                       help="tuning trials per method and tuning request, the same for every method")
     bench.add_argument("--fresh", action="store_true", help="discard what the folder holds first")
     bench.add_argument("--benchmarks", type=_csv(str), default=None, help="e.g. synthetic-indoor")
     bench.add_argument("--ratios", type=_csv(float), default=None, help="forget ratios, e.g. 0.01,0.1")
@@ -378,6 +411,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker = command("worker", help="run the dashboard's queued unlearning jobs (mtu app starts one)")
     worker.set_defaults(func=cmd_worker)
 
+    tune = command("tune", help="tune every method for both modes of a model: the dashboard's starting "
+                                "settings (scored on the tuning part of val)")
+    tune.add_argument("--model", required=True, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
+    tune.add_argument("--trials", type=int, default=4, help="trials per method and mode, the same for all")
+    tune.add_argument("--out", default=None,
+                      help="JSON file (default: tuned.json beside the model); other models' entries are kept")
+    tune.add_argument("--methods", type=_csv(str), default=None, help="default: every method but retrain")
+    tune.add_argument("--ratio", type=float, default=0.01, help="forget set size, as a share of training")
+    tune.add_argument("--seed", type=int, default=0, help="the tuning seed (forget set, sampler, runs)")
+    tune.add_argument("--data", default=None, metavar="ROOT",
+                      help="dataset folder (.npy layout); default: the data the model card names")
+    tune.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    tune.add_argument("--workers", type=int, default=1, help="studies run in this many processes")
+    tune.set_defaults(func=cmd_tune)
+
     app = command("app", help="start the Streamlit dashboard and its worker")
     app.add_argument("--port", type=int, default=8501)
     app.set_defaults(func=cmd_app)
@@ -386,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         from core.models import load_plugins
 

@@ -3,23 +3,30 @@
 import streamlit as st
 
 from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
+from app.forms import tuned_entry, tuned_note
 from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
 from core.evaluation import compare_models
 from core.evaluation.report import html_page
+from core.evaluation.tuning import tuned_config
 from core.unlearning import get_unlearner, list_unlearners
 
 st.title("Compare")
 loaded = current_or_stop()
 request = request_or_stop(loaded)
 st.markdown(describe(request))
-methods = st.multiselect("Methods (each with its default settings)", list_unlearners(),
-                         default=["interference_aware", "neggrad_plus", "salun"], key="compare_methods")
+methods = st.multiselect("Methods (each from its settings tuned for this mode, where the model has them)",
+                         list_unlearners(), default=["interference_aware", "neggrad_plus", "salun"],
+                         key="compare_methods")
+tuned = tuned_entry(loaded.path)
+if methods:
+    st.caption(tuned_note(tuned, request.mode, [m for m in methods if m != "retrain"]))
 if st.button("Run the comparison", type="primary", disabled=not methods):
     bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
     for index, method in enumerate(methods):
         bar.progress(index / len(methods), text=f"running {method} ({index + 1} / {len(methods)})")
         try:
-            result = get_unlearner(method).run(loaded.model, request, loaded.data)
+            result = get_unlearner(method, tuned_config(tuned, request.mode, method)).run(
+                loaded.model, request, loaded.data)
         except USER_ERRORS as error:
             st.error(f"{method} stopped: {error}")
             st.stop()

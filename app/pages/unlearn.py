@@ -9,10 +9,11 @@ from pathlib import Path
 import streamlit as st
 
 from app.charts import conflict_heatmap, loss_curves_figure
-from app.forms import config_form
+from app.forms import config_form, tuned_entry, tuned_note
 from app.state import USER_ERRORS, build_request, current_or_stop, describe, ledger, plugins, recorded_runs
 from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
+from core.evaluation.tuning import tuned_config
 from core.jobs import submit
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
@@ -86,8 +87,12 @@ if st.button("Preview interference", help="conflict analysis on the original mod
 
 retain_share = len(request.retain_ids) / len(loaded.data.train_ids)
 oracle_seconds = retain_share * float(loaded.card.training.get("seconds", 0))
+tuned = tuned_entry(loaded.path)
+st.caption(tuned_note(tuned, request.mode, [method]), help="mtu tune writes these settings; "
+           "benchmarks/DECISIONS.md says how sample_models/tuned.json was made")
 with st.form("config"):
-    values = config_form(REGISTRY[method].config_class, key=method)
+    values = config_form(REGISTRY[method].config_class, key=f"{method}_{request.mode}",
+                         initial=tuned_config(tuned, request.mode, method))
     reason = st.text_input("Reason (kept in the ledger)", key="reason",
                            placeholder="e.g. the deletion request's ticket number")
     with_oracle = st.checkbox(f"Also train the retrain oracle (about {oracle_seconds:.0f} s on the "

@@ -8,14 +8,14 @@ task, keep the others). In each cell the retrain oracle is trained once and cach
 runs with its tuned configuration, and `compare_models` scores them all, with two reference
 rows: `original` (doing nothing) and `retrain` (the oracle).
 
-Tuning: each method gets the same budget, a small grid (`BenchPlan.grid`: learning rate x steps;
-a method without a learning rate gets a grid of the same size over its own knobs, see
-`method_grids`), evaluated on a separate tuning seed that is never reported, once per
-(benchmark, mode) at `tuning_ratio` (or once per ratio when that is None); the partial-mode
-tuning request forgets one task drawn by the tuning seed. Tuning trials are scored on the val
-split's tuning part (`core.data.split_val`), never on its test part, and the methods themselves
-see only its calibration part (`UnlearningData`): the test part is read by the report alone.
-The configuration with the lowest UIS wins. Grid, scores and choices go to tuning.json.
+Tuning (`core.evaluation.tuning`): every method, ours and its ablations included, gets the same
+number of trials (`BenchPlan.trials`) of Optuna's seeded TPE sampler over its own declared search
+space (`core.unlearning.search`), a range widened when the choice falls on its edge (the extra
+trials counted), on the request of a separate tuning seed that is never reported: one study per
+benchmark, ratio, setting (full and every partial setting) and method. Tuning trials are scored
+on the val split's tuning part (`core.data.split_val`), never on its test part, and the methods
+themselves see only its calibration part (`UnlearningData`): the test part is read by the report
+alone. Every trial and choice goes to tuning/<study>.json, gathered in tuning.json and tuning.csv.
 
 Beside UIS the report gives, per cell, the oracle-referenced UIS and the gap to the oracle
 (`compare_models`), per benchmark and ratio the forget-gap noise floor
@@ -24,18 +24,17 @@ ours against every baseline and the headline with 95% intervals and verdicts
 (`core.evaluation.stats`).
 
 Everything is written under one results folder and reused when present, so an interrupted run
-resumes where it stopped: the base models, the tuning choices (per benchmark, ratio, mode and
+resumes where it stopped: the base models, the tuning studies (per benchmark, ratio, setting and
 method), the oracles and the finished cells.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +45,7 @@ from tqdm.auto import tqdm
 
 from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from core.data.sources import DataSource
+from core.evaluation.ablations import ablation_table
 from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import analyze_conflicts
 from core.evaluation.reference import NOISE_FLOOR_COLUMNS, forget_gap_noise_floor
@@ -59,6 +59,7 @@ from core.evaluation.stats import (
     verdict_at_least,
     verdict_at_most,
 )
+from core.evaluation.tuning import tune, tuning_table
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.base import UnlearningData, get_unlearner, list_unlearners
@@ -76,17 +77,14 @@ class BenchPlan:
     """What a benchmark run covers. Cells: benchmarks x ratios x settings x seeds."""
 
     benchmarks: tuple[str, ...] = ("synthetic-indoor", "synthetic-street")
-    ratios: tuple[float, ...] = (0.01, 0.10)
-    seeds: tuple[int, ...] = (1, 2, 3)
+    ratios: tuple[float, ...] = (0.01, 0.10, 0.50)
+    seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tuning_seed: int = 0
-    tuning_ratio: float | None = 0.10
-    """The forget ratio the tuning request uses; None = tune again at every ratio."""
     methods: tuple[str, ...] = ()
     """Methods to compare; empty = every registered method except the oracle."""
-    grid: dict[str, list] = field(default_factory=lambda: {"lr": [1e-4, 3e-4, 1e-3], "steps": [10, 30]})
-    method_grids: dict[str, dict[str, list]] = field(
-        default_factory=lambda: {"ssd": {"alpha": [1.0, 3.0, 10.0], "dampening": [0.5, 1.0]}})
-    """Grids for methods that do not use the shared knobs; the same number of points."""
+    trials: int = 4
+    """Tuning trials per method and tuning request, the same for every method (plus the
+    widening rounds of `core.evaluation.tuning`); benchmarks/DECISIONS.md says why 4."""
     n_train: int = 400
     n_val: int = 300
     size: tuple[int, int] = (32, 32)
@@ -96,9 +94,10 @@ class BenchPlan:
     retain_sample: int = 64
     noise_draws: int = 200
     """Random unseen sets per benchmark and ratio for the forget-gap noise floor."""
-    protocol: int = 2
+    protocol: int = 3
     """Version of the evaluation protocol; 2 = tuning scored on the tuning part of val, oracle
-    referenced scores, balanced and reference attacks. Results of another version are refused."""
+    referenced scores, balanced and reference attacks; 3 = and every method tuned with the same
+    number of TPE trials per setting and ratio. Results of another version are refused."""
 
     def __post_init__(self):
         known = list_unlearners()
@@ -106,20 +105,17 @@ class BenchPlan:
             if name not in known or name == ORACLE:
                 raise BenchError(f"unknown method {name!r} for the bench; accepted: "
                                  f"{', '.join(m for m in known if m != ORACLE)}")
-        for ratio in (*self.ratios, self.tuning_ratio or 0.5):
+        for ratio in self.ratios:
             if not 0 < ratio < 1:
                 raise BenchError(f"forget ratio {ratio} is not in (0, 1)")
+        if self.trials < 1:
+            raise BenchError(f"trials must be at least 1, got {self.trials}")
         if self.tuning_seed in self.seeds:
             raise BenchError(f"the tuning seed {self.tuning_seed} is also a reported seed; "
                              "tuning must never see the reported seeds")
 
     def all_methods(self) -> list[str]:
         return list(self.methods) or [m for m in list_unlearners() if m != ORACLE]
-
-    def grid_for(self, method: str) -> list[dict[str, Any]]:
-        """Every configuration of `method`'s grid, as override dicts."""
-        axes = self.method_grids.get(method, self.grid)
-        return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
     def source(self, benchmark: str) -> DataSource:
         return DataSource(benchmark=benchmark, seed=self.data_seed, n_train=self.n_train,
@@ -135,12 +131,11 @@ class BenchPlan:
 
 
 FULL = BenchPlan()
-"""`mtu bench`: 2 benchmarks x 2 ratios x (full + one partial per task) x 3 seeds = 42 cells."""
+"""`mtu bench`: 2 benchmarks x 3 ratios x (full + one partial per task) x 5 seeds = 105 cells;
+tuning: 21 requests x every method x 4 trials (benchmarks/DECISIONS.md: the time it takes)."""
 
-QUICK = BenchPlan(ratios=(0.05,), tuning_ratio=None, seeds=(1,), grid={"lr": [3e-4, 1e-3], "steps": [10]},
-                  method_grids={"ssd": {"alpha": [1.0, 10.0]}}, n_train=200, n_val=150, epochs=30,
-                  retain_sample=48)
-"""`mtu bench --quick`: one ratio, one seed, a 2-point grid, a smaller base model."""
+QUICK = BenchPlan(ratios=(0.05,), seeds=(1,), trials=2, n_train=200, n_val=150, epochs=30, retain_sample=48)
+"""`mtu bench --quick`: one ratio, one seed, 2 trials per method, a smaller base model."""
 
 
 def settings_of(tasks: Sequence[str]) -> list[str]:
@@ -216,46 +211,39 @@ class Bench:
                                    card.train_ids, list(model.tasks))
 
     # -- tuning -----------------------------------------------------------------------------------
-    def tuning_setting(self, benchmark: str, mode: str) -> str:
-        if mode == "full":
-            return "full"
-        tasks = list(self.base(benchmark)[0].tasks)
-        return f"partial:{tasks[np.random.default_rng(self.plan.tuning_seed).integers(len(tasks))]}"
+    def studies(self) -> list[tuple[str, float, str, str]]:
+        """(benchmark, ratio, setting, method) of every tuning study of the plan."""
+        return [(b, r, s, m) for b in self.plan.benchmarks for r in self.plan.ratios
+                for s in settings_of(list(self.base(b)[0].tasks)) for m in self.plan.all_methods()]
 
-    def tuned(self, benchmark: str, ratio: float, mode: str, method: str) -> dict[str, Any]:
-        """The chosen configuration of `method` for (benchmark, ratio, mode), tuning if needed
-        (at `plan.tuning_ratio` when it is set, whatever `ratio` is)."""
-        ratio = self.plan.tuning_ratio or ratio
-        path = self.out / "tuning.json"
-        record = json.loads(path.read_text()) if path.is_file() else {}
-        key = f"{benchmark}__r{ratio:g}__{mode}"
-        if method not in record.get(key, {}):
-            setting = self.tuning_setting(benchmark, mode)
-            request = self.request(benchmark, ratio, setting, self.plan.tuning_seed)
+    def tuning_path(self, benchmark: str, ratio: float, setting: str, method: str) -> Path:
+        key = cell_key(benchmark, ratio, setting, self.plan.tuning_seed)
+        return self.out / "tuning" / f"{key}__{method}.json"
+
+    def tuned(self, benchmark: str, ratio: float, setting: str, method: str) -> dict[str, Any]:
+        """The chosen configuration of `method` for (benchmark, ratio, setting): its study on the
+        tuning seed's request (`core.evaluation.tuning.tune`, `plan.trials` trials), run first
+        when tuning/ has no record of it."""
+        path = self.tuning_path(benchmark, ratio, setting, method)
+        if not path.is_file():
             model, _, data = self.base(benchmark)
-            trials = []
-            for overrides in self.plan.grid_for(method):
-                config = {**overrides, "seed": self.plan.tuning_seed}
-                result = get_unlearner(method, config).run(model, request, data)
-                board = compare_models({ORIGINAL: model, method: result.model}, request, data,
-                                       retain_sample=self.plan.retain_sample, seed=self.plan.tuning_seed,
-                                       mia=False, heldout="tuning").leaderboard
-                trials.append({"config": overrides, "uis": float(board.set_index("model").at[method, "uis"]),
-                               "seconds": round(result.seconds, 3)})
-            best = min(trials, key=lambda t: t["uis"] if math.isfinite(t["uis"]) else math.inf)
-            record.setdefault(key, {})[method] = {"setting": setting, "seed": self.plan.tuning_seed,
-                                                  "scored_on": "tuning",
-                                                  "instances": list(request.instances),
-                                                  "trials": trials, "chosen": best["config"]}
-            _write_json(path, record)
-        return dict(record[key][method]["chosen"])
+            request = self.request(benchmark, ratio, setting, self.plan.tuning_seed)
+            record = tune(method, model, [request], data, self.plan.trials, self.plan.tuning_seed,
+                          self.plan.retain_sample)
+            _write_json(path, {"benchmark": benchmark, "ratio": ratio, "setting": setting,
+                               "instances": list(request.instances), **record})
+        return dict(json.loads(path.read_text())["chosen"])
 
-    def tune_all(self) -> None:
-        ratios = [self.plan.tuning_ratio] if self.plan.tuning_ratio else self.plan.ratios
-        jobs = [(b, r, m, meth) for b in self.plan.benchmarks for r in ratios
-                for m in ("full", "partial") for meth in self.plan.all_methods()]
-        for job in tqdm(jobs, desc="tuning", disable=not self.show_bars):
-            self.tuned(*job)
+    def tuning_records(self) -> list[dict[str, Any]]:
+        """The records of the plan's finished studies, in the order of `studies`."""
+        paths = [self.tuning_path(*study) for study in self.studies()]
+        return [json.loads(path.read_text()) for path in paths if path.is_file()]
+
+    def tune_all(self, workers: int = 1) -> None:
+        todo = [study for study in self.studies() if not self.tuning_path(*study).is_file()]
+        self._in_workers(_worker_tune, todo, workers, "tuning")
+        for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
+            self.tuned(*study)
 
     # -- cells ------------------------------------------------------------------------------------
     def cells(self) -> list[tuple[str, float, str, int]]:
@@ -283,6 +271,7 @@ class Bench:
             done = json.loads(path.read_text())
             if set(methods) <= set(done["configs"]):
                 return done
+        start = time.perf_counter()
         model, _, data = self.base(benchmark)
         request = self.request(benchmark, ratio, setting, seed)
         mode = "full" if setting == "full" else "partial"
@@ -290,7 +279,7 @@ class Bench:
         models, configs = {ORIGINAL: model, ORACLE: oracle}, {}
         seconds = {ORIGINAL: 0.0, ORACLE: oracle_seconds}
         for method in methods:
-            configs[method] = {**self.tuned(benchmark, ratio, mode, method), "seed": seed}
+            configs[method] = {**self.tuned(benchmark, ratio, setting, method), "seed": seed}
             result = get_unlearner(method, configs[method]).run(model, request, data)
             models[method], seconds[method] = result.model, result.seconds
         comparison = compare_models(models, request, data, seconds, retain_sample=self.plan.retain_sample,
@@ -299,6 +288,7 @@ class Bench:
         done = {"benchmark": benchmark, "ratio": ratio, "setting": setting, "mode": mode, "seed": seed,
                 "instances": list(request.instances), "configs": configs,
                 "comparison": comparison.to_dict(), "conflicts": conflicts.to_dict("records")}
+        done["wall_seconds"] = round(time.perf_counter() - start, 2)
         _write_json(path, done)
         return done
 
@@ -342,27 +332,34 @@ class Bench:
                              "val_test": parts["test"]})
         return pd.DataFrame(rows)
 
+    def _in_workers(self, function: Callable, jobs: Sequence, workers: int, desc: str) -> None:
+        """`function(job)` for every job in `workers` spawned processes, each with its share of
+        torch's threads; nothing when workers is 1 or there is at most one job (the caller runs
+        what is left, reading back what the processes wrote)."""
+        if workers <= 1 or len(jobs) <= 1:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, torch.get_num_threads() // workers)
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                 initargs=(self.plan, str(self.out), threads)) as pool:
+            futures = [pool.submit(function, job) for job in jobs]
+            for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
+                               disable=not self.show_bars):
+                future.result()
+
     def run(self, workers: int = 1) -> list[dict[str, Any]]:
         """Train the base models, tune, then run every cell (in `workers` processes, each with
         its share of torch's threads); returns the cell records (finished ones are read back)."""
         start = time.perf_counter()
         for benchmark in self.plan.benchmarks:
             self.base(benchmark)
-        self.tune_all()
+        self.tune_all(workers)
         cells = self.cells()
         todo = [c for c in cells if not self.cell_path(*c).is_file()]
-        if workers > 1 and len(todo) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            threads = max(1, torch.get_num_threads() // workers)
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                     initargs=(self.plan, str(self.out), threads)) as pool:
-                jobs = [pool.submit(_worker_cell, c) for c in todo]
-                for job in tqdm(as_completed(jobs), total=len(jobs), desc="cells",
-                                disable=not self.show_bars):
-                    job.result()
+        self._in_workers(_worker_cell, todo, workers, "cells")
         bars = self.show_bars and workers == 1
         records = [self.cell(*c) for c in tqdm(cells, desc="cells", disable=not bars)]
         self.log(f"bench: {len(records)} cells in {time.perf_counter() - start:.0f} s")
@@ -380,6 +377,10 @@ def _start_worker(plan: BenchPlan, out: str, threads: int) -> None:
 
 def _worker_cell(cell: tuple[str, float, str, int]) -> None:
     _WORKER.cell(*cell)
+
+
+def _worker_tune(study: tuple[str, float, str, str]) -> None:
+    _WORKER.tuned(*study)
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -501,7 +502,9 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
              log: Callable[[str], None] = print, workers: int = 1) -> dict[str, pd.DataFrame]:
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
-    "details", "headline", "paired" (ours against each baseline), "noise_floor" and "counts"."""
+    "details", "headline", "paired" (ours against each baseline), "noise_floor", "counts",
+    "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`) and "ablations"
+    (`core.evaluation.ablations.ablation_table`)."""
     import shutil
 
     from core.evaluation.report import write_report
@@ -525,8 +528,12 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
                                          columns=["benchmark", "ratio", "setting", *NOISE_FLOOR_COLUMNS[1:]])
     frames["noise_floor"] = frames["noise_floor"].astype({c: float for c in ("mean", "low", "high")})
     frames["counts"] = bench.counts()
+    tuning = bench.tuning_records()
+    _write_json(out / "tuning.json", tuning)
+    frames["tuning"] = tuning_table(tuning)
+    frames["ablations"] = ablation_table(frames["leaderboard"])
     for name in ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
-                 "noise_floor", "counts"):
+                 "noise_floor", "counts", "tuning", "ablations"):
         frames[name].to_csv(out / f"{name}.csv", index=False)
     write_report(frames, plan, out, time.perf_counter() - start)
     return frames

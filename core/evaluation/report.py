@@ -156,6 +156,11 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
              headline_table(frames["headline"]), ""]
     if "paired" in frames:
         parts += ["## Ours against each baseline, cell by cell (UIS)", "", paired_table(frames["paired"]), ""]
+    if "ablations" in frames and not frames["ablations"].empty:
+        from core.evaluation.ablations import ablation_markdown
+
+        parts += ["## What each part contributes (ablations and controls, UIS)", "",
+                  ablation_markdown(frames["ablations"]), ""]
     if "noise_floor" in frames and not frames["noise_floor"].empty:
         parts += ["## Forget-gap noise floor", "",
                   "The forget gap of the original model on random sets of unseen test instances of the "
@@ -173,6 +178,13 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
     parts += ["## Per setting (mean ± std over seeds)", ""]
     for label, group in _groups(frames["details"], ["benchmark", "ratio", "setting"]):
         parts += [f"### {label}", "", markdown_table(group), ""]
+    if "tuning" in frames and not frames["tuning"].empty:
+        from core.evaluation.tuning import tuning_markdown
+
+        parts += ["## Tuning", "", "Every method had the same number of trials per tuning request "
+                  "(trials = budget + extra trials of the rounds that widened a range whose choice fell "
+                  "on its edge), scored by UIS on the tuning part of val on the tuning seed; chosen = "
+                  "the best trial's configuration.", "", tuning_markdown(frames["tuning"])]
     parts += ["## Plan", "", "```json", json.dumps(plan.to_dict(), indent=1), "```", ""]
     return "\n".join(parts)
 
@@ -223,6 +235,8 @@ def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
         sections.append(("UIS reduction against the strongest baseline, 95% intervals and targets",
                          reduction_interval_figure(frames["headline"])))
     for key, title in (("paired", "Ours against each baseline, cell by cell"),
+                       ("ablations", "What each part contributes (ablations and controls, UIS)"),
+                       ("tuning", "Tuning: trials, best UIS on the tuning part, chosen configuration"),
                        ("noise_floor", "Forget-gap noise floor (unseen sets of the forget set's size)"),
                        ("counts", "Instances per ratio")):
         if key in frames:

@@ -6,6 +6,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.charts import config_fields, history_frame, loss_curves_figure, subspace_ranks_frame
+from core.checkpoints import SAMPLE_MODELS_DIR
+from core.evaluation.tuning import tuned_config, tuned_settings
 from core.unlearning import get_unlearner
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -55,7 +57,7 @@ def test_unlearn_then_interference_and_history():
     app.selectbox(key="method").set_value("grad_ascent").run()
     _button(app, "Preview interference").click().run()
     assert not app.exception and len(app.get("plotly_chart")) >= 1
-    app.number_input(key="cfg_grad_ascent_steps").set_value(2)
+    app.number_input(key="cfg_grad_ascent_partial_steps").set_value(2)
     _button(app, "Run").click().run()
     assert not app.exception
     assert "Run #L1 (grad_ascent, partial-task, 3 instances): finished" in app.success[0].value
@@ -95,11 +97,12 @@ def test_config_form_enforces_the_knob_ranges():
     app = _app(selection=[3])
     app.switch_page("pages/unlearn.py").run()
     app.selectbox(key="method").set_value("interference_aware").run()
-    steps, alpha = app.number_input(key="cfg_interference_aware_steps"), app.number_input(
-        key="cfg_interference_aware_alpha")
-    assert (steps.min, steps.max, steps.value) == (1, 100_000, 25)
+    steps, alpha = app.number_input(key="cfg_interference_aware_full_steps"), app.number_input(
+        key="cfg_interference_aware_full_alpha")
+    tuned = tuned_config(tuned_settings(SAMPLE_MODELS_DIR / "synthetic-indoor"), "full", "interference_aware")
+    assert (steps.min, steps.max, steps.value) == (1, 100_000, (tuned or {}).get("steps", 25))
     assert (alpha.min, alpha.max) == (0.0, 1.0)
-    assert app.selectbox(key="cfg_interference_aware_optimizer").options == ["adam", "sgd"]
+    assert app.selectbox(key="cfg_interference_aware_full_optimizer").options == ["adam", "sgd"]
 
 
 def test_compare_two_methods():

@@ -18,9 +18,23 @@ from core.evaluation.benchmark import (
 )
 
 MINI = BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1, 0.2), seeds=(1,),
-                 methods=("grad_ascent", "interference_aware"), grid={"lr": [1e-3], "steps": [1, 2]},
-                 method_grids={}, tuning_ratio=0.1, n_train=12, n_val=10, size=(32, 32), epochs=1,
-                 width=4, retain_sample=8)
+                 methods=("grad_ascent", "interference_aware"), trials=2, n_train=12, n_val=10,
+                 size=(32, 32), epochs=1, width=4, retain_sample=8)
+
+
+@pytest.fixture()
+def few_steps(monkeypatch):
+    """Search spaces of a few steps, so that tuning runs in the test are short (in this process:
+    tune before handing the cells to workers)."""
+    from core.unlearning.grad_ascent import GradAscent
+    from core.unlearning.interference_aware import InterferenceAware
+    from core.unlearning.search import LR, Range
+
+    steps = {"lr": LR, "steps": Range(1, 3, integer=True)}
+    monkeypatch.setattr(GradAscent, "search_space", steps)
+    monkeypatch.setattr(InterferenceAware, "search_space", {
+        **steps, "alpha": Range(0.05, 0.95),
+        "backoff_partial": Range(0.1, 1.0, log=True, modes=("partial",))})
 
 
 def test_plan_checks():
@@ -37,12 +51,15 @@ def test_plan_checks():
     assert plan_with(MINI, seeds=None).seeds == (1,)
 
 
-def test_grids_have_the_same_size():
+def test_the_full_plan():
     plan = BenchPlan()
-    sizes = {m: len(plan.grid_for(m)) for m in plan.all_methods()}
-    assert set(sizes.values()) == {6}
-    assert {"lr": 1e-4, "steps": 10} in plan.grid_for("salun")
+    assert plan.ratios == (0.01, 0.1, 0.5) and len(plan.seeds) >= 5 and plan.tuning_seed not in plan.seeds
+    assert plan.trials >= 1 and not hasattr(plan, "grid")  # one budget, the same for every method
     assert "retrain" not in plan.all_methods()
+    assert {"interference_aware_no_tgp", "interference_aware_no_igo", "interference_aware_fixed",
+            "neggrad_plus_calibrated", "gpm_calibrated"} <= set(plan.all_methods())
+    with pytest.raises(BenchError, match="trials must be at least 1"):
+        BenchPlan(trials=0)
 
 
 def test_forget_instances_are_seeded_by_seed_and_ratio():
@@ -102,7 +119,7 @@ def test_headline_verdicts_from_intervals():
     assert headline(board, targets={"partial": 80.0}).iloc[0]["verdict"] == "missed"
 
 
-def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads):
+def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads, few_steps):
     from core.data import split_val
 
     bench = Bench(plan_with(MINI, methods=("grad_ascent",)), tmp_path / "bench", log=lambda _: None,
@@ -110,11 +127,13 @@ def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads):
     _, _, data = bench.base("synthetic-indoor")
     parts = split_val(data.held_out("test")[0].ids)
     val_reads.clear()  # training the base model evaluates it on all of val, for its card
-    for mode in ("full", "partial"):
-        bench.tuned("synthetic-indoor", 0.1, mode, "grad_ascent")
+    for setting in ("full", "partial:depth"):
+        bench.tuned("synthetic-indoor", 0.1, setting, "grad_ascent")
     assert val_reads and set(val_reads) <= set(parts["tuning"])
-    record = json.loads((tmp_path / "bench" / "tuning.json").read_text())
-    assert {r["grad_ascent"]["scored_on"] for r in record.values()} == {"tuning"}
+    records = [json.loads(p.read_text()) for p in (tmp_path / "bench" / "tuning").glob("*.json")]
+    assert len(records) == 2 and {r["scored_on"] for r in records} == {"tuning"}
+    assert {r["setting"] for r in records} == {"full", "partial:depth"}
+    assert {r["seed"] for r in records} == {0}
 
 
 def test_summary_table_mean_and_std():
@@ -127,12 +146,13 @@ def test_summary_table_mean_and_std():
     assert math.isnan(table.loc[0, "tli_mean"])
 
 
-def test_miniature_bench(tmp_path, use_cache, monkeypatch):
+def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     out = tmp_path / "bench"
+    Bench(MINI, out, log=lambda _: None, show_bars=False).tune_all()
     frames = run_plan(MINI, out, show_bars=False, log=lambda _: None, workers=2)
     for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
                  "oracle.csv", "paired.csv", "noise_floor.csv", "counts.csv", "noise_floor.json",
-                 "summary.md", "report.html", "tuning.json", "plan.json"):
+                 "tuning.csv", "ablations.csv", "summary.md", "report.html", "tuning.json", "plan.json"):
         assert (out / name).is_file(), name
     board = frames["leaderboard"]
     # two ratios x (full + one partial setting per task), one seed; references and both methods
@@ -151,17 +171,33 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch):
     cells_with_zero = set(zip(zero_reference["ratio"], zero_reference["setting"]))
     for row in original.itertuples():
         assert row.ili == 0 or (math.isnan(row.ili) and (row.ratio, row.setting) in cells_with_zero), row
+    # one study per ratio, setting and method, on the tuning seed, the same budget for each
     tuning = json.loads((out / "tuning.json").read_text())
-    for mode in ("full", "partial"):
-        record = tuning[f"synthetic-indoor__r0.1__{mode}"]["grad_ascent"]
-        assert [t["config"] for t in record["trials"]] == [{"lr": 1e-3, "steps": 1}, {"lr": 1e-3, "steps": 2}]
-        assert record["chosen"] == min(record["trials"], key=lambda t: t["uis"])["config"]
+    assert len(tuning) == 2 * 4 * 2
+    assert {(r["ratio"], r["setting"], r["method"]) for r in tuning} == {
+        (r, s, m) for r in (0.1, 0.2) for s in set(board["setting"]) for m in MINI.methods}
+    for record in tuning:
+        assert record["budget"] == 2 and record["seed"] == 0 and record["scored_on"] == "tuning"
+        assert len(record["trials"]) == 2 + record["extra_trials"]
+        assert ("backoff_partial" in record["trials"][0]["params"]) == (
+            record["method"] == "interference_aware" and record["setting"] != "full")
+        finite = [t for t in record["trials"] if t["uis"] is not None]
+        assert record["chosen"] == (min(finite, key=lambda t: t["uis"])["params"] if finite else {})
+    cell = json.loads(next((out / "cells").glob("*partial-depth*")).read_text())
+    study = next(r for r in tuning if r["setting"] == "partial:depth" and r["ratio"] == cell["ratio"]
+                 and r["method"] == "interference_aware")
+    assert cell["configs"]["interference_aware"] == {**study["chosen"], "seed": cell["seed"]}
+    assert cell["wall_seconds"] > 0
+    table = frames["tuning"]
+    assert len(table) == 16 and set(table["method"]) == set(MINI.methods)
+    assert (table["trials"] >= 2).all() and table["widened"].map(lambda w: w == "no" or "->" in w).all()
     html = (out / "report.html").read_text()
     # self-contained: plotly.js inlined, no script fetched from the network
     assert html.count("<div id=") >= 5 and "<script src=" not in html and len(html) > 1_000_000
     summary = (out / "summary.md").read_text()
     for heading in ("## Headline", "## Ours against each baseline", "## Forget-gap noise floor",
-                    "## Instances per ratio", "## Gap to the retrain oracle", "UIS vs oracle"):
+                    "## Instances per ratio", "## Gap to the retrain oracle", "UIS vs oracle", "## Tuning",
+                    "### grad_ascent", "### interference_aware"):
         assert heading in summary and html.count(heading.lstrip("# ")[:20]) >= 1, heading
     assert list(frames["headline"]["mode"]) == ["full", "partial"]
     assert set(frames["headline"]["verdict"]) <= {"met", "missed", "undecided"}
@@ -186,6 +222,7 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch):
 
     monkeypatch.setattr(benchmark, "get_unlearner", refuse)
     monkeypatch.setattr(benchmark, "train_checkpoint", refuse)
+    monkeypatch.setattr(benchmark, "tune", refuse)
     again = run_plan(MINI, out, show_bars=False, log=lambda _: None)
     pd.testing.assert_frame_equal(again["leaderboard"], frames["leaderboard"])
 

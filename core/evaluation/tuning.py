@@ -1,0 +1,330 @@
+"""Tuning with equal budgets: every method, ours included, gets the same number of trials over
+its own declared search space (`core.unlearning.search`), each trial scored by UIS on the
+held-out tuning part of the val split, never on its test part.
+
+A study tunes one method on one or more forget requests; a trial's score is the mean UIS over
+them (`compare_models(..., heldout="tuning")`, no attack). The search is Optuna's TPE sampler,
+seeded: its first `startup_trials(trials)` trials are drawn at random from the space, the rest
+from TPE's model of the trials so far. A trial whose run diverges (`DivergenceError`) or whose
+score is not finite counts as a failed trial of the budget.
+
+Edges widen: after the budget, when the best trial's value of a numeric knob lies within the
+outer `EDGE` of its range (5%, on the range's sampling scale, log for a log range), that range
+grows on that side by half its width (within the knob's allowed range) and `widen_trials(trials)`
+more trials search the widened space, with TPE reading every trial so far; up to
+`MAX_WIDENINGS` times. The same rule holds for every method; its extra trials are counted in
+the record (`extra_trials`) and shown in the report.
+
+`tune_checkpoint` (the `mtu tune` command) tunes every method for each mode of a trained
+checkpoint and writes the choices as the dashboard's starting settings (`tuned.json` beside
+the checkpoint); `tuned_settings` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from core.evaluation.compare import compare_models
+from core.requests import ForgetRequest
+from core.unlearning.base import DivergenceError, UnlearningData, get_unlearner, list_unlearners
+from core.unlearning.search import Choice, Dimension, Range, describe, limits, search_space
+
+EDGE = 0.05
+"""A chosen value this close to an end of its range (share of the range, sampling scale) widens it."""
+MAX_WIDENINGS = 2
+"""Most widening rounds per study."""
+ORACLE = "retrain"
+SCORED_ON = "tuning"
+"""The part of the val split every trial is scored on (`core.data.split_val`)."""
+
+
+def startup_trials(trials: int) -> int:
+    """Random trials before TPE's model takes over: half the budget, at least 2."""
+    return max(2, trials // 2)
+
+
+def widen_trials(trials: int) -> int:
+    """Extra trials of one widening round: half the budget, at least 2."""
+    return max(2, trials // 2)
+
+
+def tunable_methods() -> list[str]:
+    """Every registered method except the retrain oracle (which has nothing to tune)."""
+    return [m for m in list_unlearners() if m != ORACLE]
+
+
+def _suggest(trial, name: str, dimension: Dimension) -> Any:
+    if isinstance(dimension, Choice):
+        return trial.suggest_categorical(name, list(dimension.options))
+    if dimension.integer:
+        return trial.suggest_int(name, int(dimension.low), int(dimension.high), log=dimension.log)
+    return trial.suggest_float(name, float(dimension.low), float(dimension.high), log=dimension.log)
+
+
+def score_config(method: str, config: Mapping[str, Any], model: torch.nn.Module,
+                 requests: Sequence[ForgetRequest], data: UnlearningData, retain_sample: int = 64,
+                 seed: int = 0) -> tuple[float, float]:
+    """(mean UIS over `requests` on the tuning part of val, unlearning seconds) of one config."""
+    scores, seconds = [], 0.0
+    for request in requests:
+        result = get_unlearner(method, config).run(model, request, data)
+        board = compare_models({"original": model, method: result.model}, request, data,
+                               retain_sample=retain_sample, seed=seed, mia=False,
+                               heldout=SCORED_ON).leaderboard
+        scores.append(float(board.set_index("model").at[method, "uis"]))
+        seconds += result.seconds
+    return float(sum(scores) / len(scores)), seconds
+
+
+def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest], data: UnlearningData,
+         trials: int, seed: int = 0, retain_sample: int = 64,
+         log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Tune `method` on `requests` (all of one mode) with `trials` trials, plus the widening rounds.
+
+    Args:
+        method: a registered method with a `search_space`.
+        model: the trained model; requests: forget requests of one mode (full or partial).
+        data: the full `UnlearningData` (its tuning part scores the trials).
+        trials: the budget, the same for every method.
+        seed: the tuning seed: the sampler's seed and every run's seed.
+        retain_sample: size of the fixed retain sample ILI is read on.
+    Returns:
+        A JSON-ready record: method, mode, seed, scored_on, budget, extra_trials, failed, rounds
+        (each with its search space and trial count), widened (knob -> [first range, last range]),
+        trials (number, round, params, uis or None, error, seconds, run_seconds), chosen (the best
+        trial's params; {} when every trial failed), best_uis, seconds.
+    """
+    import optuna
+
+    if trials < 1:
+        raise ValueError(f"trials must be at least 1, got {trials}")
+    modes = {request.mode for request in requests}
+    if len(modes) != 1:
+        raise ValueError(f"the requests of one study must share one mode; got {sorted(modes)}")
+    mode = modes.pop()
+    space = search_space(method, mode)
+    first = dict(space)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study(direction="minimize", sampler=sampler)
+    records: list[dict[str, Any]] = []
+    rounds: list[dict[str, Any]] = []
+    start = time.perf_counter()
+
+    def objective(trial) -> float:
+        params = {name: _suggest(trial, name, dimension) for name, dimension in space.items()}
+        began = time.perf_counter()
+        record = {"number": trial.number, "round": len(rounds) - 1, "params": params}
+        try:
+            uis, run_seconds = score_config(method, {**params, "seed": seed}, model, requests, data,
+                                            retain_sample, seed)
+            record.update(uis=uis if math.isfinite(uis) else None, run_seconds=round(run_seconds, 3),
+                          **({} if math.isfinite(uis) else {"error": "the UIS is not finite"}))
+        except DivergenceError as error:
+            uis = math.nan
+            record.update(uis=None, error=str(error))
+        record["seconds"] = round(time.perf_counter() - began, 3)
+        records.append(record)
+        if log:
+            log(f"{method} {mode} trial {trial.number}: UIS {record['uis']}")
+        return uis
+
+    try:
+        budget = trials
+        while True:
+            rounds.append({"space": describe(space), "trials": budget})
+            study.optimize(objective, n_trials=budget)
+            done = [r for r in records if r["uis"] is not None]
+            if not done or len(rounds) > MAX_WIDENINGS:
+                break
+            best = min(done, key=lambda r: r["uis"])["params"]
+            grown = {name: dimension.widened(best[name], limits(method, name), EDGE)
+                     for name, dimension in space.items() if isinstance(dimension, Range)}
+            grown = {name: dimension for name, dimension in grown.items() if dimension is not None}
+            if not grown:
+                break
+            space = {**space, **grown}
+            budget = widen_trials(trials)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    done = [r for r in records if r["uis"] is not None]
+    best = min(done, key=lambda r: r["uis"]) if done else None
+    widened = {name: [first[name].to_dict(), space[name].to_dict()] for name in space
+                if space[name] != first[name]}
+    return {"method": method, "mode": mode, "seed": seed, "scored_on": SCORED_ON,
+            "sampler": f"optuna TPESampler(seed={seed}, n_startup_trials={startup_trials(trials)})",
+            "budget": trials, "extra_trials": len(records) - trials,
+            "failed": sum(r["uis"] is None for r in records), "rounds": rounds, "widened": widened,
+            "trials": records, "chosen": dict(best["params"]) if best else {},
+            "best_uis": best["uis"] if best else None, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_config(config: Mapping[str, Any]) -> str:
+    """A config as "name=value, ..." with floats to 3 significant digits."""
+    return ", ".join(f"{k}={_format_value(v)}" for k, v in config.items())
+
+
+def _format_range(dimension: Mapping[str, Any]) -> str:
+    return f"{_format_value(dimension['low'])}..{_format_value(dimension['high'])}"
+
+
+TUNING_COLUMNS = ["benchmark", "ratio", "setting", "method", "trials", "extra_trials", "failed", "best_uis",
+                  "chosen", "widened", "seconds"]
+
+
+def tuning_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per study: where it was tuned (benchmark, ratio, setting, when the record has
+    them), method, trials (budget + extra), extra_trials, failed, best_uis, the chosen config
+    as text, the widened ranges as text ("no" when none), seconds."""
+    rows = []
+    for record in records:
+        widened = "; ".join(f"{name} {_format_range(a)} -> {_format_range(b)}"
+                            for name, (a, b) in record["widened"].items())
+        rows.append({"benchmark": record.get("benchmark"), "ratio": record.get("ratio"),
+                     "setting": record.get("setting", record["mode"]), "method": record["method"],
+                     "trials": len(record["trials"]), "extra_trials": record["extra_trials"],
+                     "failed": record["failed"],
+                     "best_uis": math.nan if record["best_uis"] is None else record["best_uis"],
+                     "chosen": format_config(record["chosen"]) or "defaults (every trial failed)",
+                     "widened": widened or "no", "seconds": record["seconds"]})
+    return pd.DataFrame(rows, columns=TUNING_COLUMNS)
+
+
+# -- the dashboard's starting settings ----------------------------------------------------------
+TUNED_FILE = "tuned.json"
+
+
+def mode_requests(instances: Sequence[int], train_ids: Sequence[int], tasks: Sequence[str],
+                  mode: str) -> list[ForgetRequest]:
+    """The requests a mode is tuned on: full = one request on every task; partial = one request
+    per task (forget that task, keep the others), the same instances."""
+    if mode == "full":
+        return [ForgetRequest.build(instances, None, train_ids, tasks)]
+    return [ForgetRequest.build(instances, [task], train_ids, tasks) for task in tasks]
+
+
+def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None,
+                    methods: Sequence[str] | None = None, ratio: float = 0.01, seed: int = 0,
+                    retain_sample: int = 64, command: str = "", data_root: str | None = None,
+                    log: Callable[[str], None] = print, workers: int = 1) -> dict[str, Any]:
+    """Tune every method (or `methods`) for both modes of the checkpoint at `path` and merge the
+    choices into `out` (default: tuned.json beside the checkpoint) under the checkpoint's name.
+
+    The forget set: round(ratio x training instances) (at least 1) drawn by `seed`; full mode is
+    tuned on one request over every task, partial mode on one request per task (the mean UIS
+    over them), each trial scored on the tuning part of the val split. The (mode, method) studies
+    run in `workers` processes, each with its share of torch's threads. Returns the entry written:
+    {"command", "date", "seconds", "trials", "seed", "ratio", "instances", "scored_on", "modes":
+    {mode: {method: config}}, "best_uis": {mode: {method: uis}}, "extra_trials", "widened"}.
+    """
+    from core.checkpoints import checkpoint_paths, load_checkpoint
+    from core.evaluation.benchmark import forget_instances
+
+    model, card = load_checkpoint(path)
+    data = UnlearningData.from_card(card, data_root=data_root)
+    weights = checkpoint_paths(path)[0]
+    out = Path(out) if out else weights.parent / TUNED_FILE
+    instances = forget_instances(card.train_ids, ratio, seed)
+    tasks = list(model.tasks)
+    start = time.perf_counter()
+    entry: dict[str, Any] = {"command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}",
+                             "trials": trials, "seed": seed, "ratio": ratio, "instances": instances,
+                             "scored_on": "mean UIS over the mode's requests on the tuning part of "
+                                          "the val split (never its test part)",
+                             "modes": {}, "best_uis": {}, "extra_trials": {}, "widened": {}}
+    studies = [(mode, method) for mode in ("full", "partial") for method in methods or tunable_methods()]
+    jobs = [(method, mode_requests(instances, card.train_ids, tasks, mode)) for mode, method in studies]
+    for (mode, method), record in zip(studies, _in_processes(
+            model, data, jobs, trials, seed, retain_sample, workers)):
+        log(f"{weights.stem} {mode} {method}: best UIS {record['best_uis']} "
+            f"({len(record['trials'])} trials, {record['seconds']:.0f} s)")
+        entry["modes"].setdefault(mode, {})[method] = record["chosen"]
+        entry["best_uis"].setdefault(mode, {})[method] = record["best_uis"]
+        entry["extra_trials"].setdefault(mode, {})[method] = record["extra_trials"]
+        if record["widened"]:
+            entry["widened"].setdefault(mode, {})[method] = sorted(record["widened"])
+    entry["seconds"] = round(time.perf_counter() - start, 1)
+    document = json.loads(out.read_text()) if out.is_file() else {}
+    document[weights.stem] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
+    tmp.replace(out)
+    return entry
+
+
+_SHARED: tuple | None = None
+
+
+def _start(model, data, threads: int) -> None:
+    global _SHARED
+    torch.set_num_threads(threads)
+    _SHARED = (model, data)
+
+
+def _study(job, trials: int, seed: int, retain_sample: int) -> dict[str, Any]:
+    method, requests = job
+    model, data = _SHARED
+    return tune(method, model, requests, data, trials, seed, retain_sample)
+
+
+def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int, workers: int):
+    """`tune` on each (method, requests) job, in order: here when `workers` is 1, else in that
+    many spawned processes sharing torch's threads."""
+    if workers <= 1:
+        return [tune(method, model, requests, data, trials, seed, retain_sample) for method, requests in jobs]
+    import functools
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, torch.get_num_threads() // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
+                             initargs=(model, data, threads)) as pool:
+        return list(pool.map(functools.partial(_study, trials=trials, seed=seed,
+                                               retain_sample=retain_sample), jobs))
+
+
+def tuned_settings(path: str | Path) -> dict[str, Any] | None:
+    """The tuned entry of the checkpoint at `path` (its name in the tuned.json beside it), or
+    None when there is none."""
+    from core.checkpoints import checkpoint_paths
+
+    weights = checkpoint_paths(path)[0]
+    file = weights.parent / TUNED_FILE
+    if not file.is_file():
+        return None
+    return json.loads(file.read_text()).get(weights.stem)
+
+
+def tuned_config(entry: Mapping[str, Any] | None, mode: str, method: str) -> dict[str, Any] | None:
+    """The tuned config of `method` for `mode` in a `tuned_settings` entry, or None."""
+    if not entry:
+        return None
+    config = entry.get("modes", {}).get(mode, {}).get(method)
+    return dict(config) if config is not None else None
+
+
+def tuning_markdown(table: pd.DataFrame) -> str:
+    """The tuning table as Markdown: one sub-table per method."""
+    from core.evaluation.report import frame_table
+
+    parts = []
+    for method, group in table.groupby("method", sort=False):
+        parts += [f"### {method}", "", frame_table(group.drop(columns="method")), ""]
+    return "\n".join(parts)

@@ -1,0 +1,164 @@
+"""Tuning: seeded TPE over each method's space, scored on the tuning part of val, edges widen."""
+
+import json
+
+import pytest
+
+from core.data import split_val
+from core.evaluation import tuning
+from core.evaluation.tuning import (
+    mode_requests,
+    tune,
+    tuned_config,
+    tuned_settings,
+    tuning_table,
+    widen_trials,
+)
+from core.unlearning import get_unlearner
+from core.unlearning.base import DivergenceError
+from core.unlearning.grad_ascent import GradAscent
+from core.unlearning.search import LR, Range
+from core.unlearning.ssd import SSD
+
+FEW_STEPS = {"lr": LR, "steps": Range(1, 3, integer=True)}
+"""A search space of a few steps, so that the tests' runs are short."""
+
+
+@pytest.fixture()
+def trained(use_cache):
+    """(model, data): a tiny street model trained 30 epochs, so its metrics (and UIS) are not 0;
+    30 val images, so the tuning part holds 3."""
+    import torch
+
+    from core.data.sources import DataSource
+    from core.models import build_model
+    from core.training import TrainConfig, train
+    from core.unlearning import UnlearningData
+
+    source = DataSource(benchmark="synthetic-street", n_train=12, n_val=30, size=(32, 32))
+    val = source.open("val")
+    data = UnlearningData(train=source.open("train"), val=val,
+                          calibration_ids=split_val(val.ids)["calibration"])
+    torch.manual_seed(0)
+    model = build_model({"name": "small_cnn", "args": {"width": 4}}, list(data.train.tasks.values()))
+    train(model, data.train, TrainConfig(epochs=30, batch_size=4, device="cpu"))
+    return model.eval(), data
+
+
+def _requests(data, mode):
+    ids = data.train.ids
+    return mode_requests(ids[:2], ids, list(data.train.tasks), mode)
+
+
+def test_mode_requests():
+    full = mode_requests([1, 2], list(range(6)), ["a", "b"], "full")
+    partial = mode_requests([1, 2], list(range(6)), ["a", "b"], "partial")
+    assert [list(r.tasks) for r in full] == [["a", "b"]] and full[0].mode == "full"
+    assert [list(r.tasks) for r in partial] == [["a"], ["b"]]
+    assert all(list(r.instances) == [1, 2] for r in full + partial)
+
+
+def test_tuning_is_seeded_and_scored_on_the_tuning_part(trained, val_reads, monkeypatch):
+    monkeypatch.setattr(GradAscent, "search_space", FEW_STEPS)
+    model, data = trained
+    requests = _requests(data, "partial")[:1]
+    val_reads.clear()
+    first = tune("grad_ascent", model, requests, data, trials=3, seed=0)
+    tuning_ids = set(split_val(data.held_out("test")[0].ids)["tuning"])
+    assert val_reads and set(val_reads) <= tuning_ids
+    assert first["failed"] == 0
+    again = tune("grad_ascent", model, requests, data, trials=3, seed=0)
+    assert [t["params"] for t in first["trials"]] == [t["params"] for t in again["trials"]]
+    assert [t["uis"] for t in first["trials"]] == [t["uis"] for t in again["trials"]]
+    assert first["budget"] == 3 and len(first["trials"]) == 3 + first["extra_trials"]
+    assert first["scored_on"] == "tuning" and first["mode"] == "partial"
+    assert set(first["trials"][0]["params"]) == {"lr", "steps"}
+    best = min((t for t in first["trials"] if t["uis"] is not None), key=lambda t: t["uis"])
+    assert first["chosen"] == best["params"] and first["best_uis"] == best["uis"]
+    other = tune("grad_ascent", model, requests, data, trials=3, seed=1)
+    assert [t["params"] for t in other["trials"]] != [t["params"] for t in first["trials"]]
+
+
+def test_a_choice_on_the_edge_widens_the_range_and_searches_again(monkeypatch):
+    monkeypatch.setattr(GradAscent, "search_space", {"steps": Range(5, 6, integer=True)})
+    monkeypatch.setattr(tuning, "score_config", lambda method, config, *args: (float(config["steps"]), 0.0))
+    record = tune("grad_ascent", None, _FakeRequests.full, None, trials=3, seed=0)
+    # 5 or 6 is always on an edge: 5 wins, the range grows to 4..6, then 3..6, then stops
+    assert [r["space"]["steps"]["low"] for r in record["rounds"]] == [5, 4, 3]
+    assert record["extra_trials"] == 2 * widen_trials(3) == len(record["trials"]) - 3
+    assert record["widened"] == {"steps": [{"low": 5, "high": 6, "log": False, "integer": True},
+                                           {"low": 3, "high": 6, "log": False, "integer": True}]}
+    assert record["chosen"]["steps"] == min(t["params"]["steps"] for t in record["trials"])
+    row = tuning_table([record]).iloc[0]
+    assert row["widened"] == "steps 5..6 -> 3..6" and row["trials"] == 3 + record["extra_trials"]
+    assert row["chosen"] == f"steps={record['chosen']['steps']}"
+
+
+def test_a_diverging_trial_is_a_failed_trial_of_the_budget(monkeypatch):
+    def score(method, config, *args):
+        if config["lr"] > 1e-3:
+            raise DivergenceError(get_unlearner("grad_ascent"), 2, "the forget loss is nan")
+        return 1.0 + config["lr"], 0.0
+
+    monkeypatch.setattr(tuning, "score_config", score)
+    monkeypatch.setattr(GradAscent, "search_space", {"lr": Range(1e-4, 1e-2, log=True)})
+    record = tune("grad_ascent", None, _FakeRequests.full, None, trials=6, seed=0)
+    failed = [t for t in record["trials"] if t["uis"] is None]
+    assert failed and record["failed"] == len(failed) and "diverged" in failed[0]["error"]
+    assert record["chosen"]["lr"] <= 1e-3
+    monkeypatch.setattr(tuning, "score_config", lambda *a: (float("nan"), 0.0))
+    record = tune("grad_ascent", None, _FakeRequests.full, None, trials=2, seed=0)
+    assert record["chosen"] == {} and record["best_uis"] is None and record["failed"] == 2
+    assert tuning_table([record]).iloc[0]["chosen"] == "defaults (every trial failed)"
+
+
+class _FakeRequests:
+    class _Full:
+        mode = "full"
+
+    full = [_Full()]
+
+
+def test_tune_checkpoint_writes_the_dashboard_settings(tmp_path, use_cache, monkeypatch):
+    from core.cli import main
+
+    monkeypatch.setattr(GradAscent, "search_space", FEW_STEPS)
+    monkeypatch.setattr(SSD, "search_space", {**SSD.search_space, "steps": Range(1, 2, integer=True)})
+
+    model = tmp_path / "tiny"
+    assert main(["train", "--benchmark", "synthetic-street", "--n-train", "12", "--n-val", "30", "--size",
+                 "32x32", "--arg", "width=4", "--epochs", "30", "--batch-size", "4", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    out = tmp_path / "elsewhere.json"
+    out.write_text(json.dumps({"another-model": {"modes": {}}}))
+    args = ["tune", "--model", str(model), "--trials", "2", "--methods", "grad_ascent,ssd", "--ratio", "0.2",
+            "--out", str(out)]
+    assert main(args) == 0
+    document = json.loads(out.read_text())
+    assert set(document) == {"another-model", "tiny"}
+    entry = document["tiny"]
+    assert entry["trials"] == 2 and entry["command"] == "mtu " + " ".join(args)
+    assert len(entry["instances"]) == 2
+    assert "tuning part" in entry["scored_on"] and entry["seconds"] > 0
+    assert all(uis is not None for mode in entry["best_uis"].values() for uis in mode.values())
+    assert set(entry["modes"]) == {"full", "partial"}
+    assert set(entry["modes"]["full"]["grad_ascent"]) == {"lr", "steps"}
+    assert set(entry["modes"]["partial"]["ssd"]) == {"steps", "alpha", "dampening"}
+    # read back from the tuned.json beside the checkpoint
+    assert tuned_settings(model) is None
+    out.replace(tmp_path / "tuned.json")
+    assert tuned_config(tuned_settings(model), "partial", "ssd") == entry["modes"]["partial"]["ssd"]
+    assert tuned_config(tuned_settings(model), "full", "salun") is None
+    assert tuned_config(None, "full", "ssd") is None
+
+
+def test_bench_results_go_outside_the_work_tree(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from core.cli import default_results_dir
+
+    monkeypatch.delenv("MTU_RESULTS_DIR", raising=False)
+    default = default_results_dir("bench")
+    assert default.name == "bench" and not default.is_relative_to(Path.cwd())
+    monkeypatch.setenv("MTU_RESULTS_DIR", str(tmp_path))
+    assert default_results_dir("bench-quick") == tmp_path / "bench-quick"
