@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from core.checkpoints import load_checkpoint, read_card
 from core.jobs import submit
 from core.ledger import Ledger
@@ -91,3 +93,25 @@ def test_a_killed_worker_leaves_the_original_whole_and_the_run_interrupted(stree
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name in before}
     assert after == before  # the original checkpoint is byte-identical
     assert not any(p.name.startswith("killed") for p in tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("delay", [0.5, 2.0, 4.0, 7.0])
+def test_a_cli_run_killed_at_any_moment_leaves_nothing_half_written(street_copy, tmp_path, use_cache, delay):
+    """kill -9 at several moments of `mtu unlearn`: the original stays byte-identical, the output
+    name holds nothing or a checkpoint that loads, and the ledger holds whole rows only (a run
+    left running is marked interrupted when the ledger is next opened)."""
+    before = street_copy.with_suffix(".safetensors").read_bytes()
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "core.cli", "unlearn", "--model", str(street_copy),
+                                "--instances", "3,5", "--method", "interference_aware", "--set", "steps=3",
+                                "--device", "cpu", "--out", str(out)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert street_copy.with_suffix(".safetensors").read_bytes() == before
+    if out.with_suffix(".json").exists():
+        load_checkpoint(out)  # a card under the final name always has its weights
+    rows = Ledger().runs()
+    assert all(row["status"] in ("done", "interrupted") for row in rows), rows
