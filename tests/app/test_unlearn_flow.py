@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from app.charts import config_fields, history_frame, loss_curves_figure, subspace_ranks_frame
@@ -116,3 +117,26 @@ def test_compare_two_methods():
         "original", "grad_ascent", "ssd"}
     assert len(app.get("plotly_chart")) == 4
     assert len(app.session_state["runs"]) == 2
+
+
+def test_two_sessions_on_one_model_and_one_ledger():
+    """Two people at once: both runs are recorded, each session finds its own, neither changes
+    the shared original."""
+    from core.checkpoints import load_sample
+    from core.ledger import Ledger
+
+    original = {k: v.clone() for k, v in load_sample("synthetic-indoor")[0].state_dict().items()}
+    sessions = [_app(selection=ids, target_tasks=tasks) for ids, tasks in (
+        ([3, 17], ["depth"]), ([5], ["segmentation", "depth", "normal"]))]
+    for app in sessions:
+        app.switch_page("pages/unlearn.py").run()
+        app.selectbox(key="method").set_value("grad_ascent").run()
+        app.number_input(key=next(n.key for n in app.number_input if n.key.endswith("_steps"))).set_value(2)
+        _button(app, "Run").click().run()
+        assert not app.exception
+    rows = Ledger().runs()
+    assert [r["status"] for r in rows] == ["done", "done"] and {r["source"] for r in rows} == {"dashboard"}
+    assert sorted(len(r["instances"]) for r in rows) == [1, 2]
+    assert {r["mode"] for r in rows} == {"partial", "full"}
+    model, _ = load_sample("synthetic-indoor")
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
