@@ -3,10 +3,9 @@ the cheaper bases (gathered im2col rows, Gram spectra, heap allocation) equal th
 
 import pytest
 import torch
+from test_projections import TASKS, _toy_batch, _toy_model
 from torch import nn
 
-from core.models import build_model
-from core.tasks import TaskSpec
 from core.unlearning.gradients import per_sample_grads
 from core.unlearning.projections import (
     Spectrum,
@@ -23,21 +22,6 @@ from core.unlearning.subspaces import (
     sample_task_losses,
     shared_names,
 )
-
-TASKS = [TaskSpec("segmentation", "segmentation", 3), TaskSpec("depth", "depth", 1)]
-
-
-def _toy_batch(n=3, size=16):
-    g = torch.Generator().manual_seed(12)
-    return {"image": torch.rand(n, 3, size, size, generator=g),
-            "segmentation": torch.randint(-1, 3, (n, size, size), generator=g),
-            "depth": torch.rand(n, 1, size, size, generator=g) + 0.5}
-
-
-def _toy_model():
-    torch.manual_seed(0)
-    return build_model({"name": "small_cnn", "args": {"width": 2}}, TASKS).eval()
-
 
 
 def test_chunks_within_a_memory_budget_equal_one_vmap(street_model, street_data):
