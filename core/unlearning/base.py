@@ -377,9 +377,11 @@ class Unlearner(ABC):
             for task, value in losses.items():
                 if not math.isfinite(value):
                     raise DivergenceError(self, event.step, f"the {kind} loss of task {task!r} is {value}")
-        for name, parameter in model.named_parameters():
-            if not bool(torch.isfinite(parameter).all()):
-                raise DivergenceError(self, event.step, f"weight {name} holds NaN or Inf")
+        named = list(model.named_parameters())
+        finite = torch.stack([torch.isfinite(p).all() for _, p in named])  # one sync, not one per tensor
+        if not bool(finite.all()):
+            name = named[int((~finite).nonzero()[0])][0]
+            raise DivergenceError(self, event.step, f"weight {name} holds NaN or Inf")
 
     @abstractmethod
     def unlearn(self, ctx: UnlearningContext, report: Callable[..., None]) -> dict[str, Any] | None:
