@@ -124,13 +124,18 @@ def _view(page, name: str) -> None:
     page.locator("[data-testid=stRadio] label").filter(has_text=name).click()
 
 
-def test_select_unlearn_and_see_interference(page):
+def _forget(page, ids: str, count: int) -> None:
+    """On the Select page, type `ids` and add them to the forget set of `count` instances."""
     _goto(page, "Select")
-    ids = page.get_by_label("Add ids")
-    ids.fill("3, 17, 40-42")
-    ids.press("Enter")
+    box = page.get_by_label("Add ids")
+    box.fill(ids)
+    box.press("Enter")
     page.get_by_role("button", name="Add to forget set").click()
-    page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
+    page.get_by_text(f"Forget set: {count} instances").wait_for(timeout=60_000)
+
+
+def test_select_unlearn_and_see_interference(page):
+    _forget(page, "3, 17, 40-42", 5)
     page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
     page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "select.png"), full_page=True)
@@ -276,12 +281,7 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
 def test_a_run_outlives_a_reload_of_the_tab(page):
     """The run goes on in the worker while the tab reloads; the page finds it running, then
     finished, from the ledger."""
-    _goto(page, "Select")
-    ids = page.get_by_label("Add ids")
-    ids.fill("5-9")
-    ids.press("Enter")
-    page.get_by_role("button", name="Add to forget set").click()
-    page.get_by_text("Forget set: 5 instances").wait_for(timeout=60_000)
+    _forget(page, "5-9", 5)
     _goto(page, "Unlearn")
     page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
     _choose(page, "Method", "grad_ascent")
