@@ -290,17 +290,21 @@ def cmd_tune(args) -> int:
 
 def cmd_app(args) -> int:
     """Streamlit and the worker that runs its jobs, started together and stopped together."""
+    import signal
     import subprocess
 
     app = Path(__file__).resolve().parent.parent / "app" / "main.py"
     plugins = [arg for module in args.plugin for arg in ("--plugin", module)]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops both
     worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *plugins])
+    streamlit = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
+                                  str(args.port)])
     try:
-        return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
-                                str(args.port)])
+        return streamlit.wait()
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        for child in (streamlit, worker):
+            child.terminate()
+            child.wait(timeout=30)
 
 
 def build_parser() -> argparse.ArgumentParser:

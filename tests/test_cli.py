@@ -129,3 +129,50 @@ def test_bench_fresh_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
     assert main(["bench", "--quick", "--fresh", "--out", str(folder)]) == 2
     assert "not a results folder of mtu bench" in capsys.readouterr().err
     assert (folder / "precious.txt").read_text() == "keep"
+
+
+def test_mtu_app_starts_the_dashboard_and_its_worker_and_stops_both(tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = subprocess.Popen([sys.executable, "-m", "core.cli", "app", "--port", str(port)],
+                           env={**os.environ, "MTU_HOME": str(tmp_path)}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+
+    def children() -> list[int]:
+        found = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                if f"PPid:\t{app.pid}\n" in status.read_text():
+                    found.append(int(status.parent.name))
+            except OSError:
+                continue
+        return found
+
+    try:
+        for _ in range(120):
+            try:
+                health = f"http://127.0.0.1:{port}/_stcore/health"
+                if urllib.request.urlopen(health, timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("the dashboard did not answer within 60 s")
+        started = children()
+        assert len(started) == 2  # Streamlit and the worker
+    finally:
+        app.send_signal(signal.SIGTERM)
+        app.wait(timeout=60)
+    time.sleep(1)
+    assert not [pid for pid in started if Path(f"/proc/{pid}").exists()
+                and "zombie" not in Path(f"/proc/{pid}/status").read_text()]
