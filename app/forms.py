@@ -25,8 +25,10 @@ def tuned_note(entry: Mapping[str, Any] | None, mode: str, methods: list[str]) -
     untuned = [m for m in methods if m not in tuned]
     parts = []
     if tuned:
+        where = entry.get("source") or "this model"
+        unit = "setting and ratio" if entry.get("source") else "mode"
         parts.append(f"{', '.join(tuned)} start{'s' if len(tuned) == 1 else ''} from the settings tuned for "
-                     f"{mode}-task unlearning of this model ({entry['trials']} trials per method and mode "
+                     f"{mode}-task unlearning of {where} ({entry['trials']} trials per method and {unit} "
                      f"on tuning seed {entry['seed']}, scored by UIS on the tuning part of the val split, "
                      f"never on test; {entry['date']}, `{entry['command']}`).")
     if untuned:

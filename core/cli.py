@@ -280,6 +280,16 @@ def cmd_tune(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     command = "mtu " + " ".join(shlex.quote(a) for a in args.argv)
+    if args.from_bench:
+        from core.evaluation.tuning import tuned_from_bench
+
+        if not args.out:
+            raise SystemExit("mtu tune: --from-bench needs --out (e.g. sample_models/tuned.json)")
+        document = tuned_from_bench(args.from_bench, args.out, args.ratio, args.benchmarks, command)
+        print(f"wrote the bench's choices at ratio {args.ratio:g} for {', '.join(document)} to {args.out}")
+        return 0
+    if not args.model:
+        raise SystemExit("mtu tune: pass --model CHECKPOINT (or --from-bench FOLDER --out FILE)")
     entry = tune_checkpoint(args.model, args.trials, args.out, args.methods, args.ratio, args.seed,
                             command=command, data_root=args.data, workers=args.workers)
     pairs = sum(len(methods) for methods in entry["modes"].values())
@@ -409,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--methods", type=_csv(str), default=None, help="default: every method")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     bench.add_argument("--workers", type=int, default=1,
-                       help="cells run in this many processes, sharing the threads (tuning stays serial)")
+                       help="tuning studies and cells run in this many processes, sharing the threads")
     bench.set_defaults(func=cmd_bench)
 
     worker = command("worker", help="run the dashboard's queued unlearning jobs (mtu app starts one)")
@@ -417,7 +427,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = command("tune", help="tune every method for both modes of a model: the dashboard's starting "
                                 "settings (scored on the tuning part of val)")
-    tune.add_argument("--model", required=True, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
+    tune.add_argument("--model", default=None, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
+    tune.add_argument("--from-bench", default=None, metavar="FOLDER",
+                      help="tune nothing: write what a finished `mtu bench` run chose at --ratio, one entry "
+                           "per benchmark (the sample models carry the benchmarks' names), to --out")
+    tune.add_argument("--benchmarks", type=_csv(str), default=None,
+                      help="with --from-bench: which benchmarks (default: every one in the folder)")
     tune.add_argument("--trials", type=int, default=4, help="trials per method and mode, the same for all")
     tune.add_argument("--out", default=None,
                       help="JSON file (default: tuned.json beside the model); other models' entries are kept")

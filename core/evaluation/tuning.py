@@ -300,6 +300,65 @@ def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int,
                                                retain_sample=retain_sample), jobs))
 
 
+def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
+                     benchmarks: Sequence[str] | None = None, command: str = "") -> dict[str, Any]:
+    """The choices of a finished `mtu bench` run as the dashboard's starting settings: for each
+    benchmark (or `benchmarks`), the configs its studies chose at forget ratio `ratio`, merged
+    into `out` under the benchmark's name (the sample models carry the benchmarks' names).
+
+    Full mode takes the "full" setting's choice; partial mode takes each "partial:<task>"
+    setting's choice under "settings" (`tuned_config` picks the one of the request's single
+    target task) and, for a request with several targets, the first task's. Nothing is tuned
+    here: the studies ran on the bench's tuning seed and were scored on the tuning part of val.
+    Raises ValueError naming what is missing when the folder has no studies for a benchmark at
+    that ratio. Returns the document written: {benchmark: entry}.
+    """
+    folder, out = Path(folder), Path(out)
+    plan_file = folder / "plan.json"
+    if not plan_file.is_file():
+        raise ValueError(f"{folder} is not a bench results folder (no plan.json); "
+                         "pass the folder `mtu bench` printed")
+    plan = json.loads(plan_file.read_text())
+    plan = plan.get("plan", plan)
+    every = [json.loads(p.read_text()) for p in sorted((folder / "tuning").glob("*.json"))]
+    records = [r for r in every if math.isclose(float(r["ratio"]), ratio)]
+    names = list(benchmarks or sorted({r["benchmark"] for r in every}))
+    if not names:
+        raise ValueError(f"{folder} holds no finished tuning study yet; run `mtu bench` first")
+    ratios = sorted({float(r) for r in plan.get("ratios", [])})
+    document = json.loads(out.read_text()) if out.is_file() else {}
+    for name in names:
+        mine = [r for r in records if r["benchmark"] == name]
+        if not mine:
+            raise ValueError(f"no tuning studies of {name!r} at ratio {ratio:g} in {folder}; "
+                             f"the plan's ratios: {', '.join(f'{r:g}' for r in ratios) or 'none'}")
+        entry: dict[str, Any] = {
+            "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}",
+            "trials": plan.get("trials"), "seed": plan.get("tuning_seed"), "ratio": ratio,
+            "source": f"the bench's own {name} model ({plan.get('n_train')} training images at "
+                      f"{'x'.join(map(str, plan.get('size', [])))}, forget ratio {ratio:g}; results "
+                      f"folder {folder.name})",
+            "scored_on": "UIS on the tuning part of the val split (never its test part)",
+            "modes": {}, "settings": {}, "best_uis": {}}
+        partial = sorted((r for r in mine if r["setting"] != "full"), key=lambda r: r["setting"])
+        for record in mine:
+            setting, method = record["setting"], record["method"]
+            entry["settings"].setdefault(setting, {})[method] = record["chosen"]
+            entry["best_uis"].setdefault(setting, {})[method] = record["best_uis"]
+            if setting == "full":
+                entry["modes"].setdefault("full", {})[method] = record["chosen"]
+        if partial:
+            first = partial[0]["setting"]
+            entry["modes"]["partial"] = dict(entry["settings"][first])
+            entry["partial_default"] = first
+        document[name] = entry
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
+    tmp.replace(out)
+    return document
+
+
 def tuned_settings(path: str | Path) -> dict[str, Any] | None:
     """The tuned entry of the checkpoint at `path` (its name in the tuned.json beside it), or
     None when there is none."""
@@ -312,11 +371,17 @@ def tuned_settings(path: str | Path) -> dict[str, Any] | None:
     return json.loads(file.read_text()).get(weights.stem)
 
 
-def tuned_config(entry: Mapping[str, Any] | None, mode: str, method: str) -> dict[str, Any] | None:
-    """The tuned config of `method` for `mode` in a `tuned_settings` entry, or None."""
+def tuned_config(entry: Mapping[str, Any] | None, mode: str, method: str,
+                 targets: Sequence[str] | None = None) -> dict[str, Any] | None:
+    """The tuned config of `method` for `mode` in a `tuned_settings` entry, or None. A partial
+    request with a single target task takes that task's setting where the entry has one."""
     if not entry:
         return None
-    config = entry.get("modes", {}).get(mode, {}).get(method)
+    config = None
+    if mode == "partial" and targets and len(targets) == 1:
+        config = entry.get("settings", {}).get(f"partial:{targets[0]}", {}).get(method)
+    if config is None:
+        config = entry.get("modes", {}).get(mode, {}).get(method)
     return dict(config) if config is not None else None
 
 

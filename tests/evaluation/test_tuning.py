@@ -162,3 +162,65 @@ def test_bench_results_go_outside_the_work_tree(monkeypatch, tmp_path):
     assert default.name == "bench" and not default.is_relative_to(Path.cwd())
     monkeypatch.setenv("MTU_RESULTS_DIR", str(tmp_path))
     assert default_results_dir("bench-quick") == tmp_path / "bench-quick"
+
+
+def _bench_folder(folder):
+    """A finished bench's layout: plan.json and one tuning record per (ratio, setting, method)."""
+    (folder / "tuning").mkdir(parents=True)
+    (folder / "plan.json").write_text(json.dumps({"fingerprint": {}, "plan": {
+        "ratios": [0.01, 0.1], "trials": 4, "tuning_seed": 0, "n_train": 400, "size": [32, 32]}}))
+    for ratio in (0.01, 0.1):
+        for setting in ("full", "partial:depth", "partial:segmentation"):
+            for method, lr in (("ssd", 1e-3), ("salun", 2e-4)):
+                record = {"benchmark": "synthetic-indoor", "ratio": ratio, "setting": setting,
+                          "method": method, "chosen": {"lr": lr * ratio, "steps": len(setting)},
+                          "best_uis": 3.0}
+                name = f"synthetic-indoor__r{ratio:g}__{setting}__s0__{method}.json"
+                (folder / "tuning" / name).write_text(json.dumps(record))
+    return folder
+
+
+def test_tuned_from_bench_writes_each_settings_choice_and_the_form_picks_the_target_task(tmp_path):
+    folder = _bench_folder(tmp_path / "bench")
+    out = tmp_path / "models" / "tuned.json"
+    out.parent.mkdir()
+    out.write_text(json.dumps({"other": {"modes": {}}}))
+    document = tuning.tuned_from_bench(folder, out, 0.01, command="mtu tune --from-bench bench")
+    written = json.loads(out.read_text())
+    assert set(written) == {"other", "synthetic-indoor"} and document == written
+    entry = written["synthetic-indoor"]
+    assert entry["trials"] == 4 and entry["ratio"] == 0.01
+    assert "400 training images at 32x32" in entry["source"]
+    assert entry["modes"]["full"]["ssd"] == {"lr": 1e-3 * 0.01, "steps": 4}
+    depth = {"lr": 2e-4 * 0.01, "steps": len("partial:depth")}
+    segmentation = {"lr": 2e-4 * 0.01, "steps": len("partial:segmentation")}
+    assert tuned_config(entry, "partial", "salun", ["segmentation"]) == segmentation
+    assert tuned_config(entry, "partial", "salun", ["depth"]) == depth
+    # several targets (or none named): the first partial setting's choice, as the entry says
+    assert entry["partial_default"] == "partial:depth"
+    assert tuned_config(entry, "partial", "salun", ["depth", "segmentation"]) == depth
+    assert tuned_config(entry, "full", "salun", ["depth", "normal", "segmentation"])["steps"] == 4
+
+
+def test_tuned_from_bench_names_what_is_missing(tmp_path):
+    with pytest.raises(ValueError, match="no plan.json"):
+        tuning.tuned_from_bench(tmp_path, tmp_path / "tuned.json")
+    folder = _bench_folder(tmp_path / "bench")
+    with pytest.raises(ValueError, match=r"at ratio 0.5 .*the plan's ratios: 0.01, 0.1"):
+        tuning.tuned_from_bench(folder, tmp_path / "tuned.json", 0.5)
+    assert not (tmp_path / "tuned.json").exists()
+
+
+def test_mtu_tune_from_bench(tmp_path, capsys):
+    from core.cli import main
+
+    folder = _bench_folder(tmp_path / "bench")
+    out = tmp_path / "tuned.json"
+    assert main(["tune", "--from-bench", str(folder), "--ratio", "0.1", "--out", str(out)]) == 0
+    assert "synthetic-indoor" in capsys.readouterr().out
+    entry = json.loads(out.read_text())["synthetic-indoor"]
+    assert entry["command"].startswith("mtu tune --from-bench") and entry["ratio"] == 0.1
+    assert main(["tune", "--from-bench", str(folder), "--ratio", "0.3", "--out", str(out)]) != 0
+    assert "the plan's ratios: 0.01, 0.1" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--from-bench needs --out"):
+        main(["tune", "--from-bench", str(folder)])
