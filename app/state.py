@@ -155,8 +155,8 @@ def describe(request: ForgetRequest) -> str:
 class Run:
     """One finished unlearning run shown by the result pages. `model` is the unlearned copy; the
     original is never touched. `comparison` and `conflicts` are filled lazily by the pages that
-    need them. Runs of the Unlearn page live in the ledger (id "L<ledger id>", found again after
-    a reload or from another session); the Compare page's runs live in this session (int ids)."""
+    need them. Runs of the Unlearn and Compare pages live in the ledger (id "L<ledger id>", found
+    again after a reload or from another session); int ids are runs held by this session only."""
 
     id: int | str
     model_path: str

@@ -176,10 +176,12 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
     if_exists: what to do when NAME already holds a checkpoint (perhaps written by another run
     since this one started): "overwrite" it, write "beside" it under NAME-<date>-<random>, or
     "refuse" (CheckpointError). Overwriting removes the old card first, so a run killed midway
-    leaves no card that does not match its weights.
+    leaves no card that does not match its weights. "content" stores by content: NAME is
+    replaced by the first 16 hex digits of the weights' SHA-256 (`content_name`) in NAME's
+    folder, and a checkpoint of identical weights already there is kept as it is, card included.
     """
-    if if_exists not in ("overwrite", "beside", "refuse"):
-        raise ValueError(f"if_exists={if_exists!r}; accepted: overwrite, beside, refuse")
+    if if_exists not in ("overwrite", "beside", "refuse", "content"):
+        raise ValueError(f"if_exists={if_exists!r}; accepted: overwrite, beside, refuse, content")
     weights, card_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
@@ -194,7 +196,11 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
         card.weights_sha256 = _sha256(weights_tmp)
         card_tmp.write_text(card.to_json() + "\n")
         _fsync(card_tmp)
+        if if_exists == "content":
+            weights, card_path = checkpoint_paths(weights.parent / content_name(card.weights_sha256))
         with _folder_lock(weights.parent):
+            if if_exists == "content" and card_path.is_file() and weights.is_file():
+                return weights  # the same weights are stored already: one copy, its first card
             if card_path.exists() or weights.exists():
                 if if_exists == "refuse":
                     raise CheckpointError(f"{card_path} already exists; choose another output name")
@@ -212,6 +218,11 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
         weights_tmp.unlink(missing_ok=True)
         card_tmp.unlink(missing_ok=True)
     return weights
+
+
+def content_name(weights_sha256: str) -> str:
+    """The name of a checkpoint in a content-addressed folder: its weights' SHA-256, 16 hex digits."""
+    return weights_sha256[:16]
 
 
 def checkpoint_zip(path: str | Path) -> bytes:

@@ -38,18 +38,24 @@ def queue(home: str | Path | None = None):
 
 def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
            config: Mapping[str, Any], *, data_root: str | None = None, plugins: Sequence[str] = (),
-           reason: str = "", out: str | Path, with_oracle: bool = False) -> list[int]:
+           reason: str = "", out: str | Path | None = None, with_oracle: bool = False) -> list[int]:
     """Record the request and its queued run(s) in the ledger and put them on the queue.
 
-    Returns the ledger ids of the runs: the method's, then the retrain oracle's when asked.
+    Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
+    content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
+    the ledger's row finds them again. Returns the ledger ids of the runs: the method's, then the
+    retrain oracle's when asked.
     """
     from core.checkpoints import checkpoint_paths
 
     weights = checkpoint_paths(model_path)[0]
     request_id = ledger.add_request(ledger.add_model(weights, card), request, "dashboard", reason)
-    jobs = [(method, dict(config), Path(out))]
+    store = out is None
+    out = ledger.results_folder() if store else Path(out)
+    jobs = [(method, dict(config), out)]
     if with_oracle:
-        jobs.append(("retrain", {"device": config.get("device", "auto")}, Path(f"{out}-oracle")))
+        oracle_out = out if store else Path(f"{out}-oracle")
+        jobs.append(("retrain", {"device": config.get("device", "auto")}, oracle_out))
     ids = []
     _, task = queue(ledger.path.parent)
     for name, settings, target in jobs:
@@ -58,7 +64,7 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
         task({"ledger": str(ledger.path), "run": run_id, "model": str(weights), "data_root": data_root,
               "plugins": list(plugins), "instances": list(request.instances),
               "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
-              "config": settings, "out": str(target)})
+              "config": settings, "out": str(target), "store": store})
     return ids
 
 
@@ -84,7 +90,7 @@ def execute(job: Mapping[str, Any]) -> None:
         model, card = load_checkpoint(job["model"])
         run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
                     job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
-                    run_id=run_id, progress=check)
+                    run_id=run_id, progress=check, store=bool(job.get("store")))
     except Exception as error:  # recorded for the page; the worker goes on with the next job
         if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
             ledger.fail_run(run_id, f"{type(error).__name__}: {error}")

@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from core.checkpoints import (
     CheckpointError,
     ModelCard,
+    content_name,
     load_checkpoint,
     load_sample,
     read_card,
@@ -199,6 +200,22 @@ def test_saving_is_atomic_and_keeps_or_sets_aside_an_existing_checkpoint(tiny_mo
     assert beside != first and beside.name.startswith("m-") and load_checkpoint(beside)
     assert load_checkpoint(first)
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_a_content_addressed_save_names_the_weights_by_their_hash_and_keeps_one_copy(tiny_model, tmp_path):
+    store = tmp_path / "results"
+    first = save_checkpoint(tiny_model, _card(tiny_model), store / "anything", if_exists="content")
+    card = read_card(first)
+    assert first.stem == card.weights_sha256[:16] == content_name(card.weights_sha256)
+    again = _card(tiny_model)
+    again.train_ids = [0, 1]  # another run with the same weights: the first card stays
+    assert save_checkpoint(tiny_model, again, store / "other", if_exists="content") == first
+    assert read_card(first).train_ids == [0, 1, 2] and len(list(store.iterdir())) == 2
+    with torch.no_grad():
+        next(tiny_model.parameters()).add_(1.0)
+    changed = save_checkpoint(tiny_model, _card(tiny_model), store / "x", if_exists="content")
+    assert changed != first and load_checkpoint(changed) and load_checkpoint(first)
+    assert not list(store.glob(".*.tmp"))
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_whole(tiny_model, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,25 @@ def test_an_immediate_job_runs_records_and_saves(street_copy, tmp_path, use_cach
     model, card = load_checkpoint(row["result_path"])
     assert card.request["extras"]["ledger_run"] == run_id and card.request["tasks"] == ["depth"]
     assert [s["total"] for s in Ledger().steps(run_id)] == [2, 2]
+
+
+def test_dashboard_results_are_stored_by_content_and_reopened_from_the_store(street_copy, use_cache):
+    card = read_card(street_copy)
+    request = ForgetRequest.build([3, 5], None, card.train_ids, ["segmentation", "depth"])
+    config = {"steps": 2, "device": "cpu", "lr": 1e-4, "seed": 4}
+    ledger = Ledger()
+    first, second = (submit(ledger, street_copy, card, request, "grad_ascent", config)[0] for _ in range(2))
+    rows = [ledger.runs(run_id=run)[0] for run in (first, second)]
+    assert [r["status"] for r in rows] == ["done", "done"]
+    path = Path(rows[0]["result_path"])
+    # the same request, config and seed give the same weights: one file, two ledger rows
+    assert rows[1]["result_path"] == str(path) and rows[0]["result_sha256"] == rows[1]["result_sha256"]
+    assert path.parent == ledger.results_folder() and path.stem == rows[0]["result_sha256"][:16]
+    model, stored = load_checkpoint(path)
+    assert stored.request["extras"]["ledger_run"] == first
+    other = submit(ledger, street_copy, card, request, "grad_ascent", {**config, "seed": 5, "lr": 1e-3})[0]
+    assert Path(ledger.runs(run_id=other)[0]["result_path"]) != path
+    assert len(list(ledger.results_folder().glob("*.safetensors"))) == 2
 
 
 def _start_worker() -> subprocess.Popen:

@@ -4,11 +4,12 @@ import streamlit as st
 
 from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
 from app.forms import tuned_entry, tuned_note
-from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, next_run_id, request_or_stop
+from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, ledger, request_or_stop
 from core.evaluation import compare_models
 from core.evaluation.report import html_page
 from core.evaluation.tuning import tuned_config
-from core.unlearning import get_unlearner, list_unlearners
+from core.unlearning import list_unlearners
+from core.unlearning.runner import run_request
 
 st.title("Compare")
 loaded = current_or_stop()
@@ -24,15 +25,20 @@ if st.button("Run the comparison", type="primary", disabled=not methods):
     bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
     for index, method in enumerate(methods):
         bar.progress(index / len(methods), text=f"running {method} ({index + 1} / {len(methods)})")
-        try:
-            result = get_unlearner(method, tuned_config(tuned, request.mode, method)).run(
-                loaded.model, request, loaded.data)
+        try:  # recorded in the ledger, the result kept in its content-addressed store
+            result, weights, _ = run_request(
+                loaded.model, loaded.card, loaded.path, request.instances,
+                None if request.mode == "full" else request.tasks, method,
+                tuned_config(tuned, request.mode, method, request.tasks), ledger().results_folder(),
+                data_root=loaded.data_root, ledger=ledger(), source="dashboard", reason="Compare page",
+                data=loaded.data, store=True)
         except USER_ERRORS as error:
             st.error(f"{method} stopped: {error}")
             st.stop()
         models[method], seconds[method] = result.model, result.seconds
-        add_run(Run(next_run_id(), loaded.path, method, result.config, request, result.model,
-                    result.seconds, result.history, result.extras, data_root=loaded.data_root))
+        add_run(Run(f"L{result.extras['ledger_run']}", loaded.path, method, result.config, request,
+                    result.model, result.seconds, result.history, result.extras,
+                    data_root=loaded.data_root, checkpoint=str(weights)))
     bar.progress(1.0, text="scoring every model")
     st.session_state["comparison"] = compare_models(models, request, loaded.data, seconds)
     bar.empty()

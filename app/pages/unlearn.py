@@ -2,8 +2,6 @@
 worker; the page follows it (queue position, live losses, cancel) from the ledger, and offers
 the unlearned model, saved beside the ledger, as a download."""
 
-import secrets
-import time
 from pathlib import Path
 
 import streamlit as st
@@ -92,7 +90,7 @@ st.caption(tuned_note(tuned, request.mode, [method]), help="mtu tune writes thes
            "benchmarks/DECISIONS.md says how sample_models/tuned.json was made")
 with st.form("config"):
     values = config_form(REGISTRY[method].config_class, key=f"{method}_{request.mode}",
-                         initial=tuned_config(tuned, request.mode, method))
+                         initial=tuned_config(tuned, request.mode, method, request.tasks))
     reason = st.text_input("Reason (kept in the ledger)", key="reason",
                            placeholder="e.g. the deletion request's ticket number")
     with_oracle = st.checkbox(f"Also train the retrain oracle (about {oracle_seconds:.0f} s on the "
@@ -105,9 +103,8 @@ if submitted:
     except ValueError as error:
         st.error(str(error))
         st.stop()
-    out = ledger().results_folder() / f"{time.strftime('%Y%m%dT%H%M%S')}-{method}-{secrets.token_hex(3)}"
     ids = submit(ledger(), loaded.path, loaded.card, request, method, values, data_root=loaded.data_root,
-                 plugins=plugins(), reason=reason, out=out, with_oracle=with_oracle)
+                 plugins=plugins(), reason=reason, with_oracle=with_oracle)
     st.session_state["current_run"] = f"L{ids[0]}"
 
 recent_runs()

@@ -60,9 +60,19 @@ def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
     return child
 
 
-def check_output(out: str | Path, parent: str | Path, overwrite: bool = False) -> None:
+def check_output(out: str | Path, parent: str | Path, overwrite: bool = False,
+                 store: bool = False) -> None:
     """Refuse, before any work, an output that is the input checkpoint, that exists (unless
-    `overwrite`), or whose folder cannot be written."""
+    `overwrite`), or whose folder cannot be written. With `store`, `out` is a content-addressed
+    folder (names come from the weights), so only that it can be written is checked."""
+    if store:
+        folder = Path(out)
+        while not folder.exists():
+            folder = folder.parent
+        if not os.access(folder, os.W_OK):
+            raise ValueError(f"the results folder {out} cannot be written (no write permission on "
+                             f"{folder})")
+        return
     out_weights, out_card = checkpoint_paths(out)
     in_weights, in_card = checkpoint_paths(parent)
     if out_weights.resolve() == in_weights.resolve() or out_card.resolve() == in_card.resolve():
@@ -82,9 +92,12 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
                 tasks: Sequence[str] | None, method: str, overrides: Mapping[str, Any] | None,
                 out: str | Path | None, show_bar: bool = False, data_root: str | None = None,
                 overwrite: bool = False, ledger=None, source: str = "cli", reason: str = "",
-                data: UnlearningData | None = None, progress=None, run_id: int | None = None):
+                data: UnlearningData | None = None, progress=None, run_id: int | None = None,
+                store: bool = False):
     """Validate and run a request on `model`; save the result to `out` when given. The data is
-    the card's, or the dataset folder `data_root`.
+    the card's, or the dataset folder `data_root`. With `store`, `out` is a content-addressed
+    folder: the result is saved under its weights' hash there (`save_checkpoint`'s "content"),
+    and a result identical to one stored before reuses that file.
 
     The output is checked before any work (`check_output`). If another run wrote `out` in the
     meantime, the result goes beside it under a unique name (unless `overwrite`), so neither
@@ -102,7 +115,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     the result's extras (and so in the saved card) as "ledger_run".
     """
     if out is not None:
-        check_output(out, parent, overwrite)
+        check_output(out, parent, overwrite, store)
     unlearner = get_unlearner(method, overrides)
     data = data if data is not None else UnlearningData.from_card(card, data_root=data_root)
     request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
@@ -134,8 +147,9 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         weights = child = None
         if out is not None:
             child = unlearned_card(card, str(parent), result, summary)
-            weights = save_checkpoint(result.model, child, out,
-                                      if_exists="overwrite" if overwrite else "beside")
+            policy = "content" if store else "overwrite" if overwrite else "beside"
+            weights = save_checkpoint(result.model, child, Path(out) / "result" if store else out,
+                                      if_exists=policy)
     except BaseException as error:
         if run_id is not None:
             interrupted = isinstance(error, KeyboardInterrupt | RunCancelled)

@@ -117,6 +117,17 @@ def test_compare_two_methods():
         "original", "grad_ascent", "ssd"}
     assert len(app.get("plotly_chart")) == 4
     assert len(app.session_state["runs"]) == 2
+    # both runs are in the ledger (History and every session find them), their models stored
+    from core.checkpoints import load_checkpoint
+    from core.ledger import Ledger
+
+    rows = Ledger().runs()
+    assert sorted(r["method"] for r in rows) == ["grad_ascent", "ssd"]
+    assert {r["status"] for r in rows} == {"done"} and {r["reason"] for r in rows} == {"Compare page"}
+    assert {f"L{r['run']}" for r in rows} == {run.id for run in app.session_state["runs"]}
+    for row in rows:
+        assert Path(row["result_path"]).parent == Ledger().results_folder()
+        assert load_checkpoint(row["result_path"])
 
 
 def test_two_sessions_on_one_model_and_one_ledger():
