@@ -78,9 +78,12 @@ def per_sample_chunk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
 
 
 def _per_sample_fn(model: torch.nn.Module, loss_fn: SampleLoss, names: Iterable[str] | None,
-                   has_aux: bool):
+                   has_aux: bool, hooks: bool = False, out: Grads | None = None):
     all_params = {n: p.detach() for n, p in model.named_parameters()}
     wanted = set(all_params if names is None else names)
+    layers = _hooked_layers(model, wanted) if hooks else None
+    if layers is not None:
+        return _hooked_fn(model, loss_fn, layers, has_aux, out)
     params = {n: p for n, p in all_params.items() if n in wanted}
     frozen = {n: p for n, p in all_params.items() if n not in wanted}
     buffers = dict(model.named_buffers())
@@ -94,18 +97,180 @@ def _per_sample_fn(model: torch.nn.Module, loss_fn: SampleLoss, names: Iterable[
     return lambda samples: batched(params, samples)
 
 
+SAMPLEWISE_PACKAGES = ("torch.nn.modules.", "core.models.", "torchvision.models.")
+"""Packages whose modules compute each sample's output from that sample alone (in eval mode, with
+BatchNorm on running statistics): `_hooked_layers` trusts their forward code, nothing else's."""
+
+
+def _hooked_layers(model: torch.nn.Module, wanted: set[str]
+                   ) -> dict[torch.nn.Module, list[tuple[str, str]]] | None:
+    """{module: [(attribute, parameter name)]} for the modules owning the `wanted` parameters,
+    when `_hooked_fn` gives exactly what vmap gives: the model in eval mode, every module from
+    `SAMPLEWISE_PACKAGES`, BatchNorm on running statistics (no sample's output then depends on
+    another's), and each wanted parameter in a Conv2d (zero padding, groups 1), Linear or
+    BatchNorm2d, whose per-sample gradients `_layer_grads` derives from the layer's input and
+    output gradient. None otherwise."""
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    layers: dict[torch.nn.Module, list[tuple[str, str]]] = {}
+    for module in model.modules():
+        if module.training or not type(module).__module__.startswith(SAMPLEWISE_PACKAGES):
+            return None
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase) and (
+                module.running_mean is None or module.running_var is None):
+            return None
+        own = [(attr, by_id[id(p)]) for attr, p in module.named_parameters(recurse=False)
+               if by_id[id(p)] in wanted]
+        if not own:
+            continue
+        kind = type(module)
+        if kind is torch.nn.Conv2d:
+            if (module.groups != 1 or module.padding_mode != "zeros"
+                    or isinstance(module.padding, str)):
+                return None
+        elif kind not in (torch.nn.Linear, torch.nn.BatchNorm2d):
+            return None
+        layers[module] = own
+    return layers
+
+
+def _layer_grads(module: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor,
+                 weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Per-sample gradients {attribute: (B, *shape)} of one call of a Conv2d, Linear or eval-mode
+    BatchNorm2d from its input x (B, ...) and the gradient dy (B, ...) of the summed per-sample
+    losses with respect to its output (row b: that of sample b's loss, the samples being
+    independent). A Conv2d's weight gradients come from one batched product of dy with the
+    input's patches (unfold) where the layer has at most as many output positions as channels
+    (deep, wide layers on small images, where vmap's grouped convolution was slowest: 2x to 3x
+    the product on a 512-channel 3x3 layer at 8x8), else from the convolution's own
+    weight-gradient kernel sample by sample (the patches would outweigh the result).
+    `weight`: a (B, *weight shape) tensor the weight's gradients of a Conv2d or Linear are
+    written into (and returned as), e.g. the previous step's, which a fresh allocation would
+    page in again (on CPU that cost as much as the product)."""
+    count = x.shape[0]
+    out: dict[str, torch.Tensor] = {}
+    if type(module) is torch.nn.Conv2d and dy[0, 0].numel() > dy.shape[1]:
+        # more output positions than channels: the patches (B, D, L) would outweigh the result
+        # (B, C_out, D), so each sample's weight gradient comes from the convolution's own
+        # weight-gradient kernel instead
+        if weight is None:
+            weight = torch.empty((count, *module.weight.shape), dtype=dy.dtype, device=dy.device)
+        for b in range(count):
+            weight[b] = torch.ops.aten.convolution_backward(
+                dy[b:b + 1], x[b:b + 1], module.weight.detach(), None, module.stride, module.padding,
+                module.dilation, False, [0, 0], 1, [False, True, False])[1]
+        out["weight"] = weight
+        out["bias"] = dy.sum((2, 3))
+    elif type(module) in (torch.nn.Conv2d, torch.nn.Linear):
+        if type(module) is torch.nn.Conv2d:
+            cols = torch.nn.functional.unfold(x, module.kernel_size, dilation=module.dilation,
+                                              padding=module.padding, stride=module.stride)
+            signal = dy.reshape(count, dy.shape[1], -1)  # (B, C_out, L)
+            left, right, positions = signal, cols.transpose(1, 2), 2
+        else:
+            signal = dy.reshape(count, -1, dy.shape[-1])  # (B, L, C_out)
+            left, right, positions = signal.transpose(1, 2), x.reshape(count, -1, x.shape[-1]), 1
+        if weight is None:
+            weight = torch.empty((count, *module.weight.shape), dtype=left.dtype,
+                                 device=left.device)
+        torch.bmm(left, right, out=weight.view(count, left.shape[1], right.shape[2]))
+        out["weight"] = weight
+        out["bias"] = signal.sum(positions)
+    else:  # BatchNorm2d on running statistics
+        shape = (1, -1, 1, 1)
+        normalised = ((x - module.running_mean.view(shape))
+                      * torch.rsqrt(module.running_var.view(shape) + module.eps))
+        out["weight"] = (dy * normalised).sum((2, 3))
+        out["bias"] = dy.sum((2, 3))
+    return out
+
+
+def _hooked_fn(model: torch.nn.Module, loss_fn: SampleLoss,
+               layers: Mapping[torch.nn.Module, list[tuple[str, str]]], has_aux: bool,
+               out: Grads | None = None):
+    """Per-sample gradients without vmap: one batched forward that records each hooked layer's
+    input and one backward of the summed per-sample losses that records the gradient at its
+    output (no parameter gradient is formed there), then each layer's per-sample gradients from
+    the two (`_layer_grads`). Equal to vmap's up to float rounding, where `_hooked_layers`
+    allows it; vmap's grouped convolutions for the weight gradients took 70% of a ResNet-18's
+    per-sample pass on CPU. `out`: tensors of the result's shapes to write it into (those of
+    another shape are ignored)."""
+    calls: list[tuple[torch.nn.Module, torch.Tensor, list]] = []
+
+    def record(module, inputs, output):
+        signal: list = []
+        node = output.grad_fn
+        if node is not None:
+            index = output.output_nr
+
+            def keep(grad_outputs):
+                signal.append(grad_outputs[index])
+
+            node.register_prehook(keep)
+        calls.append((module, inputs[0].detach(), signal))
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    owned = {name for own in layers.values() for _, name in own}
+    wanted = [n for n in params if n in owned]
+
+    def compute(samples: Mapping[str, torch.Tensor]):
+        calls.clear()
+        images = samples["image"].detach().requires_grad_(True)
+        handles = [module.register_forward_hook(record) for module in layers]
+        try:
+            with torch.enable_grad():
+                outputs = functional_call(model, (params, buffers), (images,))
+                results = [loss_fn({t: o[b:b + 1] for t, o in outputs.items()},
+                                   {k: v[b:b + 1] for k, v in samples.items()})
+                           for b in range(images.shape[0])]
+                losses = [r[0] if has_aux else r for r in results]
+                torch.autograd.grad(sum(losses), images, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        count = images.shape[0]
+        into = {n: t for n, t in (out or {}).items() if n in params and t.is_contiguous()
+                and t.shape == (count, *params[n].shape) and t.dtype == params[n].dtype}
+        grads: Grads = {}
+        for module, x, signal in calls:
+            if not signal or signal[0] is None:
+                continue
+            names = dict(layers[module])
+            weight = names.get("weight")
+            weight = into.get(weight) if weight is not None and weight not in grads else None
+            with torch.no_grad():
+                for attr, value in _layer_grads(module, x, signal[0].detach(), weight).items():
+                    name = names.get(attr)
+                    if name is None:
+                        continue
+                    grads[name] = grads[name] + value if name in grads else value
+        calls.clear()
+        grads = {n: grads[n].contiguous() if n in grads else
+                 params[n].new_zeros((count, *params[n].shape)) for n in wanted}
+        if not has_aux:
+            return grads
+        auxes = [r[1] for r in results]
+        if isinstance(auxes[0], Mapping):
+            return grads, {k: torch.stack([a[k] for a in auxes]).detach() for k in auxes[0]}
+        return grads, torch.stack(auxes).detach()
+
+    return compute
+
+
 def per_sample_grad_chunks(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                            loss_fn: SampleLoss, names: Iterable[str] | None = None,
                            chunk_size: int | None = None, has_aux: bool = False,
                            memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
-                           keep_result: bool = False) -> Iterator[tuple[slice, object]]:
+                           keep_result: bool = False, hooks: bool = False,
+                           out: Grads | None = None) -> Iterator[tuple[slice, object]]:
     """`per_sample_grads` chunk by chunk: yields (rows of the batch, that chunk's result), for a
     caller that reduces the gradients as they come (SSD sums their squares) and so never holds
     all of them. Chunks are sized by `per_sample_chunk` unless `chunk_size` is given."""
     count = len(batch["image"])
     if chunk_size is None:
         chunk_size, _ = per_sample_chunk(model, batch, names, memory_budget_mb, keep_result)
-    compute = _per_sample_fn(model, loss_fn, names, has_aux)
+    compute = _per_sample_fn(model, loss_fn, names, has_aux, hooks,
+                             out if chunk_size >= count else None)
     samples = {key: value for key, value in batch.items() if key != "id"}
     for start in range(0, count, chunk_size):
         rows = slice(start, min(start + chunk_size, count))
@@ -115,7 +280,8 @@ def per_sample_grad_chunks(model: torch.nn.Module, batch: Mapping[str, torch.Ten
 def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
                      loss_fn: SampleLoss, names: Iterable[str] | None = None,
                      chunk_size: int | None = None, has_aux: bool = False,
-                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB):
+                     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, hooks: bool = False,
+                     out: Grads | None = None):
     """Gradients of `loss_fn` for each sample of `batch`, by vmap over torch.func.grad, in
     chunks of samples sized to a memory budget.
 
@@ -128,6 +294,14 @@ def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
         has_aux: `loss_fn` returns (loss, aux), aux a tensor or a dict of tensors of that sample.
         memory_budget_mb: what the computation may take, its result included (see
             `per_sample_chunk`); when the result alone exceeds it, chunks are single samples.
+        hooks: where `_hooked_layers` allows it (eval mode, the package's own modules, the
+            parameters in Conv2d / Linear / BatchNorm2d layers), a batched forward and backward
+            with hooks instead of vmap (`_hooked_fn`): the same gradients up to float rounding,
+            faster (ResNet-18, 64x64, batch 16, 1 thread on a loaded host: 2.0 s with vmap,
+            1.4 s with hooks); elsewhere vmap.
+        out: with hooks, in one chunk: a previous result whose tensors of the right shape the
+            weights' gradients are written into (its values are lost), to spare a fresh B x P
+            allocation.
     Returns:
         {name: (B, *parameter.shape)}; with has_aux, (that, aux with a leading B dimension),
         which gives e.g. the per-sample losses for free. Equal to one unchunked vmap.
@@ -136,7 +310,8 @@ def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     grads: Grads = {}
     auxes = []
     for rows, part in per_sample_grad_chunks(model, batch, loss_fn, names, chunk_size, has_aux,
-                                             memory_budget_mb, keep_result=True):
+                                             memory_budget_mb, keep_result=True, hooks=hooks,
+                                             out=out):
         part_grads, aux = part if has_aux else (part, None)
         if rows.start == 0 and rows.stop == count:
             return part
@@ -176,8 +351,12 @@ def gradients(loss: torch.Tensor, params: Mapping[str, torch.nn.Parameter],
             for (n, p), g in zip(params.items(), values)}
 
 
-def set_grads(model: torch.nn.Module, grads: Mapping[str, torch.Tensor]) -> None:
-    """Write `grads` into `.grad` of the named parameters (others untouched)."""
+def set_grads(model: torch.nn.Module, grads: Mapping[str, torch.Tensor], copy: bool = True
+              ) -> None:
+    """Write `grads` into `.grad` of the named parameters (others untouched): copies, or with
+    `copy=False` the tensors themselves (of the parameter's dtype) for a caller that made them
+    for this alone."""
     for name, parameter in model.named_parameters():
         if name in grads:
-            parameter.grad = grads[name].detach().to(parameter.dtype).clone()
+            value = grads[name].detach().to(parameter.dtype)
+            parameter.grad = value.clone() if copy else value

@@ -33,7 +33,8 @@ projection (TGP) and instance-level gradient orthogonalisation (IGO).
    step).
 3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
    direction loses its component in the span of the per-sample gradients of this step's retain
-   batch (`retain_batch`; torch.func vmap; the span removed through its Gram matrix,
+   batch (`retain_batch`; `gradients.per_sample_grads` with hooks, vmap where hooks would not be
+   exact; the span removed through its Gram matrix,
    `projections.project_out_rows`); with `conflict_only`, only in the span of the samples it
    conflicts with. The same per-sample gradients, averaged, give the retain gradient.
    `use_igo=False` switches the orthogonalisation off (the per-sample gradients
@@ -213,7 +214,7 @@ class InterferenceAware(Unlearner):
         budget = cfg.basis_budget * sum(p.numel() for p in params.values())
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = ctx.make_optimizer()
-        lr, sides, taken = cfg.lr, {}, 0
+        lr, sides, taken, samples, before = cfg.lr, {}, 0, None, None
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
                 subspaces = self.kept_subspaces(ctx, layers, budget, generator) if cfg.use_tgp else {}
@@ -226,9 +227,12 @@ class InterferenceAware(Unlearner):
             means = {t: loss.mean() for t, loss in forget_losses.items()}
             # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
             # mode), their span is what IGO removes; the same pass gives the retain losses
+            # (hooks: a batched pass instead of vmap where that is exact; the last step's
+            # gradients, no longer needed, take the new ones instead of a fresh B x P allocation)
             samples, retain_parts = per_sample_grads(model, retain, sample_task_losses(ctx.tasks),
                                                      has_aux=True,
-                                                     memory_budget_mb=cfg.memory_budget_mb)
+                                                     memory_budget_mb=cfg.memory_budget_mb,
+                                                     hooks=True, out=samples)
             retain_losses = {t: part.mean() for t, part in retain_parts.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
@@ -253,11 +257,16 @@ class InterferenceAware(Unlearner):
             direction = self.forget_direction(ctx, forget_losses, signs, samples, subspaces,
                                               layers)
             optimizer.zero_grad(set_to_none=True)
-            set_grads(model, {n: cfg.alpha * keep[n] + (1 - cfg.alpha) * direction[n]
-                              for n in params})
+            with torch.no_grad():  # keep[n] is this step's own tensor: scaled in place
+                set_grads(model, {n: keep[n].mul_(cfg.alpha).add_(direction[n], alpha=1 - cfg.alpha)
+                                  for n in params}, copy=False)
             if cfg.project_step:
                 with torch.no_grad():
-                    before = {n: params[n].detach().clone() for n in projected}
+                    if before is None or before.keys() != projected.keys():
+                        before = {n: params[n].detach().clone() for n in projected}
+                    else:
+                        for n, value in before.items():
+                            value.copy_(params[n])
                 optimizer.step()
                 self.project_step(params, before, projected)
             else:
@@ -276,9 +285,10 @@ class InterferenceAware(Unlearner):
     def project_step(params, before, projected) -> None:
         """Replace each projected tensor's optimiser step d by TGP(d): Adam divides every
         coordinate by its own running scale, which turns the small residue that TGP leaves in a
-        kept direction back into a step of full size; projecting the step itself removes it."""
+        kept direction back into a step of full size; projecting the step itself removes it.
+        (before + TGP(d) = after - removed(d), `LayerSubspace.removed`.)"""
         for name, subspace in projected.items():
-            params[name].copy_(before[name] + subspace.project(params[name] - before[name]))
+            params[name].sub_(subspace.removed(params[name] - before[name]))
 
     @staticmethod
     def forget_losses_and_kept_gaps(ctx, forget):

@@ -287,7 +287,7 @@ as zero: its float32 Gram matrix resolves singular values down to about 3e-4 of 
 sample gradient within 0.1% of the span of the others is thereby still covered to 0.1%."""
 
 
-def project_out_rows(vector: Tensor, rows: Tensor) -> Tensor:
+def project_out_rows(vector: Tensor, rows: Tensor, block: int = 1 << 14) -> Tensor:
     """vector minus its projection on the span of the rows: (n,) and (k, n) -> (n,).
 
     Through the (k, k) Gram matrix of the rows, as if scaled to unit length (float64 eigh, directions
@@ -295,18 +295,33 @@ def project_out_rows(vector: Tensor, rows: Tensor) -> Tensor:
     residue, which brings what the float32 Gram loses back to float32 accuracy. Costs
     2 k^2 n + 8 k n flops and no (n, k) basis, against about 4 k^2 n for a QR and its Q: on a
     ResNet-18 (11 M parameters, k = 16) QR was a sixth of an IGO step's time.
+
+    The rows are read in blocks of `block` columns, each block used twice while it is in cache
+    (the Gram matrix and rows @ vector; the first residue and rows @ residue): three passes over
+    the rows instead of five, which bound the time (1.6x faster on a (16, 2.4 M) ResNet layer).
     """
     rows = rows.to(vector.dtype)
-    gram = (rows @ rows.T).double()
+    k, n = rows.shape
+    gram, first = rows.new_zeros(k, k), rows.new_zeros(k)
+    for start in range(0, n, block):
+        part = rows[:, start:start + block]
+        gram.addmm_(part, part.T)
+        first.addmv_(part, vector[start:start + block])
+    gram = gram.double()
     norms = gram.diagonal().sqrt()
     scale = torch.where(norms > 0, norms, torch.ones_like(norms))  # a zero row stays zero
     values, vectors = torch.linalg.eigh(gram / scale[:, None] / scale[None, :])
     kept = values > GRAM_TOL ** 2 * values[-1].clamp_min(0)
     vectors = vectors[:, kept] / scale[:, None]  # pseudo-inverse of the unscaled Gram matrix
     inverse = ((vectors / values[kept]) @ vectors.T).to(vector.dtype)
-    for _ in range(2):
-        vector = vector - rows.T @ (inverse @ (rows @ vector))
-    return vector
+    coefficients = inverse @ first
+    residue, second = torch.empty_like(vector), rows.new_zeros(k)
+    for start in range(0, n, block):
+        part = rows[:, start:start + block]
+        piece = residue[start:start + block]
+        torch.addmv(vector[start:start + block], part.T, coefficients, alpha=-1, out=piece)
+        second.addmv_(part, piece)
+    return residue.sub_(rows.T @ (inverse @ second))
 
 
 def orthogonalize(direction: Tensor, samples: Tensor, conflict_only: bool = False) -> Tensor:
@@ -360,7 +375,25 @@ def project_task_aware(update: Tensor, outputs: Tensor | None, inputs: Tensor | 
         the projected update, same shape as `update`.
     """
     matrix = update.reshape(update.shape[0], -1)  # (C_out, D); a vector is (C_out, 1)
-    kept = matrix if inputs is None or update.dim() == 1 else (matrix @ inputs) @ inputs.T
-    if outputs is not None:
-        kept = outputs @ (outputs.T @ kept)  # V V^T dW U U^T
-    return (matrix - kept).view_as(update)
+    inputs = None if update.dim() == 1 else inputs
+    return (matrix - task_aware_part(matrix, outputs, inputs)).view_as(update)
+
+
+def task_aware_part(matrix: Tensor, outputs: Tensor | None, inputs: Tensor | None) -> Tensor:
+    """What `project_task_aware` removes from a (C_out, D) update: V V^T dW U U^T (U U^T = I
+    where `inputs` is None, as for a vector update (C_out, 1); V V^T = I where `outputs` is).
+
+    With both bases, the (r_out, r_in) core V^T dW U is formed first, from whichever of dW U and
+    V^T dW is smaller, then expanded by V and U^T: about 2 C_out D (r_in + min(r_in, r_out))
+    flops against 4 C_out D (r_in + r_out) for dW U U^T and then V V^T of that (the output
+    bases of a ResNet's wide layers keep half or more of their C_out directions).
+    """
+    if inputs is None:
+        return matrix if outputs is None else outputs @ (outputs.T @ matrix)
+    if outputs is None:
+        return (matrix @ inputs) @ inputs.T
+    if inputs.shape[1] <= outputs.shape[1]:
+        core = outputs.T @ (matrix @ inputs)
+    else:
+        core = (outputs.T @ matrix) @ inputs
+    return (outputs @ core) @ inputs.T

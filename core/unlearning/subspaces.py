@@ -27,6 +27,7 @@ from core.unlearning.projections import (
     Spectrum,
     allocate_ranks,
     project_task_aware,
+    task_aware_part,
     threshold_rank,
     union_basis,
 )
@@ -300,6 +301,12 @@ class LayerSubspace:
     def project(self, update: Tensor) -> Tensor:
         """dW - V V^T dW U U^T for a weight, db - V V^T db for a vector (`project_task_aware`)."""
         return project_task_aware(update, self.outputs, self.inputs)
+
+    def removed(self, update: Tensor) -> Tensor:
+        """What `project` takes away from `update`, same shape: project(x) = x - removed(x)."""
+        matrix = update.reshape(update.shape[0], -1)
+        inputs = None if update.dim() == 1 else self.inputs
+        return task_aware_part(matrix, self.outputs, inputs).view_as(update)
 
 
 @dataclass
