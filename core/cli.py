@@ -6,6 +6,7 @@ architectures (`core.models.register_architecture`) before the command runs."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -83,12 +84,23 @@ def format_metrics(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _parse_ids(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(
-            f"instances must be comma-separated integers, got {text!r}") from error
+def _instances(text: str, train_ids) -> list[int]:
+    """--instances "3,17,40-45" -> [3, 17, 40, ..., 45]. Single ids are kept as typed (so that a
+    duplicate, negative or unknown id is named by the request's checks); ranges are expanded by
+    `core.requests.parse_ids`, which refuses one larger than the training set before expanding."""
+    from core.requests import ID_FORMAT, parse_ids
+
+    ids: list[int] = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if re.fullmatch(r"-?\d+", token):
+            ids.append(int(token))
+        elif re.fullmatch(r"\d+\s*-\s*\d+", token):
+            ids.extend(parse_ids(token, train_ids))
+        else:
+            raise ValueError(f"--instances: {token!r} is not an id or a range; write {ID_FORMAT}")
+    return ids
 
 
 def _parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, str]:
@@ -111,7 +123,8 @@ def cmd_unlearn(args) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     out = args.out or Path("unlearned") / f"{checkpoint_paths(args.model)[0].stem}-{args.method}-{stamp}"
     result, weights, summary = run_request(model, card, checkpoint_paths(args.model)[0],
-                                           args.instances, tasks, args.method, overrides, out,
+                                           _instances(args.instances, card.train_ids), tasks,
+                                           args.method, overrides, out,
                                            show_bar=True, data_root=args.data,
                                            overwrite=args.overwrite, ledger=_ledger(args),
                                            reason=args.reason)
@@ -353,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     unlearn = command("unlearn", help="forget instances on some or all tasks")
     unlearn.add_argument("--model", required=True, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
-    unlearn.add_argument("--instances", required=True, type=_parse_ids, help="e.g. 3,17,42")
+    unlearn.add_argument("--instances", required=True, help="ids and ranges, e.g. 3,17,40-45")
     unlearn.add_argument("--tasks", default="", help="comma-separated; default: all tasks (full-task)")
     unlearn.add_argument("--method", default="interference_aware")
     unlearn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
