@@ -11,6 +11,7 @@ With `MTU_QUEUE=immediate` (tests) a job runs at once in the submitting process.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,6 +20,38 @@ from typing import Any
 from core.ledger import Ledger, RunCancelled, default_path
 
 _QUEUES: dict[tuple[str, bool], Any] = {}
+
+
+def _json_serializer():
+    """huey's queue entries as JSON instead of its default pickle, so that the worker never
+    unpickles what it reads from `queue.sqlite`. A job is plain data (`submit`); anything else
+    (a chained task, a Python object in the arguments) is refused with a TypeError on submit."""
+    from datetime import datetime
+
+    from huey.registry import Message
+    from huey.serializer import Serializer
+
+    class JsonSerializer(Serializer):
+        def _serialize(self, data):
+            if not isinstance(data, Message):
+                raise TypeError(f"the queue holds jobs only, not {type(data).__name__}")
+            fields = data._asdict()
+            if fields["on_complete"] is not None or fields["on_error"] is not None:
+                raise TypeError("chained tasks are not used by mtunlearn's queue")
+            for key in ("eta", "expires_resolved"):
+                if isinstance(fields[key], datetime):
+                    fields[key] = {"datetime": fields[key].isoformat()}
+            return json.dumps(fields, allow_nan=False).encode()
+
+        def _deserialize(self, data):
+            fields = json.loads(data)
+            for key in ("eta", "expires_resolved"):
+                if isinstance(fields[key], dict):
+                    fields[key] = datetime.fromisoformat(fields[key]["datetime"])
+            fields["args"] = tuple(fields["args"])
+            return Message(**fields)
+
+    return JsonSerializer()
 
 
 def queue(home: str | Path | None = None):
@@ -31,7 +64,7 @@ def queue(home: str | Path | None = None):
     if key not in _QUEUES:
         folder.mkdir(parents=True, exist_ok=True)
         huey = SqliteHuey("mtunlearn", filename=str(folder / "queue.sqlite"), immediate=immediate,
-                          results=False)
+                          results=False, serializer=_json_serializer())
         _QUEUES[key] = (huey, huey.task(retries=0, name="unlearn")(execute))
     return _QUEUES[key]
 

@@ -75,6 +75,14 @@ def test_jobs_wait_their_turn_and_can_be_cancelled(street_copy, tmp_path, use_ca
     first = _submit(street_copy, tmp_path, steps=2, name="first")[0]
     second = _submit(street_copy, tmp_path, steps=2, name="second")[0]
     assert [ledger.queue_position(first), ledger.queue_position(second)] == [1, 2]
+    # the queue holds JSON, never a pickle: the worker unpickles nothing it reads
+    import json
+    import sqlite3
+
+    with sqlite3.connect(ledger.path.parent / "queue.sqlite") as queue_db:
+        entries = [json.loads(row[0]) for row in queue_db.execute("SELECT data FROM task")]
+    assert [e["args"][0]["run"] for e in entries] == [first, second]
+    assert {e["name"].split(".")[-1] for e in entries} == {"unlearn"}
     ledger.cancel(second)
     worker = _start_worker()
     try:
