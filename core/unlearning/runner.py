@@ -60,18 +60,22 @@ def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
     return child
 
 
+def _unwritable(folder: Path) -> Path | None:
+    """The nearest existing folder at or above `folder` when it cannot be written, else None."""
+    while not folder.exists():
+        folder = folder.parent
+    return None if os.access(folder, os.W_OK) else folder
+
+
 def check_output(out: str | Path, parent: str | Path, overwrite: bool = False,
                  store: bool = False) -> None:
     """Refuse, before any work, an output that is the input checkpoint, that exists (unless
     `overwrite`), or whose folder cannot be written. With `store`, `out` is a content-addressed
     folder (names come from the weights), so only that it can be written is checked."""
     if store:
-        folder = Path(out)
-        while not folder.exists():
-            folder = folder.parent
-        if not os.access(folder, os.W_OK):
+        if (blocked := _unwritable(Path(out))) is not None:
             raise ValueError(f"the results folder {out} cannot be written (no write permission on "
-                             f"{folder})")
+                             f"{blocked})")
         return
     out_weights, out_card = checkpoint_paths(out)
     in_weights, in_card = checkpoint_paths(parent)
@@ -80,12 +84,9 @@ def check_output(out: str | Path, parent: str | Path, overwrite: bool = False,
                          "is never modified: choose another --out")
     if not overwrite and (out_weights.exists() or out_card.exists()):
         raise ValueError(f"{out_card} already exists; choose another --out or pass --overwrite")
-    folder = out_card.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not os.access(folder, os.W_OK):
+    if (blocked := _unwritable(out_card.parent)) is not None:
         raise ValueError(f"the output folder {out_card.parent} cannot be written (no write "
-                         f"permission on {folder}); choose another --out")
+                         f"permission on {blocked}); choose another --out")
 
 
 def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
