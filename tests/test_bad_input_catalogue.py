@@ -50,9 +50,9 @@ def _not_json(model):
 # (case id, extra arguments, how to spoil the model or the data first, fragments of the message)
 CASES = [
     ("empty selection", ["--instances", ""], None, ["no instance"]),
-    ("unknown id", ["--instances", "3,999999"], None, ["999999"]),
-    ("duplicate ids", ["--instances", "3,3"], None, ["3"]),
-    ("negative id", ["--instances", "-4"], None, ["-4"]),
+    ("unknown id", ["--instances", "3,999999"], None, ["unknown instance ids 999999"]),
+    ("duplicate ids", ["--instances", "3,3"], None, ["duplicate instance ids 3"]),
+    ("negative id", ["--instances", "-4"], None, ["unknown instance ids -4", "ids from 0 to 799"]),
     ("huge range", ["--instances", "0-100000000000"], None, ["0-100000000000", "800 training"]),
     ("not an id", ["--instances", "3,seven"], None, ["seven", "e.g. 3, 17, 40-45"]),
     ("unknown task", ["--instances", "3", "--tasks", "height"], None, ["height", "accepted"]),
