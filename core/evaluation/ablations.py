@@ -1,6 +1,10 @@
 """What each part of interference_aware contributes: paired per-cell UIS differences between it
-and its ablations (`core.unlearning.ablations`), and between baselines with and without the
+and its variants (`core.unlearning.ablations`), and between baselines with and without the
 calibrated target, with 95% bootstrap intervals (`core.evaluation.stats`).
+
+Ours runs TGP in partial mode and IGO in full mode; the parts are read on the variant with both
+in every mode (`interference_aware_both`), against that variant less one part. In full mode
+`interference_aware_no_tgp` is ours, in partial mode `interference_aware_no_igo` is.
 
 For a pair (a, b) the difference is UIS_a - UIS_b per cell (lower UIS is better, so a negative
 difference means a scores lower than b), averaged over the cells both have, with its interval
@@ -17,10 +21,12 @@ import pandas as pd
 from core.evaluation.stats import bootstrap_mean
 
 OURS = "interference_aware"
+BOTH = "interference_aware_both"
 CONTRASTS = (
-    ("TGP", OURS, "interference_aware_no_tgp"),
-    ("IGO", OURS, "interference_aware_no_igo"),
-    ("calibrated target", OURS, "interference_aware_fixed"),
+    ("TGP and IGO by mode (ours) against both in every mode", OURS, BOTH),
+    ("TGP", BOTH, "interference_aware_no_tgp"),
+    ("IGO", BOTH, "interference_aware_no_igo"),
+    ("calibrated target", BOTH, "interference_aware_fixed"),
     ("calibrated target on neggrad_plus", "neggrad_plus_calibrated", "neggrad_plus"),
     ("calibrated target on gpm", "gpm_calibrated", "gpm"),
     ("ours against neggrad_plus with the target", OURS, "neggrad_plus_calibrated"),

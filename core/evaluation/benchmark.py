@@ -62,6 +62,7 @@ from core.evaluation.stats import (
 from core.evaluation.tuning import tune, tuning_table
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
+from core.unlearning.ablations import VARIANTS
 from core.unlearning.base import UnlearningData, get_unlearner, list_unlearners
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
@@ -447,9 +448,9 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
     """UIS reduction of `ours` against the strongest baseline, per benchmark and mode, with 95%
     intervals and verdicts (`core.evaluation.stats`).
 
-    The strongest baseline is the method (not `original`, not `retrain`) with the lowest mean UIS
-    over the group's cells. reduction_pct = 100 x (UIS_base - UIS_ours) / UIS_base on the means
-    over the cells both have (ratios, settings, seeds); reduction_low / _high: its paired
+    The strongest baseline is the method (not `original`, not `retrain`, not one of our
+    `VARIANTS`) with the lowest mean UIS over the group's cells. reduction_pct = 100 x
+    (UIS_base - UIS_ours) / UIS_base on the means over the cells both have (ratios, settings, seeds); reduction_low / _high: its paired
     bootstrap interval, cells resampled within their (ratio, setting); reduction_std: the std
     over seeds of the same reduction per seed. verdict: the UIS target of the mode (`targets`,
     percent) judged on the interval. mia_gap = |mean over cells of (forget AUC of ours - that of
@@ -460,7 +461,7 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
     rows = []
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
         means = group.groupby("model")["uis"].mean()
-        baselines = means.drop([ours, *REFERENCES], errors="ignore").dropna()
+        baselines = means.drop([ours, *REFERENCES, *VARIANTS], errors="ignore").dropna()
         if ours not in means or baselines.empty:
             continue
         strongest = baselines.idxmin()

@@ -1,6 +1,11 @@
 """interference_aware (ours, DESIGN section 5): calibrated forgetting with task-aware gradient
 projection (TGP) and instance-level gradient orthogonalisation (IGO).
 
+Which part runs depends on the request's mode (`tgp`, `igo`; `PART_MODES`): by default TGP in
+partial-task requests, where the forget images keep their other tasks' labels and TGP guards
+those kept tasks' subspaces, and IGO in full-task requests, where what must stay is the other
+instances. `interference_aware_both` (`core.unlearning.ablations`) runs both parts in every mode.
+
 1. Calibrated target. tau_t = the original model's loss on (a sample of, `calibration_batch`)
    the calibration split, per target task. Each step the forget term of task t ascends the
    forget loss while it is below tau_t (1 - tolerance), descends it while above tau_t
@@ -29,15 +34,15 @@ projection (TGP) and instance-level gradient orthogonalisation (IGO).
    C_out x r floats to guard 2 x C_out parameters. With `project_step` TGP is applied a second
    time, to the optimiser's step of each projected tensor: Adam divides each coordinate by its
    own running scale, which turns the small residue TGP leaves in a kept direction back into a
-   step of full size. `use_tgp=False` switches TGP off (no bases, no projection of gradient or
-   step).
+   step of full size. Where `tgp` does not run, there are no bases and no projection of
+   gradient or step.
 3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
    direction loses its component in the span of the per-sample gradients of this step's retain
    batch (`retain_batch`; `gradients.per_sample_grads` with hooks, vmap where hooks would not be
    exact; the span removed through its Gram matrix,
    `projections.project_out_rows`); with `conflict_only`, only in the span of the samples it
    conflicts with. The same per-sample gradients, averaged, give the retain gradient.
-   `use_igo=False` switches the orthogonalisation off (the per-sample gradients
+   Where `igo` does not run, the direction is not orthogonalised (the per-sample gradients
    still give the retain gradient).
 4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
    gradient is that of the retain losses (every task) plus, in partial mode, `kept_weight` x a
@@ -83,6 +88,17 @@ from core.unlearning.subspaces import (
 )
 
 
+PART_MODES = ("partial", "full", "always", "never")
+"""Where a part (TGP, IGO) runs: in partial-task requests only, in full-task requests only,
+in both, or in neither."""
+
+
+def runs_in(where: str, ctx) -> bool:
+    """Whether a part set to `where` (`PART_MODES`) runs for this request."""
+    mode = "partial" if ctx.kept_tasks else "full"
+    return where == "always" or where == mode
+
+
 @dataclass
 class InterferenceAwareConfig(UnlearnConfig):
     lr: float = knob(4e-4, 1e-7, 10.0, "learning rate")
@@ -120,10 +136,10 @@ class InterferenceAwareConfig(UnlearnConfig):
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
     project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
                               choices=(True, False))
-    use_tgp: bool = knob(True, help="task-aware gradient projection on the shared layers",
-                         choices=(True, False))
-    use_igo: bool = knob(True, help="orthogonalise the forget direction to the retain per-sample "
-                         "gradients", choices=(True, False))
+    tgp: str = knob("partial", help="in which request modes task-aware gradient projection runs "
+                    "on the shared layers", choices=PART_MODES)
+    igo: str = knob("full", help="in which request modes the forget direction is orthogonalised "
+                    "to the retain per-sample gradients", choices=PART_MODES)
     target: str = knob("calibrated", help="forget towards the calibrated target and stop there "
                        "(calibrated), or ascend every forget loss for all steps (fixed)",
                        choices=("calibrated", "fixed"))
@@ -193,8 +209,9 @@ class InterferenceAware(Unlearner):
     search_space = {**SHARED, "alpha": Range(0.05, 0.95), "tolerance": Range(0.0, 0.3),
                     "backoff_full": Range(0.1, 1.0, log=True, modes=("full",)),
                     "backoff_partial": Range(0.1, 1.0, log=True, modes=("partial",)),
-                    "match": Choice(("mean", "quantiles")), "eps_in": Range(0.8, 0.999),
-                    "eps_out": Range(0.8, 0.999),
+                    "match": Choice(("mean", "quantiles")),
+                    "eps_in": Range(0.8, 0.999, modes=("partial",)),
+                    "eps_out": Range(0.8, 0.999, modes=("partial",)),
                     "kept_weight": Range(0.1, 10.0, log=True, modes=("partial",))}
 
     _stopped_at = 0
@@ -217,7 +234,8 @@ class InterferenceAware(Unlearner):
         lr, sides, taken, samples, before = cfg.lr, {}, 0, None, None
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
-                subspaces = self.kept_subspaces(ctx, layers, budget, generator) if cfg.use_tgp else {}
+                subspaces = (self.kept_subspaces(ctx, layers, budget, generator)
+                             if runs_in(cfg.tgp, ctx) else {})
                 projected = {f"{layer}.{suffix}": subspace for layer, subspace in subspaces.items()
                              for suffix, _ in layers[layer].named_parameters(recurse=False)}
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
@@ -329,7 +347,7 @@ class InterferenceAware(Unlearner):
             return {n: torch.zeros_like(p) for n, p in params.items()}
         objective = sum((signs[t].to(loss.dtype) * loss).mean() for t, loss in forget_losses.items())
         direction = gradients(objective, params)
-        for name in reached_names(ctx.model, ctx.target_tasks) if self.config.use_igo else ():
+        for name in reached_names(ctx.model, ctx.target_tasks) if runs_in(self.config.igo, ctx) else ():
             flat = orthogonalize(direction[name].reshape(-1),
                                  samples[name].reshape(samples[name].shape[0], -1),
                                  self.config.conflict_only)

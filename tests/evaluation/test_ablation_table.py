@@ -17,8 +17,8 @@ def _board(values):
 
 
 def test_a_part_that_helps_everywhere_reads_lower_and_a_mixed_one_undecided():
-    board = _board({"interference_aware": [2.0, 2.0, 3.0, 3.0],
-                    "interference_aware_no_tgp": [4.0, 5.0, 6.0, 7.0],  # ours lower in every cell
+    board = _board({"interference_aware_both": [2.0, 2.0, 3.0, 3.0],
+                    "interference_aware_no_tgp": [4.0, 5.0, 6.0, 7.0],  # both lower in every cell
                     "interference_aware_no_igo": [1.0, 3.0, 2.0, 4.0],  # differences +1, -1, +1, -1
                     "neggrad_plus": [5.0, 5.0, 5.0, 5.0]})
     table = ablation_table(board).set_index("part")

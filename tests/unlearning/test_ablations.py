@@ -12,25 +12,37 @@ def _same(a, b) -> bool:
     return all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
 
 
-@pytest.mark.parametrize("name, switch", [("interference_aware_no_tgp", {"use_tgp": True}),
-                                          ("interference_aware_no_igo", {"use_igo": True}),
+@pytest.mark.parametrize("name, switch", [("interference_aware_no_tgp", {"tgp": "always"}),
+                                          ("interference_aware_no_igo", {"igo": "full"}),
+                                          ("interference_aware_both", {"tgp": "partial"}),
                                           ("interference_aware_fixed", {"target": "calibrated"})])
-def test_an_ablation_cannot_switch_its_part_back_on(name, switch):
+def test_a_variant_cannot_switch_its_parts(name, switch):
     with pytest.raises(ConfigError, match="is not accepted"):
         get_unlearner(name, switch)
 
 
-def test_each_ablation_is_ours_with_one_switch(street_model, street_data, request_mode):
+def test_a_part_runs_only_in_the_modes_it_is_set_for(street_model, street_data, request_mode):
+    mode = request_mode.mode
+    ours = get_unlearner("interference_aware", FEW).run(street_model, request_mode, street_data)
+    # by default TGP runs in partial mode only (bases), IGO in full mode only
+    assert bool(ours.extras["subspace_ranks"]) == (mode == "partial")
+    # ours is, in each mode, the variant that keeps that mode's part in every mode
+    same = "interference_aware_no_igo" if mode == "partial" else "interference_aware_no_tgp"
+    other = "interference_aware_no_tgp" if mode == "partial" else "interference_aware_no_igo"
     run = {name: get_unlearner(name, FEW).run(street_model, request_mode, street_data)
-           for name in ("interference_aware", "interference_aware_no_tgp", "interference_aware_no_igo")}
-    assert run["interference_aware_no_tgp"].extras["subspace_ranks"] == {}
-    assert run["interference_aware"].extras["subspace_ranks"]
-    for name, switch in (("interference_aware_no_tgp", {"use_tgp": False}),
-                         ("interference_aware_no_igo", {"use_igo": False})):
-        assert not _same(run[name].model, run["interference_aware"].model), name
+           for name in (same, other, "interference_aware_both")}
+    assert _same(run[same].model, ours.model)
+    assert not _same(run[other].model, ours.model)
+    assert not _same(run["interference_aware_both"].model, ours.model)
+    # each variant is ours with its switches set
+    for name, switch in ((same, {}), (other, {"tgp": "always", "igo": "always"} | (
+            {"tgp": "never"} if other.endswith("no_tgp") else {"igo": "never"})),
+            ("interference_aware_both", {"tgp": "always", "igo": "always"})):
         again = get_unlearner("interference_aware", {**FEW, **switch}).run(street_model, request_mode,
                                                                             street_data)
         assert _same(run[name].model, again.model), name
+    assert run["interference_aware_no_tgp"].extras["subspace_ranks"] == {}
+    assert run["interference_aware_both"].extras["subspace_ranks"]
 
 
 def test_the_fixed_target_ascends_for_every_step(street_model, street_data, request_mode):

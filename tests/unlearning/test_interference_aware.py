@@ -105,7 +105,9 @@ def test_kept_heads_move_through_the_retain_term(name, street_model, street_data
 
 
 def test_extras_report_targets_ranks_and_bytes(street_model, street_data, request_mode):
-    result = get_unlearner("interference_aware", FEW).run(street_model, request_mode, street_data)
+    # TGP in every mode, so the bases show in both
+    result = get_unlearner("interference_aware", {**FEW, "tgp": "always"}).run(street_model, request_mode,
+                                                                            street_data)
     extras = result.extras
     json.dumps(extras)
     assert set(extras["targets"]) == set(request_mode.tasks)
