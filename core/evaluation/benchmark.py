@@ -449,14 +449,14 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
     intervals and verdicts (`core.evaluation.stats`).
 
     The strongest baseline is the method (not `original`, not `retrain`, not one of our
-    `VARIANTS`) with the lowest mean UIS over the group's cells. reduction_pct = 100 x
-    (UIS_base - UIS_ours) / UIS_base on the means over the cells both have (ratios, settings, seeds); reduction_low / _high: its paired
-    bootstrap interval, cells resampled within their (ratio, setting); reduction_std: the std
-    over seeds of the same reduction per seed. verdict: the UIS target of the mode (`targets`,
-    percent) judged on the interval. mia_gap = |mean over cells of (forget AUC of ours - that of
-    the oracle)| with its interval (mia_gap_low / _high) and mia_verdict against `tolerance`.
-    Also: the oracle-referenced UIS of ours and of that baseline, and the reference attack's
-    AUC of ours.
+    `VARIANTS`) with the lowest mean UIS over the group's cells. reduction_pct = 100 x (UIS_base -
+    UIS_ours) / UIS_base on the means over the cells both have (ratios, settings, seeds);
+    reduction_low / _high: its paired bootstrap interval, cells resampled within their (ratio,
+    setting); reduction_std: the std over seeds of the same reduction per seed. verdict: the UIS
+    target of the mode (`targets`, percent) judged on the interval. mia_gap = |mean over cells of
+    (forget AUC of ours - that of the oracle)| with its interval (mia_gap_low / _high) and
+    mia_verdict against `tolerance`. Also: the oracle-referenced UIS of ours and of that baseline,
+    and the reference attack's AUC of ours.
     """
     rows = []
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):

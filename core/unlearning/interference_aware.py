@@ -87,7 +87,6 @@ from core.unlearning.subspaces import (
     shared_names,
 )
 
-
 PART_MODES = ("partial", "full", "always", "never")
 """Where a part (TGP, IGO) runs: in partial-task requests only, in full-task requests only,
 in both, or in neither."""
