@@ -374,9 +374,14 @@ def project_task_aware(update: Tensor, outputs: Tensor | None, inputs: Tensor | 
     Returns:
         the projected update, same shape as `update`.
     """
+    return update - task_aware_removed(update, outputs, inputs)
+
+
+def task_aware_removed(update: Tensor, outputs: Tensor | None, inputs: Tensor | None) -> Tensor:
+    """What `project_task_aware` takes away from `update`, same shape: project(x) = x - this."""
     matrix = update.reshape(update.shape[0], -1)  # (C_out, D); a vector is (C_out, 1)
     inputs = None if update.dim() == 1 else inputs
-    return (matrix - task_aware_part(matrix, outputs, inputs)).view_as(update)
+    return task_aware_part(matrix, outputs, inputs).view_as(update)
 
 
 def task_aware_part(matrix: Tensor, outputs: Tensor | None, inputs: Tensor | None) -> Tensor:

@@ -27,7 +27,7 @@ from core.unlearning.projections import (
     Spectrum,
     allocate_ranks,
     project_task_aware,
-    task_aware_part,
+    task_aware_removed,
     threshold_rank,
     union_basis,
 )
@@ -304,9 +304,7 @@ class LayerSubspace:
 
     def removed(self, update: Tensor) -> Tensor:
         """What `project` takes away from `update`, same shape: project(x) = x - removed(x)."""
-        matrix = update.reshape(update.shape[0], -1)
-        inputs = None if update.dim() == 1 else self.inputs
-        return task_aware_part(matrix, self.outputs, inputs).view_as(update)
+        return task_aware_removed(update, self.outputs, self.inputs)
 
 
 @dataclass
