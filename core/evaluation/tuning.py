@@ -385,11 +385,20 @@ def tuned_config(entry: Mapping[str, Any] | None, mode: str, method: str,
     return dict(config) if config is not None else None
 
 
+def tuning_effort(table: pd.DataFrame) -> pd.DataFrame:
+    """Per method, from a `tuning_table`: studies, trials (budget + extra), extra trials, failed
+    trials, studies whose ranges were widened, and the sum of the trials' seconds."""
+    return table.groupby("method", sort=False).agg(
+        studies=("trials", "size"), trials=("trials", "sum"), extra_trials=("extra_trials", "sum"),
+        failed=("failed", "sum"), studies_widened=("widened", lambda w: int((w != "no").sum())),
+        seconds=("seconds", lambda s: round(float(s.sum())))).reset_index()
+
+
 def tuning_markdown(table: pd.DataFrame) -> str:
-    """The tuning table as Markdown: one sub-table per method."""
+    """The tuning table as Markdown: the effort per method, then one sub-table per method."""
     from core.evaluation.report import frame_table
 
-    parts = []
+    parts = ["### Effort per method", "", frame_table(tuning_effort(table)), ""]
     for method, group in table.groupby("method", sort=False):
         parts += [f"### {method}", "", frame_table(group.drop(columns="method")), ""]
     return "\n".join(parts)

@@ -2,6 +2,7 @@
 
 import json
 
+import pandas as pd
 import pytest
 
 from core.data import split_val
@@ -224,3 +225,15 @@ def test_mtu_tune_from_bench(tmp_path, capsys):
     assert "the plan's ratios: 0.01, 0.1" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--from-bench needs --out"):
         main(["tune", "--from-bench", str(folder)])
+
+
+def test_tuning_effort_sums_each_methods_studies():
+    rows = [("a", 4, 0, 0, "no", 1.2), ("a", 6, 2, 1, "lr 1e-05..0.01 -> 3e-07..0.01", 2.0),
+            ("b", 4, 0, 0, "no", 0.4)]
+    table = pd.DataFrame([{"benchmark": "x", "ratio": 0.01, "setting": "full", "method": m, "trials": t,
+                           "extra_trials": e, "failed": f, "best_uis": 1.0, "chosen": "", "widened": w,
+                           "seconds": s} for m, t, e, f, w, s in rows])
+    effort = tuning.tuning_effort(table).set_index("method")
+    assert effort.loc["a"].tolist() == [2, 10, 2, 1, 1, 3]
+    assert effort.loc["b"].tolist() == [1, 4, 0, 0, 0, 0]
+    assert "### Effort per method" in tuning.tuning_markdown(table)
