@@ -53,7 +53,11 @@ def rerun_check(first: Path, second: Path) -> list[str]:
         else:
             twin = BOTH
         stem = path.name.rsplit("__", 1)[0]
-        other = json.loads((first / "tuning" / f"{stem}__{twin}.json").read_text())
+        counterpart = first / "tuning" / f"{stem}__{twin}.json"
+        if not counterpart.is_file():
+            lines.append(f"{stem} {record['method']} = {twin}: no such study in {first} (not checked)")
+            continue
+        other = json.loads(counterpart.read_text())
         same = record["chosen"] == other["chosen"]
         gap = abs(record["best_uis"] - other["best_uis"]) / abs(other["best_uis"])
         lines.append(f"{stem} {record['method']} = {twin}: same choice {same}, best UIS "
@@ -66,7 +70,14 @@ def main() -> None:
     parser.add_argument("folder", type=Path, help="run 1's results folder (tuning.csv)")
     parser.add_argument("--rerun", type=Path, default=None, help="a later folder to check")
     args = parser.parse_args()
+    for folder in (args.folder, args.rerun):
+        if folder is not None and not (folder / "tuning.csv").is_file():
+            parser.error(f"{folder} holds no tuning.csv; pass a folder `mtu bench` wrote")
     tuning = pd.read_csv(args.folder / "tuning.csv")
+    missing = {BOTH, NO_TGP, NO_IGO, "gpm", "gpm_calibrated"} - set(tuning["method"])
+    if missing:
+        parser.error(f"{args.folder} has no studies of {', '.join(sorted(missing))}; it needs run 1's "
+                     "methods (interference_aware with both parts, its no_tgp / no_igo variants, gpm)")
     table = placements(tuning)
     mode = pd.Series(["full" if s == "full" else "partial"
                       for s in table.index.get_level_values("setting")], index=table.index)
@@ -85,9 +96,9 @@ def main() -> None:
         lines = rerun_check(args.folder, args.rerun)
         print("\nre-run studies against their equals:")
         print("\n".join(lines))
-        gaps = [float(line.rsplit("(", 1)[1].rstrip("%)")) for line in lines]
+        gaps = [float(line.rsplit("(", 1)[1].rstrip("%)")) for line in lines if line.endswith("%)")]
         print(f"{sum('same choice True' in line for line in lines)} of {len(lines)} chose the same; "
-              f"largest best-UIS difference {max(gaps):.2f}%")
+              f"largest best-UIS difference {max(gaps, default=float('nan')):.2f}%")
 
 
 if __name__ == "__main__":
