@@ -14,6 +14,7 @@ from core.models.protocol import (
 from core.models.registry import (
     ENTRY_POINT_GROUP,
     ArchitectureError,
+    PluginError,
     build_model,
     describe_architecture,
     get_architecture,
@@ -30,7 +31,8 @@ DEFAULT_ARCHITECTURE = {"name": "small_cnn", "args": {"width": 16}}
 
 __all__ = [
     "DEFAULT_ARCHITECTURE", "ENTRY_POINT_GROUP", "ArchitectureError", "ModelContractError",
-    "MultiTaskModel", "MultiTaskWrapper", "ProvidesExplainLayer", "ProvidesFeatures", "build_model",
+    "MultiTaskModel", "MultiTaskWrapper", "PluginError", "ProvidesExplainLayer", "ProvidesFeatures",
+    "build_model",
     "check_model", "describe_architecture", "explain_layer", "get_architecture", "has_features",
     "list_architectures",
     "load_backbone_weights", "load_plugins", "normalise_architecture", "read_state_dict",

@@ -36,6 +36,11 @@ class ArchitectureError(ValueError):
     """An unknown architecture, bad builder arguments, or a plugin that cannot be loaded."""
 
 
+class PluginError(ArchitectureError):
+    """A plugin module or entry point that cannot be imported: not found, named like a file path,
+    or raising (SyntaxError, any exception, even `sys.exit`) while it is imported."""
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str
@@ -80,18 +85,51 @@ def unregister_architecture(name: str) -> None:
 
 def load_plugins(modules: Iterable[str] = ()) -> list[str]:
     """Import each plugin module (which registers its builders), after the installed entry
-    points. Returns the architecture names now registered."""
+    points. Returns the architecture names now registered.
+
+    Raises PluginError when an entry point or a module fails to import (whatever it raises,
+    `SystemExit` included; only KeyboardInterrupt goes through) or when a module is named like a
+    file path: a broken plugin stops the command rather than leaving it half set up."""
     _load_entry_points()
+    if _entry_point_errors:
+        broken = "; ".join(f"entry point {name!r} failed ({failure})"
+                           for name, failure in _entry_point_errors.items())
+        raise PluginError(f"{broken} (group {ENTRY_POINT_GROUP!r}); fix or uninstall the package "
+                          "that declares it")
     for module in modules:
         module = module.strip()
         if not module:
             continue
+        _check_module_name(module)
         try:
             importlib.import_module(module)
-        except ImportError as error:
-            raise ArchitectureError(f"plugin module {module!r} cannot be imported: {error}; "
-                                    "install it or put its folder on PYTHONPATH") from error
+        except KeyboardInterrupt:
+            raise
+        except ModuleNotFoundError as error:
+            if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
+                raise PluginError(f"plugin module {module!r} {_raised(error)}") from error
+            raise PluginError(f"plugin module {module!r} cannot be imported: {error}; "
+                              "install it or put its folder on PYTHONPATH") from error
+        except BaseException as error:  # even sys.exit: a plugin must not end the tool
+            raise PluginError(f"plugin module {module!r} {_raised(error)}") from error
     return list_architectures()
+
+
+def _check_module_name(module: str) -> None:
+    """Refuse a file path (`./my_models.py`, `a/b`, `../x`) where a module name is expected."""
+    if not ("/" in module or "\\" in module or module.startswith(".") or module.endswith(".py")):
+        return
+    stem = Path(module.replace("\\", "/")).name.removesuffix(".py").strip(".") or "my_models"
+    raise PluginError(f"plugin {module!r} looks like a file path; a plugin is named by its module "
+                      f"name (e.g. {stem}), importable from PYTHONPATH (add its folder there)")
+
+
+def _raised(error: BaseException) -> str:
+    """"raised ValueError while being imported: first line of its message"."""
+    if isinstance(error, SystemExit):
+        return f"raised SystemExit while being imported: it called sys.exit({error.code!r})"
+    lines = str(error).strip().splitlines()
+    return f"raised {type(error).__name__} while being imported" + (f": {lines[0]}" if lines else "")
 
 
 def _load_entry_points() -> None:
@@ -102,8 +140,10 @@ def _load_entry_points() -> None:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             point.load()
-        except Exception as error:  # a broken third-party package must not break the tool
-            _entry_point_errors[point.name] = f"{point.value}: {type(error).__name__}: {error}"
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # named by load_plugins and get_architecture
+            _entry_point_errors[point.name] = f"{point.value} {_raised(error)}"
 
 
 def list_architectures() -> list[str]:
