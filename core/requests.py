@@ -15,6 +15,7 @@ Pairs are held as {task: frozenset of instance ids}, the same shape as the loss 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,7 +62,7 @@ class ForgetRequest:
             raise RequestError(f"instance ids must be integers: {error}") from error
         if not instances:
             raise RequestError("the request names no instance; pick at least one training instance")
-        duplicates = sorted({i for i in instances if instances.count(i) > 1})
+        duplicates = sorted(i for i, n in Counter(instances).items() if n > 1)
         if duplicates:
             raise RequestError(f"duplicate instance ids {preview(duplicates)}; name each instance once")
         known = set(train_ids)
@@ -72,10 +73,11 @@ class ForgetRequest:
         tasks = list(all_tasks) if tasks is None else list(tasks)
         if not tasks:
             raise RequestError(f"the request names no task; accepted: {', '.join(all_tasks)}")
-        bad = [t for t in tasks if t not in all_tasks]
+        accepted = set(all_tasks)
+        bad = [t for t in tasks if t not in accepted]
         if bad:
             raise RequestError(f"unknown tasks {preview(bad)}; accepted: {', '.join(all_tasks)}")
-        repeated = sorted({t for t in tasks if tasks.count(t) > 1})
+        repeated = sorted(t for t, n in Counter(tasks).items() if n > 1)
         if repeated:
             raise RequestError(f"duplicate tasks {preview(repeated)}; name each task once")
         forgotten = set(instances)
@@ -83,7 +85,8 @@ class ForgetRequest:
         if not retain_ids:
             raise RequestError(f"the request forgets all {len(known)} training instances; "
                                "at least one must be retained")
-        ordered_tasks = tuple(t for t in all_tasks if t in tasks)
+        chosen = set(tasks)
+        ordered_tasks = tuple(t for t in all_tasks if t in chosen)
         return cls(tuple(sorted(forgotten)), ordered_tasks, tuple(all_tasks), retain_ids)
 
     @property

@@ -1,3 +1,6 @@
+import re
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -93,3 +96,41 @@ def test_requests_are_valid_or_refused_by_name(instances, tasks):
 def test_a_huge_range_is_refused_before_anything_is_allocated():
     with pytest.raises(RequestError, match="spans more ids than the 50 training instances"):
         parse_ids("0-1000000000000", _KNOWN)
+
+
+def _finishes(call, timeout=60.0):
+    """Run `call` in a thread; assert it returned within `timeout` s (a generous bound that a
+    linear check meets by far and a quadratic one on 100 k ids does not), and give its outcome."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except Exception as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "the request check did not return"
+    return outcome
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([17, 99_998, 17], "duplicate instance ids 17, 99998; name each instance once"),
+    ([100_000, 123_456], r"unknown instance ids 100000, 123456; the training set has 100000 "
+                         "instances with ids from 0 to 99999"),
+])
+def test_a_request_against_100k_ids_is_refused_by_name(extra, message):
+    train = list(range(100_000))
+    instances = list(range(1, 99_999, 1)) + extra
+    outcome = _finishes(lambda: ForgetRequest.build(instances, None, train, TASKS))
+    assert isinstance(outcome.get("error"), RequestError), outcome
+    assert re.search(message, str(outcome["error"])), str(outcome["error"])
+
+
+def test_a_request_of_100k_ids_is_built():
+    train = list(range(100_001))
+    outcome = _finishes(lambda: ForgetRequest.build(range(100_000, 0, -1), None, train, TASKS))
+    request = outcome["value"]
+    assert request.instances == tuple(range(1, 100_001)) and request.retain_ids == (0,)
