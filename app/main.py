@@ -1,4 +1,5 @@
-"""Entry point of the dashboard: `streamlit run app/main.py` (or `make run`)."""
+"""Entry point of the dashboard: `mtu app` (or `make run`) starts it with its settings
+(core.cli.STREAMLIT_OPTIONS) and its worker."""
 
 import sys
 from pathlib import Path

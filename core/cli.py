@@ -269,7 +269,7 @@ def cmd_bench(args) -> int:
 def cmd_worker(args) -> int:
     from core.jobs import run_worker
 
-    run_worker()
+    run_worker(plugins=args.plugin)
     return 0
 
 
@@ -311,17 +311,34 @@ def cmd_tune(args) -> int:
     return 0
 
 
+STREAMLIT_OPTIONS = {"server.headless": True, "server.runOnSave": False, "server.maxUploadSize": 64,
+                     "browser.gatherUsageStats": False, "client.toolbarMode": "minimal",
+                     "theme.base": "light", "theme.primaryColor": "#2563eb",
+                     "theme.backgroundColor": "#ffffff", "theme.secondaryBackgroundColor": "#f3f4f6",
+                     "theme.textColor": "#111827", "theme.font": "sans serif"}
+"""The dashboard's Streamlit settings, on the command line `mtu app` starts it with, so that they
+hold in whatever folder it starts (a .streamlit/config.toml applies only in its own folder); the
+app checks the upload cap (MB) again before it stores an upload."""
+
+
 def cmd_app(args) -> int:
-    """Streamlit and the worker that runs its jobs, started together and stopped together."""
+    """Streamlit and the worker that runs its jobs, started together and stopped together. Both
+    may import only the plugin modules named here (MTU_APP_PLUGINS, `core.jobs.allowed_plugins`)."""
+    import os
     import signal
     import subprocess
 
+    from core.jobs import PLUGINS_VARIABLE
+
     app = Path(__file__).resolve().parent.parent / "app" / "main.py"
     plugins = [arg for module in args.plugin for arg in ("--plugin", module)]
+    env = {**os.environ, PLUGINS_VARIABLE: ",".join(args.plugin)}
+    options = {**STREAMLIT_OPTIONS, "server.address": args.host, "server.port": args.port}
+    flags = [arg for name, value in options.items()
+             for arg in (f"--{name}", str(value).lower() if isinstance(value, bool) else str(value))]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops both
-    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *plugins])
-    streamlit = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), "--server.port",
-                                  str(args.port)])
+    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", *plugins], env=env)
+    streamlit = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(app), *flags], env=env)
     try:
         return streamlit.wait()
     finally:
@@ -460,6 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     app = command("app", help="start the Streamlit dashboard and its worker")
     app.add_argument("--port", type=int, default=8501)
+    app.add_argument("--host", default="127.0.0.1",
+                     help="the address to listen on (default: this machine only; 0.0.0.0: every interface)")
     app.set_defaults(func=cmd_app)
     return parser
 

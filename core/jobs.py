@@ -21,6 +21,35 @@ from core.ledger import Ledger, RunCancelled, default_path
 
 _QUEUES: dict[tuple[str, bool], Any] = {}
 
+PLUGINS_VARIABLE = "MTU_APP_PLUGINS"
+"""The plugin modules `mtu app --plugin` named, comma-separated, for Streamlit and its worker."""
+
+
+def allowed_plugins() -> list[str]:
+    """The plugin modules the dashboard and its worker may import: those named when they were
+    started (`mtu app --plugin MODULE` or `mtu worker --plugin MODULE`, in MTU_APP_PLUGINS) and
+    the modules of installed packages' `mtunlearn.architectures` entry points."""
+    from importlib.metadata import entry_points
+
+    from core.models import ENTRY_POINT_GROUP
+
+    named = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
+    return list(dict.fromkeys(named + [point.module for point in entry_points(group=ENTRY_POINT_GROUP)]))
+
+
+def check_plugins(modules: Sequence[str]) -> list[str]:
+    """`modules` when every one is allowed (`allowed_plugins`), else a PluginError naming the
+    first other one and the allowed ones; nothing is imported."""
+    from core.models import PluginError
+
+    allowed = allowed_plugins()
+    refused = [m for m in modules if m not in allowed]
+    if refused:
+        raise PluginError(f"plugin module {refused[0]!r} is not allowed here: the dashboard and its worker "
+                          f"import only {', '.join(allowed) or 'none'} (named at start-up or installed under "
+                          f"an entry point); restart it with `mtu app --plugin {refused[0]}`")
+    return list(modules)
+
 
 def _json_serializer():
     """huey's queue entries as JSON instead of its default pickle, so that the worker never
@@ -119,7 +148,7 @@ def execute(job: Mapping[str, Any]) -> None:
             raise RunCancelled(f"cancelled from the dashboard at step {event.step}")
 
     try:
-        load_plugins(job["plugins"])
+        load_plugins(check_plugins(job["plugins"]))
         model, card = load_checkpoint(job["model"])
         run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
                     job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
@@ -129,8 +158,10 @@ def execute(job: Mapping[str, Any]) -> None:
             ledger.fail_run(run_id, f"{type(error).__name__}: {error}")
 
 
-def run_worker(home: str | Path | None = None) -> None:
-    """The worker process: one job at a time until interrupted."""
+def run_worker(home: str | Path | None = None, plugins: Sequence[str] = ()) -> None:
+    """The worker process: one job at a time until interrupted; a job may load only `plugins`
+    (those it was started with) and the installed entry points."""
+    os.environ[PLUGINS_VARIABLE] = ",".join(plugins)
     huey, _ = queue(home)
     Ledger(default_path() if home is None else Path(home) / "ledger.sqlite").mark_interrupted()
     huey.create_consumer(workers=1, periodic=False, initial_delay=0.2, max_delay=1.0).run()
