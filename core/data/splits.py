@@ -1,6 +1,6 @@
 """The three parts of the val split, and a view of a dataset that refuses every other id.
 
-DESIGN section 4 cuts the val split once, deterministically by instance id
+The val split is cut once (docs/ARCHITECTURE.md section 5.2), deterministically by instance id
 (`split_calibration_test`), into calibration (20%) and test (80%, reporting only). The
 calibration part is cut again, by position in its sorted ids, into two halves:
 

@@ -1,4 +1,4 @@
-"""`mtu bench`: the benchmark protocol of DESIGN section 6.
+"""`mtu bench`: the benchmark protocol of docs/ARCHITECTURE.md section 13.
 
 For every benchmark a base model is trained once (the plan's recipe, smaller than the shipped
 sample models so that one exact retrain oracle per cell fits the time budget). A cell is

@@ -1,4 +1,4 @@
-"""Gradient-conflict analysis on shared parameters (DESIGN section 6): cosines and angles
+"""Gradient-conflict analysis on shared parameters (docs/ARCHITECTURE.md section 12.5): cosines and angles
 between per-task forget and retain gradients, overall and per layer, and the retain instances
 most aligned with or opposed to an unlearning update."""
 

@@ -1,4 +1,4 @@
-"""Membership inference on per-task losses (DESIGN section 6).
+"""Membership inference on per-task losses (docs/ARCHITECTURE.md section 12.4).
 
 Two attacks, both read on the forget instances against unseen (held-out) instances:
 

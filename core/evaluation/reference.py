@@ -1,7 +1,8 @@
 """What the forget gap can tell apart: its noise floor on truly unseen instances.
 
 The forget gap of a target task t is f_t = |m(test) - m(S)| / m(test) with S the forget set
-(DESIGN section 6). For a perfectly forgotten set, S looks like unseen data; but a random set of
+(docs/ARCHITECTURE.md section 12.2). For a perfectly forgotten set, S looks like unseen data;
+but a random set of
 unseen instances of the forget set's size does not score exactly m(test) either: with a handful
 of images its own gap is already several percent. `forget_gap_noise_floor` measures that floor:
 the same statistic, computed with the original model, for random sets of held-out val instances

@@ -4,7 +4,7 @@ Pure functions of arrays and DataFrames (no model). Every interval is a 95% perc
 with a fixed seed, so the same cells give the same interval. A reduction is
 100 x (UIS_baseline - UIS_ours) / UIS_baseline (positive = ours lower, i.e. better).
 
-Verdicts (DESIGN section 6) read the interval, never the point estimate alone:
+Verdicts (docs/ARCHITECTURE.md section 13.4) read the interval, never the point estimate alone:
   a floor target (reduction >= target): "met" when the lower end >= target, "missed" when the
   upper end < target, else "undecided";
   a ceiling target (|AUC ours - AUC oracle| <= 0.05): "met" when the upper end <= target,

@@ -1,4 +1,4 @@
-"""Unlearning scores from the tidy frame of `evaluate_request` (DESIGN section 6).
+"""Unlearning scores from the tidy frame of `evaluate_request` (docs/ARCHITECTURE.md section 12.2).
 
 Every score uses each task's primary metric m (higher is better, in [0, 1]):
   test drift  d_t = |m_orig(test) - m_unl(test)| / m_orig(test)            every task

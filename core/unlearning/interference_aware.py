@@ -1,4 +1,4 @@
-"""interference_aware (ours, DESIGN section 5): calibrated forgetting with task-aware gradient
+"""interference_aware (ours, docs/ARCHITECTURE.md section 8): calibrated forgetting with task-aware gradient
 projection (TGP) and instance-level gradient orthogonalisation (IGO).
 
 Which part runs depends on the request's mode (`tgp`, `igo`; `PART_MODES`): by default TGP in

@@ -358,7 +358,7 @@ def pcgrad(direction: Tensor, others: Tensor) -> Tensor:
 
 
 def project_task_aware(update: Tensor, outputs: Tensor | None, inputs: Tensor | None) -> Tensor:
-    """Task-aware gradient projection of one layer's update (DESIGN section 5.2).
+    """Task-aware gradient projection of one layer's update (docs/ARCHITECTURE.md section 8.2).
 
     dW <- dW - V V^T dW U U^T removes exactly the changes that are both in the kept inputs' span
     (U) and in the kept tasks' sensitive output directions (V): for v in span V and a in span U,
