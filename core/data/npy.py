@@ -32,6 +32,8 @@ import json
 import operator
 import os
 import re
+import stat
+import sys
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -65,30 +67,49 @@ MAX_ELEMENTS = 2**28
 """A .npy file whose header claims more elements than this is refused before it is read."""
 
 
-def _claimed_elements(path: Path) -> int:
+MAX_META_BYTES = 32 * 2**20
+"""A meta.json larger than this is refused before it is parsed."""
+
+_NOT_REGULAR = "is not a regular file (a folder, FIFO, device or broken link)"
+
+
+def _open_regular(path: Path, expected: str):
+    """`path` opened for binary reading, or DatasetError when it is not a regular file. The open
+    does not block (a FIFO's reader would wait for a writer forever); the file type is checked on
+    the open descriptor, so a file swapped in between cannot slip through."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise DatasetError(f"cannot read {path}: {err.strerror}; expected {expected}") from err
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise DatasetError(f"{path} {_NOT_REGULAR}; expected {expected}")
+    return os.fdopen(descriptor, "rb")
+
+
+def _claimed_elements(handle) -> int:
     """The element count a .npy header claims, read without loading the data."""
-    with path.open("rb") as handle:
-        version = np.lib.format.read_magic(handle)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0 headers share a layout
-        shape, _, _ = read_header(handle)
+    version = np.lib.format.read_magic(handle)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                   else np.lib.format.read_array_header_2_0)  # 2.0 and 3.0 headers share a layout
+    shape, _, _ = read_header(handle)
     return int(np.prod(shape, dtype=np.float64))
 
 
 def _read(path: Path) -> np.ndarray:
-    try:
-        claimed = _claimed_elements(path)
-    except (OSError, ValueError, EOFError, SyntaxError) as err:
-        raise DatasetError(f"cannot read {path}: {err}; expected a .npy array saved with "
-                           "np.save (pickled objects are refused)") from err
-    if claimed > MAX_ELEMENTS:
-        raise DatasetError(f"{path} claims {claimed:.3g} elements; a dataset file holds at most "
-                           f"{MAX_ELEMENTS:,} (one image or target)")
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as err:
-        raise DatasetError(f"cannot read {path}: {err}; expected a .npy array saved with "
-                           "np.save (pickled objects are refused)") from err
+    expected = "a .npy array saved with np.save (pickled objects are refused)"
+    with _open_regular(path, expected) as handle:
+        try:
+            claimed = _claimed_elements(handle)
+            if claimed > MAX_ELEMENTS:
+                raise DatasetError(f"{path} claims {claimed:.3g} elements; a dataset file holds at "
+                                   f"most {MAX_ELEMENTS:,} (one image or target)")
+            handle.seek(0)
+            array = np.load(handle, allow_pickle=False)
+        except DatasetError:
+            raise
+        except (OSError, ValueError, EOFError, SyntaxError) as err:
+            raise DatasetError(f"cannot read {path}: {err}; expected {expected}") from err
     if not isinstance(array, np.ndarray) or not (np.issubdtype(array.dtype, np.number)
                                                  or array.dtype == np.bool_):
         raise DatasetError(f"{path} holds {type(array).__name__} of dtype "
@@ -124,6 +145,9 @@ def _ids_in(folder: Path) -> list[int]:
         if not re.fullmatch(r"0|[1-9]\d*", stem):
             raise DatasetError(f"{folder / entry.name} is not named by an instance id; expected "
                                "files named 0.npy, 1.npy, 17.npy, ...")
+        if not entry.is_file():
+            raise DatasetError(f"{folder / entry.name} {_NOT_REGULAR}; expected a .npy array "
+                               "saved with np.save")
         ids.append(int(stem))
     return sorted(ids)
 
@@ -162,6 +186,10 @@ def _tasks_from_meta(meta: dict[str, Any], meta_path: Path) -> list[_Candidate]:
         if not isinstance(entry, dict) or not {"folder", "kind", "channels"} <= set(entry):
             raise DatasetError(f"{where} must give \"folder\", \"kind\" and \"channels\"; "
                                f"got {entry!r}")
+        folder = entry["folder"]
+        if not isinstance(folder, str) or folder in ("", ".", "..") or Path(folder).name != folder:
+            raise DatasetError(f"{where} has folder {folder!r}; expected the name of a folder in "
+                               "each split, e.g. \"label\" (no path)")
         spec = _spec(name, entry["kind"], entry["channels"], entry.get("class_names") or (), where)
         found.append(_Candidate(name, str(entry["folder"]), spec.kind, spec))
     return found
@@ -187,11 +215,20 @@ def _tasks_from_folders(split_dir: Path, meta_path: Path) -> list[_Candidate]:
 
 def _read_meta(root: Path) -> dict[str, Any]:
     path = root / "meta.json"
-    if not path.is_file():
+    if not os.path.lexists(path):
         return {}
+    with _open_regular(path, "a JSON object") as handle:
+        text = handle.read(MAX_META_BYTES + 1)
+    if len(text) > MAX_META_BYTES:
+        raise DatasetError(f"{path} is larger than {MAX_META_BYTES / 2**20:.0f} MB; expected a "
+                           "small JSON object naming the tasks")
     try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        meta = json.loads(text.decode())
+    except RecursionError:
+        raise DatasetError(f"{path} is nested deeper than Python's JSON reader can follow "
+                           f"(about {sys.getrecursionlimit()} levels); expected a JSON object "
+                           "naming the tasks") from None
+    except ValueError as err:  # bad JSON, bad UTF-8, or an integer of more than 4300 digits
         raise DatasetError(f"cannot read {path}: {err}; expected a JSON object") from err
     if not isinstance(meta, dict):
         raise DatasetError(f"{path} holds {type(meta).__name__}; expected a JSON object")

@@ -6,6 +6,7 @@ activated (`TaskSpec.activate` runs in the model's forward).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -19,15 +20,22 @@ _EPS = 1e-12
 _FIELDS = ("name", "kind", "channels", "class_names")
 _REQUIRED = ("name", "kind", "channels")
 
+TASK_NAME_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}"
+"""Accepted task names: they key model heads and name files, so no dots, slashes or spaces."""
+MAX_CHANNELS = 2**16
+"""A task has at most this many channels (classes), so a card or a dataset's meta.json cannot make
+a model head of absurd size."""
+
 
 @dataclass(frozen=True)
 class TaskSpec:
     """One task of a multi-task model.
 
-    name: key of the task in model outputs and metric tables, e.g. "segmentation".
+    name: key of the task in model outputs and metric tables, e.g. "segmentation"; 1 to 64
+        letters, digits, "_" or "-" (TASK_NAME_PATTERN).
     kind: the name of a registered `TaskKind` (`core.tasks.list_kinds()`).
     channels: classes for kinds with classes (segmentation, parts, classification: >= 2), else
-        the kind's fixed count (depth, saliency, edges: 1; normal: 3).
+        the kind's fixed count (depth, saliency, edges: 1; normal: 3); at most MAX_CHANNELS.
     class_names: optional, kinds with classes only, one name per channel.
 
     Inputs of the built-in kinds (pred activated; target as stored):
@@ -45,8 +53,10 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         rules = get_kind(self.kind)
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"task name must be a non-empty string, got {self.name!r}")
+        if not isinstance(self.name, str) or not re.fullmatch(TASK_NAME_PATTERN, self.name):
+            raise ValueError(f"task name {str(self.name)[:80]!r} is not accepted; use 1 to 64 "
+                             f"letters, digits, '_' or '-', not starting with '-' "
+                             f"({TASK_NAME_PATTERN})")
         channels = self.channels
         has_classes = rules.has_classes
         if (
@@ -60,6 +70,9 @@ class TaskSpec:
                 f"task {self.name!r} of kind {self.kind!r} needs channels {rule}, "
                 f"got channels={channels!r}"
             )
+        if channels > MAX_CHANNELS:
+            raise ValueError(f"task {self.name!r} claims {channels} channels; a task has at most "
+                             f"{MAX_CHANNELS:,}")
         object.__setattr__(self, "class_names", tuple(self.class_names))
         if self.class_names and not has_classes:
             raise ValueError(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -319,3 +322,71 @@ def test_a_data_source_cannot_ask_for_a_huge_synthetic_set(field, value, match):
 
     with pytest.raises(DatasetError, match=match):
         DataSource(benchmark="synthetic-indoor", **{field: value})
+
+
+def _meta_with(**segmentation) -> str:
+    entry = {"folder": "label", "kind": "segmentation", "channels": 13, **segmentation}
+    return json.dumps({"tasks": {"segmentation": entry,
+                                 "depth": {"folder": "depth", "kind": "depth", "channels": 1}}})
+
+
+@pytest.mark.parametrize("meta, match", [
+    (_meta_with(channels=2**40), r"meta\.json task 'segmentation': .*claims 1099511627776 channels; "
+                                 r"a task has at most 65,536"),
+    (_meta_with(channels=10**30), r"claims 1000000000000000000000000000000 channels"),
+    (_meta_with(channels="13"), r"task 'segmentation'.*channels"),
+    ('{"tasks": {"segmentation": {"folder": "label", "kind": "segmentation", "channels": '
+     + "9" * 5000 + "}}}", r"cannot read .*meta\.json: .*5000 digits.*; expected a JSON object"),
+    ("[" * 100_000 + "]" * 100_000, r"meta\.json is nested deeper than .*\(about \d+ levels\)"),
+    (_meta_with(folder="../label"), r"meta\.json task 'segmentation' has folder '\.\./label'; "
+                                    r"expected the name of a folder in each split"),
+    (_meta_with(folder="a/b"), r"folder 'a/b'"),
+    (json.dumps({"tasks": {"../x": {"folder": "depth", "kind": "depth", "channels": 1}}}),
+     r"task name '\.\./x' is not accepted; .*\[A-Za-z0-9_\]"),
+    (json.dumps({"tasks": {"a/b": {"folder": "depth", "kind": "depth", "channels": 1}}}),
+     r"task name 'a/b'"),
+    (b"\xff\xfe{}", r"cannot read .*meta\.json: 'utf-8' codec"),
+])
+def test_meta_json_is_checked_when_the_dataset_is_opened(nyu, meta, match):
+    path = nyu / "meta.json"
+    path.write_bytes(meta) if isinstance(meta, bytes) else path.write_text(meta)
+    with pytest.raises(DatasetError, match=match):
+        MTLDataset(nyu, "train")
+
+
+def _opened_within(root: Path, fifo: Path, timeout: float = 60.0):
+    """Open the dataset in a thread; assert that it returned, and give what it raised. A thread
+    still blocked on the FIFO is released by opening the FIFO's other end."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["dataset"] = MTLDataset(root, "train")
+        except Exception as error:  # noqa: BLE001 - handed back to the test
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        with contextlib.suppress(OSError):
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    assert not thread.is_alive(), f"opening {root} blocked on {fifo}"
+    return outcome.get("error")
+
+
+@pytest.mark.parametrize("where", ["train/image/0.npy", "train/depth/10.npy", "meta.json"])
+def test_a_fifo_in_the_dataset_is_refused_without_blocking(nyu, where):
+    path = nyu / where
+    path.unlink(missing_ok=True)
+    os.mkfifo(path)
+    error = _opened_within(nyu, path)
+    assert isinstance(error, DatasetError), error
+    assert str(path) in str(error) and "not a regular file" in str(error), error
+
+
+def test_a_folder_named_like_an_instance_file_is_refused(nyu):
+    (nyu / "train/depth/2.npy").unlink()
+    (nyu / "train/depth/2.npy").mkdir()
+    with pytest.raises(DatasetError, match=r"depth/2\.npy is not a regular file"):
+        MTLDataset(nyu, "train")

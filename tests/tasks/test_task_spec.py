@@ -125,6 +125,18 @@ def test_invalid_specs_give_clear_errors():
     with pytest.raises(ValueError, match="takes no class_names"):
         TaskSpec("depth", "depth", 1, class_names=("near",))
 
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "heads.seg", "", " seg", "-seg", "x" * 65, 3])
+def test_a_task_name_with_path_characters_is_refused(name):
+    with pytest.raises(ValueError, match=r"task name .* is not accepted; .*\[A-Za-z0-9_\]"):
+        TaskSpec(name, "depth", 1)
+
+
+def test_a_task_of_absurdly_many_channels_is_refused():
+    assert TaskSpec("seg", "segmentation", 2**16).channels == 2**16
+    with pytest.raises(ValueError, match="claims 1099511627776 channels; a task has at most 65,536"):
+        TaskSpec("seg", "segmentation", 2**40)
+
 def test_delta_m_by_hand():
     reference = {
         "segmentation": {"miou": 0.5, "pixel_acc": 0.8},
