@@ -274,7 +274,7 @@ def read_card(path: str | Path) -> ModelCard:
                               f"{MAX_CARD_BYTES / 2**20:.0f} MB")
     try:
         data = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # bad JSON, bad UTF-8, or an integer of more than 4300 digits
         raise CheckpointError(f"model card {card_path} is not valid JSON: {error}") from error
     if not isinstance(data, dict):
         raise CheckpointError(f"model card {card_path} must hold a JSON object")

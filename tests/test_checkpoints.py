@@ -125,6 +125,21 @@ def test_unknown_task_kind_and_bad_json_are_refused(tiny_model, tmp_path):
         load_checkpoint(tmp_path / "absent")
 
 
+@pytest.mark.parametrize("text, message", [
+    ('{"tasks": ' + "[" * 100_000 + "]" * 100_000 + "}",
+     r"model card .*m\.json is nested (too|deeper)"),
+    ('{"train_ids": [' + "7" * 5000 + "]}", r"model card .*m\.json is not valid JSON: .*5000 digits"),
+    ('{"tasks": [{"name": "../x", "kind": "depth", "channels": 1}], "benchmark": "b", '
+     '"architecture": {"name": "small_cnn"}}', r"model card .*m\.json has a bad task: task name "
+                                               r"'\.\./x' is not accepted"),
+])
+def test_a_card_that_cannot_be_read_is_named(tiny_model, tmp_path, text, message):
+    path = _save(tiny_model, tmp_path)
+    path.with_suffix(".json").write_text(text)
+    with pytest.raises(CheckpointError, match=message):
+        read_card(path)
+
+
 def test_a_pickle_is_never_loaded(tiny_model, tmp_path):
     path = _save(tiny_model, tmp_path)
     torch.save(tiny_model.state_dict(), path.with_suffix(".safetensors"))
