@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import secrets
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,7 +170,8 @@ def _fsync(path: Path) -> None:
 
 
 def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
-                    if_exists: str = "overwrite") -> Path:
+                    if_exists: str = "overwrite",
+                    on_commit: Callable[[Path, str], None] | None = None) -> Path:
     """Write NAME.safetensors and NAME.json atomically; fills the card's versions, date and
     weights hash. Returns the weights path actually written.
 
@@ -179,6 +181,11 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
     leaves no card that does not match its weights. "content" stores by content: NAME is
     replaced by the first 16 hex digits of the weights' SHA-256 (`content_name`) in NAME's
     folder, and a checkpoint of identical weights already there is kept as it is, card included.
+
+    on_commit(weights path, weights SHA-256), when given, is called just before the files are
+    renamed into place (or before an identical stored checkpoint is reused), while the folder
+    is locked: a ledger records there the path the result will have, so a process killed after
+    the rename leaves a result that can be found again. If it raises, nothing is renamed.
     """
     if if_exists not in ("overwrite", "beside", "refuse", "content"):
         raise ValueError(f"if_exists={if_exists!r}; accepted: overwrite, beside, refuse, content")
@@ -200,6 +207,8 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
             weights, card_path = checkpoint_paths(weights.parent / content_name(card.weights_sha256))
         with _folder_lock(weights.parent):
             if if_exists == "content" and card_path.is_file() and weights.is_file():
+                if on_commit is not None:
+                    on_commit(weights, card.weights_sha256)
                 return weights  # the same weights are stored already: one copy, its first card
             if card_path.exists() or weights.exists():
                 if if_exists == "refuse":
@@ -209,8 +218,9 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
                     base = card_path.with_suffix("")
                     weights, card_path = checkpoint_paths(
                         base.with_name(f"{base.name}-{stamp}-{secrets.token_hex(3)}"))
-                else:
-                    card_path.unlink(missing_ok=True)
+            if on_commit is not None:
+                on_commit(weights, card.weights_sha256)
+            card_path.unlink(missing_ok=True)  # an overwritten card goes first: none can mismatch
             os.replace(weights_tmp, weights)
             os.replace(card_tmp, card_path)
             _fsync(weights.parent)

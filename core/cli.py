@@ -144,22 +144,18 @@ def _ledger(args):
 
 
 def cmd_history(args) -> int:
-    import csv
     import json
 
-    from core.ledger import record_columns
+    from core.ledger import ledger_csv, record_columns
 
     rows = _ledger(args).runs(model=args.model, method=args.method, status=args.status, since=args.since)
     if args.format == "json":
         print(json.dumps(rows, indent=1, default=str))
         return 0
-    table = record_columns(rows)
     if args.format == "csv":
-        columns = list(table[0]) if table else ["run"]
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(table)
+        sys.stdout.write(ledger_csv(rows))
         return 0
+    table = record_columns(rows)
     if not table:
         print("no run recorded" + (" that matches" if any((args.model, args.method, args.status,
                                                             args.since)) else ""))

@@ -106,12 +106,14 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
     content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
     the ledger's row finds them again. Returns the ledger ids of the runs: the method's, then the
-    retrain oracle's when asked.
+    retrain oracle's when asked. A run that cannot be put on the queue is marked failed with the
+    error (so that no queue position counts it), and the error is raised.
     """
     from core.checkpoints import checkpoint_paths
 
     weights = checkpoint_paths(model_path)[0]
-    request_id = ledger.add_request(ledger.add_model(weights, card), request, "dashboard", reason)
+    request_id = ledger.add_request(ledger.add_model(weights, card), request, "dashboard", reason,
+                                    model_path=weights)
     store = out is None
     out = ledger.results_folder() if store else Path(out)
     jobs = [(method, dict(config), out)]
@@ -123,10 +125,14 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     for name, settings, target in jobs:
         run_id = ledger.add_run(request_id, name, settings, status="queued")
         ids.append(run_id)
-        task({"ledger": str(ledger.path), "run": run_id, "model": str(weights), "data_root": data_root,
-              "plugins": list(plugins), "instances": list(request.instances),
-              "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
-              "config": settings, "out": str(target), "store": store})
+        try:
+            task({"ledger": str(ledger.path), "run": run_id, "model": str(weights),
+                  "data_root": data_root, "plugins": list(plugins), "instances": list(request.instances),
+                  "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
+                  "config": settings, "out": str(target), "store": store})
+        except BaseException as error:  # not on the queue: no row may wait for it as "queued"
+            ledger.fail_run(run_id, f"not queued: {type(error).__name__}: {error}")
+            raise
     return ids
 
 

@@ -3,6 +3,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,165 @@ def test_two_processes_writing_one_out_lose_nothing(street_copy, use_cache, tmp_
     assert len({row["result_path"] for row in done}) == len(done)  # one wins the name, one is beside
     for row in done:
         assert read_card(row["result_path"]).weights_sha256 == row["result_sha256"]
+
+
+def _dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout.strip())
+
+
+def test_a_kill_right_after_the_save_leaves_a_done_run_that_lineage_finds(street_copy, use_cache,
+                                                                          tmp_path, capsys):
+    """kill -9 of `mtu unlearn` just after the checkpoint's rename: the next open of the ledger
+    finds the whole checkpoint the run recorded and marks the run done."""
+    out = tmp_path / "killed"
+    script = ("import os, signal, sys\n"
+              "import core.unlearning.runner as runner\n"
+              "save = runner.save_checkpoint\n"
+              "def save_then_die(*args, **kwargs):\n"
+              "    save(*args, **kwargs)\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n"
+              "runner.save_checkpoint = save_then_die\n"
+              "from core.cli import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    process = subprocess.run([sys.executable, "-c", script, "unlearn", "--model", str(street_copy),
+                              "--instances", "3", "--method", "grad_ascent", "--set", "steps=1",
+                              "--device", "cpu", "--reason", "ticket 7", "--out", str(out)],
+                             env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert process.returncode == -9, process.stderr
+    row = Ledger().runs()[0]
+    card = read_card(out)
+    assert row["status"] == "done" and row["error"] == ""
+    assert row["result_path"] == f"{out}.safetensors" and row["result_sha256"] == card.weights_sha256
+    assert {r["split"] for r in row["metrics"]} == {"forget", "test"}  # the before/after summary
+    assert main(["lineage", str(out)]) == 0
+    assert "reason: ticket 7" in capsys.readouterr().out
+
+
+def test_a_dead_run_whose_recorded_result_is_not_whole_is_interrupted(street_copy, tmp_path):
+    from core.checkpoints import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    model, card = load_checkpoint(street_copy)
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    runs = [ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request), "ssd", {})
+            for _ in range(3)]
+    for run, name in zip(runs, ("whole", "no-card", "altered")):
+        save_checkpoint(model, card, tmp_path / name,
+                        on_commit=lambda weights, sha, run=run: ledger.record_result(run, [], sha, weights))
+    (tmp_path / "no-card.json").unlink()
+    (tmp_path / "altered.safetensors").write_bytes(b"not the weights")
+    ledger._db.execute("UPDATE runs SET pid = ?", (_dead_pid(),))
+    rows = {r["run"]: r for r in Ledger(path).runs()}
+    assert rows[runs[0]]["status"] == "done"
+    for run in runs[1:]:
+        assert rows[run]["status"] == "interrupted" and rows[run]["result_path"] is None
+    assert Ledger(path).lineage(card.weights_sha256)[0]["run"] == runs[0]
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised(street_copy, capsys):
+    import csv
+    import io
+
+    from core.ledger import ledger_csv
+
+    ledger = Ledger()
+    card = read_card(street_copy)
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    reasons = ['=HYPERLINK("http://x","y")', "+1", "-2", "@SUM(A1)", "\tx", "\rx", "ticket 7"]
+    for reason in reasons:
+        ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request, reason=reason),
+                       "ssd", {})
+    assert main(["history", "--format", "csv"]) == 0
+    cli = capsys.readouterr().out
+    assert cli == ledger_csv(ledger.runs())
+    shown = [row["reason"] for row in csv.DictReader(io.StringIO(cli))][::-1]
+    assert shown == [f"'{r}" for r in reasons[:-1]] + ["ticket 7"]
+    assert [row["run"] for row in csv.DictReader(io.StringIO(cli))] == ["7", "6", "5", "4", "3", "2", "1"]
+
+
+def test_the_dashboard_downloads_the_same_neutralised_csv(street_copy, monkeypatch):
+    import streamlit
+    from streamlit.testing.v1 import AppTest
+
+    from core.ledger import ledger_csv
+
+    ledger = Ledger()
+    card = read_card(street_copy)
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request,
+                                      reason='=HYPERLINK("http://x","y")'), "ssd", {})
+    downloads = {}
+    monkeypatch.setattr(streamlit, "download_button",
+                        lambda label, data, name, *args, **kwargs: downloads.setdefault(name, data))
+    page = Path(__file__).resolve().parents[1] / "app" / "pages" / "history.py"
+    AppTest.from_file(str(page), default_timeout=60).run()
+    assert downloads["ledger.csv"] == ledger_csv(ledger.runs())
+    assert "'=HYPERLINK" in downloads["ledger.csv"]
+
+
+def test_a_byte_identical_copy_never_rewrites_a_past_request(street_copy, tmp_path):
+    card = read_card(street_copy)
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(street_copy.with_suffix(".safetensors").read_bytes())
+    original = street_copy.with_suffix(".safetensors")
+    ledger = Ledger()
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    first = ledger.add_run(ledger.add_request(ledger.add_model(original, card), request,
+                                              model_path=original), "ssd", {})
+    second = ledger.add_run(ledger.add_request(ledger.add_model(copy, card), request, model_path=copy),
+                            "ssd", {})
+    paths = {r["run"]: r["model_path"] for r in ledger.runs()}
+    assert paths == {first: str(original), second: str(copy)}
+    for name in (original, copy, street_copy):
+        assert [r["run"] for r in ledger.runs(model=str(name))] == [second, first]
+
+
+def test_a_version_2_ledger_migrates_and_keeps_its_rows(street_copy, tmp_path):
+    from core.ledger import _MIGRATIONS
+
+    path = tmp_path / "v2.sqlite"
+    card = read_card(street_copy)
+    with sqlite3.connect(path) as db:
+        db.executescript(_MIGRATIONS[1] + _MIGRATIONS[2])
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema_version', '2')")
+        db.execute("INSERT INTO models VALUES ('abc', '/old/a.safetensors', ?, NULL, '2025-01-01')",
+                   (card.to_json(),))
+        db.execute("INSERT INTO requests VALUES (1, 'abc', '[3]', '[\"depth\"]', 'partial', 'cli', "
+                   "'t', '2025-01-01')")
+        db.execute("INSERT INTO runs (id, request_id, method, config, status, host, pid) "
+                   "VALUES (1, 1, 'ssd', '{}', 'failed', 'h', 1)")
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.schema_version == SCHEMA_VERSION == 3
+    assert ledger.runs()[0]["model_path"] == "/old/a.safetensors"
+    assert [r["run"] for r in ledger.runs(model="/old/a.safetensors")] == [1]
+    assert [r["run"] for r in ledger.runs(model="/old/a")] == [1]
+
+
+def _corrupt(path, keep_pages=1):
+    """Overwrite every page of `path` after the first `keep_pages` with noise."""
+    size = path.stat().st_size
+    page = 4096
+    with path.open("r+b") as handle:
+        handle.seek(keep_pages * page)
+        handle.write(bytes((i * 37 + 11) % 256 for i in range(size - keep_pages * page)))
+
+
+def test_a_corrupted_ledger_is_reported_not_taken_for_an_empty_one(street_copy, tmp_path, capsys):
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    card = read_card(street_copy)
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    for i in range(40):
+        ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request,
+                                          reason=f"ticket {i} " + "x" * 300), "ssd", {})
+    ledger.close()
+    assert path.stat().st_size > 8 * 4096 and not path.with_name("l.sqlite-wal").exists()
+    _corrupt(path)
+    assert main(["history", "--ledger", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "damaged" in err and str(path) in err and ".recover" in err

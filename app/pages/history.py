@@ -6,8 +6,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.state import ledger, runs
-from core.ledger import record_columns
+from app.state import ledger, ledger_runs, runs
+from core.ledger import ledger_csv, record_columns
 
 st.title("History")
 
@@ -15,7 +15,8 @@ st.title("History")
 @st.fragment(run_every=2.0)
 def recorded() -> None:
     """Every recorded run, refreshed while the page is open (runs go on in the worker)."""
-    table = pd.DataFrame(record_columns(ledger().runs()))
+    rows = ledger_runs()
+    table = pd.DataFrame(record_columns(rows))
     st.subheader(f"Ledger: {ledger().path}")
     if table.empty:
         st.info("No run recorded yet, from the dashboard or the CLI.")
@@ -23,7 +24,7 @@ def recorded() -> None:
     shown = ["run", "created", "status", "source", "reason", "method", "mode", "instances", "tasks",
              "model_path", "result_path", "error"]
     st.dataframe(table[shown], hide_index=True, width="stretch")
-    st.download_button("Download the ledger (CSV)", table.to_csv(index=False), "ledger.csv", "text/csv")
+    st.download_button("Download the ledger (CSV)", ledger_csv(rows), "ledger.csv", "text/csv")
 
 
 recorded()

@@ -127,7 +127,8 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     elif run_id is not None:
         ledger.start_run(run_id)
     else:
-        request_id = ledger.add_request(ledger.add_model(parent, card), request, source, reason)
+        request_id = ledger.add_request(ledger.add_model(parent, card), request, source, reason,
+                                        model_path=parent)
         run_id = ledger.add_run(request_id, method, unlearner.config.to_dict())
 
     def report(event):
@@ -149,8 +150,10 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         if out is not None:
             child = unlearned_card(card, str(parent), result, summary)
             policy = "content" if store else "overwrite" if overwrite else "beside"
+            record = None if run_id is None else (
+                lambda path, sha: ledger.record_result(run_id, summary, sha, path))
             weights = save_checkpoint(result.model, child, Path(out) / "result" if store else out,
-                                      if_exists=policy)
+                                      if_exists=policy, on_commit=record)
     except BaseException as error:
         if run_id is not None:
             interrupted = isinstance(error, KeyboardInterrupt | RunCancelled)
