@@ -18,6 +18,7 @@ import torch
 from core.checkpoints import CheckpointError, ModelCard, save_checkpoint
 from core.data.sources import DataSource
 from core.models import MultiTaskModel, build_model, read_state_dict
+from core.outputs import check_checkpoint_output
 from core.training import evaluate
 
 
@@ -41,11 +42,17 @@ def parse_train_ids(spec: str | Path, available: Sequence[int]) -> list[int]:
     path = Path(spec)
     if not path.is_file():
         raise CheckpointError(f"training ids {str(spec)!r}: give 'all' or a file of ids")
-    tokens = [t for t in re.split(r"[\s,]+", path.read_text()) if t]
-    bad = [t for t in tokens if not re.fullmatch(r"\d+", t)]
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"cannot read {path}: {error}; expected a text file of instance "
+                              "ids") from error
+    tokens = [t for t in re.split(r"[\s,]+", text) if t]
+    bad = [t[:24] for t in tokens if not re.fullmatch(r"[0-9]{1,18}", t)]
     if bad:
         raise CheckpointError(f"{path} holds {bad[:5]}, which are not instance ids; expected "
-                              "non-negative integers separated by commas, spaces or new lines")
+                              "non-negative integers of at most 18 digits separated by commas, "
+                              "spaces or new lines")
     ids = sorted({int(t) for t in tokens})
     unknown = sorted(set(ids) - set(available))
     if unknown:
@@ -56,9 +63,9 @@ def parse_train_ids(spec: str | Path, available: Sequence[int]) -> list[int]:
     return ids
 
 
-def fit_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Load `state` into `model`, or raise ImportMismatch listing every missing key, unexpected
-    key and shape mismatch."""
+def check_fit(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise ImportMismatch listing every missing key, unexpected key and shape mismatch between
+    `model` (possibly on the "meta" device) and `state`."""
     expected = model.state_dict()
     problems = [f"missing {k} {tuple(v.shape)}" for k, v in expected.items() if k not in state]
     problems += [f"unexpected {k} {tuple(v.shape)}" for k, v in state.items() if k not in expected]
@@ -66,7 +73,23 @@ def fit_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], pa
                  for k, v in expected.items() if k in state and state[k].shape != v.shape]
     if problems:
         raise ImportMismatch(path, problems)
+
+
+def fit_state_dict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load `state` into `model`, or raise ImportMismatch (`check_fit`)."""
+    check_fit(model, state, path)
+    expected = model.state_dict()
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointError naming the floating-point tensors that hold NaN or Inf."""
+    bad = sorted(key for key, value in state.items()
+                 if value.is_floating_point() and not bool(value.isfinite().all()))
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise CheckpointError(f"{path} holds NaN or Inf in {bad[:5]}{more}: a diverged model is "
+                              "not imported")
 
 
 def rename_keys(state: Mapping[str, torch.Tensor], renames: Sequence[tuple[str, str]]
@@ -85,7 +108,7 @@ def rename_keys(state: Mapping[str, torch.Tensor], renames: Sequence[tuple[str, 
 def import_checkpoint(state_path: str | Path, architecture: Mapping[str, Any], data_root: str | Path,
                       train_ids: str | Path = "all", tasks: Sequence[str] | None = None,
                       strip_prefix: str = "", renames: Sequence[tuple[str, str]] = (),
-                      out: str | Path | None = None, device: str = "cpu"
+                      out: str | Path | None = None, device: str = "cpu", overwrite: bool = False
                       ) -> tuple[MultiTaskModel, ModelCard, Path | None]:
     """Import a state dict; returns (model, card, weights path when `out` is given).
 
@@ -97,15 +120,29 @@ def import_checkpoint(state_path: str | Path, architecture: Mapping[str, Any], d
         train_ids: "all" or a file of the ids the model was trained on (`parse_train_ids`).
         strip_prefix: removed from the front of every key that has it, e.g. "module.".
         renames: (OLD, NEW) key prefixes, e.g. ("decoders.", "heads.") for LibMTL's layout.
+        out, overwrite: the checkpoint to write, under the output policy of `core.outputs`
+            (never an input; an existing one only with `overwrite`), checked before any work.
     """
     state_path = Path(state_path)
+    if out is not None:
+        inputs = [state_path] if str(train_ids) == "all" else [state_path, Path(train_ids)]
+        check_checkpoint_output(out, inputs, overwrite)
     source = DataSource.parse(str(data_root))
     if tasks:
         source = DataSource(benchmark=source.benchmark, root=source.root, tasks=tuple(tasks))
     train_set, val_set = source.open("train"), source.open("val")
     ids = parse_train_ids(train_ids, train_set.ids)
-    model = build_model(architecture, list(train_set.tasks.values()))
     state = rename_keys(read_state_dict(state_path, strip_prefix), renames)
+    check_finite(state, state_path)
+    specs = list(train_set.tasks.values())
+    try:  # the dataset's tasks against the file's shapes, before any memory is allocated for them
+        with torch.device("meta"):
+            planned = build_model(architecture, specs)
+    except (NotImplementedError, RuntimeError):  # a builder that cannot run on "meta"
+        planned = None
+    if planned is not None:
+        check_fit(planned, state, state_path)
+    model = build_model(architecture, specs)
     fit_state_dict(model, state, state_path)
     model.eval()
     card = ModelCard(
@@ -117,5 +154,6 @@ def import_checkpoint(state_path: str | Path, architecture: Mapping[str, Any], d
         metrics={"train": evaluate(model, train_set, ids, device=device),
                  "val": evaluate(model, val_set, device=device)},
     )
-    weights = save_checkpoint(model.cpu(), card, out) if out is not None else None
+    policy = "overwrite" if overwrite else "beside"
+    weights = save_checkpoint(model.cpu(), card, out, if_exists=policy) if out is not None else None
     return model.cpu().eval(), card, weights

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -73,3 +75,54 @@ def test_cli_import_reports_mismatches_as_a_message(trained_elsewhere, tmp_path,
     code = main(["import", str(path), "--arch", "small_cnn", "--arg", "width=4", "--data", str(root),
                  "--strip-prefix", "module.", "--out", str(tmp_path / "o")])
     assert code == 0 and "imported" in capsys.readouterr().out
+
+
+def test_bad_train_id_files_name_the_file(tmp_path):
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"1, 2\n\xff\xfe3")
+    with pytest.raises(CheckpointError, match=r"cannot read .*ids\.txt: 'utf-8' codec"):
+        parse_train_ids(path, [0, 1])
+    for huge in ("99999999999999999999", "9" * 5000):
+        path.write_text(f"1, {huge}")
+        with pytest.raises(CheckpointError, match=r"ids\.txt holds \['99999999999999999999.*\], "
+                                                  "which are not instance ids; expected "):
+            parse_train_ids(path, [0, 1])
+
+
+def test_nan_weights_are_refused_by_name(trained_elsewhere, tmp_path):
+    model, _, root = trained_elsewhere
+    state = model.state_dict()
+    state["heads.depth.predict.weight"][0] = float("nan")
+    state["encoder.stem.0.0.weight"][0] = float("inf")
+    torch.save(state, tmp_path / "diverged.pth")
+    named = r"\['encoder\.stem\.0\.0\.weight', 'heads\.depth\.predict\.weight'\]"
+    with pytest.raises(CheckpointError, match=r"diverged\.pth holds NaN or Inf in " + named):
+        import_checkpoint(tmp_path / "diverged.pth", SMALL, root, out=tmp_path / "o")
+    assert not list(tmp_path.glob("o.*"))
+
+
+def test_the_state_dict_is_compared_with_the_dataset_before_the_model_is_allocated(
+        trained_elsewhere, tmp_path, monkeypatch):
+    """A dataset whose meta.json claims many classes (65 536, the most a task may have) is
+    compared with the state dict on the "meta" device: no real model is built for it."""
+    import shutil
+
+    import core.importing
+
+    _, path, root = trained_elsewhere
+    shutil.copytree(root, tmp_path / "wide")
+    meta = json.loads((tmp_path / "wide" / "meta.json").read_text())
+    meta["tasks"]["segmentation"].update(channels=2**16, class_names=[])
+    (tmp_path / "wide" / "meta.json").write_text(json.dumps(meta))
+    devices = []
+    build = core.importing.build_model
+
+    def spy(*args, **kwargs):
+        devices.append(torch.empty(0).device.type)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(core.importing, "build_model", spy)
+    with pytest.raises(ImportMismatch, match=r"shape of heads\.segmentation\.predict\.weight: model "
+                                             r"\(65536, "):
+        import_checkpoint(path, SMALL, tmp_path / "wide", strip_prefix="module.")
+    assert devices == ["meta"]
