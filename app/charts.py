@@ -28,13 +28,18 @@ from core.evaluation.figures import (  # noqa: F401  (re-exported for the pages)
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:
     """Tidy rows (split, task, metric, value) from {split: {task: {metric: value}}}; entries of
-    another shape (an unlearned model's before/after rows) are left out."""
+    another shape (an unlearned model's before/after rows) are left out. A value that is not a
+    number raises ValueError naming it."""
     rows = [
         {"split": split, "task": task, "metric": metric, "value": value}
         for split, tasks in metrics.items() if isinstance(tasks, dict)
         for task, values in tasks.items()
-        for metric, value in values.items()
+        for metric, value in (values.items() if isinstance(values, dict) else [(None, values)])
     ]
+    for row in rows:
+        if isinstance(row["value"], bool) or not isinstance(row["value"], int | float):
+            where = "/".join(str(row[k]) for k in ("split", "task", "metric") if row[k] is not None)
+            raise ValueError(f"the card's metric {where} is {row['value']!r}; accepted: a number")
     return pd.DataFrame(rows, columns=["split", "task", "metric", "value"])
 
 

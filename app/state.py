@@ -9,15 +9,21 @@ forget), "target_tasks" (tasks to forget; all tasks = full-task), "runs" (list o
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
 import torch
 
+from app.charts import loss_curves_figure
 from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, checkpoint_paths, load_checkpoint
+from core.cli import STREAMLIT_OPTIONS
+from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.jobs import check_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
@@ -25,9 +31,21 @@ from core.unlearning.base import UnlearningData
 
 DEFAULT_MODEL = "synthetic-indoor"
 
-USER_ERRORS = (ValueError, OSError)
+USER_ERRORS = (ValueError, OSError, RecursionError)
 """What a bad input raises in core/ (RequestError, ConfigError, CheckpointError, DatasetError are
-ValueErrors; a missing file is an OSError): the pages show these as messages."""
+ValueErrors; a missing file is an OSError; JSON nested deeper than Python's parser goes is a
+RecursionError): the pages show these as messages."""
+
+
+class UploadError(ValueError):
+    """An uploaded file that is over the dashboard's upload cap or is not a usable checkpoint."""
+
+
+def explain(error: BaseException) -> str:
+    """An error of USER_ERRORS as one line for a page."""
+    if isinstance(error, RecursionError):
+        return f"it is nested too deeply to read ({error})"
+    return str(error)
 
 
 def sample_models() -> list[str]:
@@ -44,7 +62,27 @@ def cached_checkpoint(path: str):
 def cached_data(path: str, data_root: str | None = None) -> UnlearningData:
     """The data of the checkpoint at `path` (or, with `data_root`, that folder in the .npy layout)."""
     _, card = cached_checkpoint(path)
-    return UnlearningData.from_card(card, data_root=data_root)
+    data = UnlearningData.from_card(card, data_root=data_root)
+    if data_root:
+        check_data_fits(card, data, data_root)
+    return data
+
+
+def check_data_fits(card: ModelCard, data: UnlearningData, root: str) -> None:
+    """Raise DatasetError naming the folder `root` when its tasks are not the model's (kind and
+    channels, e.g. another benchmark's class count) or it lacks some of the model's training ids."""
+    for spec in card.task_specs():
+        found = data.train.tasks.get(spec.name)
+        if found is None or (found.kind, found.channels) != (spec.kind, spec.channels):
+            has = f"{found.kind} with {found.channels} channels" if found else "missing"
+            raise DatasetError(f"the dataset folder {root} does not fit this model: its task {spec.name!r} "
+                               f"is {has}, the model's is {spec.kind} with {spec.channels} channels; "
+                               f"accepted: a folder of the model's benchmark ({card.benchmark})")
+    missing = sorted(set(data.train_ids) - set(data.train.ids))
+    if missing:
+        raise DatasetError(f"the dataset folder {root} lacks {len(missing)} of the model's "
+                           f"{len(data.train_ids)} training ids (e.g. {missing[:3]}); accepted: a folder "
+                           f"of the model's benchmark ({card.benchmark}) that holds its training split")
 
 
 @st.cache_resource
@@ -58,16 +96,51 @@ def ledger() -> Ledger:
     return cached_ledger(str(default_path()))
 
 
+def ledger_runs() -> list[dict[str, Any]]:
+    """Every run in the ledger, newest first; or an error message naming the ledger file (and
+    the page stops) when it cannot be opened or read (damaged, unreadable)."""
+    try:
+        return ledger().runs()
+    except USER_ERRORS as error:
+        st.error(explain(error))
+        st.stop()
+
+
+def upload_bytes(upload) -> bytes:
+    """The content of an uploaded file (st.file_uploader's), refused with UploadError naming it
+    when it is over the dashboard's cap (`STREAMLIT_OPTIONS["server.maxUploadSize"]`, MB)."""
+    cap = STREAMLIT_OPTIONS["server.maxUploadSize"]
+    if upload.size > cap * 2**20:
+        raise UploadError(f"{upload.name} is {upload.size / 2**20:.1f} MB; accepted: files up to "
+                          f"{cap:g} MB (the dashboard's upload cap); for a larger checkpoint, type its "
+                          "path on this machine")
+    return upload.getvalue()
+
+
 def save_upload(weights: bytes, card: bytes) -> str:
     """Store an uploaded checkpoint beside the ledger, in this user's data folder (named by its
     content hash), and return its path; `load_checkpoint` validates it when it is opened (never
-    unpickled)."""
+    unpickled). A file is written under a temporary name and renamed, so an interrupted write
+    leaves no partial checkpoint."""
     digest = hashlib.sha256(weights + card).hexdigest()[:16]
     folder = default_path().parent / "uploads" / digest
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "model.safetensors").write_bytes(weights)
-    (folder / "model.json").write_bytes(card)
+    try:
+        for name, content in (("model.safetensors", weights), ("model.json", card)):
+            partial = folder / f".{name}.partial"
+            partial.write_bytes(content)
+            partial.replace(folder / name)
+    except BaseException:
+        discard_upload(str(folder / "model"))
+        raise
     return str(folder / "model")
+
+
+def discard_upload(path: str) -> None:
+    """Remove a stored upload (`save_upload`'s folder) that was refused; other paths are kept."""
+    folder = Path(path).parent
+    if folder.parent == default_path().parent / "uploads":
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @dataclass
@@ -86,8 +159,9 @@ class Loaded:
 
 
 def plugins() -> list[str]:
-    """The plugin modules this session named (Model page), comma-separated in the text field."""
-    return [m.strip() for m in st.session_state.get("plugins", "").split(",") if m.strip()]
+    """The plugin modules this session chose (Model page); any module the dashboard was not
+    started with (`core.jobs.allowed_plugins`) raises PluginError, and nothing is imported."""
+    return check_plugins(st.session_state.get("plugins", []))
 
 
 def model_path() -> str:
@@ -202,8 +276,26 @@ def _checkpoint_name(path: str) -> str:
 
 def recorded_runs(loaded: Loaded, limit: int = 50) -> list[dict[str, Any]]:
     """The ledger's runs on the loaded model, newest first (every session's and the CLI's)."""
-    weights = str(checkpoint_paths(loaded.path)[0])
-    return [row for row in ledger().runs()[: 10 * limit] if row["model_path"] == weights][:limit]
+    weights = checkpoint_paths(loaded.path)[0]  # rows name it NAME.safetensors (Unlearn) or NAME (Compare)
+    return [row for row in ledger_runs()[: 10 * limit]
+            if checkpoint_paths(row["model_path"])[0] == weights][:limit]
+
+
+def missing_result(result_path: str) -> Path | None:
+    """The first file of a saved result (weights, card) that is no longer on disk, else None."""
+    return next((path for path in checkpoint_paths(result_path) if not path.is_file()), None)
+
+
+def show_record(row: dict[str, Any]) -> None:
+    """What the ledger still knows of a run whose saved model cannot be opened: its request and
+    settings, the metrics before and after, and the losses per step."""
+    st.markdown(f"**{row['method']}**, {row['mode']}-task, forget {', '.join(row['tasks'])} on "
+                f"{len(row['instances'])} instances ({row['created']}); settings: `{row['config']}`")
+    if row["metrics"]:
+        st.dataframe(row["metrics"], hide_index=True, width="stretch")
+    steps = ledger().steps(row["run"])
+    if steps:
+        st.plotly_chart(loss_curves_figure(steps), width="stretch", key=f"record_curves_{row['run']}")
 
 
 def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
@@ -216,7 +308,8 @@ def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
     request = ForgetRequest.build(row["instances"], None if row["mode"] == "full" else row["tasks"],
                                   loaded.data.train_ids, loaded.tasks)
     oracle = next((r for r in recorded_runs(loaded) if r["request"] == row["request"]
-                   and r["method"] == "retrain" and r["status"] == "done"), None)
+                   and r["method"] == "retrain" and r["status"] == "done"
+                   and not missing_result(r["result_path"])), None)
     seconds = float(card.request.get("seconds", 0.0))
     run = Run(run_id, loaded.path, row["method"], row["config"], request, model, seconds,
               ledger().steps(row["run"]), card.request.get("extras", {}), data_root=loaded.data_root,
@@ -247,7 +340,18 @@ def run_picker(key: str = "run_picker") -> Run | None:
                           format_func=labels.get, key=key)
     st.session_state["current_run"] = run_id
     if run_id in recorded:
-        return from_ledger(recorded[run_id], loaded)
+        row = recorded[run_id]
+        missing = missing_result(row["result_path"])
+        try:
+            if missing:
+                raise FileNotFoundError(f"its unlearned model {missing} is missing (deleted from the results "
+                                        "folder?)")
+            return from_ledger(row, loaded)
+        except USER_ERRORS as error:
+            st.warning(f"Run #{run_id}: {explain(error)}. The ledger keeps its record: what it knows "
+                       "is below.")
+            show_record(row)
+            return None
     return next(r for r in runs() if r.id == run_id)
 
 

@@ -11,7 +11,15 @@ from app.charts import (
     subspace_ranks_figure,
     uis_breakdown_figure,
 )
-from app.state import cached_checkpoint, cached_data, run_picker, run_results
+from app.state import (
+    USER_ERRORS,
+    cached_checkpoint,
+    cached_data,
+    explain,
+    missing_result,
+    run_picker,
+    run_results,
+)
 from core.checkpoints import checkpoint_zip
 from core.explore import predict
 from core.visual import instance_panels
@@ -32,11 +40,17 @@ for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap")
     change = f"{value - before:+.2f} vs original" if key != "mia_auc" and defined else None
     col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
 st.dataframe(comparison.leaderboard.style.format(precision=3), hide_index=True, width="stretch")
-if run.checkpoint:
-    if "zip" not in run.cache:
-        run.cache["zip"] = checkpoint_zip(run.checkpoint)
-    st.download_button(f"Download the unlearned model (.zip), saved as {run.checkpoint}", run.cache["zip"],
-                       f"{Path(run.checkpoint).stem}.zip", "application/zip", key=f"download_{run.id}")
+if run.checkpoint and (missing := missing_result(run.checkpoint)):
+    st.warning(f"The unlearned model {missing} is missing (deleted from the results folder?): no download; "
+               "the scores above were computed while it was loaded.")
+elif run.checkpoint:
+    try:
+        archive = run.cache["zip"] = run.cache.get("zip") or checkpoint_zip(run.checkpoint)
+    except USER_ERRORS as error:
+        st.warning(f"The unlearned model saved as {run.checkpoint} cannot be downloaded: {explain(error)}")
+    else:
+        st.download_button(f"Download the unlearned model (.zip), saved as {run.checkpoint}", archive,
+                           f"{Path(run.checkpoint).stem}.zip", "application/zip", key=f"download_{run.id}")
 
 if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
     primary = comparison.scores[comparison.scores["primary"]]

@@ -4,9 +4,20 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import metrics_frame, primary_metric_chart
-from app.state import USER_ERRORS, current, sample_models, save_upload
+from app.state import (
+    USER_ERRORS,
+    current,
+    discard_upload,
+    explain,
+    plugins,
+    sample_models,
+    save_upload,
+    upload_bytes,
+)
 from core.checkpoints import SAMPLE_MODELS_DIR, checkpoint_paths
+from core.data import DatasetError
 from core.device import describe_device, select_device
+from core.jobs import allowed_plugins
 from core.models import describe_architecture
 
 st.title("Model")
@@ -16,8 +27,14 @@ if not names:
     st.stop()
 # Before anything that may stop the page, so that these keep their values on every run.
 st.text_input("Dataset folder in the .npy layout (empty: the data the model card names)", key="data_root")
-st.text_input("Plugin modules (comma-separated) that register your own architectures", key="plugins",
-              help="Python modules importable here, e.g. my_models; see README, Your own model")
+try:
+    plugins()
+except USER_ERRORS as error:
+    st.error(explain(error))
+    st.session_state["plugins"] = [m for m in st.session_state["plugins"] if m in allowed_plugins()]
+st.multiselect("Plugin modules that register your own architectures", allowed_plugins(), key="plugins",
+               help="those named when the dashboard started (`mtu app --plugin MODULE`) and installed "
+                    "packages' entry points; see README, Your own model")
 source = st.radio("Checkpoint", ["Sample model", "Path on this machine", "Upload"], horizontal=True,
                   key="model_source")
 if source == "Sample model":
@@ -37,11 +54,22 @@ else:
         st.info("Upload both files of a checkpoint saved by `mtu train` or `mtu unlearn`; "
                 "pickles are refused.")
         st.stop()
-    st.session_state["model_path"] = save_upload(weights.getvalue(), card_file.getvalue())
+    try:
+        st.session_state["model_path"] = save_upload(upload_bytes(weights), upload_bytes(card_file))
+    except USER_ERRORS as error:
+        st.error(f"The upload was not stored: {explain(error)}")
+        st.session_state.pop("model_path", None)
+        st.stop()
 try:
     loaded = current()
+    frame = metrics_frame(loaded.card.metrics)
 except USER_ERRORS as error:
-    st.error(f"{error}")
+    if source == "Upload":
+        st.error(f"The uploaded {weights.name} and {card_file.name}: {explain(error)}")
+        if not isinstance(error, DatasetError):  # the checkpoint itself is refused: not kept
+            discard_upload(st.session_state["model_path"])
+    else:
+        st.error(explain(error))
     st.session_state.pop("model_path")
     st.stop()
 model, card = loaded.model, loaded.card
@@ -74,7 +102,6 @@ with left:
     )
     with st.expander("Library versions"):
         st.json(card.versions)
-frame = metrics_frame(card.metrics)
 with right:
     st.subheader("Primary metric per task")
     primary = {task.name: task.primary for task in card.task_specs()}

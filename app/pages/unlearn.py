@@ -8,7 +8,17 @@ import streamlit as st
 
 from app.charts import conflict_heatmap, loss_curves_figure
 from app.forms import config_form, tuned_entry, tuned_note
-from app.state import USER_ERRORS, build_request, current_or_stop, describe, ledger, plugins, recorded_runs
+from app.state import (
+    USER_ERRORS,
+    build_request,
+    current_or_stop,
+    describe,
+    explain,
+    ledger,
+    missing_result,
+    plugins,
+    recorded_runs,
+)
 from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
 from core.evaluation.tuning import tuned_config
@@ -49,13 +59,22 @@ def recent_runs() -> None:
             right.button("Cancel", key=f"cancel_{row['run']}", on_click=ledger().cancel, args=(row["run"],))
             if steps:
                 st.plotly_chart(loss_curves_figure(steps), width="stretch", key=f"curves_{row['run']}_{done}")
+        elif status == "done" and (missing := missing_result(row["result_path"])):
+            st.warning(f"{name}: finished, but its unlearned model {missing} is missing (deleted from the "
+                       "results folder?); the ledger keeps its record: the request, settings, losses per "
+                       "step and metrics before and after (History and Interference pages).")
         elif status == "done":
             st.success(f"{name}: finished; the original model is unchanged, the unlearned one is saved as "
                        f"{row['result_path']}.")
             if row["method"] != "retrain":
-                st.download_button("Download the unlearned model (.zip: safetensors + card)",
-                                   zipped(row["result_path"]), f"{Path(row['result_path']).stem}.zip",
-                                   "application/zip", key=f"download_{row['run']}")
+                try:
+                    archive = zipped(row["result_path"])
+                except USER_ERRORS as error:
+                    st.warning(f"{name}: its saved model cannot be downloaded: {explain(error)}")
+                else:
+                    st.download_button("Download the unlearned model (.zip: safetensors + card)", archive,
+                                       f"{Path(row['result_path']).stem}.zip", "application/zip",
+                                       key=f"download_{row['run']}")
         else:
             st.error(f"{name}: {status}. {row['error']}")
     if any(row["status"] == "done" for row in rows):

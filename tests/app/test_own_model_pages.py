@@ -42,6 +42,11 @@ def imported(street_root, tmp_path_factory):
     sys.path.remove(str(EXAMPLE))
 
 
+@pytest.fixture(autouse=True)
+def started_with_my_models(monkeypatch):
+    monkeypatch.setenv("MTU_APP_PLUGINS", "my_models")  # as `mtu app --plugin my_models` does
+
+
 def _open(path, **state) -> AppTest:
     app = AppTest.from_file(MAIN, default_timeout=180)
     app.session_state["model_source"] = "Path on this machine"
@@ -52,7 +57,7 @@ def _open(path, **state) -> AppTest:
 
 
 def test_an_imported_plugin_model_opens_and_maps(imported):
-    app = _open(imported, plugins="my_models")
+    app = _open(imported, plugins=["my_models"])
     assert not app.exception and not app.error
     assert any("two_scale_net (width=8) from plugin my_models" in b.value for b in app.markdown)
     assert "val" in app.dataframe[0].value.columns
@@ -66,7 +71,7 @@ def test_a_card_without_training_data_asks_for_the_folder(imported, street_root,
     card["training"], card["train_ids"] = {}, []
     (tmp_path / "m.json").write_text(json.dumps(card))
     (tmp_path / "m.safetensors").write_bytes(imported.with_suffix(".safetensors").read_bytes())
-    app = _open(tmp_path / "m", plugins="my_models")
+    app = _open(tmp_path / "m", plugins=["my_models"])
     assert not app.exception
     assert "records no training data" in app.error[0].value and "dataset folder" in app.error[0].value
     app.text_input(key="data_root").input(str(street_root)).run()
