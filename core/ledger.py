@@ -239,16 +239,21 @@ class Ledger:
         damage = self._damage()
         if damage is not None:
             return self._damaged(damage)
-        return LedgerError(f"the ledger {self.path} cannot be used: {error}; set MTU_HOME or --ledger "
-                           "to a writable mtunlearn ledger")
+        if getattr(error, "sqlite_errorname", "").startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+            advice = "another process holds it locked; try again when that process has finished"
+        else:
+            advice = "set MTU_HOME or --ledger to a writable mtunlearn ledger"
+        return LedgerError(f"the ledger {self.path} cannot be used: {error}; {advice}")
 
     def _damage(self) -> str | None:
-        """What `PRAGMA quick_check` finds wrong in the file, or None when it is intact."""
+        """What `PRAGMA quick_check` finds wrong in the file, or None when it is intact (or when
+        the check itself cannot run for another reason, such as a lock)."""
         try:
             with self._lock:
                 rows = self._db.execute("PRAGMA quick_check(3)").fetchall()
         except sqlite3.Error as error:
-            return str(error)
+            damaged = getattr(error, "sqlite_errorname", "").startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB"))
+            return str(error) if damaged else None
         found = "; ".join(str(row[0]) for row in rows)
         return None if found == "ok" else found
 

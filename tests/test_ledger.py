@@ -254,27 +254,56 @@ def test_a_version_2_ledger_migrates_and_keeps_its_rows(street_copy, tmp_path):
     assert [r["run"] for r in ledger.runs(model="/old/a")] == [1]
 
 
-def _corrupt(path, keep_pages=1):
-    """Overwrite every page of `path` after the first `keep_pages` with noise."""
-    size = path.stat().st_size
-    page = 4096
-    with path.open("r+b") as handle:
-        handle.seek(keep_pages * page)
-        handle.write(bytes((i * 37 + 11) % 256 for i in range(size - keep_pages * page)))
+def _noise(path):
+    """Every page after the first overwritten with noise: reading fails."""
+    data = bytearray(path.read_bytes())
+    data[4096:] = bytes((i * 37 + 11) % 256 for i in range(len(data) - 4096))
+    path.write_bytes(bytes(data))
 
 
-def test_a_corrupted_ledger_is_reported_not_taken_for_an_empty_one(street_copy, tmp_path, capsys):
+def _emptied(path):
+    """The runs table's page says it holds no row: reading finds nothing, without an error."""
+    with sqlite3.connect(path) as db:
+        root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'runs'").fetchone()[0]
+    db.close()
+    data = bytearray(path.read_bytes())
+    start = (root - 1) * 4096
+    assert data[start] == 13  # a leaf page of a table
+    data[start + 3:start + 5] = bytes(2)  # its number of cells
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("corrupt", [_noise, _emptied])
+def test_a_corrupted_ledger_is_reported_not_taken_for_an_empty_one(corrupt, street_copy, tmp_path, capsys):
     path = tmp_path / "l.sqlite"
     ledger = Ledger(path)
     card = read_card(street_copy)
     request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
     for i in range(40):
         ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request,
-                                          reason=f"ticket {i} " + "x" * 300), "ssd", {})
+                                          reason=f"ticket {i} " + "x" * 40), "ssd", {})
     ledger.close()
     assert path.stat().st_size > 8 * 4096 and not path.with_name("l.sqlite-wal").exists()
-    _corrupt(path)
+    corrupt(path)
     assert main(["history", "--ledger", str(path)]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "damaged" in err and str(path) in err and ".recover" in err
+    assert "is damaged" in err and str(path) in err and ".recover" in err
+
+
+def test_a_locked_ledger_is_a_ledger_error_naming_the_file(tmp_path):
+    path = tmp_path / "l.sqlite"
+    ledger = Ledger(path)
+    ledger._db.execute("PRAGMA busy_timeout = 0")  # fail at once instead of waiting 30 s
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(LedgerError, match=f"the ledger {path} cannot be used: database is locked; "
+                                              "another process holds it"):
+            ledger.add_run(1, "ssd", {})
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    ledger.close()
+    with pytest.raises(LedgerError, match=f"the ledger {path} cannot be used"):
+        ledger.runs()

@@ -107,7 +107,10 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     With a `core.ledger.Ledger`, the model, the request (with its `source` and `reason`) and the
     run are recorded before the run starts (or, given `run_id`, that queued run is started),
     every step as it is reported, and the outcome (done with the resulting checkpoint, failed
-    with the error, or interrupted when cancelled or stopped) when it ends.
+    with the error, or interrupted when cancelled or stopped) when it ends. The result's path,
+    hash and before/after rows are recorded just before the checkpoint is renamed into place
+    (`save_checkpoint`'s `on_commit`), so a process killed after the rename leaves a run that
+    the ledger's next opening marks done (`Ledger.fail_run`).
 
     `data` (default: opened from the card or `data_root`) and `progress` (called with each
     `ProgressEvent`) serve callers that hold them already, such as the dashboard.

@@ -56,6 +56,15 @@ def test_a_foreign_database_is_not_taken_for_a_ledger(tmp_path, refused):
     assert digest(path) == before
 
 
+def test_a_file_that_is_not_a_database_is_not_taken_for_a_ledger(tmp_path, refused):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n" * 100)
+    before = digest(path)
+    code = main(["history", "--ledger", str(path)])
+    refused("history", code, str(path), "is not an mtunlearn ledger", "not an SQLite database")
+    assert digest(path) == before
+
+
 def test_an_empty_file_becomes_a_new_ledger(tmp_path, capsys):
     path = tmp_path / "new.sqlite"
     path.touch()
