@@ -67,25 +67,31 @@ class ModelCard:
         return json.dumps(asdict(self), indent=2, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+    def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
+        """The card in `data`, after checking its fields' types; metrics must be numbers, since
+        every reader formats and compares them. `source` (e.g. "model card NAME.json") opens
+        each message."""
         required = ("benchmark", "tasks", "architecture")
         missing = [key for key in required if key not in data]
         if missing:
-            raise CheckpointError(f"model card lacks {', '.join(missing)}")
+            raise CheckpointError(f"{source} lacks {', '.join(missing)}")
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise CheckpointError(f"model card has unknown fields {unknown}; accepted: {sorted(known)}")
+            raise CheckpointError(f"{source} has unknown fields {unknown}; accepted: {sorted(known)}")
         for key, kinds in _FIELD_TYPES.items():
             if key in data and not isinstance(data[key], kinds):
                 accepted = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-                raise CheckpointError(f"model card field {key!r} must be {accepted}, "
+                raise CheckpointError(f"{source} field {key!r} must be {accepted}, "
                                       f"got {type(data[key]).__name__} {str(data[key])[:80]!r}")
         ids = data.get("train_ids", [])
         if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise CheckpointError("model card field 'train_ids' must list integer instance ids")
+            raise CheckpointError(f"{source} field 'train_ids' must list integer instance ids")
         if not all(isinstance(t, dict) for t in data["tasks"]) or not data["tasks"]:
-            raise CheckpointError("model card field 'tasks' must list at least one task object")
+            raise CheckpointError(f"{source} field 'tasks' must list at least one task object")
+        if (problem := _metrics_problem(data.get("metrics", {}))) is not None:
+            raise CheckpointError(f"{source}: metrics {problem}; metrics must be numbers, as "
+                                  '{"split": {"task": {"metric": 0.5}}}')
         return cls(**data)
 
     def data_source(self):
@@ -101,6 +107,40 @@ class ModelCard:
         except (TypeError, ValueError, KeyError) as error:
             raise CheckpointError(f"model card training.data {data!r} is not a data source: "
                                   f"{error}") from error
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _metrics_problem(metrics: dict[str, Any]) -> str | None:
+    """Where a card's metrics are not numbers ('val/depth/abs_err is "high"'), else None. They are
+    {split: {task: {metric: number}}}, or an unlearned model's {"before_after": [row, ...]} whose
+    rows hold numbers under "before" and "after"."""
+    for split, tasks in metrics.items():
+        if isinstance(tasks, list):
+            for row in tasks:
+                if not isinstance(row, dict):
+                    return f"{split} holds {_shown(row)}, not a row object"
+                for key in ("before", "after"):
+                    if not _is_number(row.get(key)):
+                        return (f"{split}/{row.get('task')}/{row.get('metric')} {key} is "
+                                f"{_shown(row.get(key))}")
+            continue
+        if not isinstance(tasks, dict):
+            return f"{split} is {_shown(tasks)}, not {{task: {{metric: value}}}}"
+        for task, values in tasks.items():
+            if not isinstance(values, dict):
+                return f"{split}/{task} is {_shown(values)}, not {{metric: value}}"
+            for metric, value in values.items():
+                if not _is_number(value):
+                    return f"{split}/{task}/{metric} is {_shown(value)}"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value as the card's JSON writes it, cut to 80 characters."""
+    return json.dumps(value, default=str)[:80]
 
 
 _FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -286,9 +326,12 @@ def read_card(path: str | Path) -> ModelCard:
         data = json.loads(card_path.read_text())
     except ValueError as error:  # bad JSON, bad UTF-8, or an integer of more than 4300 digits
         raise CheckpointError(f"model card {card_path} is not valid JSON: {error}") from error
+    except RecursionError as error:
+        raise CheckpointError(f"model card {card_path} is nested too deeply to be a model card"
+                              ) from error
     if not isinstance(data, dict):
         raise CheckpointError(f"model card {card_path} must hold a JSON object")
-    card = ModelCard.from_dict(data)
+    card = ModelCard.from_dict(data, f"model card {card_path}")
     try:
         card.task_specs()
     except UnknownTaskKind as error:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -79,9 +80,14 @@ def format_metrics(metrics: dict) -> str:
                 lines.append(f"{split:<12} " + "  ".join(f"{k}={v}" for k, v in row.items()))
             continue
         for task, values in tasks.items():
-            cells = "  ".join(f"{name}={value:.4f}" for name, value in values.items())
+            cells = "  ".join(f"{name}={_cell(value)}" for name, value in values.items())
             lines.append(f"{split:<12} {task:<14} {cells}")
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    """A number to 4 decimals; anything else as it is (a card's metrics are checked at read)."""
+    return f"{value:.4f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
 
 
 def _instances(text: str, train_ids) -> list[int]:
@@ -487,9 +493,24 @@ def main(argv: list[str] | None = None) -> int:
 
         load_plugins(args.plugin)
         return args.func(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"mtu {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:
+        message = str(error)
+    except OSError as error:  # a missing or unreadable file, a full or read-only disk
+        message = _os_error(error)
+    except RecursionError as error:  # last resort: an input nested too deeply
+        message = f"{error}; an input (a JSON file, a plugin's structure) nests too deeply"
+    except sqlite3.Error as error:  # last resort: the ledger's or the queue's database failed
+        message = f"database error ({type(error).__name__}): {error}"
+    one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+    print(f"mtu {args.command}: error: {one_line}", file=sys.stderr)
+    return 2
+
+
+def _os_error(error: OSError) -> str:
+    """"PATH: strerror" (both paths of a failed rename); the error's text when it names none."""
+    paths = " -> ".join(str(path) for path in (error.filename, error.filename2) if path is not None)
+    reason = error.strerror or str(error)
+    return f"{paths}: {reason}" if paths else reason
 
 
 if __name__ == "__main__":
