@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from core.data.npy import DatasetError, MTLDataset
-from core.data.synthetic import BENCHMARKS, get_benchmark
+from core.data.synthetic import BENCHMARKS, MAX_IMAGES, SIZE_RANGE, get_benchmark
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,7 @@ class DataSource:
     size: tuple[int, int] = (64, 64)
     tasks: tuple[str, ...] | None = field(default=None)
 
-    LIMITS = {"n_train": (1, 100_000), "n_val": (2, 100_000), "size": (8, 2048)}
+    LIMITS = {"n_train": (1, MAX_IMAGES), "n_val": (2, MAX_IMAGES), "size": SIZE_RANGE}
 
     def __post_init__(self) -> None:
         """Generator settings are bounded, so a card cannot ask for 10^7 images."""

@@ -48,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.data.npy import DatasetError
+
 BENCHMARKS = ("synthetic-indoor", "synthetic-street", "synthetic-context")
 GENERATOR_VERSION = 1
 
@@ -58,6 +60,11 @@ CONTEXT_CLASSES = ("ground", "wall", "sky", "person", "animal", "vehicle", "furn
                    "plant")
 CONTEXT_PARTS = ("head", "torso", "upper arm", "lower arm", "upper leg", "lower leg")
 VOID = -1
+
+MAX_IMAGES = 100_000
+"""The most images `generate` writes per split."""
+SIZE_RANGE = (8, 2048)
+"""Smallest and largest image side, in pixels, that `generate` accepts."""
 
 _SPLIT_CODES = {"train": 0, "val": 1}
 _EPS = 1e-4
@@ -952,6 +959,34 @@ def _pool_context():
     return multiprocessing.get_context()
 
 
+def _check_arguments(n_train: int, n_val: int, size: Sequence[int]) -> tuple[int, int]:
+    """(H, W) after checking the image counts and size against MAX_IMAGES and SIZE_RANGE."""
+    for label, value in (("n_train", n_train), ("n_val", n_val)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGES:
+            raise DatasetError(f"{label}={value!r} is not accepted; give an integer from 1 to "
+                               f"{MAX_IMAGES}")
+    low, high = SIZE_RANGE
+    if (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+            or not all(low <= v <= high for v in size)):
+        raise DatasetError(f"size={list(size)!r} is not accepted; give [height, width] with each "
+                           f"from {low} to {high}")
+    return int(size[0]), int(size[1])
+
+
+def _check_space(name: str, root: Path, images: int, size: tuple[int, int]) -> None:
+    """Refuse when the files would not fit on the disk that holds `root` (estimated from one
+    8x8 instance: the arrays' bytes scale with the pixel count)."""
+    small = render(name, 0, "train", 0, (8, 8))
+    per_pixel = sum(array.nbytes for array in small.values()) / 64
+    needed = images * (per_pixel * size[0] * size[1] + 128 * len(small))  # 128: a .npy header
+    existing = next(p for p in (root, *root.absolute().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise DatasetError(f"{images} images of {size[0]}x{size[1]} would write about "
+                           f"{needed / 1e12:.2f} TB to {root}, which has {free / 1e12:.2f} TB free; "
+                           "choose fewer or smaller images")
+
+
 def generate(name: str, root: str | os.PathLike, *, seed: int = 0, n_train: int = 800,
              n_val: int = 600, size: tuple[int, int] = (64, 64), workers: int | None = None
              ) -> Path:
@@ -961,19 +996,22 @@ def generate(name: str, root: str | os.PathLike, *, seed: int = 0, n_train: int 
         name: one of BENCHMARKS.
         root: the folder to write ``{train,val}/<folder>/{i}.npy`` and ``meta.json`` into.
         seed: the benchmark seed; the same arguments give the same bytes.
-        n_train, n_val: images per split (ids 0..n-1).
-        size: (H, W) of the images.
+        n_train, n_val: images per split (ids 0..n-1), each from 1 to MAX_IMAGES.
+        size: (H, W) of the images, each within SIZE_RANGE.
         workers: processes to render with (default os.cpu_count()); does not change the output.
     """
     _check_name(name)
-    h, w = (int(s) for s in size)
-    if h < 8 or w < 8:
-        raise ValueError(f"size must be (H, W) with both at least 8, got {tuple(size)}")
-    if n_train < 1 or n_val < 1:
-        raise ValueError(f"n_train and n_val must be at least 1, got {n_train} and {n_val}")
+    h, w = _check_arguments(n_train, n_val, size)
     root = Path(root)
-    if root.exists() and any(root.iterdir()):
-        raise FileExistsError(f"{root} is not empty; generate into a new or empty folder")
+    if root.exists() and not root.is_dir():
+        raise DatasetError(f"{root} exists and is not a folder; generate into a new or empty folder")
+    if root.exists():
+        held = sorted(p.name for p in root.iterdir())
+        if held:
+            raise DatasetError(f"{root} is not empty (it holds {', '.join(held[:3])}"
+                               f"{', ...' if len(held) > 3 else ''}); generate into a new or "
+                               "empty folder")
+    _check_space(name, root, n_train + n_val, (h, w))
     tasks = _task_table(name)
     folders = ["image"] + [spec["folder"] for spec in tasks.values()]
     for split in _SPLIT_CODES:

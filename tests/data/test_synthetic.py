@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.data import BENCHMARKS, MTLDataset, generate, get_benchmark, synthetic
+from core.data import BENCHMARKS, DatasetError, MTLDataset, generate, get_benchmark, synthetic
 from core.data.synthetic import (
     CONTEXT_CLASSES,
     CONTEXT_PARTS,
@@ -223,6 +223,21 @@ def test_get_benchmark_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == [root.name]
 
 
+@pytest.mark.parametrize("arguments, message", [
+    ({"n_train": 10**12}, r"n_train=1000000000000 is not accepted; give an integer from 1 to 100000"),
+    ({"n_val": 0}, r"n_val=0 is not accepted"),
+    ({"n_train": -3}, r"n_train=-3 is not accepted"),
+    ({"size": (100_000, 100_000)}, r"size=\[100000, 100000\] is not accepted; give \[height, "
+                                   r"width\] with each from 8 to 2048"),
+    ({"n_train": 100_000, "n_val": 100_000, "size": (2048, 2048)},
+     r"would write about .* TB to .*; choose fewer or smaller images"),
+])
+def test_absurd_sizes_are_refused_before_anything_is_written(tmp_path, arguments, message):
+    with pytest.raises(DatasetError, match=message):
+        generate("synthetic-indoor", tmp_path / "out", **{**TINY, **arguments})
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="unknown benchmark 'nyuv2'.*synthetic-indoor"):
         generate("nyuv2", tmp_path / "x")
@@ -230,8 +245,11 @@ def test_bad_arguments(tmp_path):
         get_benchmark("nyuv2", cache_dir=tmp_path)
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "note.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="not empty"):
+    with pytest.raises(DatasetError, match=r"full is not empty \(it holds note\.txt\)"):
         generate("synthetic-indoor", tmp_path / "full", **TINY)
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(DatasetError, match=r"file exists and is not a folder"):
+        generate("synthetic-indoor", tmp_path / "file", **TINY)
     with pytest.raises(ValueError, match="size"):
         generate("synthetic-indoor", tmp_path / "y", n_train=1, n_val=1, size=(4, 64))
     with pytest.raises(ValueError, match="unknown split 'test'; expected one of train, val"):
