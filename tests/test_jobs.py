@@ -33,6 +33,7 @@ def _wait(ledger, run_id, statuses, seconds=240):
     raise AssertionError(f"run {run_id} is still {row['status']}")
 
 
+@pytest.mark.slow
 def test_an_immediate_job_runs_records_and_saves(street_copy, tmp_path, use_cache):
     (run_id,) = _submit(street_copy, tmp_path)
     row = Ledger().runs(run_id=run_id)[0]
@@ -42,6 +43,7 @@ def test_an_immediate_job_runs_records_and_saves(street_copy, tmp_path, use_cach
     assert [s["total"] for s in Ledger().steps(run_id)] == [2, 2]
 
 
+@pytest.mark.slow
 def test_dashboard_results_are_stored_by_content_and_reopened_from_the_store(street_copy, use_cache):
     card = read_card(street_copy)
     request = ForgetRequest.build([3, 5], None, card.train_ids, ["segmentation", "depth"])

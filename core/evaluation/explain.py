@@ -104,7 +104,7 @@ def task_score(outputs: dict[str, Tensor], spec: TaskSpec, target_class: int | N
             raise ValueError(f"task {spec.name!r} ({spec.kind}) predicts one value per image; "
                              "pass region=None")
         return picked
-    mask = region_mask(region, tuple(picked.shape[-2:])).to(picked.device)
+    mask = region_mask(region, (picked.shape[-2], picked.shape[-1])).to(picked.device)
     return picked[:, mask].mean(1)
 
 

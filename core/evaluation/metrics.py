@@ -40,7 +40,8 @@ def fixed_retain_sample(request: ForgetRequest, size: int = 64, seed: int = 0) -
 def _split_ids(request: ForgetRequest, data, retain_sample: int, seed: int, heldout: str = "test"
                ) -> dict[str, tuple[object, list[int], Sequence[str]]]:
     """{split: (dataset, ids, tasks scored)}; "kept" only in partial mode."""
-    splits = {"forget": (data.train, list(request.instances), request.tasks)}
+    splits: dict[str, tuple[object, list[int], Sequence[str]]] = {
+        "forget": (data.train, list(request.instances), request.tasks)}
     if request.kept_tasks:
         splits["kept"] = (data.train, list(request.instances), request.kept_tasks)
     splits["retain"] = (data.train, fixed_retain_sample(request, retain_sample, seed),

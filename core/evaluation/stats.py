@@ -49,24 +49,25 @@ def _stratum_resamples(strata: Sequence, draws: int, seed: int) -> np.ndarray:
     return out
 
 
-def bootstrap_mean(values: Sequence[float], draws: int = DRAWS, seed: int = 0, level: float = LEVEL,
-                   strata: Sequence | None = None) -> tuple[float, float, float]:
+def bootstrap_mean(values: Sequence[float] | np.ndarray, draws: int = DRAWS, seed: int = 0,
+                   level: float = LEVEL, strata: Sequence | None = None) -> tuple[float, float, float]:
     """(mean, low, high) of `values` (N,), a percentile bootstrap over the values (resampled
     within each label of `strata` when given). NaN values are dropped; when no resample can
     differ from the data (fewer than 2 values, or one value per stratum) the interval is NaN."""
-    values = np.asarray(values, dtype=np.float64)
-    keep = np.isfinite(values)
-    values = values[keep]
-    if not len(values):
+    given = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(given)
+    finite: np.ndarray = given[keep]
+    if not len(finite):
         return math.nan, math.nan, math.nan
-    strata = [0] * len(values) if strata is None else [s for s, k in zip(strata, keep) if k]
+    strata = [0] * len(finite) if strata is None else [s for s, k in zip(strata, keep) if k]
     picks = _stratum_resamples(strata, draws, seed)
-    if (picks == np.arange(len(values))).all():
-        return float(values.mean()), math.nan, math.nan
-    return (float(values.mean()), *_quantiles(values[picks].mean(axis=1), level))
+    if (picks == np.arange(len(finite))).all():
+        return float(finite.mean()), math.nan, math.nan
+    return (float(finite.mean()), *_quantiles(finite[picks].mean(axis=1), level))
 
 
-def bootstrap_reduction(baseline: Sequence[float], ours: Sequence[float], strata: Sequence | None = None,
+def bootstrap_reduction(baseline: Sequence[float] | np.ndarray, ours: Sequence[float] | np.ndarray,
+                        strata: Sequence | None = None,
                         draws: int = DRAWS, seed: int = 0,
                         level: float = LEVEL) -> tuple[float, float, float]:
     """The reduction of the means, 100 x (mean(baseline) - mean(ours)) / mean(baseline), and its

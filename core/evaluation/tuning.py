@@ -148,9 +148,9 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
             if not done or len(rounds) > MAX_WIDENINGS:
                 break
             best = min(done, key=lambda r: r["uis"])["params"]
-            grown = {name: dimension.widened(best[name], limits(method, name), EDGE)
-                     for name, dimension in space.items() if isinstance(dimension, Range)}
-            grown = {name: dimension for name, dimension in grown.items() if dimension is not None}
+            candidates = {name: dimension.widened(best[name], limits(method, name), EDGE)
+                          for name, dimension in space.items() if isinstance(dimension, Range)}
+            grown = {name: dimension for name, dimension in candidates.items() if dimension is not None}
             if not grown:
                 break
             space = {**space, **grown}
@@ -269,7 +269,7 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
     return entry
 
 
-_SHARED: tuple | None = None
+_SHARED: tuple[Any, Any] | None = None
 
 
 def _start(model, data, threads: int) -> None:
@@ -280,6 +280,7 @@ def _start(model, data, threads: int) -> None:
 
 def _study(job, trials: int, seed: int, retain_sample: int) -> dict[str, Any]:
     method, requests = job
+    assert _SHARED is not None, "_start runs first in every worker process"
     model, data = _SHARED
     return tune(method, model, requests, data, trials, seed, retain_sample)
 

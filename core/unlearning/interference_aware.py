@@ -154,7 +154,7 @@ def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMO
     (an image counted at what autograd would save for it, an upper bound without a graph)."""
     images = batch["image"]
     chunk = budget_chunk(memory_budget_mb, saved_bytes(model, images[:1]), total=len(images))
-    parts = {t: [] for t in ctx.target_tasks}
+    parts: dict[str, list[torch.Tensor]] = {t: [] for t in ctx.target_tasks}
     with torch.no_grad():
         for start in range(0, len(images), chunk):
             rows = slice(start, start + chunk)

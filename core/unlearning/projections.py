@@ -50,7 +50,9 @@ class Spectrum:
         rows = rows.float()
         scale = rows.abs().max()
         self.dim = rows.shape[1]
-        self._rows = self._weights = None
+        self._rows: Tensor | None = None
+        self._weights: Tensor | None = None
+        self._directions: Tensor | None
         if scale == 0:
             k = min(rows.shape)
             self._directions = torch.eye(rows.shape[1], k, device=rows.device)
@@ -79,6 +81,7 @@ class Spectrum:
         rank = self.energy.numel() if rank is None else rank
         if self._directions is not None:
             return self._directions[:, :rank]
+        assert self._rows is not None and self._weights is not None  # set whenever _directions is not
         if rank == 0:
             return self._rows.new_zeros(self.dim, 0)
         return orthonormal_columns(self._rows.T @ self._weights[:, :rank])
@@ -194,8 +197,8 @@ def allocate_ranks(energies: Sequence[Tensor], costs: Sequence[float],
     captured = dict.fromkeys(count, 0.0)
     ranks, spent = [0] * len(shares), 0.0
     by_side: dict[tuple[str, str], list[int]] = {}
-    for i, side in enumerate(sides):
-        by_side.setdefault(side, []).append(i)
+    for i, key in enumerate(sides):
+        by_side.setdefault(key, []).append(i)
 
     def take(i: int) -> None:
         nonlocal spent

@@ -19,6 +19,7 @@ class RetrainConfig(UnlearnConfig):
 class Retrain(Unlearner):
     name = "retrain"
     config_class = RetrainConfig
+    config: RetrainConfig
     summary = "oracle: retrain from scratch with the forget pairs masked"
 
     def recipe(self, ctx) -> TrainConfig:

@@ -66,6 +66,7 @@ class ScrubConfig(UnlearnConfig):
 class Scrub(Unlearner):
     name = "scrub"
     config_class = ScrubConfig
+    config: ScrubConfig
     summary = "teacher-student: diverge from the original on forget pairs, match it on the rest"
     search_space = {**SHARED, "alpha": Range(0.1, 10.0, log=True), "gamma": Range(0.1, 10.0, log=True),
                     "temperature": Range(1.0, 16.0, log=True)}

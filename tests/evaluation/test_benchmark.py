@@ -120,6 +120,7 @@ def test_headline_verdicts_from_intervals():
     assert headline(board, targets={"partial": 80.0}).iloc[0]["verdict"] == "missed"
 
 
+@pytest.mark.slow
 def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads, few_steps):
     from core.data import split_val
 
@@ -147,6 +148,7 @@ def test_summary_table_mean_and_std():
     assert math.isnan(table.loc[0, "tli_mean"])
 
 
+@pytest.mark.slow
 def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     out = tmp_path / "bench"
     Bench(MINI, out, log=lambda _: None, show_bars=False).tune_all()
