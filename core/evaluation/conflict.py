@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import pandas as pd
 import torch
@@ -171,7 +172,7 @@ def analyze_conflicts(model: torch.nn.Module, request, data, retain_sample: int 
             per_sample = flatten(per_sample_grads(model, retain_batch, sample_loss(tasks), names), 1)
     finally:
         model.train(was_training)
-    update = -sum(flatten(g) for g in forget.values())
+    update = -cast(torch.Tensor, sum(flatten(g) for g in forget.values()))
     return ConflictReport(overall=cosine_matrix(forget, retain),
                           by_layer=cosine_matrix_by_layer(forget, retain),
                           at_risk=at_risk_instances(per_sample.detach(), update, retain_ids, top_k),

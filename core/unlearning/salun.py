@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -32,7 +33,7 @@ def forget_gradient(ctx: UnlearningContext) -> Grads:
         chunk = ids[start:start + ctx.config.forget_batch]
         forget = ctx.batch(ctx.data.train, chunk)
         with ctx.autocast():
-            loss = sum(ctx.forget_losses(ctx.model(forget["image"]), forget).values())
+            loss = cast(torch.Tensor, sum(ctx.forget_losses(ctx.model(forget["image"]), forget).values()))
         for name, grad in gradients(loss * len(chunk) / len(ids), params).items():
             total[name] += grad
     return total
