@@ -41,7 +41,8 @@ def _upload(app, card: bytes, weights: bytes = WEIGHTS, card_name: str = "card.j
 
 
 def _uploads(home: Path) -> list[Path]:
-    return sorted(p for p in (home / "uploads").rglob("*") if p.is_file()) if (home / "uploads").exists() else []
+    """Every file stored under MTU_HOME/uploads (hidden partial files too)."""
+    return sorted(p for p in (home / "uploads").rglob("*") if p.is_file())
 
 
 def _card(**changes) -> bytes:
@@ -194,3 +195,19 @@ def test_a_deleted_result_is_named_and_its_record_kept(mtu_home):
     shown = " ".join(str(d.value) for d in app.dataframe) + " ".join(m.value for m in app.markdown)
     assert "before" in shown and "grad_ascent" in shown  # the recorded before/after and the run
     assert Ledger().runs()[0]["status"] == "done" and os.path.exists(STREET.with_suffix(".json"))
+
+
+def test_an_upload_cut_off_while_it_is_written_leaves_nothing(mtu_home, monkeypatch):
+    from app.state import save_upload
+
+    replace = Path.replace
+
+    def disk_full_on_the_card(self, target):
+        if Path(target).name == "model.json":
+            raise OSError(28, "No space left on device")
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", disk_full_on_the_card)
+    with pytest.raises(OSError, match="No space left"):
+        save_upload(WEIGHTS, _card())
+    assert _uploads(mtu_home) == []
