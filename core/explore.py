@@ -8,12 +8,13 @@ The model is read only: it runs in eval mode under `torch.no_grad` and is left a
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
 import torch
 
-from core.models import has_features
+from core.models import ProvidesFeatures, has_features
 from core.training import iterate_batches
 
 
@@ -45,7 +46,7 @@ def _pool(feature: torch.Tensor) -> torch.Tensor:
 
 
 def _forward(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: int
-             ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]]:
+             ) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor | None, dict[str, torch.Tensor]]]:
     """(batch, pooled features (B, D) or None, outputs {task: (B, ...)}) per batch, on CPU.
 
     Features: every feature map of `model.features` (`ProvidesFeatures`), averaged over its
@@ -61,9 +62,11 @@ def _forward(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: in
                 if not has_features(model):
                     yield batch, None, {name: out.cpu() for name, out in model(images).items()}
                     continue
-                features = model.features(images)
+                encoder = cast(ProvidesFeatures, model)
+                features = encoder.features(images)
                 pooled = torch.cat([_pool(f) for f in features], dim=1)
-                outputs = {name: out.cpu() for name, out in model.decode(features, images.shape[-2:]).items()}
+                size = (images.shape[-2], images.shape[-1])
+                outputs = {name: out.cpu() for name, out in encoder.decode(features, size).items()}
                 yield batch, pooled.cpu(), outputs
     finally:
         model.train(was_training)
@@ -87,14 +90,14 @@ def instance_table(model: torch.nn.Module, dataset, ids: Sequence[int], batch_si
     """
     if not len(ids):
         raise ValueError("instance_table needs at least one instance id")
-    features, scores = [], []
+    pooled_rows, scores = [], []
     for batch, pooled, outputs in _forward(model, dataset, ids, batch_size):
-        features.append(np.full((len(batch["id"]), 2), np.nan) if pooled is None
+        pooled_rows.append(np.full((len(batch["id"]), 2), np.nan) if pooled is None
                         else pooled.double().numpy())
         scores.append({f"{name}:{metric}": values.double().numpy()
                        for name, spec in dataset.tasks.items()
                        for metric, values in spec.per_image_metrics(outputs[name], batch[name]).items()})
-    features = np.concatenate(features)
+    features = np.concatenate(pooled_rows)
     projection = features if np.isnan(features).all() else pca_2d(features)
     table = pd.DataFrame({"id": np.asarray(ids, dtype=np.int64), "x": projection[:, 0],
                           "y": projection[:, 1]})

@@ -75,7 +75,7 @@ class DataSource:
         if self.root is not None:
             return Path(self.root)
         return get_benchmark(self.benchmark, cache_dir=cache_dir, seed=self.seed,
-                             n_train=self.n_train, n_val=self.n_val, size=tuple(self.size))
+                             n_train=self.n_train, n_val=self.n_val, size=(self.size[0], self.size[1]))
 
     def open(self, split: str, cache_dir: str | Path | None = None) -> MTLDataset:
         return MTLDataset(self.resolve(cache_dir), split, tasks=self.tasks)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 
@@ -40,12 +41,13 @@ def squared_grads(ctx: UnlearningContext, batch: Mapping[str, torch.Tensor],
 
     total: Grads = {}
     with ctx.autocast():
-        for _, grads in per_sample_grad_chunks(ctx.model, batch, sample_loss,
-                                               memory_budget_mb=memory_budget_mb):
+        for _, part in per_sample_grad_chunks(ctx.model, batch, sample_loss,
+                                              memory_budget_mb=memory_budget_mb):
+            grads = cast(Grads, part)  # no aux: the chunk's result is the gradients alone
             for name, g in grads.items():
                 square = g.float().pow(2).sum(0)
                 total[name] = total[name] + square if name in total else square
-            del grads
+            del grads, part
     return total
 
 
