@@ -214,8 +214,18 @@ class UnlearningData:
                     "the model card records no training data (training.data is missing): name "
                     "the dataset folder in the .npy layout (CLI: --data ROOT; dashboard: the "
                     "dataset folder field on the Model page)")
-        val = source.open("val", cache_dir)
-        return cls(train=source.open("train", cache_dir), val=val,
+        train, val = source.open("train", cache_dir), source.open("val", cache_dir)
+        for spec in card.task_specs():
+            found = train.tasks.get(spec.name)
+            if found is None:
+                raise DatasetError(f"the model's task {spec.name!r} is not in the data in "
+                                   f"{train.root}; its tasks are {', '.join(train.tasks)}")
+            if (found.kind, found.channels) != (spec.kind, spec.channels):
+                unit = "classes" if spec.has_classes else "channels"
+                raise DatasetError(f"task {spec.name!r}: the model predicts {spec.channels} {unit} "
+                                   f"({spec.kind}), the data in {train.root} has {found.channels} "
+                                   f"({found.kind}); name the dataset the model was trained on")
+        return cls(train=train, val=val,
                    calibration_ids=split_val(val.ids)["calibration"],
                    architecture=dict(card.architecture), training=dict(card.training),
                    train_ids=list(card.train_ids))
