@@ -97,13 +97,14 @@ def _instances(text: str, train_ids) -> list[int]:
     from core.requests import ID_FORMAT, parse_ids
 
     ids: list[int] = []
+    known = set(train_ids)
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
         if re.fullmatch(r"-?\d+", token):
             ids.append(int(token))
         elif re.fullmatch(r"\d+\s*-\s*\d+", token):
-            ids.extend(parse_ids(token, train_ids))
+            ids.extend(parse_ids(token, known))
         else:
             raise ValueError(f"--instances: {token!r} is not an id or a range; write {ID_FORMAT}")
     return ids

@@ -119,20 +119,25 @@ ID_FORMAT = "ids and ranges separated by commas, e.g. 3, 17, 40-45"
 _ID_TOKEN = re.compile(r"(\d+)(?:\s*-\s*(\d+))?")
 
 
-def parse_ids(text: str, known_ids: Sequence[int]) -> list[int]:
+def parse_ids(text: str, known_ids: Sequence[int] | set[int] | frozenset[int]) -> list[int]:
     """Instance ids typed as "3, 17, 40-45" -> [3, 17, 40, 41, 42, 43, 44, 45] (sorted, unique).
 
     Blank text gives []. Raises RequestError naming the first bad token and the accepted form,
-    a range that runs backwards, or the ids that are not in `known_ids`.
+    a range that runs backwards, or the ids that are not in `known_ids` (a set is used as it is,
+    so a caller parsing many tokens builds it once).
     """
     ids: set[int] = set()
-    known = set(known_ids)
+    known = known_ids if isinstance(known_ids, (set, frozenset)) else set(known_ids)
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
         match = _ID_TOKEN.fullmatch(token)
         if match is None:
             raise RequestError(f"{token!r} is not an id or a range; write {ID_FORMAT}")
+        digits = max(len(group) for group in match.groups() if group)
+        if digits > 18:  # no training id is this long, and int() refuses over 4300 digits
+            raise RequestError(f"id {token[:12]}... has {digits} digits; the {len(known)} training "
+                               f"instances have ids from {min(known)} to {max(known)}")
         low = int(match.group(1))
         high = int(match.group(2)) if match.group(2) else low
         if high < low:

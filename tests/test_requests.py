@@ -134,3 +134,11 @@ def test_a_request_of_100k_ids_is_built():
     outcome = _finishes(lambda: ForgetRequest.build(range(100_000, 0, -1), None, train, TASKS))
     request = outcome["value"]
     assert request.instances == tuple(range(1, 100_001)) and request.retain_ids == (0,)
+
+
+def test_typed_ranges_against_100k_ids_are_read_in_linear_time():
+    from core.cli import _instances
+
+    text = ", ".join(f"{2 * i}-{2 * i + 1}" for i in range(50_000))
+    outcome = _finishes(lambda: _instances(text, list(range(100_001))))
+    assert outcome["value"] == list(range(100_000))
