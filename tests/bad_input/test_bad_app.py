@@ -211,3 +211,12 @@ def test_an_upload_cut_off_while_it_is_written_leaves_nothing(mtu_home, monkeypa
     with pytest.raises(OSError, match="No space left"):
         save_upload(WEIGHTS, _card())
     assert _uploads(mtu_home) == []
+
+
+def test_an_id_of_thousands_of_digits_is_named_on_the_select_page():
+    app = _app(selection=[3])
+    app.switch_page("pages/select.py").run()
+    app.text_input(key="id_search").input("1" * 5000).run()
+    errors = _errors(app)
+    assert "5000 digits" in errors and "ids from 0 to" in errors and len(errors) < 300
+    assert app.session_state["selection"] == [3]
