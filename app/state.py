@@ -69,15 +69,8 @@ def cached_data(path: str, data_root: str | None = None) -> UnlearningData:
 
 
 def check_data_fits(card: ModelCard, data: UnlearningData, root: str) -> None:
-    """Raise DatasetError naming the folder `root` when its tasks are not the model's (kind and
-    channels, e.g. another benchmark's class count) or it lacks some of the model's training ids."""
-    for spec in card.task_specs():
-        found = data.train.tasks.get(spec.name)
-        if found is None or (found.kind, found.channels) != (spec.kind, spec.channels):
-            has = f"{found.kind} with {found.channels} channels" if found else "missing"
-            raise DatasetError(f"the dataset folder {root} does not fit this model: its task {spec.name!r} "
-                               f"is {has}, the model's is {spec.kind} with {spec.channels} channels; "
-                               f"accepted: a folder of the model's benchmark ({card.benchmark})")
+    """Raise DatasetError naming the folder `root` when it lacks some of the model's training ids
+    (UnlearningData.from_card has checked its tasks against the model's)."""
     missing = sorted(set(data.train_ids) - set(data.train.ids))
     if missing:
         raise DatasetError(f"the dataset folder {root} lacks {len(missing)} of the model's "

@@ -108,6 +108,9 @@ def test_a_dataset_folder_that_is_a_file_or_another_benchmark_is_named(tmp_path)
     assert "notes.txt" in _errors(app)
     app.text_input(key="data_root").input(str(indoor)).run()
     assert str(indoor) in _errors(app)
+    street = generate("synthetic-street", tmp_path / "street", seed=0, n_train=8, n_val=6, size=(32, 32))
+    app.text_input(key="data_root").input(str(street)).run()  # the right tasks, too few instances
+    assert f"{street} lacks 792 of the model's 800 training ids" in _errors(app)
     app.text_input(key="data_root").input("").run()
     assert not _errors(app)
 
