@@ -103,6 +103,7 @@ def test_info_checks_the_weights_and_reads_an_unlearned_card(street_copy, use_ca
     assert "not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["grad_ascent", "interference_aware"])
 def test_a_diverging_run_saves_nothing_and_names_the_knob(street_copy, use_cache, capsys, method):
     before = street_copy.with_suffix(".safetensors").read_bytes()
@@ -131,6 +132,7 @@ def test_bench_fresh_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
     assert (folder / "precious.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_mtu_app_starts_the_dashboard_and_its_worker_and_stops_both(tmp_path):
     import os
     import signal

@@ -4,6 +4,7 @@ request's mode (tuned.json beside the model), and say so; methods without them s
 import json
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.forms import tuned_note
@@ -66,6 +67,7 @@ def test_the_unlearn_form_starts_from_the_tuned_settings_of_the_mode(tmp_path):
     assert app.number_input(key="cfg_interference_aware_full_steps").value == 9
 
 
+@pytest.mark.slow
 def test_the_compare_page_runs_the_tuned_settings(tmp_path):
     model = _model_with_tuned_settings(tmp_path)
     app = AppTest.from_file(MAIN, default_timeout=180)

@@ -106,6 +106,7 @@ def test_config_form_enforces_the_knob_ranges():
     assert app.selectbox(key="cfg_interference_aware_full_optimizer").options == ["adam", "sgd"]
 
 
+@pytest.mark.slow
 def test_compare_two_methods():
     app = _app(selection=[3, 17])
     app.switch_page("pages/compare.py").run()

@@ -152,6 +152,7 @@ def _forget_losses(model, data, request):
     return {t: float(data.train.tasks[t].loss(out[t], batch[t])) for t in request.tasks}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tasks", [["segmentation"], None])
 def test_calibrated_target_stops_forgetting_near_tau(toy, tasks):
     model, data = toy
