@@ -60,6 +60,7 @@ from core.evaluation.stats import (
     verdict_at_most,
 )
 from core.evaluation.tuning import tune, tuning_table
+from core.outputs import write_text_atomic
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.ablations import VARIANTS
@@ -162,10 +163,7 @@ def cell_key(benchmark: str, ratio: float, setting: str, seed: int) -> str:
 
 def _write_json(path: Path, data: Any) -> None:
     """Write through a temporary file, so an interruption never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=False, default=str))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=str))
 
 
 class Bench:
@@ -180,8 +178,15 @@ class Bench:
 
     def _check_folder(self) -> None:
         path = self.out / "plan.json"
-        if path.is_file():
-            before = json.loads(path.read_text()).get("fingerprint")
+        foreign = sorted(entry.name for entry in self.out.iterdir()
+                         if entry.name not in (*RESULT_FILES, *RESULT_FOLDERS)) if self.out.is_dir() else []
+        if foreign and not path.exists():
+            raise BenchError(f"{self.out} is not a results folder of mtu bench (no plan.json, and it "
+                             f"holds {', '.join(foreign[:5])}); choose a new or empty --out")
+        if self.out.exists() and not self.out.is_dir():
+            raise BenchError(f"--out {self.out} is a file; choose a new or empty folder")
+        if path.exists():
+            before = read_plan_file(self.out)["fingerprint"]
             if before != self.plan.fingerprint():
                 changed = sorted(k for k in self.plan.fingerprint() if (before or {}).get(k)
                                  != self.plan.fingerprint()[k])
@@ -499,6 +504,57 @@ def comparisons(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
     return paired_comparisons(leaderboard, ours, baselines)
 
 
+FRAMES = ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
+          "noise_floor", "counts", "tuning", "ablations")
+"""The tables `run_plan` writes as NAME.csv."""
+RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", "summary.md", "report.html",
+                *(f"{name}.csv" for name in FRAMES))
+RESULT_FOLDERS = ("models", "tuning", "oracles", "cells")
+"""The folders the bench writes JSON records and checkpoints into."""
+
+
+def read_plan_file(out: str | Path) -> dict[str, Any]:
+    """The plan.json of a results folder of `mtu bench` ({"fingerprint", "plan"}); BenchError
+    when `out` has none or it is not one the bench wrote."""
+    path = Path(out) / "plan.json"
+    if not path.is_file():
+        raise BenchError(f"{out} is not a results folder of mtu bench (it has no plan.json); "
+                         "--fresh deletes only those: choose another --out")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        document = None
+    if not (isinstance(document, dict) and isinstance(document.get("fingerprint"), dict)
+            and isinstance(document.get("plan"), dict)):
+        raise BenchError(f"{out} is not a results folder of mtu bench ({path} is not a plan the bench "
+                         "wrote); --fresh deletes only those: choose another --out")
+    return document
+
+
+def clear_results(out: str | Path) -> list[Path]:
+    """Delete what `mtu bench` wrote in `out` (its files and the records and checkpoints in its
+    folders) after checking that plan.json is the bench's; anything else stays. Returns what was
+    kept: the entries of `out`, and the files in the bench's folders, that the bench did not write."""
+    out = Path(out)
+    read_plan_file(out)
+    kept = []
+    for entry in sorted(out.iterdir()):
+        if entry.name in RESULT_FOLDERS and entry.is_dir() and not entry.is_symlink():
+            for file in sorted(entry.iterdir()):
+                if file.is_file() and file.suffix in (".json", ".safetensors", ".tmp"):
+                    file.unlink()
+                else:
+                    kept.append(file)
+            if not any(entry.iterdir()):
+                entry.rmdir()
+        elif (entry.name in RESULT_FILES or (entry.suffix == ".tmp" and entry.stem in RESULT_FILES)) \
+                and entry.is_file():
+            entry.unlink()
+        else:
+            kept.append(entry)
+    return kept
+
+
 def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: bool = True,
              log: Callable[[str], None] = print, workers: int = 1) -> dict[str, pd.DataFrame]:
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
@@ -506,16 +562,13 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     "details", "headline", "paired" (ours against each baseline), "noise_floor", "counts",
     "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`) and "ablations"
     (`core.evaluation.ablations.ablation_table`)."""
-    import shutil
-
     from core.evaluation.report import write_report
 
     out = Path(out)
-    if fresh and out.exists():
-        if any(out.iterdir()) and not (out / "plan.json").is_file():
-            raise BenchError(f"{out} is not a results folder of mtu bench (it has no plan.json); "
-                             "--fresh deletes only those: choose another --out")
-        shutil.rmtree(out)
+    if fresh and out.exists() and any(out.iterdir()):
+        kept = clear_results(out)
+        if kept:
+            log(f"--fresh kept what the bench did not write: {', '.join(p.name for p in kept[:10])}")
     start = time.perf_counter()
     bench = Bench(plan, out, log, show_bars)
     records = bench.run(workers)
@@ -533,9 +586,8 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     _write_json(out / "tuning.json", tuning)
     frames["tuning"] = tuning_table(tuning)
     frames["ablations"] = ablation_table(frames["leaderboard"])
-    for name in ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
-                 "noise_floor", "counts", "tuning", "ablations"):
-        frames[name].to_csv(out / f"{name}.csv", index=False)
+    for name in FRAMES:
+        write_text_atomic(out / f"{name}.csv", frames[name].to_csv(index=False))
     write_report(frames, plan, out, time.perf_counter() - start)
     return frames
 

@@ -20,6 +20,7 @@ from core.evaluation.figures import (
     uis_bar_figure,
     uis_breakdown_figure,
 )
+from core.outputs import write_text_atomic
 
 REFERENCE_ORDER = ("original", "retrain")
 _COLUMNS = [("uis", "UIS"), ("forget_gap", "forget gap"), ("ili", "ILI"), ("tli", "TLI"),
@@ -256,6 +257,6 @@ def write_report(frames: Mapping[str, pd.DataFrame], plan, out: str | Path,
     """Write summary.md and report.html under `out`; returns their paths."""
     out = Path(out)
     markdown = markdown_report(frames, plan, seconds)
-    (out / "summary.md").write_text(markdown)
-    (out / "report.html").write_text(html_report(frames, plan, markdown))
+    write_text_atomic(out / "summary.md", markdown)
+    write_text_atomic(out / "report.html", html_report(frames, plan, markdown))
     return out / "summary.md", out / "report.html"

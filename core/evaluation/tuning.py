@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from core.evaluation.compare import compare_models
+from core.outputs import check_settings_output, write_text_atomic
 from core.requests import ForgetRequest
 from core.unlearning.base import DivergenceError, UnlearningData, get_unlearner, list_unlearners
 from core.unlearning.search import Choice, Dimension, Range, describe, limits, search_space
@@ -236,10 +237,11 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
     from core.checkpoints import checkpoint_paths, load_checkpoint
     from core.evaluation.benchmark import forget_instances
 
-    model, card = load_checkpoint(path)
-    data = UnlearningData.from_card(card, data_root=data_root)
     weights = checkpoint_paths(path)[0]
     out = Path(out) if out else weights.parent / TUNED_FILE
+    check_settings_output(out, checkpoint_paths(path))
+    model, card = load_checkpoint(path)
+    data = UnlearningData.from_card(card, data_root=data_root)
     instances = forget_instances(card.train_ids, ratio, seed)
     tasks = list(model.tasks)
     start = time.perf_counter()
@@ -260,12 +262,9 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
         if record["widened"]:
             entry["widened"].setdefault(mode, {})[method] = sorted(record["widened"])
     entry["seconds"] = round(time.perf_counter() - start, 1)
-    document = json.loads(out.read_text()) if out.is_file() else {}
+    document = check_settings_output(out, checkpoint_paths(path))  # read again: it may have changed
     document[weights.stem] = entry
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
     return entry
 
 
@@ -316,6 +315,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
     """
     folder, out = Path(folder), Path(out)
     plan_file = folder / "plan.json"
+    document = check_settings_output(out, [plan_file])
     if not plan_file.is_file():
         raise ValueError(f"{folder} is not a bench results folder (no plan.json); "
                          "pass the folder `mtu bench` printed")
@@ -327,7 +327,6 @@ def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
     if not names:
         raise ValueError(f"{folder} holds no finished tuning study yet; run `mtu bench` first")
     ratios = sorted({float(r) for r in plan.get("ratios", [])})
-    document = json.loads(out.read_text()) if out.is_file() else {}
     for name in names:
         mine = [r for r in records if r["benchmark"] == name]
         if not mine:
@@ -353,10 +352,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
             entry["modes"]["partial"] = dict(entry["settings"][first])
             entry["partial_default"] = first
         document[name] = entry
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")
-    tmp.replace(out)
+    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
     return document
 
 

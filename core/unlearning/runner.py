@@ -6,7 +6,6 @@ Used by `mtu unlearn`; the dashboard and the benchmark call the same pieces.
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from tqdm.auto import tqdm
 
 from core.checkpoints import ModelCard, checkpoint_paths, save_checkpoint
 from core.ledger import RunCancelled
+from core.outputs import check_checkpoint_output, check_folder_writable
 from core.requests import ForgetRequest
 from core.training import evaluate
 from core.unlearning.base import UnlearningData, UnlearnResult, get_unlearner
@@ -60,33 +60,16 @@ def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
     return child
 
 
-def _unwritable(folder: Path) -> Path | None:
-    """The nearest existing folder at or above `folder` when it cannot be written, else None."""
-    while not folder.exists():
-        folder = folder.parent
-    return None if os.access(folder, os.W_OK) else folder
-
-
 def check_output(out: str | Path, parent: str | Path, overwrite: bool = False,
                  store: bool = False) -> None:
     """Refuse, before any work, an output that is the input checkpoint, that exists (unless
-    `overwrite`), or whose folder cannot be written. With `store`, `out` is a content-addressed
-    folder (names come from the weights), so only that it can be written is checked."""
+    `overwrite`), or whose folder cannot be written (`core.outputs`). With `store`, `out` is a
+    content-addressed folder (names come from the weights), so only that it can be written is
+    checked."""
     if store:
-        if (blocked := _unwritable(Path(out))) is not None:
-            raise ValueError(f"the results folder {out} cannot be written (no write permission on "
-                             f"{blocked})")
+        check_folder_writable(out, "the results folder")
         return
-    out_weights, out_card = checkpoint_paths(out)
-    in_weights, in_card = checkpoint_paths(parent)
-    if out_weights.resolve() == in_weights.resolve() or out_card.resolve() == in_card.resolve():
-        raise ValueError(f"the output {out_card.with_suffix('')} is the input checkpoint; the input "
-                         "is never modified: choose another --out")
-    if not overwrite and (out_weights.exists() or out_card.exists()):
-        raise ValueError(f"{out_card} already exists; choose another --out or pass --overwrite")
-    if (blocked := _unwritable(out_card.parent)) is not None:
-        raise ValueError(f"the output folder {out_card.parent} cannot be written (no write "
-                         f"permission on {blocked}); choose another --out")
+    check_checkpoint_output(out, checkpoint_paths(parent), overwrite)
 
 
 def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[int],
