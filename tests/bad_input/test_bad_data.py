@@ -133,7 +133,11 @@ UNLEARN_CASES = [
      ["street.json", "nested"]),
     ("task name with a path in the card", [], _card_task_name, ["street.json", "'a/b'", "[A-Za-z0-9_]"]),
     ("20-digit instance id", ["--instances", "99999999999999999999"], None,
-     ["99999999999999999999", "ids from 0 to 799"]),
+     ["id 999999999999", "has 20 digits", "ids from 0 to 799"]),
+    ("5000-digit instance id", ["--instances", "3," + "9" * 5000], None,
+     ["has 5000 digits", "ids from 0 to 799"]),
+    ("5000-digit negative id", ["--instances", "-" + "9" * 5000], None,
+     ["'-99999999999999999", "e.g. 3, 17, 40-45"]),
 ]
 
 
