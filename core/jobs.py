@@ -4,7 +4,9 @@ The queue is huey's SqliteHuey, in `queue.sqlite` beside the ledger; `mtu worker
 `mtu app` / `make run` beside Streamlit, stopped with it) takes one job at a time, so runs
 submitted together wait their turn. A job carries only plain data (paths, ids, the config); the
 ledger holds everything a page shows: status, position in the queue, per-step losses, error,
-and the resulting checkpoint. A running job checks between steps whether it was cancelled.
+and the resulting checkpoint. Each job runs in a process of its own, which checks whether it
+was cancelled before each set-up phase and between steps; the worker stops that process when a
+cancel goes unanswered or no progress comes for a while (`execute`).
 
 With `MTU_QUEUE=immediate` (tests) a job runs at once in the submitting process.
 """
@@ -136,37 +138,171 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     return ids
 
 
+STALL_VARIABLE = "MTU_JOB_STALL_SECONDS"
+"""A job whose process reports no progress (a set-up phase or a step ended) for this many seconds
+is stopped by the worker (default 1800)."""
+CANCEL_GRACE_VARIABLE = "MTU_JOB_CANCEL_GRACE_SECONDS"
+"""After a cancel, how long the worker waits for the job to stop at its next check before it
+stops the job's process (default 30)."""
+_POLL_SECONDS = 0.5
+
+
+def limit_seconds(variable: str, default: float) -> float:
+    """The number of seconds in the environment variable `variable` (`default` when unset);
+    ValueError naming the variable when it is not a positive number."""
+    text = os.environ.get(variable, "").strip()
+    if not text:
+        return default
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ValueError(f"{variable}={text!r} is not a number of seconds; expected a number > 0, "
+                         f"e.g. {default:g}")
+    return seconds
+
+
+class _StartedRun(Ledger):
+    """The ledger as a job's own process sees it: the worker started the run already, under the
+    worker's pid (so a killed worker leaves the run to be marked interrupted), and it stays so."""
+
+    def start_run(self, run_id: int) -> None:
+        pass
+
+
 def execute(job: Mapping[str, Any]) -> None:
     """Run one job (in the worker): the ledger row goes running, then done / failed /
-    interrupted; the result is saved to the job's `out`."""
-    from core.checkpoints import load_checkpoint
-    from core.models import load_plugins
-    from core.unlearning.runner import run_request
+    interrupted; the result is saved to the job's `out`.
 
+    The work runs in a process of its own (spawned), watched by this one: a job that is
+    cancelled and does not stop by itself within MTU_JOB_CANCEL_GRACE_SECONDS (blocked before its
+    first step, say, reading a file that never ends) or that reports no progress for
+    MTU_JOB_STALL_SECONDS is stopped, its run marked interrupted, and the worker goes on with
+    the next job. With MTU_QUEUE=immediate (tests) the work runs in this process."""
     ledger = Ledger(job["ledger"])
     run_id = int(job["run"])
     if ledger.cancel_requested(run_id):
         ledger.fail_run(run_id, "cancelled before it started", "interrupted")
         return
-
-    def check(event) -> None:
-        if ledger.cancel_requested(run_id):
-            raise RunCancelled(f"cancelled from the dashboard at step {event.step}")
-
+    ledger.start_run(run_id)
     try:
-        load_plugins(check_plugins(job["plugins"]))
-        model, card = load_checkpoint(job["model"])
-        run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
-                    job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
-                    run_id=run_id, progress=check, store=bool(job.get("store")))
+        if os.environ.get("MTU_QUEUE") == "immediate":
+            _work(job, ledger, lambda: None)
+        else:
+            _watch(job, ledger, run_id)
     except Exception as error:  # recorded for the page; the worker goes on with the next job
         if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
             ledger.fail_run(run_id, f"{type(error).__name__}: {error}")
 
 
+def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
+    """The job itself: plugins, model, data, then the run. `beat()` marks progress (each set-up
+    phase and each step); a cancel is seen before each phase and between steps."""
+    from core.checkpoints import load_checkpoint
+    from core.models import load_plugins
+    from core.unlearning.base import UnlearningData
+    from core.unlearning.runner import run_request
+
+    run_id = int(job["run"])
+
+    def check(when: str) -> None:
+        if ledger.cancel_requested(run_id):
+            raise RunCancelled(f"cancelled from the dashboard {when}")
+
+    def step(event) -> None:
+        beat()
+        check(f"at step {event.step}")
+
+    try:
+        check("before step 1 (before loading its plugins)")
+        load_plugins(check_plugins(job["plugins"]))
+        beat()
+        check("before step 1 (after loading its plugins)")
+        model, card = load_checkpoint(job["model"])
+        beat()
+        check("before step 1 (after loading the model)")
+        data = UnlearningData.from_card(card, data_root=job["data_root"])
+        beat()
+        check("before step 1 (after opening the data)")
+        run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
+                    job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
+                    run_id=run_id, progress=step, store=bool(job.get("store")), data=data)
+    except BaseException as error:  # run_request records what it raises; set-up errors are here
+        if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
+            cancelled = isinstance(error, RunCancelled | KeyboardInterrupt)
+            ledger.fail_run(run_id, f"{type(error).__name__}: {error}",
+                            "interrupted" if cancelled else "failed")
+        if not isinstance(error, Exception):
+            raise
+
+
+def _job_process(job: dict[str, Any], beats, worker_pid: int) -> None:
+    """The entry point of a job's process: `_work`, counting progress in the shared `beats`;
+    it ends itself when the worker that started it is gone."""
+    import threading
+    import time
+
+    def follow_worker() -> None:
+        while os.getppid() == worker_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=follow_worker, daemon=True).start()
+
+    def beat() -> None:
+        beats.value += 1
+
+    beat()
+    _work(job, _StartedRun(job["ledger"]), beat)
+
+
+def _watch(job: Mapping[str, Any], ledger: Ledger, run_id: int) -> None:
+    """Run `_work` in a spawned process; stop it on a cancel it does not act on, or a stall."""
+    import multiprocessing
+    import time
+
+    stall = limit_seconds(STALL_VARIABLE, 1800)
+    grace = limit_seconds(CANCEL_GRACE_VARIABLE, 30)
+    context = multiprocessing.get_context("spawn")
+    beats = context.Value("q", 0, lock=False)
+    process = context.Process(target=_job_process, args=(dict(job), beats, os.getpid()),
+                              name=f"mtu-job-{run_id}")
+    process.start()
+    seen, quiet_since, cancelled_at, stopped = 0, time.monotonic(), None, None
+    try:
+        while process.exitcode is None and stopped is None:
+            process.join(_POLL_SECONDS)
+            now = time.monotonic()
+            if beats.value != seen:
+                seen, quiet_since = beats.value, now
+            if cancelled_at is None and ledger.cancel_requested(run_id):
+                cancelled_at = now
+            if process.exitcode is not None:
+                break
+            if cancelled_at is not None and now - cancelled_at >= grace:
+                stopped = (f"cancelled while it was blocked: it did not stop within {grace:g} s of "
+                           "the cancel, so its process was stopped")
+            elif now - quiet_since >= stall:
+                stopped = (f"stalled: no progress for {stall:g} s ({STALL_VARIABLE}), so its process "
+                           "was stopped")
+    finally:
+        if process.exitcode is None:
+            process.kill()
+            process.join()
+    if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
+        if stopped is not None:
+            ledger.fail_run(run_id, stopped, "interrupted")
+        else:  # a crash: a signal, the out-of-memory killer
+            ledger.fail_run(run_id, f"its process ended with exit code {process.exitcode} before "
+                                    "the run did")
+
+
 def run_worker(home: str | Path | None = None, plugins: Sequence[str] = ()) -> None:
     """The worker process: one job at a time until interrupted; a job may load only `plugins`
     (those it was started with) and the installed entry points."""
+    limit_seconds(STALL_VARIABLE, 1800)  # a bad limit is named at start, not at the first job
+    limit_seconds(CANCEL_GRACE_VARIABLE, 30)
     os.environ[PLUGINS_VARIABLE] = ",".join(plugins)
     huey, _ = queue(home)
     Ledger(default_path() if home is None else Path(home) / "ledger.sqlite").mark_interrupted()
