@@ -58,15 +58,19 @@ def _architecture(args) -> dict:
 
 def cmd_train(args) -> int:
     from core.checkpoints import save_checkpoint
+    from core.outputs import check_checkpoint_output
     from core.training import TrainConfig, train_checkpoint
 
+    check_checkpoint_output(args.out, [args.backbone_weights] if args.backbone_weights else [],
+                            args.overwrite)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device)
     model, card = train_checkpoint(_source(args), _architecture(args), config, show_bar=True,
                                    backbone_weights=args.backbone_weights)
-    weights = save_checkpoint(model, card, args.out)
+    weights = save_checkpoint(model, card, args.out, if_exists="overwrite" if args.overwrite else "beside")
     print(f"saved {weights} ({weights.stat().st_size / 1e6:.1f} MB) "
           f"after {card.training['seconds']:.0f} s of training")
+    _note_beside(weights, args.out)
     print(format_metrics(card.metrics))
     return 0
 
@@ -139,11 +143,18 @@ def cmd_unlearn(args) -> int:
                                            reason=args.reason)
     print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
           f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
+    _note_beside(weights, out)
+    print(summarise(summary))
+    return 0
+
+
+def _note_beside(weights: Path, out) -> None:
+    """Say so when another run wrote `out` meanwhile and the result went beside it."""
+    from core.checkpoints import checkpoint_paths
+
     if weights != checkpoint_paths(out)[0]:
         print(f"note: {checkpoint_paths(out)[0]} was written by another run meanwhile; this "
               f"result is saved beside it as {weights}")
-    print(summarise(summary))
-    return 0
 
 
 def _ledger(args):
@@ -206,10 +217,12 @@ def cmd_import(args) -> int:
         raise ValueError(f"--rename expects OLD=NEW, got {bad[0]!r}")
     _, card, weights = import_checkpoint(args.state_dict, _architecture(args), args.data,
                                          args.train_ids, args.tasks.split(",") if args.tasks else None,
-                                         args.strip_prefix, renames, args.out, args.device)
+                                         args.strip_prefix, renames, args.out, args.device,
+                                         overwrite=args.overwrite)
     print(f"imported {args.state_dict} as {card.architecture['name']} with tasks "
           f"{', '.join(t['name'] for t in card.tasks)}; {len(card.train_ids)} training ids; "
           f"saved {weights}")
+    _note_beside(weights, args.out)
     print(format_metrics(card.metrics))
     return 0
 
@@ -384,6 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--device", default="auto", help="auto, cuda, mps or cpu")
     train.add_argument("--out", required=True, help="checkpoint path without suffix")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     train.set_defaults(func=cmd_train)
 
     unlearn = command("unlearn", help="forget instances on some or all tasks")
@@ -429,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="rename a key prefix, e.g. decoders.=heads. (repeatable)")
     imp.add_argument("--device", default="cpu", help="device for the evaluation")
     imp.add_argument("--out", required=True, help="output checkpoint path without suffix")
+    imp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     imp.set_defaults(func=cmd_import)
 
     generate = command("generate", help="write a synthetic benchmark to a folder")
