@@ -153,3 +153,26 @@ def test_the_worker_stops_a_blocked_job_on_cancel_and_runs_the_next(blocking_plu
     finally:
         worker.kill()
         worker.wait()
+
+
+def test_a_job_on_a_data_folder_with_a_fifo_ends_and_the_next_job_runs(street_copy, tmp_path, use_cache,
+                                                                       monkeypatch):
+    """A FIFO named 0.npy in the dataset folder: refused when the data is opened (a run that
+    failed, naming it) or, were it read, stopped by the watchdog; never a run left running."""
+    monkeypatch.delenv("MTU_QUEUE")
+    folder = tmp_path / "data" / "train" / "image"
+    folder.mkdir(parents=True)
+    os.mkfifo(folder / "0.npy")
+    card = read_card(street_copy)
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    fifo_run = submit(Ledger(), street_copy, card, request, "grad_ascent", {"steps": 2, "device": "cpu"},
+                      data_root=str(tmp_path / "data"), out=tmp_path / "fifo")[0]
+    after = _submit(street_copy, tmp_path, "after")
+    for _ in range(2):
+        thread = _execute_in_thread(_next_job())
+        thread.join(timeout=240)
+        assert not thread.is_alive()
+    row = Ledger().runs(run_id=fifo_run)[0]
+    assert row["status"] in ("failed", "interrupted"), row
+    assert "0.npy" in row["error"] or "stalled" in row["error"], row
+    assert Ledger().runs(run_id=after)[0]["status"] == "done"
