@@ -66,7 +66,7 @@ def test_the_input_is_never_the_output_and_an_existing_output_is_kept(street_cop
     args = ["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",
             "--set", "steps=1", "--device", "cpu"]
     assert main([*args, "--out", str(street_copy)]) == 2
-    assert "is the input checkpoint" in capsys.readouterr().err
+    assert "is an input of this command" in capsys.readouterr().err
     assert main([*args, "--out", str(street_copy) + ".json"]) == 2
     assert street_copy.with_suffix(".safetensors").read_bytes() == before
     other = street_copy.with_name("other")
@@ -79,9 +79,10 @@ def test_the_input_is_never_the_output_and_an_existing_output_is_kept(street_cop
 
 
 def test_an_unwritable_output_folder_is_refused_before_the_run(street_copy, use_cache, capsys, monkeypatch):
+    from core import outputs
     from core.unlearning import runner
 
-    monkeypatch.setattr(runner.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(outputs.os, "access", lambda path, mode: False)
     monkeypatch.setattr(runner, "get_unlearner", lambda *a: pytest.fail("the run started"))
     assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--out",
                  str(street_copy.parent / "sub" / "x")]) == 2
