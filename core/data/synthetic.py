@@ -19,10 +19,20 @@ Three deterministic generators write ``ROOT/{train,val}/{image,<task folders>}/{
   visible area is at least half the largest object's and 1% of the image), ``edges`` (folder
   ``edge``, 1 on the boundaries of the segmentation, one pixel thick) and ``normal`` (camera
   frame, 0 on the sky).
+- ``synthetic-conflict-low`` and ``synthetic-conflict-high``: two tasks that compete for one cue,
+  by construction. Each image holds three smooth random fields, each stretched to [0, 1]: a
+  *tone* shown as luminance, and two own cues shown as the red-green and blue-yellow
+  colour-opponent channels (chroma never changes the mean of R, G, B). ``segmentation`` (folder
+  ``label``, classes dark / mid / light: tertiles of [0, 1]) reads conflict x tone + (1 -
+  conflict) x red-green; ``depth`` (units a.u., 0.5 to 2.5, every pixel valid) reads the
+  *inverted* tone, conflict x (1 - tone) + (1 - conflict) x blue-yellow (`_mix`). At conflict
+  0 each task has a cue of its own; as it grows, both map the same cue to opposite outputs, so
+  the trunk features that serve one serve the other. The two levels (`CONFLICT_LEVELS`) share
+  every image (one random stream, "synthetic-conflict") and differ only in the targets.
 
-Labels, depth and normals are exact per pixel (one ray through each pixel centre; analytic
-ray-plane, ray-box slab, ray-sphere and ray-cylinder intersections; nearest hit wins). Images are
-Lambertian-shaded with procedural textures, random colours per object (colour never tells the
+Labels, depth and normals of the scenes are exact per pixel (one ray through each pixel centre;
+analytic ray-plane, ray-box slab, ray-sphere and ray-cylinder intersections; nearest hit wins).
+Their images are Lambertian-shaded with procedural textures, random colours per object (colour never tells the
 class), random lights with cast shadows, colour jitter and sensor noise, in [0, 1].
 
 Camera frame of the normals: x to the right, y up, z towards the camera (visible surfaces have
@@ -34,6 +44,7 @@ worker count or order. A change to the output must bump ``GENERATOR_VERSION``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -50,12 +61,15 @@ import numpy as np
 
 from core.data.npy import DatasetError
 
-BENCHMARKS = ("synthetic-indoor", "synthetic-street", "synthetic-context")
+CONFLICT_LEVELS = {"synthetic-conflict-low": 0.0, "synthetic-conflict-high": 0.9}
+"""The registered levels of the conflict benchmark: its name -> the generator's `conflict`."""
+BENCHMARKS = ("synthetic-indoor", "synthetic-street", "synthetic-context", *CONFLICT_LEVELS)
 GENERATOR_VERSION = 1
 
 INDOOR_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "chair", "bed", "ball",
                   "column", "bin", "picture", "clutter")
 STREET_CLASSES = ("road", "sidewalk", "building", "vegetation", "pole", "vehicle", "sky")
+CONFLICT_CLASSES = ("dark", "mid", "light")
 CONTEXT_CLASSES = ("ground", "wall", "sky", "person", "animal", "vehicle", "furniture", "bottle",
                    "plant")
 CONTEXT_PARTS = ("head", "torso", "upper arm", "lower arm", "upper leg", "lower leg")
@@ -344,17 +358,21 @@ def _labels(shapes, which, background: int) -> np.ndarray:
     return table[which]
 
 
+def _upsample(coarse: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear interpolation of a (h, w) grid, h, w >= 2, spread over (H, W) pixels."""
+    h, w = size
+    ch, cw = coarse.shape
+    y = np.linspace(0, ch - 1, h)
+    x = np.linspace(0, cw - 1, w)
+    y0, x0 = np.minimum(y.astype(int), ch - 2), np.minimum(x.astype(int), cw - 2)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    return (coarse[y0][:, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1][:, x0] * fy * (1 - fx)
+            + coarse[y0][:, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1][:, x0 + 1] * fy * fx)
+
+
 def _blobs(rng: np.random.Generator, size: tuple[int, int], share: float) -> np.ndarray:
     """A boolean (H, W) mask of smooth random blobs covering about `share` of the pixels."""
-    h, w = size
-    coarse = rng.random((6, 6))
-    y = np.linspace(0, 5, h)
-    x = np.linspace(0, 5, w)
-    y0, x0 = np.minimum(y.astype(int), 4), np.minimum(x.astype(int), 4)
-    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
-    field = (coarse[y0][:, x0] * (1 - fy) * (1 - fx) + coarse[y0 + 1][:, x0] * fy * (1 - fx)
-             + coarse[y0][:, x0 + 1] * (1 - fy) * fx + coarse[y0 + 1][:, x0 + 1] * fy * fx)
-    field = field + 0.15 * rng.random((h, w))
+    field = _upsample(rng.random((6, 6)), size) + 0.15 * rng.random(size)
     return field > np.quantile(field, 1.0 - share)
 
 
@@ -882,12 +900,47 @@ def _render_context(rng: np.random.Generator, size: tuple[int, int]) -> dict[str
             "normal": normal_cam.astype(np.float32)}
 
 
+# --- conflict ---------------------------------------------------------------------------------
+
+def _smooth_field(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """A smooth random (H, W) field stretched to [0, 1]: bilinear on a grid of 3 to 6 cells a
+    side (each image its own scale)."""
+    cells = rng.integers(3, 7, 2)
+    field = _upsample(rng.random((int(cells[0]), int(cells[1]))), size)
+    low, high = field.min(), field.max()
+    return (field - low) / max(high - low, 1e-9)
+
+
+def _mix(contested: np.ndarray, own: np.ndarray, conflict: float) -> np.ndarray:
+    """conflict x the contested cue + (1 - conflict) x a task's own cue, about 0.5, divided by
+    the norm of the weights so that the spread of two independent cues is kept; in [0, 1]."""
+    scale = np.hypot(conflict, 1.0 - conflict)
+    return np.clip(0.5 + (conflict * (contested - 0.5) + (1 - conflict) * (own - 0.5)) / scale,
+                   0.0, 1.0)
+
+
+def _render_conflict(rng: np.random.Generator, size: tuple[int, int], conflict: float
+                     ) -> dict[str, np.ndarray]:
+    tone, red_green, blue_yellow = (_smooth_field(rng, size) for _ in range(3))
+    luminance = 0.15 + 0.7 * tone
+    image = (luminance[..., None] + 0.25 * (red_green - 0.5)[..., None] * np.array([1.0, -1.0, 0.0])
+             + 0.25 * (blue_yellow - 0.5)[..., None] * np.array([-0.5, -0.5, 1.0]))
+    image = image + rng.normal(0.0, 0.02, image.shape)
+    label = np.digitize(_mix(tone, red_green, conflict), [1 / 3, 2 / 3])
+    depth = 0.5 + 2.0 * _mix(1.0 - tone, blue_yellow, conflict)
+    return {"image": np.clip(image, 0.0, 1.0).astype(np.float32),
+            "label": label.astype(np.float32),
+            "depth": depth[..., None].astype(np.float32)}
+
+
 # --- benchmark files -------------------------------------------------------------------------
 
 _RENDERERS: dict[str, Callable[[np.random.Generator, tuple[int, int]], dict[str, np.ndarray]]] = {
     "synthetic-indoor": _render_indoor,
     "synthetic-street": _render_street,
     "synthetic-context": _render_context,
+    **{name: functools.partial(_render_conflict, conflict=level)
+       for name, level in CONFLICT_LEVELS.items()},
 }
 
 
@@ -900,6 +953,13 @@ def _task_table(name: str) -> dict[str, dict]:
             "depth": {"folder": "depth", "kind": "depth", "channels": 1, "class_names": [],
                       "units": "m"},
             "normal": {"folder": "normal", "kind": "normal", "channels": 3, "class_names": []},
+        }
+    if name in CONFLICT_LEVELS:
+        return {
+            "segmentation": {"folder": "label", "kind": "segmentation",
+                             "channels": len(CONFLICT_CLASSES), "class_names": list(CONFLICT_CLASSES)},
+            "depth": {"folder": "depth", "kind": "depth", "channels": 1, "class_names": [],
+                      "units": "a.u."},
         }
     if name == "synthetic-context":
         return {
@@ -935,12 +995,13 @@ def render(name: str, seed: int, split: str, index: int, size: tuple[int, int] =
         {"image": (H, W, 3) float32, "<label folder>": (H, W) float32 with -1 = ignore,
         then for indoor "depth": (H, W, 1) and "normal": (H, W, 3); for street "depth";
         for context "human_parts": (H, W) with -1 = ignore, "saliency" and "edge": (H, W) in
-        {0, 1}, "normal": (H, W, 3); all float32}.
+        {0, 1}, "normal": (H, W, 3); for the conflict levels "depth": (H, W, 1); all float32}.
     """
     _check_name(name)
     if split not in _SPLIT_CODES:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(_SPLIT_CODES)}")
-    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, zlib.crc32(name.encode())])
+    family = "synthetic-conflict" if name in CONFLICT_LEVELS else name  # levels share images
+    rng = np.random.default_rng([seed, _SPLIT_CODES[split], index, zlib.crc32(family.encode())])
     return _RENDERERS[name](rng, (int(size[0]), int(size[1])))
 
 
@@ -1032,6 +1093,8 @@ def generate(name: str, root: str | os.PathLike, *, seed: int = 0, n_train: int 
                 pass
     meta = {"benchmark": name, "generator_version": GENERATOR_VERSION, "seed": seed,
             "n_train": n_train, "n_val": n_val, "size": [h, w], "tasks": tasks}
+    if name in CONFLICT_LEVELS:
+        meta["conflict"] = CONFLICT_LEVELS[name]
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return root
 
