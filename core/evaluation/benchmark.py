@@ -50,12 +50,16 @@ from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import analyze_conflicts
 from core.evaluation.reference import NOISE_FLOOR_COLUMNS, forget_gap_noise_floor
 from core.evaluation.stats import (
+    BASE_SEED,
     MIA_TOLERANCE,
+    PAPER_REDUCTIONS,
     UIS_TARGETS,
     abs_interval,
-    bootstrap_mean,
     bootstrap_reduction,
+    cluster_keys,
+    cluster_ratio,
     paired_comparisons,
+    reduction_verdicts,
     verdict_at_least,
     verdict_at_most,
 )
@@ -63,8 +67,8 @@ from core.evaluation.tuning import tune, tuning_table
 from core.outputs import write_text_atomic
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
-from core.unlearning.ablations import VARIANTS
-from core.unlearning.base import UnlearningData, get_unlearner, list_unlearners
+from core.unlearning.ablations import VARIANTS, CalibratedStop
+from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
 REFERENCES = (ORIGINAL, ORACLE)
@@ -431,61 +435,95 @@ def summary_table(leaderboard: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 
 
 def _paired(group: pd.DataFrame, metric: str, models: Sequence[str]) -> pd.DataFrame:
-    """`metric` per cell (index: the ratio, setting and seed columns present) of `models`, only
-    the cells where all of them have a value."""
+    """`metric` per cell (index: the ratio, setting, seed and base seed columns present) of
+    `models`, only the cells where all of them have a value."""
     if metric not in group:
         return pd.DataFrame(columns=list(models))
-    cell = [c for c in ("ratio", "setting", "seed") if c in group]
+    cell = [c for c in ("ratio", "setting", "seed", BASE_SEED) if c in group]
     table = group.pivot_table(index=cell, columns="model", values=metric, aggfunc="first")
     return table.reindex(columns=list(models)).dropna()
 
 
-def _strata(table: pd.DataFrame) -> list | None:
-    """The (ratio, setting) of each row of a `_paired` table; None when it has neither."""
-    keys = [k for k in ("ratio", "setting") if k in table.index.names]
-    if not keys:
-        return None
-    return list(zip(*(table.index.get_level_values(k) for k in keys)))
+def target_controls() -> list[str]:
+    """The registered methods that carry our calibrated target and stopping rule
+    (`CalibratedStop`, e.g. gpm_calibrated): controls, reported beside the strongest baseline,
+    never picked as it."""
+    return sorted(name for name, method in REGISTRY.items() if issubclass(method, CalibratedStop))
+
+
+def baseline_pool(models: Iterable[str], ours: str = OURS) -> list[str]:
+    """The existing baselines among `models`: neither ours, nor one of our `VARIANTS`, nor a
+    reference (original, retrain), nor a control that carries our target (`target_controls`)."""
+    excluded = {ours, *REFERENCES, *VARIANTS, *target_controls()}
+    return [model for model in models if model not in excluded]
+
+
+def _reduction(group: pd.DataFrame, baseline: str, ours: str,
+               seed: int) -> tuple[float, float, float, int, int]:
+    """(reduction, low, high, cells, clusters): `bootstrap_reduction` of `ours` against
+    `baseline` on UIS over the cells both have, resampling forget sets (`cluster_keys`)."""
+    uis = _paired(group, "uis", [baseline, ours])
+    clusters, strata = cluster_keys(uis.index.to_frame(index=False))
+    reduction, low, high = bootstrap_reduction(uis[baseline].to_numpy(), uis[ours].to_numpy(), clusters,
+                                               strata, seed=seed)
+    return reduction, low, high, len(uis), len(set(clusters)) if clusters else len(uis)
 
 
 def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, float] = UIS_TARGETS,
-             tolerance: float = MIA_TOLERANCE, seed: int = 0) -> pd.DataFrame:
-    """UIS reduction of `ours` against the strongest baseline, per benchmark and mode, with 95%
-    intervals and verdicts (`core.evaluation.stats`).
+             paper: Mapping[str, float] = PAPER_REDUCTIONS, tolerance: float = MIA_TOLERANCE,
+             seed: int = 0) -> pd.DataFrame:
+    """UIS reduction of `ours` against the strongest existing baseline, per benchmark and mode,
+    with 95% intervals and verdicts (`core.evaluation.stats`).
 
-    The strongest baseline is the method (not `original`, not `retrain`, not one of our
-    `VARIANTS`) with the lowest mean UIS over the group's cells. reduction_pct = 100 x (UIS_base -
-    UIS_ours) / UIS_base on the means over the cells both have (ratios, settings, seeds);
-    reduction_low / _high: its paired bootstrap interval, cells resampled within their (ratio,
-    setting); reduction_std: the std over seeds of the same reduction per seed. verdict: the UIS
-    target of the mode (`targets`, percent) judged on the interval. mia_gap = |mean over cells of
-    (forget AUC of ours - that of the oracle)| with its interval (mia_gap_low / _high) and
-    mia_verdict against `tolerance`. Also: the oracle-referenced UIS of ours and of that baseline,
-    and the reference attack's AUC of ours.
+    The strongest baseline is the method of `baseline_pool` (not ours, not a variant of ours, not
+    a reference, not a control that carries our target) with the lowest mean UIS over the
+    group's cells; the strongest control (`target_controls`) is reported beside it
+    (strongest_control, control_uis, control_reduction_pct / _low / _high), never picked.
+    reduction_pct = 100 x (UIS_base - UIS_ours) / UIS_base on the means over the cells both have
+    (ratios, settings, seeds); reduction_low / _high: its studentized bootstrap interval over
+    forget sets (`cluster_keys`: every (ratio, seed) with all its settings, resampled within its
+    ratio; the base model where a `BASE_SEED` column varies); clusters: how many;
+    reduction_std: the std over seeds of the same reduction per seed. verdict: the UIS target of
+    the mode (`targets`, percent) judged on the interval; better_than_baseline,
+    consistent_with_paper, beyond_paper: `reduction_verdicts` against the paper's reduction of
+    the mode (`paper`, paper_pct). mia_gap = |mean over cells of (forget AUC of ours - that of
+    the oracle)| with its interval over the same clusters (mia_gap_low / _high) and mia_verdict
+    against `tolerance`. Also: the oracle-referenced UIS of ours and of that baseline, and the
+    reference attack's AUC of ours.
     """
     rows = []
+    controls = target_controls()
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
         means = group.groupby("model")["uis"].mean()
-        baselines = means.drop([ours, *REFERENCES, *VARIANTS], errors="ignore").dropna()
+        baselines = means[baseline_pool(means.index, ours)].dropna()
         if ours not in means or baselines.empty:
             continue
         strongest = baselines.idxmin()
-        uis = _paired(group, "uis", [strongest, ours])
-        reduction, low, high = bootstrap_reduction(uis[strongest], uis[ours], _strata(uis), seed=seed)
+        reduction, low, high, cells, clusters = _reduction(group, strongest, ours, seed)
+        present = means[[m for m in controls if m in means.index]].dropna()
+        control = present.idxmin() if len(present) else None
+        control_reduction = _reduction(group, control, ours, seed)[:3] if control else (math.nan,) * 3
         per_seed = group.groupby(["seed", "model"])["uis"].mean().unstack()
         reductions = 100 * (per_seed[strongest] - per_seed[ours]) / per_seed[strongest]
         auc = _paired(group, "mia_auc", [ours, ORACLE])
-        gap, gap_low, gap_high = (bootstrap_mean(auc[ours] - auc[ORACLE], seed=seed, strata=_strata(auc))
-                                  if len(auc) else (math.nan, math.nan, math.nan))
+        gaps = (auc[ours] - auc[ORACLE]).to_numpy()
+        keys = cluster_keys(auc.index.to_frame(index=False))
+        gap, gap_low, gap_high = (cluster_ratio(gaps, np.ones_like(gaps), *keys, seed=seed) if len(auc)
+                                  else (math.nan,) * 3)
         gap_low, gap_high = abs_interval(gap_low, gap_high)
         model_means = {metric: group.groupby("model")[metric].mean() if metric in group else pd.Series()
                        for metric in ("uis_oracle", "mia_auc", "mia_ref_auc")}
-        target = float(targets.get(mode, math.nan))
-        rows.append({"benchmark": benchmark, "mode": mode, "cells": len(uis), "ours_uis": means[ours],
-                     "strongest_baseline": strongest, "baseline_uis": baselines[strongest],
+        target, paper_pct = float(targets.get(mode, math.nan)), float(paper.get(mode, math.nan))
+        rows.append({"benchmark": benchmark, "mode": mode, "cells": cells, "clusters": clusters,
+                     "ours_uis": means[ours], "strongest_baseline": strongest,
+                     "baseline_uis": baselines[strongest],
                      "reduction_pct": reduction, "reduction_low": low, "reduction_high": high,
                      "reduction_std": reductions.std(ddof=1) if len(reductions) > 1 else math.nan,
                      "target_pct": target, "verdict": verdict_at_least(low, high, target),
+                     "paper_pct": paper_pct, **reduction_verdicts(low, high, paper_pct),
+                     "strongest_control": control, "control_uis": present.get(control, math.nan),
+                     **dict(zip(("control_reduction_pct", "control_reduction_low", "control_reduction_high"),
+                                control_reduction)),
                      "original_uis": means.get(ORIGINAL, math.nan),
                      "retrain_uis": means.get(ORACLE, math.nan),
                      "ours_uis_oracle": model_means["uis_oracle"].get(ours, math.nan),
@@ -499,7 +537,8 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
 
 
 def comparisons(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
-    """`paired_comparisons` of `ours` against every other method on UIS, per benchmark and mode."""
+    """`paired_comparisons` of `ours` against every other method on UIS, per benchmark and mode
+    (variants and controls included), Holm-adjusted over the whole table."""
     baselines = [m for m in leaderboard["model"].unique() if m not in (ours, *REFERENCES)]
     return paired_comparisons(leaderboard, ours, baselines)
 
