@@ -1,4 +1,5 @@
-"""Focused checks of the baselines: neggrad_plus, random_label, salun, scrub and ssd."""
+"""Focused checks of the baselines: neggrad_plus, random_label, salun, scrub, ssd, l1_sparse, sgp,
+adam_nscl and head_refit."""
 
 import copy
 
@@ -8,11 +9,15 @@ import torch
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
 from core.unlearning import get_unlearner
+from core.unlearning.adam_nscl import covariance_range, null_space_update
 from core.unlearning.base import UnlearningContext, UnlearningData
+from core.unlearning.l1_sparse import l1_schedule
 from core.unlearning.random_label import random_targets
 from core.unlearning.salun import forget_gradient, saliency_mask
 from core.unlearning.scrub import divergences
+from core.unlearning.sgp import scaled_projection, sgp_importance
 from core.unlearning.ssd import dampen
+from core.unlearning.subspaces import LayerSubspace
 
 FEW = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
 
@@ -195,3 +200,107 @@ def test_forget_term_leaves_kept_heads_alone(name, street_model, street_data, pa
         before = dict(street_model.heads[task].named_parameters())
         same = all(torch.equal(p, before[n]) for n, p in result.model.heads[task].named_parameters())
         assert same == (task in partial_request.kept_tasks), task
+
+
+def test_l1_schedule_decays_linearly_to_zero():
+    assert l1_schedule(1.0, 4) == [1.0, 0.75, 0.5, 0.25]
+
+
+def test_l1_sparse_penalty_shrinks_the_weights_against_plain_finetune(street_model, street_data,
+                                                                      request_mode):
+    def l1(model):
+        return sum(float(p.detach().abs().sum()) for p in model.parameters())
+
+    plain = get_unlearner("finetune", FEW).run(street_model, request_mode, street_data)
+    sparse = get_unlearner("l1_sparse", {**FEW, "gamma": 1.0}).run(street_model, request_mode,
+                                                                  street_data)
+    assert l1(sparse.model) < l1(plain.model)
+
+
+def test_sgp_scales_a_basis_direction_by_its_importance():
+    basis = torch.linalg.qr(torch.randn(6, 3, generator=torch.Generator().manual_seed(0))).Q
+    importance = sgp_importance(torch.tensor([4.0, 2.0, 1.0]), alpha=1.0)
+    # (alpha + 1) s / (alpha s + s_max) = 2 s / (s + 4)
+    torch.testing.assert_close(importance, torch.tensor([1.0, 2 / 3, 0.4]))
+    along = torch.stack([basis[:, 1], -2 * basis[:, 1]])  # (C_out 2, D 6), rows along u_2
+    torch.testing.assert_close(scaled_projection(along, basis, importance), (1 - 2 / 3) * along)
+    across = torch.randn(2, 6)
+    across = across - across @ basis @ basis.T  # orthogonal to U: nothing to scale
+    torch.testing.assert_close(scaled_projection(across, basis, importance), across)
+
+
+def test_sgp_with_a_huge_alpha_is_gpms_projection():
+    basis = torch.linalg.qr(torch.randn(6, 3, generator=torch.Generator().manual_seed(1))).Q
+    importance = sgp_importance(torch.tensor([4.0, 2.0, 1.0]), alpha=1e9)
+    update = torch.randn(4, 2, 3)  # a weight (C_out, C_in, k) read as (4, 6)
+    gpm = LayerSubspace(basis, None).project(update)
+    torch.testing.assert_close(scaled_projection(update, basis, importance), gpm)
+    assert (gpm.reshape(4, 6) @ basis).abs().max() < 1e-5
+
+
+def test_covariance_range_keeps_the_large_eigenvalues_and_the_update_misses_them():
+    generator = torch.Generator().manual_seed(0)
+    rotation = torch.linalg.qr(torch.randn(4, 4, generator=generator)).Q
+    scales = torch.tensor([3.0, 1.0, 1e-4, 1e-5])  # two strong directions, two near-null ones
+    rows = (torch.randn(500, 4, generator=generator) * scales) @ rotation.T
+    retained = covariance_range(rows, null_ratio=10.0)
+    assert retained.shape == (4, 2)
+    _, vectors = torch.linalg.eigh(rows.T @ rows / len(rows))
+    top = vectors[:, -2:]  # the covariance's two largest eigenvectors
+    update = null_space_update(torch.randn(3, 4, generator=generator), retained)
+    assert (update @ top).abs().max() < 1e-5
+
+
+class _OverlapSet:
+    """Eight 4x4 images: the retain ones (ids 3-7) lit only in channel 1, the forget ones (ids 0-2)
+    in channels 0 and 1, so the forget gradient of a 1x1 convolution reaches both input channels
+    and the retain features span channel 1 alone."""
+
+    tasks = _TwoColourSet.tasks
+
+    def batch(self, ids):
+        image = torch.zeros(len(ids), 3, 4, 4)
+        for row, i in enumerate(ids):
+            lit = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(i)) + 0.5
+            image[row, :2] = lit if i < 3 else lit * torch.tensor([0.0, 1.0]).view(2, 1, 1)
+        return {"id": torch.tensor(ids), "image": image, "seg": (image.sum(1) > 1).long(),
+                "depth": image.sum(1, keepdim=True)}
+
+
+class _SharedPixelNet(_PixelNet):
+    """`_PixelNet` as a multi-task model: its one convolution is the shared trunk, no heads."""
+
+    def shared_parameters(self):
+        return self.conv.parameters()
+
+    def task_parameters(self, task):
+        return iter(())
+
+
+def test_adam_nscl_moves_the_weights_only_off_the_retain_features():
+    data = UnlearningData(train=_OverlapSet(), val=None, calibration_ids=[])
+    request = ForgetRequest.build([0, 1, 2], None, range(8), ["seg", "depth"])
+    unlearner = get_unlearner("adam_nscl", {**FEW, "steps": 3, "retain_weight": 1.0})
+    torch.manual_seed(0)
+    ctx = _context(unlearner, _SharedPixelNet(), request, data)
+    before = ctx.model.conv.weight.detach().clone()
+    unlearner.unlearn(ctx, lambda *args: None)
+    assert unlearner.retained["conv"].shape[1] == 1  # the retain features' one direction
+    assert ctx.model.conv.weight.grad[:, 1].abs().max() > 1e-3  # the raw gradient reaches it
+    change = (ctx.model.conv.weight - before).detach().reshape(3, 3)
+    assert change[:, 0].abs().max() > 1e-3  # the forget-only channel moved
+    assert change[:, 1].abs().max() < 1e-6  # the retain channel (top eigenvector) did not
+
+
+@pytest.mark.parametrize("reinit", [False, True])
+def test_head_refit_changes_only_the_target_heads(reinit, street_model, street_data, request_mode):
+    result = get_unlearner("head_refit", {**FEW, "reinit": reinit}).run(
+        street_model, request_mode, street_data)
+    before, after = street_model.state_dict(), result.model.state_dict()
+    for key, value in after.items():
+        target = any(key.startswith(f"heads.{task}.") for task in request_mode.tasks)
+        if not target:
+            assert torch.equal(value, before[key]), key
+    for task in request_mode.tasks:
+        assert any(not torch.equal(after[k], before[k]) for k in after
+                   if k.startswith(f"heads.{task}.")), task
