@@ -5,8 +5,9 @@ sample models so that one exact retrain oracle per cell fits the time budget). A
 (benchmark, forget ratio, setting, seed): the seed draws the forget instances (the same ones for
 every setting of that ratio and seed); the setting is "full" or "partial:<task>" (forget that one
 task, keep the others). In each cell the retrain oracle is trained once and cached, every method
-runs with its tuned configuration, and `compare_models` scores them all, with two reference
-rows: `original` (doing nothing) and `retrain` (the oracle).
+runs with its tuned configuration (the `SANITY_TIER` methods only in the first ratio and seed of
+each benchmark, unless the plan names its methods), and `compare_models` scores them all, with
+two reference rows: `original` (doing nothing) and `retrain` (the oracle).
 
 Tuning (`core.evaluation.tuning`): every method, ours and its ablations included, gets the same
 number of trials (`BenchPlan.trials`) of Optuna's seeded TPE sampler over its own declared search
@@ -72,6 +73,9 @@ from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_u
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
 REFERENCES = (ORIGINAL, ORACLE)
+SANITY_TIER = ("finetune", "grad_ascent", "pcgrad", "ssd")
+"""Methods never competitive (benchmarks/DECISIONS.md, section 7): in a plan that names no
+methods they run, and are tuned, only in the first ratio and seed of each benchmark."""
 
 
 class BenchError(ValueError):
@@ -123,6 +127,12 @@ class BenchPlan:
     def all_methods(self) -> list[str]:
         return list(self.methods) or [m for m in list_unlearners() if m != ORACLE]
 
+    def cell_methods(self, ratio: float, seed: int) -> list[str]:
+        """The methods of the cells of (ratio, seed): all of them, less `SANITY_TIER` outside
+        the first ratio and seed when the plan names no methods (named ones run everywhere)."""
+        first = (ratio, seed) == (self.ratios[0], self.seeds[0])
+        return [m for m in self.all_methods() if first or self.methods or m not in SANITY_TIER]
+
     def source(self, benchmark: str) -> DataSource:
         return DataSource(benchmark=benchmark, seed=self.data_seed, n_train=self.n_train,
                           n_val=self.n_val, size=tuple(self.size))
@@ -138,7 +148,8 @@ class BenchPlan:
 
 FULL = BenchPlan()
 """`mtu bench`: 2 benchmarks x 3 ratios x (full + one partial per task) x 5 seeds = 105 cells;
-tuning: 21 requests x every method x 4 trials (benchmarks/DECISIONS.md: the time it takes)."""
+tuning: 21 requests x every method x 4 trials, the `SANITY_TIER` methods on the first ratio's 7
+requests only (benchmarks/DECISIONS.md: the time it takes)."""
 
 QUICK = BenchPlan(ratios=(0.05,), seeds=(1,), trials=2, n_train=200, n_val=150, epochs=30, retain_sample=48)
 """`mtu bench --quick`: one ratio, one seed, 2 trials per method, a smaller base model."""
@@ -224,7 +235,8 @@ class Bench:
     def studies(self) -> list[tuple[str, float, str, str]]:
         """(benchmark, ratio, setting, method) of every tuning study of the plan."""
         return [(b, r, s, m) for b in self.plan.benchmarks for r in self.plan.ratios
-                for s in settings_of(list(self.base(b)[0].tasks)) for m in self.plan.all_methods()]
+                for s in settings_of(list(self.base(b)[0].tasks))
+                for m in self.plan.cell_methods(r, self.plan.seeds[0])]
 
     def tuning_path(self, benchmark: str, ratio: float, setting: str, method: str) -> Path:
         key = cell_key(benchmark, ratio, setting, self.plan.tuning_seed)
@@ -276,7 +288,7 @@ class Bench:
     def cell(self, benchmark: str, ratio: float, setting: str, seed: int) -> dict[str, Any]:
         """Run (or read back) one cell: {"key", ..., "comparison", "conflicts", "configs"}."""
         path = self.cell_path(benchmark, ratio, setting, seed)
-        methods = self.plan.all_methods()
+        methods = self.plan.cell_methods(ratio, seed)
         if path.is_file():
             done = json.loads(path.read_text())
             if set(methods) <= set(done["configs"]):

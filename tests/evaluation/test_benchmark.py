@@ -125,6 +125,19 @@ def test_headline_verdicts_from_intervals():
     assert headline(board, targets={"partial": 80.0}).iloc[0]["verdict"] == "missed"
 
 
+
+def test_the_sanity_tier_runs_in_the_first_ratio_and_seed_only():
+    from core.evaluation.benchmark import SANITY_TIER
+
+    plan = BenchPlan()
+    first = plan.cell_methods(plan.ratios[0], plan.seeds[0])
+    assert set(SANITY_TIER) <= set(first) and first == plan.all_methods()
+    for ratio, seed in ((plan.ratios[0], plan.seeds[1]), (plan.ratios[1], plan.seeds[0])):
+        assert plan.cell_methods(ratio, seed) == [m for m in first if m not in SANITY_TIER]
+    # a plan that names its methods runs each of them in every cell
+    named = plan_with(plan, methods=("finetune", "interference_aware"))
+    assert named.cell_methods(plan.ratios[1], plan.seeds[1]) == ["finetune", "interference_aware"]
+
 @pytest.mark.slow
 def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads, few_steps):
     from core.data import split_val
