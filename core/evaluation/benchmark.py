@@ -74,7 +74,7 @@ from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_u
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
 REFERENCES = (ORIGINAL, ORACLE)
 SANITY_TIER = ("finetune", "grad_ascent", "pcgrad", "ssd")
-"""Methods never competitive (benchmarks/DECISIONS.md, section 7): in a plan that names no
+"""Methods never competitive (benchmarks/DECISIONS.md, section 8): in a plan that names no
 methods they run, and are tuned, only in the first ratio and seed of each benchmark."""
 
 
