@@ -1,0 +1,165 @@
+"""Task geometry of a trained model on its data: how much its tasks share the trunk.
+
+Three measures per shared Conv2d / Linear layer (`subspaces.layers_of` on the shared parameters;
+a layer's gradient is that of its weight and bias together), one tidy frame (`task_geometry`):
+
+- "cross_task_cos": for every unordered pair of tasks (t, u), cos(g_t, g_u) of the gradients
+  of their mean losses on a fixed retain sample (`fixed_retain_sample`);
+- "forget_kept_cos": for every target task t of a partial request and every kept task u,
+  cos(g_t, g_u) of the gradients of their mean losses on the forget images: how far an ascent on
+  t's forget loss moves u's loss on the same images;
+- "output_saturation": rank(V) / C_out, V the union output basis that interference_aware's TGP
+  builds for partial requests forgetting t (`subspaces.layer_subspaces` with the method's
+  default thresholds, budget, samples and solver, `InterferenceAwareConfig`): at 1 the kept
+  tasks' basis spans every output channel and TGP removes every update of the layer that
+  changes the inputs it guards.
+
+Both cosines also have a row for the layer "(all shared)": every shared parameter, BatchNorm
+included. `conflict_label` turns the cross-task rows into a label. Gradients come from
+`conflict.task_gradients` (torch.autograd.grad, model in eval mode; nothing is written to .grad).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from core.evaluation.conflict import cosine, layer_of, task_gradients
+from core.evaluation.metrics import fixed_retain_sample
+from core.requests import ForgetRequest
+from core.tasks import TaskSpec
+from core.unlearning.gradients import Grads, flatten
+from core.unlearning.interference_aware import InterferenceAwareConfig
+from core.unlearning.subspaces import layer_subspaces, layers_of, shared_names
+
+ALL_SHARED = "(all shared)"
+COLUMNS = ["measure", "layer", "task", "other", "value", "rank", "channels"]
+CONFLICT_THRESHOLD = 0.2
+"""`conflict_label`'s default: below this peak |cross-task cosine|, a benchmark has low task
+conflict (benchmarks/DECISIONS.md says why 0.2)."""
+
+
+def layer_cosines(grads_a: Grads, grads_b: Grads, layers: Sequence[str]) -> dict[str, float]:
+    """{layer: cos of the two gradients restricted to its parameters} for each of `layers`
+    (parameters grouped by `conflict.layer_of`), then ALL_SHARED: every parameter of grads_a.
+
+    grads_a, grads_b: {param name: tensor}, the same names. NaN where either part is zero.
+    """
+    out = {}
+    for layer in layers:
+        names = [n for n in grads_a if layer_of(n) == layer]
+        out[layer] = cosine(flatten({n: grads_a[n] for n in names}),
+                            flatten({n: grads_b[n] for n in names}))
+    out[ALL_SHARED] = cosine(flatten(grads_a), flatten(grads_b))
+    return out
+
+
+def _rows(measure: str, task: str, other: str, cosines: Mapping[str, float]) -> list[dict]:
+    return [{"measure": measure, "layer": layer, "task": task, "other": other, "value": value,
+             "rank": math.nan, "channels": math.nan} for layer, value in cosines.items()]
+
+
+def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain_sample: int = 64,
+                  seed: int = 0, config: InterferenceAwareConfig | None = None,
+                  saturation: bool = True) -> pd.DataFrame:
+    """The three measures of the module docstring, for `model` on `data`.
+
+    Args:
+        model: a multi-task model (`model.shared_parameters()`, outputs {task: tensor}).
+        data: anything with `.train` (a dataset with `.tasks`, `.ids`, `.batch(ids)`), e.g.
+            `UnlearningData`.
+        instances: the forget images (training ids) of the partial-mode measures.
+        retain_sample: retain ids of the cross-task cosines (`fixed_retain_sample`, `seed`).
+        config: interference_aware's configuration for the saturation (default: its defaults).
+        saturation: False leaves out the "output_saturation" rows (they cost a basis per task).
+    Returns:
+        Rows measure, layer, task, other, value, rank, channels: cosines in value (rank and
+        channels NaN); saturation rows with other "" and value = rank / channels. Layers in
+        model order, ALL_SHARED last. A model with one task has no cosine rows.
+    """
+    tasks: dict[str, TaskSpec] = dict(data.train.tasks)
+    names = shared_names(model)
+    layers = layers_of(model, names)
+    device = next(model.parameters()).device
+    request = ForgetRequest.build(instances, None, list(data.train.ids), list(tasks))
+    config = config or InterferenceAwareConfig()
+
+    def batch(ids):
+        return {k: v.to(device) for k, v in data.train.batch(list(ids)).items()
+                if isinstance(v, torch.Tensor)}
+
+    rows: list[dict] = []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            retain = task_gradients(model, batch(fixed_retain_sample(request, retain_sample, seed)),
+                                    tasks, names)
+            forget = task_gradients(model, batch(request.instances), tasks, names)
+        for t, u in itertools.combinations(tasks, 2):
+            rows += _rows("cross_task_cos", t, u, layer_cosines(retain[t], retain[u], list(layers)))
+        for t, u in itertools.permutations(tasks, 2):
+            rows += _rows("forget_kept_cos", t, u, layer_cosines(forget[t], forget[u], list(layers)))
+        if saturation and len(tasks) > 1:
+            rows += _saturation_rows(model, layers, tasks, request, batch, config)
+    finally:
+        model.train(was_training)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]:
+    """rank(V) / C_out per layer, for each partial request forgetting one task t: V from a retain
+    sample (every task) and the forget images (the kept tasks), as `InterferenceAware.
+    kept_subspaces` builds it."""
+    budget = config.basis_budget * sum(p.numel() for p in model.parameters())
+    retain = batch(fixed_retain_sample(request, config.subspace_batch, config.seed))
+    forget = batch(request.instances[:config.forget_batch])
+    rows = []
+    for target in tasks:
+        kept = {name: spec for name, spec in tasks.items() if name != target}
+        groups = {"retain": (retain, tasks), "kept": (forget, kept)}
+        subspaces = layer_subspaces(model, layers, groups, config.eps_in, config.eps_out, budget,
+                                    config.max_rows, torch.Generator().manual_seed(config.seed),
+                                    config.memory_budget_mb, {"retain": config.signal_batch},
+                                    config.solver)
+        for layer, subspace in subspaces.items():
+            rank, channels = subspace.outputs.shape[1], subspace.outputs.shape[0]
+            rows.append({"measure": "output_saturation", "layer": layer, "task": target,
+                         "other": "", "value": rank / channels, "rank": rank, "channels": channels})
+    return rows
+
+
+def peak_cross_task_cos(frame: pd.DataFrame) -> float:
+    """max over shared Conv2d / Linear layers and task pairs of |cross-task cosine| (rows of
+    `task_geometry`, ALL_SHARED left out); NaN when there are none."""
+    rows = frame[(frame["measure"] == "cross_task_cos") & (frame["layer"] != ALL_SHARED)]
+    values = rows["value"].abs().dropna()
+    return float(values.max()) if len(values) else math.nan
+
+
+def conflict_label(frame: pd.DataFrame, threshold: float = CONFLICT_THRESHOLD) -> str:
+    """"low task conflict" when `peak_cross_task_cos(frame)` < threshold, "task conflict" at or
+    above it, "unknown" without cross-task rows (a single-task model)."""
+    peak = peak_cross_task_cos(frame)
+    if not math.isfinite(peak):
+        return "unknown"
+    return "low task conflict" if peak < threshold else "task conflict"
+
+
+def geometry_summary(frame: pd.DataFrame, threshold: float = CONFLICT_THRESHOLD) -> dict[str, object]:
+    """One line of a `task_geometry` frame: the peak |cross-task cos| and its label, the peak
+    |forget-vs-kept cos| (shared Conv2d / Linear layers), the mean output saturation over layers
+    and target tasks and the count of (layer, target) pairs where V spans every channel."""
+    layered = frame[frame["layer"] != ALL_SHARED]
+    forget = layered[layered["measure"] == "forget_kept_cos"]["value"].abs().dropna()
+    saturation = layered[layered["measure"] == "output_saturation"]
+    return {"peak_cross_task_cos": peak_cross_task_cos(frame),
+            "peak_forget_kept_cos": float(forget.max()) if len(forget) else math.nan,
+            "mean_saturation": float(saturation["value"].mean()) if len(saturation) else math.nan,
+            "saturated_layers": int((saturation["value"] >= 1).sum()),
+            "saturation_pairs": len(saturation),
+            "label": conflict_label(frame, threshold)}
