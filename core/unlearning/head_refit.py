@@ -39,12 +39,11 @@ class HeadRefit(StepUnlearner):
     search_space = {**SHARED, "reinit": Choice((False, True))}
 
     def prepare(self, ctx):
-        self.heads = {n: p for task in ctx.target_tasks
-                      for n, p in ctx.model.named_parameters()
-                      if any(p is q for q in ctx.model.task_parameters(task))}
+        targets = {id(p) for task in ctx.target_tasks for p in ctx.model.task_parameters(task)}
+        self.heads = {n: p for n, p in ctx.model.named_parameters() if id(p) in targets}
         self.tracking = self._reinitialise(ctx) if self.config.reinit else []
 
-    def _reinitialise(self, ctx) -> list[torch.nn.Module]:
+    def _reinitialise(self, ctx) -> list[torch.nn.modules.batchnorm._BatchNorm]:
         """Fresh weights for every module all of whose own parameters are target-head ones;
         returns their BatchNorm layers, put in train mode to track the retain statistics."""
         heads = {id(p) for p in self.heads.values()}
