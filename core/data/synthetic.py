@@ -20,15 +20,16 @@ Three deterministic generators write ``ROOT/{train,val}/{image,<task folders>}/{
   ``edge``, 1 on the boundaries of the segmentation, one pixel thick) and ``normal`` (camera
   frame, 0 on the sky).
 - ``synthetic-conflict-low`` and ``synthetic-conflict-high``: two tasks that compete for one cue,
-  by construction. Each image holds three smooth random fields, each stretched to [0, 1]: a
-  *tone* shown as luminance, and two own cues shown as the red-green and blue-yellow
-  colour-opponent channels (chroma never changes the mean of R, G, B). ``segmentation`` (folder
-  ``label``, classes dark / mid / light: tertiles of [0, 1]) reads conflict x tone + (1 -
-  conflict) x red-green; ``depth`` (units a.u., 0.5 to 2.5, every pixel valid) reads the
-  *inverted* tone, conflict x (1 - tone) + (1 - conflict) x blue-yellow (`_mix`). At conflict
-  0 each task has a cue of its own; as it grows, both map the same cue to opposite outputs, so
-  the trunk features that serve one serve the other. The two levels (`CONFLICT_LEVELS`) share
-  every image (one random stream, "synthetic-conflict") and differ only in the targets.
+  by construction. Each image holds four smooth random fields, each stretched to [0, 1]: a
+  *tone* shown as luminance, dimmed or brightened by an unseen *light* (so the tone can only be
+  estimated, and both tasks share the error of that estimate), and two own cues shown as the
+  red-green and blue-yellow colour-opponent channels (chroma never changes the mean of R, G, B).
+  Two per-pixel regressions of kind depth (units a.u., 0.5 to 2.5, every pixel valid):
+  ``brightness`` reads conflict x tone + (1 - conflict) x red-green, ``darkness`` the *inverted*
+  tone, conflict x (1 - tone) + (1 - conflict) x blue-yellow (`_mix`). At conflict 0 each task
+  has a cue of its own; at 1 both map the same cue to opposite outputs, so whatever moves the
+  trunk's estimate of the tone moves both. The levels (`CONFLICT_LEVELS`) share every image (one
+  random stream, "synthetic-conflict") and differ only in the targets.
 
 Labels, depth and normals of the scenes are exact per pixel (one ray through each pixel centre;
 analytic ray-plane, ray-box slab, ray-sphere and ray-cylinder intersections; nearest hit wins).
@@ -61,7 +62,7 @@ import numpy as np
 
 from core.data.npy import DatasetError
 
-CONFLICT_LEVELS = {"synthetic-conflict-low": 0.0, "synthetic-conflict-high": 0.9}
+CONFLICT_LEVELS = {"synthetic-conflict-low": 0.0, "synthetic-conflict-high": 1.0}
 """The registered levels of the conflict benchmark: its name -> the generator's `conflict`."""
 BENCHMARKS = ("synthetic-indoor", "synthetic-street", "synthetic-context", *CONFLICT_LEVELS)
 GENERATOR_VERSION = 1
@@ -69,7 +70,6 @@ GENERATOR_VERSION = 1
 INDOOR_CLASSES = ("floor", "wall", "ceiling", "cabinet", "table", "chair", "bed", "ball",
                   "column", "bin", "picture", "clutter")
 STREET_CLASSES = ("road", "sidewalk", "building", "vegetation", "pole", "vehicle", "sky")
-CONFLICT_CLASSES = ("dark", "mid", "light")
 CONTEXT_CLASSES = ("ground", "wall", "sky", "person", "animal", "vehicle", "furniture", "bottle",
                    "plant")
 CONTEXT_PARTS = ("head", "torso", "upper arm", "lower arm", "upper leg", "lower leg")
@@ -921,16 +921,16 @@ def _mix(contested: np.ndarray, own: np.ndarray, conflict: float) -> np.ndarray:
 
 def _render_conflict(rng: np.random.Generator, size: tuple[int, int], conflict: float
                      ) -> dict[str, np.ndarray]:
-    tone, red_green, blue_yellow = (_smooth_field(rng, size) for _ in range(3))
-    luminance = 0.15 + 0.7 * tone
+    tone, red_green, blue_yellow, light = (_smooth_field(rng, size) for _ in range(4))
+    luminance = (0.1 + 0.5 * tone) * (0.6 + 0.8 * light)  # an unseen light blurs the tone
     image = (luminance[..., None] + 0.25 * (red_green - 0.5)[..., None] * np.array([1.0, -1.0, 0.0])
              + 0.25 * (blue_yellow - 0.5)[..., None] * np.array([-0.5, -0.5, 1.0]))
     image = image + rng.normal(0.0, 0.02, image.shape)
-    label = np.digitize(_mix(tone, red_green, conflict), [1 / 3, 2 / 3])
-    depth = 0.5 + 2.0 * _mix(1.0 - tone, blue_yellow, conflict)
+    brightness = 0.5 + 2.0 * _mix(tone, red_green, conflict)
+    darkness = 0.5 + 2.0 * _mix(1.0 - tone, blue_yellow, conflict)
     return {"image": np.clip(image, 0.0, 1.0).astype(np.float32),
-            "label": label.astype(np.float32),
-            "depth": depth[..., None].astype(np.float32)}
+            "brightness": brightness[..., None].astype(np.float32),
+            "darkness": darkness[..., None].astype(np.float32)}
 
 
 # --- benchmark files -------------------------------------------------------------------------
@@ -956,10 +956,10 @@ def _task_table(name: str) -> dict[str, dict]:
         }
     if name in CONFLICT_LEVELS:
         return {
-            "segmentation": {"folder": "label", "kind": "segmentation",
-                             "channels": len(CONFLICT_CLASSES), "class_names": list(CONFLICT_CLASSES)},
-            "depth": {"folder": "depth", "kind": "depth", "channels": 1, "class_names": [],
-                      "units": "a.u."},
+            "brightness": {"folder": "brightness", "kind": "depth", "channels": 1, "class_names": [],
+                           "units": "a.u."},
+            "darkness": {"folder": "darkness", "kind": "depth", "channels": 1, "class_names": [],
+                         "units": "a.u."},
         }
     if name == "synthetic-context":
         return {
@@ -995,7 +995,8 @@ def render(name: str, seed: int, split: str, index: int, size: tuple[int, int] =
         {"image": (H, W, 3) float32, "<label folder>": (H, W) float32 with -1 = ignore,
         then for indoor "depth": (H, W, 1) and "normal": (H, W, 3); for street "depth";
         for context "human_parts": (H, W) with -1 = ignore, "saliency" and "edge": (H, W) in
-        {0, 1}, "normal": (H, W, 3); for the conflict levels "depth": (H, W, 1); all float32}.
+        {0, 1}, "normal": (H, W, 3); for the conflict levels "brightness" and "darkness":
+        (H, W, 1); all float32}.
     """
     _check_name(name)
     if split not in _SPLIT_CODES:

@@ -1,20 +1,28 @@
 """Task geometry of a trained model on its data: how much its tasks share the trunk.
 
-Three measures per shared Conv2d / Linear layer (`subspaces.layers_of` on the shared parameters;
+Four measures per shared Conv2d / Linear layer (`subspaces.layers_of` on the shared parameters;
 a layer's gradient is that of its weight and bias together), one tidy frame (`task_geometry`):
 
-- "cross_task_cos": for every unordered pair of tasks (t, u), cos(g_t, g_u) of the gradients
-  of their mean losses on a fixed retain sample (`fixed_retain_sample`);
-- "forget_kept_cos": for every target task t of a partial request and every kept task u,
-  cos(g_t, g_u) of the gradients of their mean losses on the forget images: how far an ascent on
-  t's forget loss moves u's loss on the same images;
+- "cross_task_cos": for every unordered pair of tasks (t, u), the mean over the images i of a
+  fixed retain sample (`fixed_retain_sample`) of cos(g_t,i, g_u,i), the gradients of the two
+  tasks' losses on image i alone: how far a step for t on an image moves u on the same image.
+  Per image, not of the batch: at a trained model the mean gradient over a batch is what is
+  left of the training objective (small, and dominated by which images were drawn), so its
+  cosines swing by +-0.3 between retain samples of 32, 64 and 190 images of the same model
+  (benchmarks/DECISIONS.md);
+- "batch_cross_task_cos": cos(g_t, g_u) of the gradients of the mean losses over that sample
+  (`conflict.cosine_matrix`'s quantity);
+- "forget_kept_cos": for every unordered pair of tasks (t, u), cos(g_t, g_u) of the gradients of
+  their mean losses on the forget images: with t the target of a partial request and u kept
+  (or the other way round), how far an ascent on t's forget loss moves u's loss on the same
+  images (symmetric, so one row per pair);
 - "output_saturation": rank(V) / C_out, V the union output basis that interference_aware's TGP
   builds for partial requests forgetting t (`subspaces.layer_subspaces` with the method's
   default thresholds, budget, samples and solver, `InterferenceAwareConfig`): at 1 the kept
   tasks' basis spans every output channel and TGP removes every update of the layer that
   changes the inputs it guards.
 
-Both cosines also have a row for the layer "(all shared)": every shared parameter, BatchNorm
+The cosines also have a row for the layer "(all shared)": every shared parameter, BatchNorm
 included. `conflict_label` turns the cross-task rows into a label. Gradients come from
 `conflict.task_gradients` (torch.autograd.grad, model in eval mode; nothing is written to .grad).
 """
@@ -32,7 +40,13 @@ from core.evaluation.conflict import cosine, layer_of, task_gradients
 from core.evaluation.metrics import fixed_retain_sample
 from core.requests import ForgetRequest
 from core.tasks import TaskSpec
-from core.unlearning.gradients import Grads, flatten
+from core.unlearning.gradients import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    Grads,
+    flatten,
+    per_sample_chunk,
+    per_sample_grad_chunks,
+)
 from core.unlearning.interference_aware import InterferenceAwareConfig
 from core.unlearning.subspaces import layer_subspaces, layers_of, shared_names
 
@@ -56,6 +70,50 @@ def layer_cosines(grads_a: Grads, grads_b: Grads, layers: Sequence[str]) -> dict
                             flatten({n: grads_b[n] for n in names}))
     out[ALL_SHARED] = cosine(flatten(grads_a), flatten(grads_b))
     return out
+
+
+def sample_cosines(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                   tasks: Mapping[str, TaskSpec], names: Sequence[str], layers: Sequence[str],
+                   memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
+                   ) -> dict[tuple[str, str], dict[str, float]]:
+    """{(t, u): {layer: mean over images of cos(g_t,i, g_u,i)}} for every unordered task pair,
+    layers as in `layer_cosines` (ALL_SHARED last).
+
+    batch: {"image": (B, 3, H, W), task: (B, ...)}; names: the parameters differentiated.
+    Per-sample gradients (`per_sample_grad_chunks`, hooks where exact) come chunk by chunk, every
+    task's of a chunk held at once within `memory_budget_mb`; an image where either gradient is
+    zero in a layer is left out of that layer's mean (NaN when all are).
+    """
+    chunk, _ = per_sample_chunk(model, batch, names, memory_budget_mb, keep_result=False)
+    streams = [per_sample_grad_chunks(model, batch, _one_task_loss(name, spec), names,
+                                      max(1, chunk // len(tasks)), hooks=True)
+               for name, spec in tasks.items()]
+    groups = {layer: [n for n in names if layer_of(n) == layer] for layer in layers}
+    groups[ALL_SHARED] = list(names)
+    pairs = list(itertools.combinations(range(len(tasks)), 2))
+    found = {(i, j, layer): [] for i, j in pairs for layer in groups}
+    for parts in zip(*streams):
+        for layer, members in groups.items():
+            flat = [torch.cat([grads[n].flatten(1) for n in members], 1).double() for _, grads in parts]
+            norms = [f.norm(dim=1) for f in flat]
+            for i, j in pairs:
+                valid = (norms[i] > 0) & (norms[j] > 0)
+                cos = (flat[i] * flat[j]).sum(1)[valid] / (norms[i] * norms[j])[valid]
+                found[i, j, layer].append(cos.clamp(-1, 1))
+    order = list(tasks)
+    return {(order[i], order[j]): {layer: _mean(found[i, j, layer]) for layer in groups}
+            for i, j in pairs}
+
+
+def _mean(parts: list[torch.Tensor]) -> float:
+    values = torch.cat(parts)
+    return values.mean().item() if len(values) else math.nan
+
+
+def _one_task_loss(name: str, spec: TaskSpec):
+    def loss(outputs, sample):
+        return spec.per_sample_loss(outputs[name], sample[name]).sum()
+    return loss
 
 
 def _rows(measure: str, task: str, other: str, cosines: Mapping[str, float]) -> list[dict]:
@@ -96,13 +154,14 @@ def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain
     was_training = model.training
     model.eval()
     try:
+        retain_batch = batch(fixed_retain_sample(request, retain_sample, seed))
         with torch.enable_grad():
-            retain = task_gradients(model, batch(fixed_retain_sample(request, retain_sample, seed)),
-                                    tasks, names)
+            retain = task_gradients(model, retain_batch, tasks, names)
             forget = task_gradients(model, batch(request.instances), tasks, names)
+        per_image = sample_cosines(model, retain_batch, tasks, names, list(layers))
         for t, u in itertools.combinations(tasks, 2):
-            rows += _rows("cross_task_cos", t, u, layer_cosines(retain[t], retain[u], list(layers)))
-        for t, u in itertools.permutations(tasks, 2):
+            rows += _rows("cross_task_cos", t, u, per_image[t, u])
+            rows += _rows("batch_cross_task_cos", t, u, layer_cosines(retain[t], retain[u], list(layers)))
             rows += _rows("forget_kept_cos", t, u, layer_cosines(forget[t], forget[u], list(layers)))
         if saturation and len(tasks) > 1:
             rows += _saturation_rows(model, layers, tasks, request, batch, config)

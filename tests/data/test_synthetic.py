@@ -12,7 +12,6 @@ import torch
 
 from core.data import BENCHMARKS, DatasetError, MTLDataset, generate, get_benchmark, synthetic
 from core.data.synthetic import (
-    CONFLICT_CLASSES,
     CONFLICT_LEVELS,
     CONTEXT_CLASSES,
     CONTEXT_PARTS,
@@ -40,8 +39,8 @@ def sets(tmp_path_factory):
     ("synthetic-indoor", {"image", "label", "depth", "normal"}),
     ("synthetic-street", {"image", "label_7", "depth"}),
     ("synthetic-context", {"image", "label", "human_parts", "saliency", "edge", "normal"}),
-    ("synthetic-conflict-low", {"image", "label", "depth"}),
-    ("synthetic-conflict-high", {"image", "label", "depth"}),
+    ("synthetic-conflict-low", {"image", "brightness", "darkness"}),
+    ("synthetic-conflict-high", {"image", "brightness", "darkness"}),
 ])
 def test_layout_and_meta(sets, name, folders):
     root = sets[name]
@@ -181,42 +180,41 @@ def test_context_reads_as_five_tasks(sets):
 
 
 def cue_correlations(name: str, count: int = 16) -> dict[str, float]:
-    """Correlation over pixels of the segmentation class and of the depth with the image's
-    luminance (the contested cue) and with its two colour-opponent channels (the own cues)."""
+    """Correlation over pixels of each task's target with the image's luminance (the contested
+    cue, blurred by the unseen light) and with its two colour-opponent channels (the own cues)."""
     outs = [render(name, 0, "train", index, (32, 32)) for index in range(count)]
     image = np.concatenate([out["image"].reshape(-1, 3) for out in outs])
     cues = {"tone": image.mean(1), "red-green": image[:, 0] - image[:, 1],
             "blue-yellow": image[:, 2] - image[:, :2].mean(1)}
-    label = np.concatenate([out["label"].ravel() for out in outs])
-    depth = np.concatenate([out["depth"].ravel() for out in outs])
-    return {f"{task}~{cue}": float(np.corrcoef(values, cue_values)[0, 1])
-            for task, values in (("label", label), ("depth", depth))
-            for cue, cue_values in cues.items()}
+    return {f"{task}~{cue}": float(np.corrcoef(np.concatenate([out[task].ravel() for out in outs]),
+                                               cue_values)[0, 1])
+            for task in ("brightness", "darkness") for cue, cue_values in cues.items()}
 
 
 def test_conflict_levels_share_images_and_differ_in_targets():
     assert set(CONFLICT_LEVELS) <= set(BENCHMARKS)
     low, high = (render(name, 2, "val", 4, SIZE) for name in CONFLICT_LEVELS)
     assert np.array_equal(low["image"], high["image"])
-    assert not np.array_equal(low["depth"], high["depth"])
+    assert not np.array_equal(low["darkness"], high["darkness"])
     for out in (low, high):
         assert out["image"].dtype == np.float32 and 0.0 <= out["image"].min() <= out["image"].max() <= 1.0
-        assert set(np.unique(out["label"])) <= set(range(len(CONFLICT_CLASSES)))
-        assert out["depth"].shape == (*SIZE, 1) and out["depth"].min() > 0  # every pixel valid
+        for task in ("brightness", "darkness"):  # every pixel valid
+            assert out[task].shape == (*SIZE, 1) and 0.5 <= out[task].min() <= out[task].max() <= 2.5
 
 
 def test_conflict_tasks_read_the_tone_in_opposite_ways_only_at_the_high_level():
     low, high = (cue_correlations(name) for name in ("synthetic-conflict-low", "synthetic-conflict-high"))
-    assert high["label~tone"] > 0.8 and high["depth~tone"] < -0.8  # one cue, opposite outputs
-    assert abs(low["label~tone"]) < 0.2 and abs(low["depth~tone"]) < 0.2
-    assert low["label~red-green"] > 0.8 and abs(low["label~blue-yellow"]) < 0.2  # own cues
-    assert low["depth~blue-yellow"] > 0.8 and abs(low["depth~red-green"]) < 0.2
+    assert high["brightness~tone"] > 0.6 and high["darkness~tone"] < -0.6  # one cue, opposite outputs
+    assert abs(high["brightness~red-green"]) < 0.2 and abs(high["darkness~blue-yellow"]) < 0.2
+    assert abs(low["brightness~tone"]) < 0.2 and abs(low["darkness~tone"]) < 0.2
+    assert low["brightness~red-green"] > 0.8 and abs(low["brightness~blue-yellow"]) < 0.2  # own cues
+    assert low["darkness~blue-yellow"] > 0.8 and abs(low["darkness~red-green"]) < 0.2
 
 
-def test_conflict_reads_as_two_tasks(sets):
+def test_conflict_reads_as_two_regressions(sets):
     ds = MTLDataset(sets["synthetic-conflict-high"], "train")
     assert {name: (spec.kind, spec.channels) for name, spec in ds.tasks.items()} == {
-        "segmentation": ("segmentation", len(CONFLICT_CLASSES)), "depth": ("depth", 1)}
+        "brightness": ("depth", 1), "darkness": ("depth", 1)}
     meta = json.loads((sets["synthetic-conflict-high"] / "meta.json").read_text())
     assert meta["conflict"] == CONFLICT_LEVELS["synthetic-conflict-high"]
 

@@ -11,6 +11,7 @@ from core.evaluation.geometry import (
     geometry_summary,
     layer_cosines,
     peak_cross_task_cos,
+    sample_cosines,
     task_geometry,
 )
 
@@ -53,7 +54,7 @@ def test_geometry_of_the_tiny_indoor_model(tiny_model, indoor_data):
     tasks, layers = list(indoor_data.train.tasks), 5  # small_cnn: five shared convolutions
     counts = geometry.groupby("measure").size()
     assert counts["cross_task_cos"] == 3 * (layers + 1)  # task pairs x (layers + all shared)
-    assert counts["forget_kept_cos"] == 6 * (layers + 1)  # (target, kept) pairs
+    assert counts["batch_cross_task_cos"] == counts["forget_kept_cos"] == 3 * (layers + 1)
     assert counts["output_saturation"] == len(tasks) * layers  # one partial request per task
     cosines = geometry[geometry["measure"] != "output_saturation"]["value"]
     assert cosines.between(-1, 1).all()
@@ -66,3 +67,27 @@ def test_geometry_of_the_tiny_indoor_model(tiny_model, indoor_data):
     without = task_geometry(tiny_model, indoor_data, indoor_data.train.ids[:3], retain_sample=8,
                             saturation=False)
     assert "output_saturation" not in set(without["measure"])
+
+
+def test_sample_cosines_match_per_image_gradients_in_any_chunking(tiny_model, indoor_data):
+    from core.unlearning.gradients import per_sample_grads
+    from core.unlearning.subspaces import layers_of, shared_names
+
+    tiny_model.eval()
+    tasks = dict(indoor_data.train.tasks)
+    batch = {k: v for k, v in indoor_data.train.batch(indoor_data.train.ids[:5]).items()
+             if isinstance(v, torch.Tensor)}
+    names = shared_names(tiny_model)
+    layers = list(layers_of(tiny_model, names))
+    whole = sample_cosines(tiny_model, batch, tasks, names, layers)
+    chunked = sample_cosines(tiny_model, batch, tasks, names, layers, memory_budget_mb=1e-6)
+    (t, u), first = ("segmentation", "depth"), layers[0]
+    grads = {task: per_sample_grads(tiny_model, batch, lambda out, s, task=task: tasks[task].per_sample_loss(
+        out[task], s[task]).sum(), names) for task in (t, u)}
+    members = [n for n in names if n.startswith(first + ".")]
+    a, b = (torch.cat([grads[task][n].flatten(1) for n in members], 1) for task in (t, u))
+    expected = torch.nn.functional.cosine_similarity(a.double(), b.double(), dim=1).mean().item()
+    assert whole[t, u][first] == pytest.approx(expected, abs=1e-5)
+    assert chunked[t, u][first] == pytest.approx(expected, abs=1e-5)
+    assert list(whole) == [("segmentation", "depth"), ("segmentation", "normal"), ("depth", "normal")]
+    assert list(whole[t, u]) == [*layers, ALL_SHARED]
