@@ -49,6 +49,7 @@ from core.data.sources import DataSource
 from core.evaluation.ablations import ablation_table
 from core.evaluation.compare import Comparison, compare_models
 from core.evaluation.conflict import analyze_conflicts
+from core.evaluation.geometry import task_geometry
 from core.evaluation.reference import NOISE_FLOOR_COLUMNS, forget_gap_noise_floor
 from core.evaluation.stats import (
     BASE_SEED,
@@ -340,6 +341,18 @@ class Bench:
             _write_json(path, record)
         return record[key]
 
+    def geometry(self) -> pd.DataFrame:
+        """`task_geometry` of every benchmark's base model (forget images: those of the plan's
+        first ratio and seed; retain sample: `plan.retain_sample`), a "benchmark" column first."""
+        frames = []
+        for benchmark in self.plan.benchmarks:
+            model, card, data = self.base(benchmark)
+            instances = forget_instances(card.train_ids, self.plan.ratios[0], self.plan.seeds[0])
+            frame = task_geometry(model, data, instances, retain_sample=self.plan.retain_sample)
+            frames.append(frame.assign(benchmark=benchmark))
+        frame = pd.concat(frames, ignore_index=True)
+        return frame[["benchmark", *(c for c in frame.columns if c != "benchmark")]]
+
     def counts(self) -> pd.DataFrame:
         """Instances per benchmark and ratio: forget, retain, train, and the val split's parts."""
         rows = []
@@ -556,7 +569,7 @@ def comparisons(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
 
 
 FRAMES = ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
-          "noise_floor", "counts", "tuning", "ablations")
+          "noise_floor", "counts", "tuning", "ablations", "geometry")
 """The tables `run_plan` writes as NAME.csv."""
 RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", "summary.md", "report.html",
                 *(f"{name}.csv" for name in FRAMES))
@@ -611,8 +624,8 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
     "details", "headline", "paired" (ours against each baseline), "noise_floor", "counts",
-    "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`) and "ablations"
-    (`core.evaluation.ablations.ablation_table`)."""
+    "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`), "ablations"
+    (`core.evaluation.ablations.ablation_table`) and "geometry" (`Bench.geometry`)."""
     from core.evaluation.report import write_report
 
     out = Path(out)
@@ -637,6 +650,7 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     _write_json(out / "tuning.json", tuning)
     frames["tuning"] = tuning_table(tuning)
     frames["ablations"] = ablation_table(frames["leaderboard"])
+    frames["geometry"] = bench.geometry()
     for name in FRAMES:
         write_text_atomic(out / f"{name}.csv", frames[name].to_csv(index=False))
     write_report(frames, plan, out, time.perf_counter() - start)
