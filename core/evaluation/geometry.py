@@ -52,9 +52,9 @@ from core.unlearning.subspaces import layer_subspaces, layers_of, shared_names
 
 ALL_SHARED = "(all shared)"
 COLUMNS = ["measure", "layer", "task", "other", "value", "rank", "channels"]
-CONFLICT_THRESHOLD = 0.2
+CONFLICT_THRESHOLD = 0.3
 """`conflict_label`'s default: below this peak |cross-task cosine|, a benchmark has low task
-conflict (benchmarks/DECISIONS.md says why 0.2)."""
+conflict (benchmarks/DECISIONS.md says why 0.3)."""
 
 
 def layer_cosines(grads_a: Grads, grads_b: Grads, layers: Sequence[str]) -> dict[str, float]:
@@ -193,7 +193,8 @@ def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]
 
 
 def peak_cross_task_cos(frame: pd.DataFrame) -> float:
-    """max over shared Conv2d / Linear layers and task pairs of |cross-task cosine| (rows of
+    """The peak |cross-task cos|: max over shared Conv2d / Linear layers and task pairs of
+    |mean over the retain images of the per-image cosine| ("cross_task_cos" rows of
     `task_geometry`, ALL_SHARED left out); NaN when there are none."""
     rows = frame[(frame["measure"] == "cross_task_cos") & (frame["layer"] != ALL_SHARED)]
     values = rows["value"].abs().dropna()
@@ -222,3 +223,10 @@ def geometry_summary(frame: pd.DataFrame, threshold: float = CONFLICT_THRESHOLD)
             "saturated_layers": int((saturation["value"] >= 1).sum()),
             "saturation_pairs": len(saturation),
             "label": conflict_label(frame, threshold)}
+
+
+def benchmark_labels(frame: pd.DataFrame, threshold: float = CONFLICT_THRESHOLD) -> pd.DataFrame:
+    """`geometry_summary` per benchmark of a frame with a "benchmark" column (`Bench.geometry`):
+    one row each, in the frame's order."""
+    return pd.DataFrame([{"benchmark": benchmark, **geometry_summary(group, threshold)}
+                         for benchmark, group in frame.groupby("benchmark", sort=False)])

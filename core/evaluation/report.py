@@ -20,6 +20,7 @@ from core.evaluation.figures import (
     uis_bar_figure,
     uis_breakdown_figure,
 )
+from core.evaluation.geometry import CONFLICT_THRESHOLD, benchmark_labels
 from core.outputs import write_text_atomic
 
 REFERENCE_ORDER = ("original", "retrain")
@@ -160,6 +161,15 @@ def machine() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
+GEOMETRY_NOTE = (
+    "Per benchmark (core.evaluation.geometry, rows in geometry.csv): the peak over shared layers and "
+    "task pairs of |mean over retain images of the cosine between two tasks' gradients on the same "
+    f"image|, labelled low task conflict below {CONFLICT_THRESHOLD}; the peak |cosine| of a target "
+    "task's and a kept task's gradients on the forget images; the mean rank(V) / C_out of "
+    "interference_aware's output-side basis over shared layers and partial settings, and in how "
+    "many (layer, setting) pairs it spans every channel.")
+
+
 def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | None = None) -> str:
     """summary.md: headline, then per (benchmark, mode), then per (benchmark, ratio, setting)."""
     parts = ["# Benchmark results", "",
@@ -195,6 +205,9 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
                   "unseen\".", "", noise_floor_table(frames["noise_floor"]), ""]
     if "counts" in frames:
         parts += ["## Instances per ratio", "", frame_table(frames["counts"]), ""]
+    if "geometry" in frames and not frames["geometry"].empty:
+        parts += ["## Task geometry of the base models", "", GEOMETRY_NOTE, "",
+                  frame_table(benchmark_labels(frames["geometry"]), 3), ""]
     if "oracle" in frames and not frames["oracle"].empty:
         parts += ["## Gap to the retrain oracle per split and task", "",
                   "100 x |primary metric - the oracle's|, mean over cells.", "",
@@ -268,6 +281,9 @@ def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
                        ("counts", "Instances per ratio")):
         if key in frames:
             sections.append((title, frames[key]))
+    if "geometry" in frames and not frames["geometry"].empty:
+        sections.append(("Task geometry of the base models: " + GEOMETRY_NOTE,
+                         benchmark_labels(frames["geometry"])))
     if "oracle" in frames and not frames["oracle"].empty:
         sections.append(("Gap to the retrain oracle per split and task (x100)",
                          oracle_gap_table(frames["oracle"])))

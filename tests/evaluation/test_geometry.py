@@ -7,6 +7,7 @@ import torch
 from core.evaluation.geometry import (
     ALL_SHARED,
     COLUMNS,
+    benchmark_labels,
     conflict_label,
     geometry_summary,
     layer_cosines,
@@ -91,3 +92,20 @@ def test_sample_cosines_match_per_image_gradients_in_any_chunking(tiny_model, in
     assert chunked[t, u][first] == pytest.approx(expected, abs=1e-5)
     assert list(whole) == [("segmentation", "depth"), ("segmentation", "normal"), ("depth", "normal")]
     assert list(whole[t, u]) == [*layers, ALL_SHARED]
+
+
+def test_benchmark_labels_and_the_report_section():
+    from core.evaluation.benchmark import QUICK
+    from core.evaluation.report import markdown_report
+
+    geometry = pd.concat([frame([("cross_task_cos", "l1", 0.1)]).assign(benchmark="quiet"),
+                          frame([("cross_task_cos", "l1", -0.6)]).assign(benchmark="torn")])
+    labels = benchmark_labels(geometry).set_index("benchmark")
+    assert list(labels.index) == ["quiet", "torn"]
+    assert list(labels["label"]) == ["low task conflict", "task conflict"]
+    assert labels.loc["torn", "peak_cross_task_cos"] == pytest.approx(0.6)
+    frames = {"headline": pd.DataFrame(), "summary": pd.DataFrame(columns=["benchmark", "mode"]),
+              "details": pd.DataFrame(columns=["benchmark", "ratio", "setting"]), "geometry": geometry}
+    summary = markdown_report(frames, QUICK)
+    assert "## Task geometry of the base models" in summary
+    assert "| torn | 0.600 |" in summary and "task conflict |" in summary
