@@ -92,6 +92,18 @@ def subspace_ranks_figure(ranks: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     return figure
 
 
+def geometry_table(geometry: pd.DataFrame) -> pd.DataFrame:
+    """A `core.evaluation.geometry.task_geometry` frame as one row per layer (model order) and one
+    column per measure and task pair ("cross_task_cos segmentation/depth") or target task
+    ("output_saturation forgetting depth")."""
+    pair = geometry["task"] + "/" + geometry["other"]
+    saturation = geometry["measure"] == "output_saturation"
+    column = geometry["measure"] + " " + pair.where(~saturation, "forgetting " + geometry["task"])
+    table = geometry.assign(column=column).pivot_table(index="layer", columns="column", values="value",
+                                                       sort=False)
+    return table.reset_index().rename_axis(columns=None)
+
+
 def config_fields(config_class) -> list[dict[str, Any]]:
     """The form of a method's config dataclass: one dict per field with name, default, kind
     (bool / int / float / str), low, high, choices and help, in the dataclass's order."""

@@ -7,6 +7,7 @@ import streamlit as st
 from app.charts import (
     conflict_heatmap,
     conflict_layer_heatmap,
+    geometry_table,
     metric_shift_figure,
     subspace_ranks_figure,
     uis_breakdown_figure,
@@ -21,6 +22,7 @@ from app.state import (
     run_results,
 )
 from core.checkpoints import checkpoint_zip
+from core.evaluation.geometry import conflict_label, peak_cross_task_cos, task_geometry
 from core.explore import predict
 from core.visual import instance_panels
 
@@ -77,6 +79,19 @@ elif view == "Conflicts":
     st.plotly_chart(figures["layers"], width="content", key="layers")
     if "ranks" in figures:
         st.plotly_chart(figures["ranks"], width="content", key="ranks")
+    if "geometry" not in run.cache and st.button("Measure the task geometry of the original model",
+                                                 key="geometry"):
+        original, _ = cached_checkpoint(run.model_path)
+        data = cached_data(run.model_path, run.data_root)
+        run.cache["geometry"] = task_geometry(original, data, run.request.instances, retain_sample=32)
+    if "geometry" in run.cache:
+        geometry = run.cache["geometry"]
+        st.subheader(f"Task geometry: {conflict_label(geometry)} "
+                     f"(peak per-image cross-task |cos| {peak_cross_task_cos(geometry):.2f})")
+        st.caption("Per shared layer: mean per-image cosine of two tasks' gradients on retain images, "
+                   "the batch cosine, the cosine of the tasks' gradients on the forget images, and "
+                   "rank(V) / C_out of interference_aware's output basis when forgetting each task.")
+        st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
 else:
     st.subheader("At-risk retain instances")
     st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
