@@ -1,6 +1,7 @@
 """Task geometry (`core.evaluation.geometry`) of small models trained on the synthetic benchmarks.
 
-    python benchmarks/bench_geometry.py [--out /tmp/geometry] [--benchmarks synthetic-indoor,...]
+    python benchmarks/bench_geometry.py [--out /tmp/mtu-geometry] [--benchmarks synthetic-indoor,...]
+        [--seed 0] [--retain-sample 64]
 
 For each benchmark a small_cnn is trained with the recipe of `mtu bench --quick` (QUICK's
 n_train, n_val, size, epochs and width; saved under --out and reused) and measured on the
@@ -31,17 +32,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/mtu-geometry"))
     parser.add_argument("--benchmarks", default=DEFAULT)
     parser.add_argument("--retain-sample", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0, help="training seed of the models")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pd.set_option("display.width", 200)
     for benchmark in args.benchmarks.split(","):
-        path = args.out / benchmark
+        path = args.out / f"{benchmark}-seed{args.seed}"
         if not checkpoint_paths(path)[1].is_file():
             start = time.perf_counter()
             model, card = train_checkpoint(QUICK.source(benchmark),
                                            {"name": "small_cnn", "args": {"width": QUICK.width}},
-                                           TrainConfig(epochs=QUICK.epochs, seed=0), show_bar=False)
+                                           TrainConfig(epochs=QUICK.epochs, seed=args.seed), show_bar=False)
             save_checkpoint(model, card, path)
             print(f"{benchmark}: trained in {time.perf_counter() - start:.0f} s")
         model, card = load_checkpoint(path)
