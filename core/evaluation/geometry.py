@@ -8,7 +8,7 @@ a layer's gradient is that of its weight and bias together), one tidy frame (`ta
   tasks' losses on image i alone: how far a step for t on an image moves u on the same image.
   Per image, not of the batch: at a trained model the mean gradient over a batch is what is
   left of the training objective (small, and dominated by which images were drawn), so its
-  cosines swing by +-0.3 between retain samples of 32, 64 and 190 images of the same model
+  cosines moved by up to 0.45 between retain samples of 32, 64 and 190 images of one model
   (benchmarks/DECISIONS.md);
 - "batch_cross_task_cos": cos(g_t, g_u) of the gradients of the mean losses over that sample
   (`conflict.cosine_matrix`'s quantity);
@@ -19,8 +19,8 @@ a layer's gradient is that of its weight and bias together), one tidy frame (`ta
 - "output_saturation": rank(V) / C_out, V the union output basis that interference_aware's TGP
   builds for partial requests forgetting t (`subspaces.layer_subspaces` with the method's
   default thresholds, budget, samples and solver, `InterferenceAwareConfig`): at 1 the kept
-  tasks' basis spans every output channel and TGP removes every update of the layer that
-  changes the inputs it guards.
+  tasks' basis spans every output channel, and TGP takes out the whole part dW U U^T of every
+  update of the layer that acts on its guarded inputs U.
 
 The cosines also have a row for the layer "(all shared)": every shared parameter, BatchNorm
 included. `conflict_label` turns the cross-task rows into a label. Gradients come from
