@@ -173,7 +173,8 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     frames = run_plan(MINI, out, show_bars=False, log=lambda _: None, workers=2)
     for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
                  "oracle.csv", "paired.csv", "noise_floor.csv", "counts.csv", "noise_floor.json",
-                 "tuning.csv", "ablations.csv", "summary.md", "report.html", "tuning.json", "plan.json"):
+                 "tuning.csv", "ablations.csv", "geometry.csv", "summary.md", "report.html", "tuning.json",
+                 "plan.json"):
         assert (out / name).is_file(), name
     board = frames["leaderboard"]
     # two ratios x (full + one partial setting per task), one seed; references and both methods
@@ -218,7 +219,7 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     summary = (out / "summary.md").read_text()
     for heading in ("## Headline", "## Ours against each baseline", "## Forget-gap noise floor",
                     "## Instances per ratio", "## Gap to the retrain oracle", "UIS vs oracle", "## Tuning",
-                    "### grad_ascent", "### interference_aware"):
+                    "### grad_ascent", "### interference_aware", "## Task geometry of the base models"):
         assert heading in summary and html.count(heading.lstrip("# ")[:20]) >= 1, heading
     assert list(frames["headline"]["mode"]) == ["full", "partial"]
     assert set(frames["headline"]["verdict"]) <= {"met", "missed", "undecided"}
