@@ -267,7 +267,7 @@ def _watch(job: Mapping[str, Any], ledger: Ledger, run_id: int) -> None:
     context = multiprocessing.get_context("spawn")
     beats = context.Value("q", 0, lock=False)
     process = context.Process(target=_job_process, args=(dict(job), beats, os.getpid()),
-                              name=f"mtu-job-{run_id}")
+                              name=f"mtu-job-{run_id}", daemon=True)  # ends with the worker
     process.start()
     seen, quiet_since, cancelled_at, stopped = 0, time.monotonic(), None, None
     try:

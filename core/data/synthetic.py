@@ -1082,7 +1082,7 @@ def generate(name: str, root: str | os.PathLike, *, seed: int = 0, n_train: int 
     jobs = [(name, seed, split, i, (h, w), str(root))
             for split, n in (("train", n_train), ("val", n_val)) for i in range(n)]
     workers = min(workers or os.cpu_count() or 1, len(jobs))
-    if workers <= 1:
+    if workers <= 1 or multiprocessing.current_process().daemon:  # a job's process has no children
         for job in jobs:
             _write_one(job)
     else:

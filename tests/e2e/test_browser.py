@@ -59,8 +59,9 @@ def server(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(EXAMPLE),  # its plugin
            "MTU_HOME": str(tmp_path_factory.mktemp("e2e-home"))}
     env.pop("MTU_QUEUE", None)
-    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker"], cwd=ROOT, stdout=log,
-                              stderr=subprocess.STDOUT, env=env)
+    env["MTU_APP_PLUGINS"] = "my_models"  # as `mtu app --plugin my_models` allows it
+    worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", "--plugin", "my_models"],
+                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
          str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
@@ -265,9 +266,8 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
                      "--out", str(tmp_path / "imported")]) == 0
     finally:
         sys.path.remove(str(EXAMPLE))
-    plugins = page.get_by_role("textbox", name="Plugin modules (comma-separated)")
-    plugins.fill("my_models")
-    plugins.press("Enter")
+    _choose(page, "Plugin modules that register your own architectures", "my_models")
+    page.keyboard.press("Escape")
     page.locator("[data-testid=stRadio] label").filter(has_text="Path on this machine").click()
     path = page.get_by_role("textbox", name="Checkpoint (NAME, NAME.safetensors or NAME.json)")
     path.fill(str(tmp_path / "imported"))
