@@ -27,7 +27,7 @@ from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import gradients, set_grads
 from core.unlearning.projections import project_task_aware
 from core.unlearning.search import SHARED, Range
-from core.unlearning.subspaces import collect_signals, layers_of, reached_names
+from core.unlearning.subspaces import collect_signals, forget_layers
 
 NULL_FLOOR = 1e-6
 """Eigenvalues below this share of the largest count as zero when the threshold is set."""
@@ -89,9 +89,7 @@ class AdamNSCL(StepUnlearner):
 
     def prepare(self, ctx):
         cfg = self.config
-        self.layers = {name: module for name, module in layers_of(
-            ctx.model, reached_names(ctx.model, ctx.target_tasks)).items()
-            if getattr(module, "groups", 1) == 1}
+        self.layers = forget_layers(ctx.model, ctx.target_tasks)
         rows = collect_signals(ctx.model, self.layers, ctx.retain_batch(cfg.subspace_batch), {},
                                cfg.max_rows, torch.Generator().manual_seed(cfg.seed)).inputs
         self.retained = {name: covariance_range(rows[name], cfg.null_ratio).to(module.weight.device)

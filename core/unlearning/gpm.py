@@ -17,7 +17,7 @@ import torch
 from core.unlearning.base import StepUnlearner, UnlearnConfig, knob, register
 from core.unlearning.gradients import gradients, set_grads
 from core.unlearning.search import SHARED, Range
-from core.unlearning.subspaces import layer_subspaces, layers_of, reached_names
+from core.unlearning.subspaces import forget_layers, layer_subspaces
 
 
 @dataclass
@@ -38,9 +38,7 @@ class GPM(StepUnlearner):
 
     def prepare(self, ctx):
         cfg = self.config
-        layers = {name: module for name, module in layers_of(
-            ctx.model, reached_names(ctx.model, ctx.target_tasks)).items()
-            if getattr(module, "groups", 1) == 1}
+        layers = forget_layers(ctx.model, ctx.target_tasks)
         budget = cfg.basis_budget * sum(p.numel() for p in ctx.model.parameters())
         generator = torch.Generator().manual_seed(cfg.seed)
         self.subspaces = layer_subspaces(

@@ -25,7 +25,7 @@ from torch import Tensor
 from core.unlearning.base import knob, register
 from core.unlearning.gpm import GPM, GPMConfig
 from core.unlearning.search import Range
-from core.unlearning.subspaces import collect_signals, layer_subspaces, layers_of, reached_names
+from core.unlearning.subspaces import collect_signals, forget_layers, layer_subspaces
 
 
 def sgp_importance(singular_values: Tensor, alpha: float) -> Tensor:
@@ -82,9 +82,7 @@ class SGP(GPM):
 
     def prepare(self, ctx):
         cfg = self.config
-        layers = {name: module for name, module in layers_of(
-            ctx.model, reached_names(ctx.model, ctx.target_tasks)).items()
-            if getattr(module, "groups", 1) == 1}
+        layers = forget_layers(ctx.model, ctx.target_tasks)
         budget = cfg.basis_budget * sum(p.numel() for p in ctx.model.parameters())
         batch = ctx.retain_batch(cfg.subspace_batch)
         bases = layer_subspaces(ctx.model, layers, {"retain": (batch, ctx.tasks)}, cfg.eps, None,

@@ -61,6 +61,13 @@ def layers_of(model: nn.Module, names) -> dict[str, nn.Module]:
     return layers
 
 
+def forget_layers(model: nn.Module, tasks) -> dict[str, nn.Module]:
+    """The layers a projection acts on: `layers_of` the parameters the losses of `tasks` reach,
+    grouped convolutions left out (their input rows are not one per weight row)."""
+    return {name: module for name, module in layers_of(model, reached_names(model, tasks)).items()
+            if getattr(module, "groups", 1) == 1}
+
+
 def sample_loss(tasks: Mapping[str, TaskSpec]):
     """The summed task losses of one sample, as `per_sample_grads` wants it."""
     def loss(outputs, sample):
