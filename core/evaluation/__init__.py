@@ -23,6 +23,9 @@ from core.evaluation.uis import (
     task_interference,
     tli,
     uis,
+    uis2,
+    uis2_breakdown,
+    uis2_terms,
     uis_breakdown,
     uis_terms,
 )
@@ -32,5 +35,6 @@ __all__ = [
     "cosine_matrix",
     "cosine_matrix_by_layer", "evaluate_request", "fixed_retain_sample", "ili", "instance_interference",
     "loss_features", "membership_inference", "mia_from_features", "oracle_gap", "primary_scores",
-    "task_gradients", "task_interference", "tli", "uis", "uis_breakdown", "uis_terms",
+    "task_gradients", "task_interference", "tli", "uis", "uis2", "uis2_breakdown", "uis2_terms",
+    "uis_breakdown", "uis_terms",
 ]

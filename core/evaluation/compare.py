@@ -21,9 +21,9 @@ import torch
 
 from core.evaluation.metrics import evaluate_request
 from core.evaluation.mia import attack_features, membership_inference
-from core.evaluation.uis import ili, oracle_gap, tli, uis_breakdown, uis_oracle
+from core.evaluation.uis import ili, oracle_gap, tli, uis2_breakdown, uis_breakdown, uis_oracle
 
-LEADERBOARD_COLUMNS = ["model", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc",
+LEADERBOARD_COLUMNS = ["model", "uis2", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc",
                        "mia_auc_low", "mia_auc_high", "mia_efficacy", "mia_ref_auc", "mia_ref_auc_low",
                        "mia_ref_auc_high", "seconds"]
 ORACLE_COLUMNS = ["model", "split", "task", "metric", "unlearned", "oracle", "gap"]
@@ -38,7 +38,9 @@ class Comparison:
     """What `compare_models` returns; every frame is plain data (JSON round trip with
     `to_dict` / `from_dict`).
 
-    leaderboard: one row per model, `LEADERBOARD_COLUMNS`: UIS, forget gap, ILI, TLI in percent
+    leaderboard: one row per model, `LEADERBOARD_COLUMNS`: uis2, UIS v2 in percent
+        (`core.evaluation.uis.uis2`: referenced to the oracle when it is among the models, else
+        to the original); UIS (protocol 3's), forget gap, ILI, TLI in percent
         (lower is better); uis_oracle, the oracle-referenced UIS in percent, and oracle_gap,
         100 x the mean over splits and tasks of |primary metric - the oracle's| (both NaN
         without an oracle among the models); mia_auc the forget-vs-held-out AUC of the
@@ -46,7 +48,9 @@ class Comparison:
         forget instances called non-members; mia_ref_auc (with its interval) the AUC of the
         reference attack calibrated by the oracle's losses (NaN without an oracle); seconds of
         unlearning, NaN if unknown.
-    breakdown: `uis_terms` rows of every model, with a "model" column first.
+    breakdown: `uis_terms` rows of every model, with a "model" column first, and beside them
+        the same task's UIS v2 terms (`uis2_terms`: v2_forget, v2_kept, v2_test, v2_retain,
+        uis2_t and the parts that stack to it) and their "reference" (oracle or original).
     scores: the tidy `evaluate_request` frame (model, split, task, metric, value) plus "primary"
         (whether the metric is the task's primary one).
     oracle: per model, split and task, the primary metric of the model and of the oracle and
@@ -114,14 +118,17 @@ def compare_models(models: Mapping[str, torch.nn.Module], request, data,
     rows, parts, gaps = [], [], []
     for name, model in models.items():
         terms = uis_breakdown(scores, name, tasks, request, reference)
-        parts.append(terms.assign(model=name))
+        terms2 = uis2_breakdown(scores, name, tasks, request, reference, oracle)
+        parts.append(terms.merge(terms2.drop(columns="role"), on="task").assign(model=name))
         attack = (membership_inference(model, data, request, retain_sample, seed, heldout, oracle_features)
                   if mia else _NO_ATTACK)
         forget_gap = terms.loc[terms["role"] == "target", "forget_gap"]
         gap = (oracle_gap(scores[scores["primary"]], name, oracle).assign(model=name) if has_oracle
                else pd.DataFrame(columns=ORACLE_COLUMNS))
         gaps.append(gap)
-        rows.append({"model": name, "uis": 100 * float(terms["uis_t"].mean()),
+        uis2_t = terms2["uis2_t"].dropna()
+        rows.append({"model": name, "uis2": 100 * float(uis2_t.mean()) if len(uis2_t) else math.nan,
+                     "uis": 100 * float(terms["uis_t"].mean()),
                      "forget_gap": 100 * float(forget_gap.mean()),
                      "ili": ili(scores, name, tasks, reference),
                      "tli": tli(scores, name, tasks, request, reference),

@@ -7,6 +7,10 @@ Every score uses each task's primary metric m (higher is better, in [0, 1]):
   UIS_t = (d_t + f_t) / 2 (target) or (d_t + k_t) / 2 (kept);  UIS = 100 x mean_t UIS_t.
 A relative change against a reference of 0 (or NaN) is NaN. Lower is better for all of them.
 Delta_m% is `core.tasks.delta_m`.
+
+UIS v2 (`uis2_terms`, benchmarks/DECISIONS.md section 10) adds the retain drift (instance-level
+interference) and references every term to the retrain oracle when there is one:
+  UIS2_t = mean(F_t or K_t, D_t, R_t);  UIS v2 = 100 x mean_t UIS2_t.
 """
 
 from __future__ import annotations
@@ -105,6 +109,67 @@ def oracle_terms(oracle: Scores, unlearned: Scores, targets: Sequence[str],
                          "forget_gap": other if role == "target" else math.nan,
                          "kept_drift": other if role == "kept" else math.nan, "uis_t": (d + other) / 2})
     return pd.DataFrame(rows, columns=["task", "role", "test_drift", "forget_gap", "kept_drift", "uis_t"])
+
+
+V2_TERMS = ("v2_forget", "v2_kept", "v2_test", "v2_retain")
+"""The columns of `uis2_terms` that average to uis2_t (fractions; NaN where a term does not apply)."""
+
+
+def uis2_terms(reference: Scores, unlearned: Scores, targets: Sequence[str], kept: Sequence[str] = (),
+               oracle: bool = True) -> pd.DataFrame:
+    """Per-task terms of UIS v2 (pure; benchmarks/DECISIONS.md section 10).
+
+    Args:
+        reference: {split: {task: value}} of the retrain oracle (`oracle` True) or of the
+            original model (`oracle` False), splits "test", "forget", "kept" (partial mode),
+            "retain"; unlearned: the same of the unlearned model.
+        targets: forgotten tasks; kept: the other tasks (partial mode).
+        oracle: whether `reference` is the retrain oracle. The forget term's reference is the
+            oracle on the forget images, or without an oracle the original on the held-out split
+            (the unseen level); every other term's is the reference on the same split.
+    Returns:
+        One row per task (targets, then kept): task, role, v2_forget (F_t, target tasks),
+        v2_kept (K_t, kept tasks), v2_test (D_t), v2_retain (R_t), uis2_t = the mean of the
+        task's finite terms (NaN when none is); and forget_part, kept_part, test_part,
+        retain_part = each term x its share of uis2_t (they stack to uis2_t; 0 when absent).
+    """
+    rows = []
+    for role, names in (("target", targets), ("kept", kept)):
+        for task in names:
+            split = "forget" if role == "target" else "kept"
+            first_ref = reference[split if oracle or role == "kept" else "test"][task]
+            first = relative_change(first_ref, unlearned[split][task])
+            terms = {"v2_forget": first if role == "target" else math.nan,
+                     "v2_kept": first if role == "kept" else math.nan,
+                     "v2_test": relative_change(reference["test"][task], unlearned["test"][task]),
+                     "v2_retain": relative_change(reference["retain"][task], unlearned["retain"][task])}
+            finite = [v for v in terms.values() if math.isfinite(v)]
+            share = 1 / len(finite) if finite else math.nan
+            rows.append({"task": task, "role": role, **terms,
+                         "uis2_t": float(np.mean(finite)) if finite else math.nan,
+                         **{name.replace("v2_", "") + "_part": value * share if math.isfinite(value) else 0.0
+                            for name, value in terms.items()}})
+    return pd.DataFrame(rows, columns=["task", "role", *V2_TERMS, "uis2_t", "forget_part", "kept_part",
+                                       "test_part", "retain_part"])
+
+
+def uis2_breakdown(frame: pd.DataFrame, unlearned: str, tasks: Mapping[str, TaskSpec], request,
+                   original: str = "original", oracle: str = "retrain") -> pd.DataFrame:
+    """`uis2_terms` of model `unlearned` in an `evaluate_request` frame: referenced to `oracle`
+    when the frame has that model, else to `original`; a "reference" column says which."""
+    has_oracle = oracle in set(frame["model"])
+    reference = oracle if has_oracle else original
+    terms = uis2_terms(primary_scores(frame, reference, tasks), primary_scores(frame, unlearned, tasks),
+                       request.tasks, request.kept_tasks, oracle=has_oracle)
+    return terms.assign(reference=reference)
+
+
+def uis2(frame: pd.DataFrame, unlearned: str, tasks: Mapping[str, TaskSpec], request,
+         original: str = "original", oracle: str = "retrain") -> float:
+    """UIS v2 = 100 x mean over tasks of `uis2_breakdown`'s uis2_t (tasks without a finite term
+    left out); lower is better, the oracle scores 0."""
+    values = uis2_breakdown(frame, unlearned, tasks, request, original, oracle)["uis2_t"].dropna()
+    return 100 * float(values.mean()) if len(values) else math.nan
 
 
 def uis_oracle(frame: pd.DataFrame, unlearned: str, tasks: Mapping[str, TaskSpec], request,

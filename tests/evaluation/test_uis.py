@@ -13,6 +13,9 @@ from core.evaluation import (
     task_interference,
     tli,
     uis,
+    uis2,
+    uis2_breakdown,
+    uis2_terms,
     uis_breakdown,
     uis_terms,
 )
@@ -138,3 +141,54 @@ def test_uis_oracle_from_a_frame():
     expected = oracle_terms(ORIG, UNL, ["seg"], ["depth"])["uis_t"].mean() * 100
     assert uis_oracle(frame, "u", TASKS, request) == pytest.approx(expected)
     assert uis_oracle(frame, "retrain", TASKS, request) == 0.0
+
+
+def test_uis2_terms_against_an_oracle_by_hand():
+    # partial mode, seg forgotten, depth kept; the oracle is the reference on every split
+    oracle = {"test": {"seg": 0.5, "depth": 0.8}, "forget": {"seg": 0.5, "depth": 0.9},
+              "kept": {"seg": 0.6, "depth": 0.95}, "retain": {"seg": 0.9, "depth": 1.0}}
+    terms = uis2_terms(oracle, UNL, ["seg"], ["depth"]).set_index("task")
+    # seg: forget |0.5-0.55|/0.5 = 0.1, test |0.5-0.4|/0.5 = 0.2, retain |0.9-0.81|/0.9 = 0.1
+    seg = terms.loc["seg", ["v2_forget", "v2_test", "v2_retain", "uis2_t"]].tolist()
+    assert seg == pytest.approx([0.1, 0.2, 0.1, 0.4 / 3])
+    # depth: kept |0.95-0.76|/0.95 = 0.2, test 0, retain |1-0.9|/1 = 0.1 -> 0.1
+    depth = terms.loc["depth", ["v2_kept", "v2_test", "v2_retain", "uis2_t"]].tolist()
+    assert depth == pytest.approx([0.2, 0.0, 0.1, 0.1])
+    assert math.isnan(terms.loc["seg", "v2_kept"]) and math.isnan(terms.loc["depth", "v2_forget"])
+    parts = terms[["forget_part", "kept_part", "test_part", "retain_part"]].sum(axis=1)
+    assert parts.to_numpy() == pytest.approx(terms["uis2_t"].to_numpy())
+    assert uis2_terms(oracle, oracle, ["seg"], ["depth"])["uis2_t"].tolist() == [0.0, 0.0]
+
+
+def test_uis2_without_an_oracle_reads_the_unseen_level_for_forgetting():
+    terms = uis2_terms(ORIG, UNL, ["seg", "depth"], oracle=False).set_index("task")
+    # seg: forget |0.5 (original, test) - 0.55|/0.5 = 0.1, test 0.2, retain 0.1
+    assert terms.loc["seg", "v2_forget"] == pytest.approx(0.1)
+    # depth: forget |0.8 - 0.9|/0.8 = 0.125, test 0, retain 0.1 -> 0.075
+    assert terms.loc["depth", "uis2_t"] == pytest.approx((0.125 + 0 + 0.1) / 3)
+
+
+def test_uis2_leaves_a_zero_reference_out_of_its_task():
+    reference = {split: dict(values) for split, values in ORIG.items()}
+    reference["retain"]["seg"] = 0.0
+    terms = uis2_terms(reference, UNL, ["seg"], ["depth"], oracle=False).set_index("task")
+    assert math.isnan(terms.loc["seg", "v2_retain"])
+    assert terms.loc["seg", "uis2_t"] == pytest.approx((0.1 + 0.2) / 2)  # the two finite terms
+    assert terms.loc["seg", ["forget_part", "test_part", "retain_part"]].sum() == pytest.approx(0.15)
+
+
+def test_uis2_from_a_frame_prefers_the_oracle():
+    oracle = {split: {t: v + 0.05 for t, v in values.items()} for split, values in ORIG.items()}
+    rows = [(model, split, task, TASKS[task].primary, scores[split][task])
+            for model, scores in (("original", ORIG), ("retrain", oracle), ("u", UNL))
+            for split in ("test", "forget", "kept", "retain") for task in TASKS]
+    frame = pd.DataFrame(rows, columns=["model", "split", "task", "metric", "value"])
+    request = ForgetRequest.build([0], ["seg"], [0, 1], ["seg", "depth"])
+    expected = 100 * uis2_terms(oracle, UNL, ["seg"], ["depth"])["uis2_t"].mean()
+    assert uis2(frame, "u", TASKS, request) == pytest.approx(expected)
+    assert uis2(frame, "retrain", TASKS, request) == 0.0
+    assert set(uis2_breakdown(frame, "u", TASKS, request)["reference"]) == {"retrain"}
+    without = frame[frame["model"] != "retrain"]
+    expected = 100 * uis2_terms(ORIG, UNL, ["seg"], ["depth"], oracle=False)["uis2_t"].mean()
+    assert uis2(without, "u", TASKS, request) == pytest.approx(expected)
+    assert set(uis2_breakdown(without, "u", TASKS, request)["reference"]) == {"original"}
