@@ -316,8 +316,8 @@ def cmd_tune(args) -> int:
 
         if not args.out:
             raise SystemExit("mtu tune: --from-bench needs --out (e.g. sample_models/tuned.json)")
-        document = tuned_from_bench(args.from_bench, args.out, args.ratio, args.benchmarks, command)
-        print(f"wrote the bench's choices at ratio {args.ratio:g} for {', '.join(document)} to {args.out}")
+        document = tuned_from_bench(args.from_bench, args.out, args.benchmarks, command)
+        print(f"wrote the bench's choices per mode for {', '.join(document)} to {args.out}")
         return 0
     if not args.model:
         raise SystemExit("mtu tune: pass --model CHECKPOINT (or --from-bench FOLDER --out FILE)")
@@ -479,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "settings (scored on the tuning part of val)")
     tune.add_argument("--model", default=None, help="checkpoint (NAME, NAME.safetensors or NAME.json)")
     tune.add_argument("--from-bench", default=None, metavar="FOLDER",
-                      help="tune nothing: write what a finished `mtu bench` run chose at --ratio, one entry "
+                      help="tune nothing: write what a finished `mtu bench` run chose per mode, one entry "
                            "per benchmark (the sample models carry the benchmarks' names), to --out")
     tune.add_argument("--benchmarks", type=_csv(str), default=None,
                       help="with --from-bench: which benchmarks (default: every one in the folder)")

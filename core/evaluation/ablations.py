@@ -6,19 +6,23 @@ Ours runs TGP in partial mode and IGO in full mode; the parts are read on the va
 in every mode (`interference_aware_both`), against that variant less one part. In full mode
 `interference_aware_no_tgp` is ours, in partial mode `interference_aware_no_igo` is.
 
-For a pair (a, b) the difference is UIS_a - UIS_b per cell (lower UIS is better, so a negative
-difference means a scores lower than b), averaged over the cells both have, with its interval
-from a bootstrap over cells resampled within each (ratio, setting). The reading says "a lower",
-"a higher" or "undecided" from the interval alone: "undecided" whenever it holds 0.
+For a pair (a, b) the difference is UIS_a - UIS_b per cell on UIS v2 (`SCORE`; lower is better,
+so a negative difference means a scores lower than b), averaged over the cells both have, with
+its studentized interval from a bootstrap over forget sets (`cluster_ratio` over `cluster_keys`:
+every setting of a forget set, or every cell of a base model, resampled together). The reading
+says "a lower", "a higher" or "undecided" from the interval alone: "undecided" whenever it holds
+0.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
-from core.evaluation.stats import bootstrap_mean
+from core.evaluation.stats import BASE_SEED, cluster_keys, cluster_ratio
+from core.evaluation.tuning import SCORE
 
 OURS = "interference_aware"
 BOTH = "interference_aware_both"
@@ -46,28 +50,29 @@ def reading(low: float, high: float) -> str:
     return "a lower" if high < 0 else "a higher" if low > 0 else "undecided"
 
 
-def ablation_table(leaderboard: pd.DataFrame, contrasts=CONTRASTS, seed: int = 0) -> pd.DataFrame:
+def ablation_table(leaderboard: pd.DataFrame, contrasts=CONTRASTS, seed: int = 0,
+                   metric: str = SCORE) -> pd.DataFrame:
     """One row per (benchmark, mode) and contrast whose two methods both ran (`ABLATION_COLUMNS`).
 
     Args:
-        leaderboard: one row per cell and model, columns benchmark, mode, ratio, setting, seed,
-            model, uis.
+        leaderboard: one row per cell and model, columns benchmark, mode, ratio, setting, seed
+            (base_seed where the plan varies it), model and `metric`.
         contrasts: (part, a, b) triples; difference = mean over shared cells of UIS_a - UIS_b.
     Returns:
         cells (shared by both), a_uis and b_uis (their means there), difference with its 95%
         interval (low, high) and the `reading`.
     """
     rows = []
-    cell = [c for c in ("ratio", "setting", "seed") if c in leaderboard]
+    cell = [c for c in ("ratio", "setting", "seed", BASE_SEED) if c in leaderboard]
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
-        table = group.pivot_table(index=cell, columns="model", values="uis", aggfunc="first")
+        table = group.pivot_table(index=cell, columns="model", values=metric, aggfunc="first")
         for part, a, b in contrasts:
             if a not in table or b not in table:
                 continue
             pair = table[[a, b]].dropna()
-            strata = (list(zip(*(pair.index.get_level_values(k) for k in ("ratio", "setting"))))
-                      if {"ratio", "setting"} <= set(pair.index.names) else None)
-            difference, low, high = bootstrap_mean((pair[a] - pair[b]).to_numpy(), seed=seed, strata=strata)
+            differences = (pair[a] - pair[b]).to_numpy()
+            difference, low, high = cluster_ratio(differences, np.ones_like(differences),
+                                                  *cluster_keys(pair.index.to_frame(index=False)), seed=seed)
             rows.append({"benchmark": benchmark, "mode": mode, "part": part, "a": a, "b": b,
                          "cells": len(pair), "a_uis": float(pair[a].mean()), "b_uis": float(pair[b].mean()),
                          "difference": difference, "low": low, "high": high, "reading": reading(low, high)})
@@ -78,7 +83,8 @@ def ablation_markdown(table: pd.DataFrame) -> str:
     """The ablation table as Markdown, with how to read it."""
     from core.evaluation.report import frame_table
 
-    return ("difference = mean over cells of UIS(a) - UIS(b), with its 95% bootstrap interval "
-            "[low, high] (cells resampled within each ratio and setting); negative: a scores lower "
+    return ("difference = mean over cells of UIS v2(a) - UIS v2(b), with its 95% studentized bootstrap "
+            "interval [low, high] (forget sets, or base models, resampled with all their cells); "
+            "negative: a scores lower "
             "(better) than b. The reading is taken from the interval: undecided while it holds 0.\n\n"
             + frame_table(table))

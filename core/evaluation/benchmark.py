@@ -1,32 +1,39 @@
 """`mtu bench`: the benchmark protocol of docs/ARCHITECTURE.md section 13.
 
-For every benchmark a base model is trained once (the plan's recipe, smaller than the shipped
-sample models so that one exact retrain oracle per cell fits the time budget). A cell is
-(benchmark, forget ratio, setting, seed): the seed draws the forget instances (the same ones for
-every setting of that ratio and seed); the setting is "full" or "partial:<task>" (forget that one
-task, keep the others). In each cell the retrain oracle is trained once and cached, every method
-runs with its tuned configuration (the `SANITY_TIER` methods only in the first ratio and seed of
-each benchmark, unless the plan names its methods), and `compare_models` scores them all, with
-two reference rows: `original` (doing nothing) and `retrain` (the oracle).
+For every benchmark and seed a base model is trained once (the plan's recipe with that training
+seed, smaller than the shipped sample models so that one exact retrain oracle per cell fits the
+time budget): the tuning seed's model is tuned on, each reported seed's model is reported on, so
+the intervals cover the base model. A cell is (benchmark, forget ratio, setting, seed): the seed
+trains the base model and draws the forget instances (the same ones for every setting of that
+ratio and seed); the setting is "full" or "partial:<task>" (forget that one task, keep the
+others). In each cell the retrain oracle is trained once and cached, every method runs with its
+tuned configuration (the `SANITY_TIER` methods only in the first ratio and seed of each
+benchmark, unless the plan names its methods), and `compare_models` scores them all, with the
+reference rows `original` (doing nothing), `retrain` (the oracle) and, in the cells of the
+plan's first `floor` seeds, `retrain_2` (a second oracle, training seed + 1: the
+retrain-vs-retrain floor of oracle-referenced scores).
 
 Tuning (`core.evaluation.tuning`): every method, ours and its ablations included, gets the same
-number of trials (`BenchPlan.trials`) of Optuna's seeded TPE sampler over its own declared search
-space (`core.unlearning.search`), a range widened when the choice falls on its edge (the extra
-trials counted), on the request of a separate tuning seed that is never reported: one study per
-benchmark, ratio, setting (full and every partial setting) and method. Tuning trials are scored
-on the val split's tuning part (`core.data.split_val`), never on its test part, and the methods
-themselves see only its calibration part (`UnlearningData`): the test part is read by the report
-alone. Every trial and choice goes to tuning/<study>.json, gathered in tuning.json and tuning.csv.
+number of trials (`BenchPlan.trials`) of Optuna's TPE sampler, seeded per study (`study_seed`),
+over its own declared search space (`core.unlearning.search`), a range widened when the choice
+falls on its edge (the extra trials counted). One study per benchmark, mode and method, pooled:
+each trial runs every request of the tuning seed in that mode (every ratio, and in partial mode
+every partial setting) and scores their mean UIS v2 against each request's retrain oracle.
+Tuning trials are scored on the val split's tuning part (`core.data.split_val`), never on its
+test part, and the methods themselves see only its calibration part (`UnlearningData`): the test
+part is read by the report alone. Every trial and choice goes to tuning/<study>.json, gathered
+in tuning.json and tuning.csv.
 
-Beside UIS the report gives, per cell, the oracle-referenced UIS and the gap to the oracle
-(`compare_models`), per benchmark and ratio the forget-gap noise floor
+The score is UIS v2 (`SCORE`, benchmarks/DECISIONS.md section 10). Beside it the report gives
+protocol 3's UIS,, per cell, the oracle-referenced UIS and the gap to the oracle
+(`compare_models`), the retrain-vs-retrain floor, per benchmark and ratio the forget-gap noise floor
 (`core.evaluation.reference`) and the instance counts, and over cells the paired comparisons of
 ours against every baseline and the headline with 95% intervals and verdicts
 (`core.evaluation.stats`).
 
 Everything is written under one results folder and reused when present, so an interrupted run
-resumes where it stopped: the base models, the tuning studies (per benchmark, ratio, setting and
-method), the oracles and the finished cells.
+resumes where it stopped: the base models, the tuning studies (per benchmark, mode and method),
+the oracles and the finished cells; each invocation's wall time is added to invocations.json.
 """
 
 from __future__ import annotations
@@ -65,7 +72,7 @@ from core.evaluation.stats import (
     verdict_at_least,
     verdict_at_most,
 )
-from core.evaluation.tuning import tune, tuning_table
+from core.evaluation.tuning import SCORE, study_seed, tune, tuning_curves, tuning_table
 from core.outputs import write_text_atomic
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
@@ -73,7 +80,10 @@ from core.unlearning.ablations import VARIANTS, CalibratedStop
 from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
-REFERENCES = (ORIGINAL, ORACLE)
+SECOND_ORACLE = "retrain_2"
+"""The second oracle (training seed + 1) of the floor cells: a reference, never a method."""
+REFERENCES = (ORIGINAL, ORACLE, SECOND_ORACLE)
+MODES = ("full", "partial")
 SANITY_TIER = ("finetune", "grad_ascent", "pcgrad", "ssd")
 """Methods never competitive (benchmarks/DECISIONS.md, section 8): in a plan that names no
 methods they run, and are tuned, only in the first ratio and seed of each benchmark."""
@@ -93,9 +103,11 @@ class BenchPlan:
     tuning_seed: int = 0
     methods: tuple[str, ...] = ()
     """Methods to compare; empty = every registered method except the oracle."""
-    trials: int = 4
-    """Tuning trials per method and tuning request, the same for every method (plus the
-    widening rounds of `core.evaluation.tuning`); benchmarks/DECISIONS.md says why 4."""
+    trials: int = 16
+    """Tuning trials per method and study (benchmark, mode), the same for every method (plus the
+    widening rounds of `core.evaluation.tuning`); benchmarks/DECISIONS.md section 11 says why."""
+    floor: int = 1
+    """Reported seeds (the first ones) whose cells also train a second oracle (`SECOND_ORACLE`)."""
     n_train: int = 400
     n_val: int = 300
     size: tuple[int, int] = (32, 32)
@@ -105,10 +117,12 @@ class BenchPlan:
     retain_sample: int = 64
     noise_draws: int = 200
     """Random unseen sets per benchmark and ratio for the forget-gap noise floor."""
-    protocol: int = 3
+    protocol: int = 4
     """Version of the evaluation protocol; 2 = tuning scored on the tuning part of val, oracle
     referenced scores, balanced and reference attacks; 3 = and every method tuned with the same
-    number of TPE trials per setting and ratio. Results of another version are refused."""
+    number of TPE trials per setting and ratio; 4 = UIS v2, studies pooled per mode with a
+    sampler seed each, a base model per seed, a second oracle. Results of another version are
+    refused."""
 
     def __post_init__(self):
         known = list_unlearners()
@@ -148,9 +162,7 @@ class BenchPlan:
 
 
 FULL = BenchPlan()
-"""`mtu bench`: 2 benchmarks x 3 ratios x (full + one partial per task) x 5 seeds = 105 cells;
-tuning: 21 requests x every method x 4 trials, the `SANITY_TIER` methods on the first ratio's 7
-requests only (benchmarks/DECISIONS.md: the time it takes)."""
+"""`mtu bench` (benchmarks/DECISIONS.md section 11: what it covers and the time it takes)."""
 
 QUICK = BenchPlan(ratios=(0.05,), seeds=(1,), trials=2, n_train=200, n_val=150, epochs=30, retain_sample=48)
 """`mtu bench --quick`: one ratio, one seed, 2 trials per method, a smaller base model."""
@@ -159,6 +171,11 @@ QUICK = BenchPlan(ratios=(0.05,), seeds=(1,), trials=2, n_train=200, n_val=150, 
 def settings_of(tasks: Sequence[str]) -> list[str]:
     """"full" and one "partial:<task>" per task."""
     return ["full"] + [f"partial:{t}" for t in tasks]
+
+
+def setting_mode(setting: str) -> str:
+    """"full" or "partial"."""
+    return "full" if setting == "full" else "partial"
 
 
 def setting_tasks(setting: str) -> list[str] | None:
@@ -211,50 +228,67 @@ class Bench:
         _write_json(path, {"fingerprint": self.plan.fingerprint(), "plan": self.plan.to_dict()})
 
     # -- base models ------------------------------------------------------------------------------
-    def base(self, benchmark: str) -> tuple[torch.nn.Module, ModelCard, UnlearningData]:
-        """The benchmark's base model (trained once, then read from disk), card and data."""
-        if benchmark not in self._models:
-            path = self.out / "models" / benchmark
+    def base(self, benchmark: str,
+             seed: int | None = None) -> tuple[torch.nn.Module, ModelCard, UnlearningData]:
+        """The benchmark's base model of training seed `seed` (default: the tuning seed; trained
+        once, then read from disk), its card and data."""
+        seed = self.plan.tuning_seed if seed is None else seed
+        key = f"{benchmark}__b{seed}"
+        if key not in self._models:
+            path = self.out / "models" / key
             if not checkpoint_paths(path)[1].is_file():
-                self.log(f"training the {benchmark} base model ({self.plan.epochs} epochs)")
+                self.log(f"training the {benchmark} base model of seed {seed} ({self.plan.epochs} epochs)")
                 source = self.plan.source(benchmark)
                 source.resolve()
                 architecture = {"name": "small_cnn", "args": {"width": self.plan.width}}
-                recipe = TrainConfig(epochs=self.plan.epochs, seed=0)
+                recipe = TrainConfig(epochs=self.plan.epochs, seed=seed)
                 model, card = train_checkpoint(source, architecture, recipe, show_bar=self.show_bars)
                 save_checkpoint(model, card, path)
             model, card = load_checkpoint(path)
-            self._models[benchmark] = (model, card, UnlearningData.from_card(card))
-        return self._models[benchmark]
+            self._models[key] = (model, card, UnlearningData.from_card(card))
+        return self._models[key]
+
+    def tasks(self, benchmark: str) -> list[str]:
+        return list(self.base(benchmark)[0].tasks)
 
     def request(self, benchmark: str, ratio: float, setting: str, seed: int) -> ForgetRequest:
-        model, card, _ = self.base(benchmark)
+        """The forget request of a cell (seed: a reported seed or the tuning seed), on the base
+        model of that seed."""
+        model, card, _ = self.base(benchmark, seed)
         return ForgetRequest.build(forget_instances(card.train_ids, ratio, seed), setting_tasks(setting),
                                    card.train_ids, list(model.tasks))
 
     # -- tuning -----------------------------------------------------------------------------------
-    def studies(self) -> list[tuple[str, float, str, str]]:
-        """(benchmark, ratio, setting, method) of every tuning study of the plan."""
-        return [(b, r, s, m) for b in self.plan.benchmarks for r in self.plan.ratios
-                for s in settings_of(list(self.base(b)[0].tasks))
-                for m in self.plan.cell_methods(r, self.plan.seeds[0])]
+    def studies(self) -> list[tuple[str, str, str]]:
+        """(benchmark, mode, method) of every tuning study of the plan."""
+        return [(b, mode, m) for b in self.plan.benchmarks for mode in MODES
+                for m in self.plan.cell_methods(self.plan.ratios[0], self.plan.seeds[0])]
 
-    def tuning_path(self, benchmark: str, ratio: float, setting: str, method: str) -> Path:
-        key = cell_key(benchmark, ratio, setting, self.plan.tuning_seed)
-        return self.out / "tuning" / f"{key}__{method}.json"
+    def tuning_requests(self, benchmark: str, mode: str) -> list[tuple[float, str]]:
+        """(ratio, setting) of every request a study of `mode` scores per trial: each ratio, and
+        in partial mode each partial setting."""
+        return [(r, s) for r in self.plan.ratios for s in settings_of(self.tasks(benchmark))
+                if setting_mode(s) == mode]
 
-    def tuned(self, benchmark: str, ratio: float, setting: str, method: str) -> dict[str, Any]:
-        """The chosen configuration of `method` for (benchmark, ratio, setting): its study on the
-        tuning seed's request (`core.evaluation.tuning.tune`, `plan.trials` trials), run first
-        when tuning/ has no record of it."""
-        path = self.tuning_path(benchmark, ratio, setting, method)
+    def tuning_path(self, benchmark: str, mode: str, method: str) -> Path:
+        return self.out / "tuning" / f"{benchmark}__{mode}__s{self.plan.tuning_seed}__{method}.json"
+
+    def tuned(self, benchmark: str, mode: str, method: str) -> dict[str, Any]:
+        """The chosen configuration of `method` for (benchmark, mode): its study on the tuning
+        seed's requests of that mode, each against its oracle (`core.evaluation.tuning.tune`,
+        `plan.trials` trials), run first when tuning/ has no record of it."""
+        path = self.tuning_path(benchmark, mode, method)
         if not path.is_file():
             model, _, data = self.base(benchmark)
-            request = self.request(benchmark, ratio, setting, self.plan.tuning_seed)
-            record = tune(method, model, [request], data, self.plan.trials, self.plan.tuning_seed,
-                          self.plan.retain_sample)
-            _write_json(path, {"benchmark": benchmark, "ratio": ratio, "setting": setting,
-                               "instances": list(request.instances), **record})
+            cells = self.tuning_requests(benchmark, mode)
+            seed = self.plan.tuning_seed
+            requests = [self.request(benchmark, r, s, seed) for r, s in cells]
+            oracles = [self.oracle(benchmark, r, s, seed)[0] for r, s in cells]
+            record = tune(method, model, requests, data, self.plan.trials, seed, self.plan.retain_sample,
+                          sampler_seed=study_seed(seed, benchmark, mode, method), oracles=oracles)
+            _write_json(path, {"benchmark": benchmark,
+                               "tuned_on": [{"ratio": r, "setting": s, "instances": list(q.instances)}
+                                            for (r, s), q in zip(cells, requests)], **record})
         return dict(json.loads(path.read_text())["chosen"])
 
     def tuning_records(self) -> list[dict[str, Any]]:
@@ -263,6 +297,10 @@ class Bench:
         return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
     def tune_all(self, workers: int = 1) -> None:
+        oracles = [(b, r, s, self.plan.tuning_seed) for b in self.plan.benchmarks for mode in MODES
+                   for r, s in self.tuning_requests(b, mode)]
+        self._in_workers(_worker_oracle, [o for o in oracles if not self.oracle_path(*o).is_file()],
+                         workers, "tuning oracles")
         todo = [study for study in self.studies() if not self.tuning_path(*study).is_file()]
         self._in_workers(_worker_tune, todo, workers, "tuning")
         for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
@@ -271,18 +309,27 @@ class Bench:
     # -- cells ------------------------------------------------------------------------------------
     def cells(self) -> list[tuple[str, float, str, int]]:
         return [(b, r, s, seed) for b in self.plan.benchmarks for r in self.plan.ratios
-                for s in settings_of(list(self.base(b)[0].tasks)) for seed in self.plan.seeds]
+                for s in settings_of(self.tasks(b)) for seed in self.plan.seeds]
 
-    def oracle(self, benchmark: str, ratio: float, setting: str, seed: int) -> tuple[torch.nn.Module, float]:
-        """The retrain oracle of a cell and its training time, cached under oracles/."""
-        path = self.out / "oracles" / cell_key(benchmark, ratio, setting, seed)
+    def oracle_path(self, benchmark: str, ratio: float, setting: str, seed: int,
+                    second: bool = False) -> Path:
+        return self.out / "oracles" / (cell_key(benchmark, ratio, setting, seed) + ("__2" if second else ""))
+
+    def oracle(self, benchmark: str, ratio: float, setting: str, seed: int,
+               second: bool = False) -> tuple[torch.nn.Module, float]:
+        """The retrain oracle of a cell (of the tuning seed's request too) and its training time,
+        cached under oracles/; `second`: the second oracle, trained with the base recipe's
+        seed + 1."""
+        path = self.oracle_path(benchmark, ratio, setting, seed, second)
         if not checkpoint_paths(path)[1].is_file():
             from core.unlearning.runner import unlearned_card
 
-            model, card, data = self.base(benchmark)
+            model, card, data = self.base(benchmark, seed)
             request = self.request(benchmark, ratio, setting, seed)
-            result = get_unlearner(ORACLE).run(model, request, data)
-            save_checkpoint(result.model, unlearned_card(card, f"models/{benchmark}", result, []), path)
+            config = {"train_seed": int(card.training["seed"]) + 1} if second else {}
+            result = get_unlearner(ORACLE, config).run(model, request, data)
+            card = unlearned_card(card, f"models/{benchmark}__b{seed}", result, [])
+            save_checkpoint(result.model, card, path)
         oracle, card = load_checkpoint(path)
         return oracle, float(card.request["seconds"])
 
@@ -295,21 +342,23 @@ class Bench:
             if set(methods) <= set(done["configs"]):
                 return done
         start = time.perf_counter()
-        model, _, data = self.base(benchmark)
+        model, _, data = self.base(benchmark, seed)
         request = self.request(benchmark, ratio, setting, seed)
-        mode = "full" if setting == "full" else "partial"
+        mode = setting_mode(setting)
         oracle, oracle_seconds = self.oracle(benchmark, ratio, setting, seed)
         models, configs = {ORIGINAL: model, ORACLE: oracle}, {}
         seconds = {ORIGINAL: 0.0, ORACLE: oracle_seconds}
+        if seed in self.plan.seeds[:self.plan.floor]:
+            models[SECOND_ORACLE], seconds[SECOND_ORACLE] = self.oracle(benchmark, ratio, setting, seed, True)
         for method in methods:
-            configs[method] = {**self.tuned(benchmark, ratio, setting, method), "seed": seed}
+            configs[method] = {**self.tuned(benchmark, mode, method), "seed": seed}
             result = get_unlearner(method, configs[method]).run(model, request, data)
             models[method], seconds[method] = result.model, result.seconds
         comparison = compare_models(models, request, data, seconds, retain_sample=self.plan.retain_sample,
                                     seed=seed)
         conflicts = analyze_conflicts(model, request, data, seed=seed).overall
         done = {"benchmark": benchmark, "ratio": ratio, "setting": setting, "mode": mode, "seed": seed,
-                "instances": list(request.instances), "configs": configs,
+                BASE_SEED: seed, "instances": list(request.instances), "configs": configs,
                 "comparison": comparison.to_dict(), "conflicts": conflicts.to_dict("records")}
         done["wall_seconds"] = round(time.perf_counter() - start, 2)
         _write_json(path, done)
@@ -323,12 +372,13 @@ class Bench:
         """The forget-gap noise floor of the base model at `ratio` (`forget_gap_noise_floor` on
         the test part, `plan.noise_draws` sets of the forget set's size), one row per setting
         ("full": the mean over tasks; "partial:<task>": that task); cached in noise_floor.json.
-        No rows when the forget set is larger than the test part."""
+        No rows when the forget set is larger than the test part. The base model: the first
+        reported seed's."""
         path = self.out / "noise_floor.json"
         record = json.loads(path.read_text()) if path.is_file() else {}
         key = f"{benchmark}__r{ratio:g}"
         if key not in record:
-            model, card, data = self.base(benchmark)
+            model, card, data = self.base(benchmark, self.plan.seeds[0])
             size = len(forget_instances(card.train_ids, ratio, 0))
             rows = []
             if size <= len(data.held_out("test")[1]):
@@ -342,12 +392,13 @@ class Bench:
         return record[key]
 
     def geometry(self) -> pd.DataFrame:
-        """`task_geometry` of every benchmark's base model (forget images: those of the plan's
-        first ratio and seed; retain sample: `plan.retain_sample`), a "benchmark" column first."""
+        """`task_geometry` of every benchmark's tuning-seed base model (forget images: the tuning
+        seed's at the plan's first ratio; retain sample: `plan.retain_sample`), a "benchmark"
+        column first: measured before, and apart from, any reported cell."""
         frames = []
         for benchmark in self.plan.benchmarks:
             model, card, data = self.base(benchmark)
-            instances = forget_instances(card.train_ids, self.plan.ratios[0], self.plan.seeds[0])
+            instances = forget_instances(card.train_ids, self.plan.ratios[0], self.plan.tuning_seed)
             frame = task_geometry(model, data, instances, retain_sample=self.plan.retain_sample)
             frames.append(frame.assign(benchmark=benchmark))
         frame = pd.concat(frames, ignore_index=True)
@@ -414,12 +465,16 @@ def _worker_cell(cell: tuple[str, float, str, int]) -> None:
     _WORKER.cell(*cell)
 
 
-def _worker_tune(study: tuple[str, float, str, str]) -> None:
+def _worker_tune(study: tuple[str, str, str]) -> None:
     _WORKER.tuned(*study)
 
 
+def _worker_oracle(cell: tuple[str, float, str, int]) -> None:
+    _WORKER.oracle(*cell)
+
+
 # -- tables ---------------------------------------------------------------------------------------
-_CELL = ["benchmark", "ratio", "setting", "mode", "seed"]
+_CELL = ["benchmark", "ratio", "setting", "mode", "seed", BASE_SEED]
 
 
 def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]:
@@ -429,7 +484,7 @@ def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]
     parts: dict[str, list[pd.DataFrame]] = {"leaderboard": [], "breakdown": [], "scores": [], "oracle": [],
                                             "conflicts": []}
     for record in records:
-        ident = {k: record[k] for k in _CELL}
+        ident = {k: record.get(k, record["seed"]) for k in _CELL}  # base_seed: the seed when absent
         comparison = Comparison.from_dict(record["comparison"])
         for name in ("leaderboard", "breakdown", "scores", "oracle"):
             parts[name].append(getattr(comparison, name).assign(**ident))
@@ -441,7 +496,8 @@ def cell_frames(records: Iterable[Mapping[str, Any]]) -> dict[str, pd.DataFrame]
     return frames
 
 
-METRICS = ["uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc", "mia_ref_auc", "seconds"]
+METRICS = [SCORE, "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc", "mia_ref_auc",
+           "seconds"]
 
 
 def summary_table(leaderboard: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -483,11 +539,20 @@ def baseline_pool(models: Iterable[str], ours: str = OURS) -> list[str]:
     return [model for model in models if model not in excluded]
 
 
-def _reduction(group: pd.DataFrame, baseline: str, ours: str,
-               seed: int) -> tuple[float, float, float, int, int]:
+def complete_models(group: pd.DataFrame) -> list[str]:
+    """The models of a leaderboard group that have a row in every cell of it (a `SANITY_TIER`
+    method that ran in only some cells does not)."""
+    cell = [c for c in ("ratio", "setting", "seed", BASE_SEED) if c in group]
+    counts = group.drop_duplicates([*cell, "model"]).groupby("model").size()
+    total = len(group.drop_duplicates(cell))
+    return sorted(counts[counts == total].index)
+
+
+def _reduction(group: pd.DataFrame, baseline: str, ours: str, seed: int,
+               metric: str = SCORE) -> tuple[float, float, float, int, int]:
     """(reduction, low, high, cells, clusters): `bootstrap_reduction` of `ours` against
-    `baseline` on UIS over the cells both have, resampling forget sets (`cluster_keys`)."""
-    uis = _paired(group, "uis", [baseline, ours])
+    `baseline` on `metric` over the cells both have, resampling forget sets (`cluster_keys`)."""
+    uis = _paired(group, metric, [baseline, ours])
     clusters, strata = cluster_keys(uis.index.to_frame(index=False))
     reduction, low, high = bootstrap_reduction(uis[baseline].to_numpy(), uis[ours].to_numpy(), clusters,
                                                strata, seed=seed)
@@ -496,13 +561,15 @@ def _reduction(group: pd.DataFrame, baseline: str, ours: str,
 
 def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, float] = UIS_TARGETS,
              paper: Mapping[str, float] = PAPER_REDUCTIONS, tolerance: float = MIA_TOLERANCE,
-             seed: int = 0) -> pd.DataFrame:
-    """UIS reduction of `ours` against the strongest existing baseline, per benchmark and mode,
-    with 95% intervals and verdicts (`core.evaluation.stats`).
+             seed: int = 0, metric: str = SCORE) -> pd.DataFrame:
+    """Reduction of `metric` (UIS v2) of `ours` against the strongest existing baseline, per
+    benchmark and mode, with 95% intervals and verdicts (`core.evaluation.stats`). The columns
+    named "uis" hold `metric`; "uis_v1" columns hold protocol 3's UIS of the same two methods.
 
     The strongest baseline is the method of `baseline_pool` (not ours, not a variant of ours, not
-    a reference, not a control that carries our target) with the lowest mean UIS over the
-    group's cells; the strongest control (`target_controls`) is reported beside it
+    a reference, not a control that carries our target) that ran in every cell of the group
+    (`complete_models`) with the lowest mean score over the group's cells; the strongest
+    control (`target_controls`) is reported beside it
     (strongest_control, control_uis, control_reduction_pct / _low / _high), never picked.
     reduction_pct = 100 x (UIS_base - UIS_ours) / UIS_base on the means over the cells both have
     (ratios, settings, seeds); reduction_low / _high: its studentized bootstrap interval over
@@ -519,16 +586,18 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
     rows = []
     controls = target_controls()
     for (benchmark, mode), group in leaderboard.groupby(["benchmark", "mode"], sort=False):
-        means = group.groupby("model")["uis"].mean()
-        baselines = means[baseline_pool(means.index, ours)].dropna()
+        means = group.groupby("model")[metric].mean()
+        baselines = means[baseline_pool(complete_models(group), ours)].dropna()
         if ours not in means or baselines.empty:
             continue
         strongest = baselines.idxmin()
-        reduction, low, high, cells, clusters = _reduction(group, strongest, ours, seed)
+        reduction, low, high, cells, clusters = _reduction(group, strongest, ours, seed, metric)
         present = means[[m for m in controls if m in means.index]].dropna()
         control = present.idxmin() if len(present) else None
-        control_reduction = _reduction(group, control, ours, seed)[:3] if control else (math.nan,) * 3
-        per_seed = group.groupby(["seed", "model"])["uis"].mean().unstack()
+        control_reduction = (_reduction(group, control, ours, seed, metric)[:3] if control
+                             else (math.nan,) * 3)
+        v1 = group.groupby("model")["uis"].mean() if "uis" in group and metric != "uis" else means
+        per_seed = group.groupby(["seed", "model"])[metric].mean().unstack()
         reductions = 100 * (per_seed[strongest] - per_seed[ours]) / per_seed[strongest]
         auc = _paired(group, "mia_auc", [ours, ORACLE])
         gaps = (auc[ours] - auc[ORACLE]).to_numpy()
@@ -551,6 +620,8 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
                                 control_reduction)),
                      "original_uis": means.get(ORIGINAL, math.nan),
                      "retrain_uis": means.get(ORACLE, math.nan),
+                     "floor_uis": means.get(SECOND_ORACLE, math.nan),
+                     "ours_uis_v1": v1.get(ours, math.nan), "baseline_uis_v1": v1.get(strongest, math.nan),
                      "ours_uis_oracle": model_means["uis_oracle"].get(ours, math.nan),
                      "baseline_uis_oracle": model_means["uis_oracle"].get(strongest, math.nan),
                      "ours_mia_auc": model_means["mia_auc"].get(ours, math.nan),
@@ -562,16 +633,18 @@ def headline(leaderboard: pd.DataFrame, ours: str = OURS, targets: Mapping[str, 
 
 
 def comparisons(leaderboard: pd.DataFrame, ours: str = OURS) -> pd.DataFrame:
-    """`paired_comparisons` of `ours` against every other method on UIS, per benchmark and mode
-    (variants and controls included), Holm-adjusted over the whole table."""
+    """`paired_comparisons` of `ours` against every other method on UIS v2 (`SCORE`), per
+    benchmark and mode (variants and controls included), Holm-adjusted over the whole table."""
     baselines = [m for m in leaderboard["model"].unique() if m not in (ours, *REFERENCES)]
-    return paired_comparisons(leaderboard, ours, baselines)
+    return paired_comparisons(leaderboard, ours, baselines, metric=SCORE)
 
 
 FRAMES = ("leaderboard", "breakdown", "oracle", "summary", "details", "headline", "paired",
-          "noise_floor", "counts", "tuning", "ablations", "geometry")
+          "noise_floor", "counts", "tuning", "tuning_curves", "ablations", "geometry")
 """The tables `run_plan` writes as NAME.csv."""
-RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", "summary.md", "report.html",
+INVOCATIONS = "invocations.json"
+"""Every `run_plan` invocation on a folder: when it started, its wall seconds, how it ended."""
+RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", INVOCATIONS, "summary.md", "report.html",
                 *(f"{name}.csv" for name in FRAMES))
 RESULT_FOLDERS = ("models", "tuning", "oracles", "cells")
 """The folders the bench writes JSON records and checkpoints into."""
@@ -624,8 +697,11 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
     "details", "headline", "paired" (ours against each baseline), "noise_floor", "counts",
-    "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`), "ablations"
-    (`core.evaluation.ablations.ablation_table`) and "geometry" (`Bench.geometry`)."""
+    "tuning" (one row per tuning study, `core.evaluation.tuning.tuning_table`), "tuning_curves"
+    (`core.evaluation.tuning.tuning_curves`), "ablations"
+    (`core.evaluation.ablations.ablation_table`) and "geometry" (`Bench.geometry`). Each
+    invocation's wall time goes to invocations.json (also when it is interrupted), and the
+    report prints their sum."""
     from core.evaluation.report import write_report
 
     out = Path(out)
@@ -635,7 +711,12 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
             log(f"--fresh kept what the bench did not write: {', '.join(p.name for p in kept[:10])}")
     start = time.perf_counter()
     bench = Bench(plan, out, log, show_bars)
-    records = bench.run(workers)
+    began = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    try:
+        records = bench.run(workers)
+    except BaseException as error:
+        _record_invocation(out, began, time.perf_counter() - start, f"stopped: {type(error).__name__}")
+        raise
     frames = cell_frames(records)
     frames["summary"] = summary_table(frames["leaderboard"], ["benchmark", "mode"])
     frames["details"] = summary_table(frames["leaderboard"], ["benchmark", "ratio", "setting"])
@@ -649,12 +730,24 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     tuning = bench.tuning_records()
     _write_json(out / "tuning.json", tuning)
     frames["tuning"] = tuning_table(tuning)
+    frames["tuning_curves"] = tuning_curves(tuning)
     frames["ablations"] = ablation_table(frames["leaderboard"])
     frames["geometry"] = bench.geometry()
     for name in FRAMES:
         write_text_atomic(out / f"{name}.csv", frames[name].to_csv(index=False))
-    write_report(frames, plan, out, time.perf_counter() - start)
+    seconds = time.perf_counter() - start
+    invocations = _record_invocation(out, began, seconds, "finished")
+    write_report(frames, plan, out, seconds, invocations)
     return frames
+
+
+def _record_invocation(out: Path, began: str, seconds: float, ended: str) -> list[dict[str, Any]]:
+    """Append one invocation to invocations.json; returns them all."""
+    path = out / INVOCATIONS
+    invocations = json.loads(path.read_text()) if path.is_file() else []
+    invocations.append({"started": began, "seconds": round(seconds, 1), "ended": ended})
+    _write_json(path, invocations)
+    return invocations
 
 
 def plan_with(base: BenchPlan, **changes: Any) -> BenchPlan:

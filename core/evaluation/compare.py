@@ -23,9 +23,9 @@ from core.evaluation.metrics import evaluate_request
 from core.evaluation.mia import attack_features, membership_inference
 from core.evaluation.uis import ili, oracle_gap, tli, uis2_breakdown, uis_breakdown, uis_oracle
 
-LEADERBOARD_COLUMNS = ["model", "uis2", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap", "mia_auc",
-                       "mia_auc_low", "mia_auc_high", "mia_efficacy", "mia_ref_auc", "mia_ref_auc_low",
-                       "mia_ref_auc_high", "seconds"]
+LEADERBOARD_COLUMNS = ["model", "uis2", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap",
+                       "mia_auc", "mia_auc_low", "mia_auc_high", "mia_efficacy", "mia_ref_auc",
+                       "mia_ref_auc_low", "mia_ref_auc_high", "seconds"]
 ORACLE_COLUMNS = ["model", "split", "task", "metric", "unlearned", "oracle", "gap"]
 _FRAMES = ("leaderboard", "breakdown", "scores", "oracle")
 _NO_ATTACK = {"forget_auc": math.nan, "forget_auc_low": math.nan, "forget_auc_high": math.nan,

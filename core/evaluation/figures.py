@@ -14,6 +14,10 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 COMPONENTS = {"test_half": "test drift", "forget_half": "forget gap", "kept_half": "kept drift"}
+"""Protocol 3's UIS: the halves of `uis_terms`."""
+COMPONENTS_V2 = {"forget_part": "forget", "kept_part": "kept drift", "test_part": "test drift",
+                 "retain_part": "retain drift"}
+"""UIS v2: the parts of `uis2_terms`."""
 SPLIT_ORDER = ["forget", "kept", "retain", "test"]
 _MARGIN = {"l": 10, "r": 10, "t": 40, "b": 10}
 
@@ -23,37 +27,44 @@ def _tidy(figure: go.Figure, title: str | None = None) -> go.Figure:
     return figure
 
 
-def uis_bar_figure(summary: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """Mean UIS per model with its std as error bars (lower is better).
+def uis_bar_figure(summary: pd.DataFrame, title: str | None = None, score: str = "uis") -> go.Figure:
+    """Mean score per model with its std as error bars (lower is better).
 
     Args:
-        summary: rows model, uis_mean, uis_std (a `summary_table`); optional columns benchmark
-            and mode become facet rows and columns.
+        summary: rows model, <score>_mean, <score>_std (a `summary_table`); optional columns
+            benchmark and mode become facet rows and columns.
+        score: "uis" (protocol 3's UIS) or "uis2" (UIS v2).
     """
     facets = {k: v for k, v in (("facet_row", "benchmark"), ("facet_col", "mode")) if v in summary}
-    figure = px.bar(summary, x="model", y="uis_mean", error_y="uis_std", color="model", **facets,
-                    labels={"uis_mean": "UIS (lower is better)", "model": ""})
+    label = "UIS v2" if score == "uis2" else "UIS"
+    figure = px.bar(summary, x="model", y=f"{score}_mean", error_y=f"{score}_std", color="model", **facets,
+                    labels={f"{score}_mean": f"{label} (lower is better)", "model": ""})
     figure.update_layout(showlegend=False)
     figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return _tidy(figure, title)
 
 
 def uis_breakdown_figure(breakdown: pd.DataFrame, title: str | None = None) -> go.Figure:
-    """UIS_t of every model and task, stacked by component (test drift, forget gap, kept drift).
+    """UIS v2 per model and task, stacked by component (forget or kept drift, test drift, retain
+    drift); protocol 3's UIS (test drift, forget gap, kept drift) for a frame without UIS v2's
+    parts.
 
     Args:
-        breakdown: rows model, task, test_half, forget_half, kept_half (fractions; the halves of
-            `uis_terms`). The stacked bars show 100 x half / number of tasks, so the bars of one
-            model summed over the task panels give its UIS.
+        breakdown: rows model, task and the parts of `uis2_terms` (forget_part, kept_part,
+            test_part, retain_part), or the halves of `uis_terms` (test_half, forget_half,
+            kept_half); fractions. The stacked bars show 100 x part / number of tasks, so the bars
+            of one model summed over the task panels give its score.
     """
+    components = COMPONENTS_V2 if set(COMPONENTS_V2) <= set(breakdown) else COMPONENTS
+    score = "UIS v2" if components is COMPONENTS_V2 else "UIS"
     tasks = breakdown["task"].nunique() or 1
-    long = breakdown.melt(id_vars=["model", "task"], value_vars=list(COMPONENTS),
+    long = breakdown.melt(id_vars=["model", "task"], value_vars=list(components),
                           var_name="component", value_name="value")
-    long["component"] = long["component"].map(COMPONENTS)
+    long["component"] = long["component"].map(components)
     long["value"] = 100 * long["value"].fillna(0) / tasks
     figure = px.bar(long, x="model", y="value", color="component", facet_col="task",
-                    labels={"value": "share of UIS", "model": ""},
-                    category_orders={"component": list(COMPONENTS.values())})
+                    labels={"value": f"share of {score}", "model": ""},
+                    category_orders={"component": list(components.values())})
     figure.update_layout(barmode="stack")
     figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return _tidy(figure, title)
@@ -147,4 +158,19 @@ def reduction_interval_figure(headline: pd.DataFrame, title: str | None = None) 
         figure.add_trace(go.Scatter(x=rows["benchmark"], y=rows["target_pct"], mode="markers",
                                     name=f"{mode}: target", marker={"symbol": "diamond-open", "size": 12}))
     figure.update_layout(yaxis_title="UIS reduction vs strongest baseline (%)", scattermode="group")
+    return _tidy(figure, title)
+
+
+def tuning_curves_figure(curves: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Best score so far against trial number, one line per method, a panel per (benchmark,
+    mode): a curve still falling at its last trial had budget left to use.
+
+    Args:
+        curves: rows benchmark, mode, method, trial (1-based), best (`tuning_curves`).
+    """
+    frame = curves.assign(panel=curves["benchmark"] + ", " + curves["mode"])
+    figure = px.line(frame, x="trial", y="best", color="method", facet_col="panel", facet_col_wrap=2,
+                     labels={"best": "best UIS v2 so far (tuning part)", "trial": "trial"})
+    figure.update_yaxes(matches=None, showticklabels=True)
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return _tidy(figure, title)

@@ -17,14 +17,16 @@ from core.evaluation.figures import (
     conflict_heatmap,
     metric_shift_figure,
     reduction_interval_figure,
+    tuning_curves_figure,
     uis_bar_figure,
     uis_breakdown_figure,
 )
 from core.evaluation.geometry import CONFLICT_THRESHOLD, benchmark_labels
 from core.outputs import write_text_atomic
 
-REFERENCE_ORDER = ("original", "retrain")
-_COLUMNS = [("uis", "UIS"), ("forget_gap", "forget gap"), ("ili", "ILI"), ("tli", "TLI"),
+REFERENCE_ORDER = ("original", "retrain", "retrain_2")
+_COLUMNS = [("uis2", "UIS v2"), ("uis", "UIS (v1)"), ("forget_gap", "forget gap"), ("ili", "ILI"),
+            ("tli", "TLI"),
             ("uis_oracle", "UIS vs oracle"), ("oracle_gap", "gap to oracle"), ("mia_auc", "MIA AUC"),
             ("mia_ref_auc", "ref. MIA AUC"), ("seconds", "time (s)")]
 _THREE_DIGITS = {"mia_auc", "mia_ref_auc"}
@@ -37,9 +39,11 @@ def _mean_std(mean: float, std: float, digits: int) -> str:
 
 
 def ordered(summary: pd.DataFrame) -> pd.DataFrame:
-    """References first (original, retrain), then methods by mean UIS."""
+    """References first (original, retrain, retrain_2), then methods by mean UIS v2 (by UIS
+    where a summary has no UIS v2)."""
     rank = summary["model"].map({m: i for i, m in enumerate(REFERENCE_ORDER)}).fillna(len(REFERENCE_ORDER))
-    return summary.assign(_rank=rank).sort_values(["_rank", "uis_mean"]).drop(columns="_rank")
+    key = "uis2_mean" if "uis2_mean" in summary and summary["uis2_mean"].notna().any() else "uis_mean"
+    return summary.assign(_rank=rank).sort_values(["_rank", key]).drop(columns="_rank")
 
 
 def markdown_table(summary: pd.DataFrame) -> str:
@@ -48,7 +52,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
     lines = [head, "|" + "---|" * (len(_COLUMNS) + 2)]
     for row in ordered(summary).itertuples(index=False):
         values = row._asdict()
-        cells = [_mean_std(values[f"{key}_mean"], values[f"{key}_std"], 3 if key in _THREE_DIGITS else 2)
+        cells = [_mean_std(values.get(f"{key}_mean", math.nan), values.get(f"{key}_std", math.nan),
+                           3 if key in _THREE_DIGITS else 2)
                  for key, _ in _COLUMNS]
         name = f"*{row.model}*" if row.model in REFERENCE_ORDER else row.model
         lines.append(f"| {name} | {row.cells} | " + " | ".join(cells) + " |")
@@ -64,18 +69,22 @@ def _interval(low: float, high: float, digits: int) -> str:
 
 
 def headline_table(headline: pd.DataFrame) -> str:
-    """The headline as Markdown: reductions with their 95% intervals and the verdicts."""
-    lines = ["| benchmark | mode | cells | interference_aware UIS | strongest baseline | its UIS "
-             "| UIS reduction [95% interval] | target | verdict | original UIS | retrain UIS "
-             "| UIS vs oracle: ours / baseline | MIA AUC ours / oracle | MIA gap [95% interval] "
+    """The headline as Markdown: UIS v2 reductions with their 95% intervals and the verdicts."""
+    lines = ["| benchmark | mode | cells | interference_aware UIS v2 | strongest baseline | its UIS v2 "
+             "| UIS v2 reduction [95% interval] | target | verdict | original UIS v2 "
+             "| retrain-vs-retrain floor | UIS (v1): ours / baseline "
+             "| UIS vs oracle (v1): ours / baseline | MIA AUC ours / oracle | MIA gap [95% interval] "
              "| MIA verdict (gap <= 0.05) | ref. MIA AUC ours |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in headline.itertuples(index=False):
         lines.append(
             f"| {r.benchmark} | {r.mode} | {r.cells} | {_number(r.ours_uis, 2)} | {r.strongest_baseline} "
             f"| {_number(r.baseline_uis, 2)} | {_number(r.reduction_pct, 1)} % "
             f"{_interval(r.reduction_low, r.reduction_high, 1)} | >= {_number(r.target_pct, 0)} % "
-            f"| **{r.verdict}** | {_number(r.original_uis, 2)} | {_number(r.retrain_uis, 2)} "
+            f"| **{r.verdict}** | {_number(r.original_uis, 2)} "
+            f"| {_number(getattr(r, 'floor_uis', math.nan), 2)} "
+            f"| {_number(getattr(r, 'ours_uis_v1', math.nan), 2)} / "
+            f"{_number(getattr(r, 'baseline_uis_v1', math.nan), 2)} "
             f"| {_number(r.ours_uis_oracle, 2)} / {_number(r.baseline_uis_oracle, 2)} "
             f"| {_number(r.ours_mia_auc, 3)} / {_number(r.retrain_mia_auc, 3)} "
             f"| {_number(r.mia_gap, 3)} {_interval(r.mia_gap_low, r.mia_gap_high, 3)} "
@@ -87,8 +96,9 @@ def verdict_table(headline: pd.DataFrame) -> str:
     """The three verdicts of each headline row as Markdown: better than the strongest existing
     baseline, consistent with the paper's reduction, beyond it; and the strongest control that
     carries our target, beside (never instead of) that baseline."""
-    lines = ["| benchmark | mode | forget sets | strongest existing baseline | UIS reduction [95% interval] "
-             "| better than it | paper | consistent with the paper | beyond the paper "
+    lines = ["| benchmark | mode | forget sets | strongest existing baseline "
+             "| UIS v2 reduction [95% interval] | better than it | paper | consistent with the paper "
+             "| beyond the paper "
              "| strongest control with our target | reduction against it [95% interval] |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in headline.itertuples(index=False):
@@ -103,11 +113,11 @@ def verdict_table(headline: pd.DataFrame) -> str:
 
 
 def paired_table(paired: pd.DataFrame) -> str:
-    """Ours against each baseline (wins / ties / losses on UIS cell by cell, the reduction of the
+    """Ours against each baseline (wins / ties / losses on UIS v2 cell by cell, the reduction of the
     means with its 95% interval over forget sets, the Wilcoxon signed-rank p-value over forget
     sets and its Holm adjustment over the whole table)."""
     lines = ["| benchmark | mode | baseline | cells | forget sets | wins / ties / losses "
-             "| UIS ours / baseline | reduction of the means [95% interval] | Wilcoxon p | Holm p |",
+             "| UIS v2 ours / baseline | reduction of the means [95% interval] | Wilcoxon p | Holm p |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in paired.itertuples(index=False):
         lines.append(f"| {r.benchmark} | {r.mode} | {r.baseline} | {r.cells} | {r.clusters} | {r.wins} / "
@@ -170,33 +180,53 @@ GEOMETRY_NOTE = (
     "many (layer, setting) pairs it spans every channel.")
 
 
-def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | None = None) -> str:
+def wall_time_line(seconds: float | None, invocations: Sequence[Mapping] = ()) -> str:
+    """This invocation's wall time and the sum over every invocation that filled the folder."""
+    if seconds is None:
+        return ""
+    line = f"Wall time of this invocation: {seconds:.0f} s."
+    if invocations:
+        total = sum(float(i["seconds"]) for i in invocations)
+        line += (f" Summed over the {len(invocations)} invocations that filled this folder: {total:.0f} s "
+                 f"({total / 3600:.2f} h).")
+    return line
+
+
+def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | None = None,
+                    invocations: Sequence[Mapping] = ()) -> str:
     """summary.md: headline, then per (benchmark, mode), then per (benchmark, ratio, setting)."""
     parts = ["# Benchmark results", "",
              f"Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. Machine: {machine()}.",
-             "" if seconds is None else f"Wall time of this invocation: {seconds:.0f} s.", "",
-             "UIS, forget gap, ILI and TLI are percentages (lower is better); UIS vs oracle is the "
-             "same score with the retrain oracle's own score on each split as the reference (the "
-             "oracle scores 0), gap to oracle is 100 x the mean |primary metric - the oracle's| over "
+             wall_time_line(seconds, invocations), "",
+             "UIS v2 (the score of the headline, the tuning and the ablations) is 100 x the mean over "
+             "tasks of the mean of three relative changes of the task's primary metric against the "
+             "retrain oracle: on the forget images (forget term; kept drift for a kept task), on the "
+             "held-out test part and on a fixed retain sample (instance-level interference); the "
+             "oracle scores 0 and retrain_2, a second oracle with another training seed, gives the "
+             "floor below which a method cannot be told from the oracle. "
+             "UIS (v1, protocol 3's, kept for continuity), forget gap, ILI and TLI are percentages "
+             "(lower is better); UIS vs oracle is the v1 score with the retrain oracle's own score on "
+             "each split as the reference (the oracle scores 0), gap to oracle is 100 x the mean "
+             "|primary metric - the oracle's| over "
              "splits and tasks; MIA AUC is the AUC of forget vs test instances under the loss attack "
              "with balanced classes, ref. MIA AUC that of the attack whose losses are calibrated by "
              "the oracle's (0.5 = indistinguishable from unseen data); time is the unlearning wall "
              "time. Mean ± std over cells (ratios, settings and seeds). Tuning was scored on the val "
              "split's tuning part, never on its test part; the methods saw only its calibration "
              "part. A reduction is that of the means over cells. Intervals are 95% studentized "
-             "bootstrap intervals over forget sets: every (ratio, seed) is drawn with all its "
-             "settings, which share its forget instances, within its ratio. A target is met when "
+             "bootstrap intervals over seeds: each seed trains its own base model and draws the "
+             "forget sets, so a seed is drawn with all its ratios and settings. A target is met when "
              "the whole interval clears it, missed when the whole interval falls short, else "
              "undecided; the strongest existing baseline leaves out our variants and the controls "
              "that carry our calibrated target, which are reported beside it.", "", "## Headline", "",
              headline_table(frames["headline"]), "", "### Verdicts", "",
              verdict_table(frames["headline"]), ""]
     if "paired" in frames:
-        parts += ["## Ours against each baseline (UIS)", "", paired_table(frames["paired"]), ""]
+        parts += ["## Ours against each baseline (UIS v2)", "", paired_table(frames["paired"]), ""]
     if "ablations" in frames and not frames["ablations"].empty:
         from core.evaluation.ablations import ablation_markdown
 
-        parts += ["## What each part contributes (ablations and controls, UIS)", "",
+        parts += ["## What each part contributes (ablations and controls, UIS v2)", "",
                   ablation_markdown(frames["ablations"]), ""]
     if "noise_floor" in frames and not frames["noise_floor"].empty:
         parts += ["## Forget-gap noise floor", "",
@@ -221,22 +251,33 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
     if "tuning" in frames and not frames["tuning"].empty:
         from core.evaluation.tuning import tuning_markdown
 
-        parts += ["## Tuning", "", "Every method had the same number of trials per tuning request "
-                  "(trials = budget + extra trials of the rounds that widened a range whose choice fell "
-                  "on its edge), scored by UIS on the tuning part of val on the tuning seed; chosen = "
-                  "the best trial's configuration.", "", tuning_markdown(frames["tuning"])]
+        parts += ["## Tuning", "", "One study per benchmark, mode and method, with its own sampler "
+                  "seed. Every method had the same number of trials per study (trials = budget + extra "
+                  "trials of the rounds that widened a range whose choice fell on its edge); each trial "
+                  "ran every request of the tuning seed in that mode (every ratio and, in partial "
+                  "mode, every partial setting: the requests column) and scored their mean UIS v2 "
+                  "against each request's retrain oracle on the tuning part of val, on the tuning "
+                  "seed's base model; chosen = the best trial's configuration. still_improving: the "
+                  "best came in the last quarter of the study's trials (the curve had not flattened; "
+                  "the best-so-far curves are in report.html).", "", tuning_markdown(frames["tuning"])]
     parts += ["## Plan", "", "```json", json.dumps(plan.to_dict(), indent=1), "```", ""]
     return "\n".join(parts)
 
 
 def report_figures(frames: Mapping[str, pd.DataFrame]) -> list[tuple[str, object]]:
     """(title, figure) pairs of the HTML report, per benchmark and mode."""
-    figures = [("Mean UIS per method (lower is better)", uis_bar_figure(frames["summary"]))]
+    score = "uis2" if "uis2_mean" in frames["summary"] else "uis"
+    figures = [("Mean UIS v2 per method (lower is better)" if score == "uis2" else
+                "Mean UIS per method (lower is better)", uis_bar_figure(frames["summary"], score=score))]
+    if "tuning_curves" in frames and not frames["tuning_curves"].empty:
+        figures.append(("Tuning: best UIS v2 so far against trial, per study",
+                        tuning_curves_figure(frames["tuning_curves"])))
     keys = ["benchmark", "mode"]
+    parts = [c for c in ("forget_part", "kept_part", "test_part", "retain_part", "test_half", "forget_half",
+                         "kept_half") if c in frames["breakdown"]]
     for (benchmark, mode), group in frames["breakdown"].groupby(keys, sort=False):
-        halves = group.groupby(["model", "task"], sort=False)[["test_half", "forget_half", "kept_half"]]
-        figures.append((f"UIS breakdown by component: {benchmark}, {mode}",
-                        uis_breakdown_figure(halves.mean().reset_index())))
+        means = group.groupby(["model", "task"], sort=False)[parts].mean().reset_index()
+        figures.append((f"Score breakdown by component: {benchmark}, {mode}", uis_breakdown_figure(means)))
     scores = frames["scores"]
     primary = scores[scores["primary"].astype(bool)]
     for (benchmark, mode), group in primary.groupby(keys, sort=False):
@@ -274,9 +315,10 @@ def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
     if not frames["headline"].empty:
         sections.append(("UIS reduction against the strongest baseline, 95% intervals and targets",
                          reduction_interval_figure(frames["headline"])))
-    for key, title in (("paired", "Ours against each baseline (UIS)"),
-                       ("ablations", "What each part contributes (ablations and controls, UIS)"),
-                       ("tuning", "Tuning: trials, best UIS on the tuning part, chosen configuration"),
+    for key, title in (("paired", "Ours against each baseline (UIS v2)"),
+                       ("ablations", "What each part contributes (ablations and controls, UIS v2)"),
+                       ("tuning", "Tuning: trials, best UIS v2 on the tuning part, still improving, "
+                                  "chosen configuration"),
                        ("noise_floor", "Forget-gap noise floor (unseen sets of the forget set's size)"),
                        ("counts", "Instances per ratio")):
         if key in frames:
@@ -288,17 +330,17 @@ def html_report(frames: Mapping[str, pd.DataFrame], plan, markdown: str) -> str:
         sections.append(("Gap to the retrain oracle per split and task (x100)",
                          oracle_gap_table(frames["oracle"])))
     for title, figure in report_figures(frames):
-        figure.update_layout(height=600 if title.startswith("Mean UIS") else 420)
+        figure.update_layout(height=600 if title.startswith(("Mean UIS", "Tuning")) else 420)
         sections.append((title, figure))
     sections.append(("Tables", markdown))
     return html_page("Benchmark report", sections, machine())
 
 
 def write_report(frames: Mapping[str, pd.DataFrame], plan, out: str | Path,
-                 seconds: float | None = None) -> tuple[Path, Path]:
+                 seconds: float | None = None, invocations: Sequence[Mapping] = ()) -> tuple[Path, Path]:
     """Write summary.md and report.html under `out`; returns their paths."""
     out = Path(out)
-    markdown = markdown_report(frames, plan, seconds)
+    markdown = markdown_report(frames, plan, seconds, invocations)
     write_text_atomic(out / "summary.md", markdown)
     write_text_atomic(out / "report.html", html_report(frames, plan, markdown))
     return out / "summary.md", out / "report.html"

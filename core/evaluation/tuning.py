@@ -2,10 +2,14 @@
 its own declared search space (`core.unlearning.search`), each trial scored by UIS on the
 held-out tuning part of the val split, never on its test part.
 
-A study tunes one method on one or more forget requests; a trial's score is the mean UIS over
-them (`compare_models(..., heldout="tuning")`, no attack). The search is Optuna's TPE sampler,
-seeded: its first `startup_trials(trials)` trials are drawn at random from the space, the rest
-from TPE's model of the trials so far. A trial whose run diverges (`DivergenceError`) or whose
+A study tunes one method on one or more forget requests; a trial's score is the mean UIS v2
+over them (`core.evaluation.uis.uis2`, `compare_models(..., heldout="tuning")`, no attack),
+referenced to each request's retrain oracle when the study is given them, else to the original.
+The search is Optuna's TPE sampler with a seed of its own per study (`study_seed`: no two
+studies start from the same configurations): its first `startup_trials(trials)` trials are
+drawn at random from the space, the rest from TPE's model of the trials so far. The record keeps
+the best-so-far curve (`best_so_far`) and flags a study still improving at its end
+(`still_improving`). A trial whose run diverges (`DivergenceError`) or whose
 score is not finite counts as a failed trial of the budget.
 
 Edges widen: after the budget, when the best trial's value of a numeric knob lies within the
@@ -25,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,6 +51,39 @@ MAX_WIDENINGS = 2
 ORACLE = "retrain"
 SCORED_ON = "tuning"
 """The part of the val split every trial is scored on (`core.data.split_val`)."""
+SCORE = "uis2"
+"""The leaderboard column a trial minimises: UIS v2 (benchmarks/DECISIONS.md section 10)."""
+
+
+def study_seed(seed: int, *names: str) -> int:
+    """The sampler seed of one study: the tuning `seed` mixed with the study's names (benchmark,
+    mode, method, ...) by CRC-32, so each (method, study) starts from its own random trials and
+    the same names give the same seed on every machine."""
+    return zlib.crc32("|".join([str(seed), *names]).encode()) % 2**31
+
+
+def best_so_far(record: Mapping[str, Any]) -> list[float | None]:
+    """The best score after each trial of a `tune` record, in trial order (None until a trial
+    has succeeded)."""
+    best: float | None = None
+    curve = []
+    for trial in record["trials"]:
+        if trial["uis"] is not None and (best is None or trial["uis"] < best):
+            best = trial["uis"]
+        curve.append(best)
+    return curve
+
+
+def still_improving(record: Mapping[str, Any]) -> bool:
+    """Whether the study's final best came in its last quarter of trials (at least its last 2):
+    a curve that has not flattened, so more trials might still find a better configuration. A
+    study with no successful trial is not improving; one with too few trials to tell is."""
+    curve = best_so_far(record)
+    if not curve or curve[-1] is None:
+        return False
+    tail = max(2, len(curve) // 4)
+    before = curve[-tail - 1] if len(curve) > tail else None
+    return before is None or curve[-1] < before
 
 
 def startup_trials(trials: int) -> int:
@@ -73,48 +111,61 @@ def _suggest(trial, name: str, dimension: Dimension) -> Any:
 
 def score_config(method: str, config: Mapping[str, Any], model: torch.nn.Module,
                  requests: Sequence[ForgetRequest], data: UnlearningData, retain_sample: int = 64,
-                 seed: int = 0) -> tuple[float, float]:
-    """(mean UIS over `requests` on the tuning part of val, unlearning seconds) of one config."""
+                 seed: int = 0, oracles: Sequence[torch.nn.Module] | None = None) -> tuple[float, float]:
+    """(mean UIS v2 over `requests` on the tuning part of val, unlearning seconds) of one config;
+    each request's score is referenced to its oracle (`oracles`, in the order of `requests`)
+    when given, else to the original."""
     scores, seconds = [], 0.0
-    for request in requests:
+    for index, request in enumerate(requests):
         result = get_unlearner(method, config).run(model, request, data)
-        board = compare_models({"original": model, method: result.model}, request, data,
-                               retain_sample=retain_sample, seed=seed, mia=False,
+        models = {"original": model, method: result.model}
+        if oracles:
+            models[ORACLE] = oracles[index]
+        board = compare_models(models, request, data, retain_sample=retain_sample, seed=seed, mia=False,
                                heldout=SCORED_ON).leaderboard
-        scores.append(float(board.set_index("model").at[method, "uis"]))
+        scores.append(float(board.set_index("model").at[method, SCORE]))
         seconds += result.seconds
     return float(sum(scores) / len(scores)), seconds
 
 
 def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest], data: UnlearningData,
          trials: int, seed: int = 0, retain_sample: int = 64,
-         log: Callable[[str], None] | None = None) -> dict[str, Any]:
+         log: Callable[[str], None] | None = None, sampler_seed: int | None = None,
+         oracles: Sequence[torch.nn.Module] | None = None) -> dict[str, Any]:
     """Tune `method` on `requests` (all of one mode) with `trials` trials, plus the widening rounds.
 
     Args:
         method: a registered method with a `search_space`.
-        model: the trained model; requests: forget requests of one mode (full or partial).
+        model: the trained model; requests: forget requests of one mode (full or partial), every
+            trial runs and scores all of them (the mean is its score).
         data: the full `UnlearningData` (its tuning part scores the trials).
         trials: the budget, the same for every method.
-        seed: the tuning seed: the sampler's seed and every run's seed.
-        retain_sample: size of the fixed retain sample ILI is read on.
+        seed: the tuning seed: every run's seed (and the sampler's when `sampler_seed` is None).
+        retain_sample: size of the fixed retain sample ILI and UIS v2's retain term are read on.
+        sampler_seed: the sampler's seed (`study_seed` gives one per study).
+        oracles: the retrain oracle of each request (same order), the reference of UIS v2.
     Returns:
-        A JSON-ready record: method, mode, seed, scored_on, budget, extra_trials, failed, rounds
-        (each with its search space and trial count), widened (knob -> [first range, last range]),
-        trials (number, round, params, uis or None, error, seconds, run_seconds), chosen (the best
-        trial's params; {} when every trial failed), best_uis, seconds.
+        A JSON-ready record: method, mode, seed, sampler_seed, requests (how many), score (what a
+        trial's "uis" is), scored_on, budget, extra_trials, failed, rounds (each with its search
+        space and trial count), widened (knob -> [first range, last range]), trials (number,
+        round, params, uis (the trial's score) or None, error, seconds, run_seconds), chosen (the
+        best trial's params; {} when every trial failed), best_uis (its score), best_so_far (the
+        curve), still_improving, seconds.
     """
     import optuna
 
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
+    if oracles is not None and len(oracles) != len(requests):
+        raise ValueError(f"{len(oracles)} oracles for {len(requests)} requests; pass one per request")
+    sampler_seed = seed if sampler_seed is None else sampler_seed
     modes = {request.mode for request in requests}
     if len(modes) != 1:
         raise ValueError(f"the requests of one study must share one mode; got {sorted(modes)}")
     mode = modes.pop()
     space = search_space(method, mode)
     first = dict(space)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(trials))
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials(trials))
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(direction="minimize", sampler=sampler)
@@ -128,7 +179,7 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
         record = {"number": trial.number, "round": len(rounds) - 1, "params": params}
         try:
             uis, run_seconds = score_config(method, {**params, "seed": seed}, model, requests, data,
-                                            retain_sample, seed)
+                                            retain_sample, seed, oracles)
             record.update(uis=uis if math.isfinite(uis) else None, run_seconds=round(run_seconds, 3),
                           **({} if math.isfinite(uis) else {"error": "the UIS is not finite"}))
         except DivergenceError as error:
@@ -162,12 +213,19 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
     best = min(done, key=lambda r: r["uis"]) if done else None
     widened = {name: [first[name].to_dict(), space[name].to_dict()] for name in space
                 if space[name] != first[name]}
-    return {"method": method, "mode": mode, "seed": seed, "scored_on": SCORED_ON,
-            "sampler": f"optuna TPESampler(seed={seed}, n_startup_trials={startup_trials(trials)})",
-            "budget": trials, "extra_trials": len(records) - trials,
-            "failed": sum(r["uis"] is None for r in records), "rounds": rounds, "widened": widened,
-            "trials": records, "chosen": dict(best["params"]) if best else {},
-            "best_uis": best["uis"] if best else None, "seconds": round(time.perf_counter() - start, 3)}
+    record = {"method": method, "mode": mode, "seed": seed, "sampler_seed": sampler_seed,
+              "requests": len(requests),
+              "score": f"mean {SCORE} over the requests, against "
+                       + ("each request's retrain oracle" if oracles else "the original (no oracle)"),
+              "scored_on": SCORED_ON,
+              "sampler": f"optuna TPESampler(seed={sampler_seed}, n_startup_trials={startup_trials(trials)})",
+              "budget": trials, "extra_trials": len(records) - trials,
+              "failed": sum(r["uis"] is None for r in records), "rounds": rounds, "widened": widened,
+              "trials": records, "chosen": dict(best["params"]) if best else {},
+              "best_uis": best["uis"] if best else None, "seconds": round(time.perf_counter() - start, 3)}
+    record["best_so_far"] = best_so_far(record)
+    record["still_improving"] = still_improving(record)
+    return record
 
 
 def _format_value(value: Any) -> str:
@@ -185,23 +243,26 @@ def _format_range(dimension: Mapping[str, Any]) -> str:
     return f"{_format_value(dimension['low'])}..{_format_value(dimension['high'])}"
 
 
-TUNING_COLUMNS = ["benchmark", "ratio", "setting", "method", "trials", "extra_trials", "failed", "best_uis",
-                  "chosen", "widened", "seconds"]
+TUNING_COLUMNS = ["benchmark", "mode", "requests", "method", "sampler_seed", "trials", "extra_trials",
+                  "failed", "best_uis", "still_improving", "chosen", "widened", "seconds"]
 
 
 def tuning_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per study: where it was tuned (benchmark, ratio, setting, when the record has
-    them), method, trials (budget + extra), extra_trials, failed, best_uis, the chosen config
-    as text, the widened ranges as text ("no" when none), seconds."""
+    """One row per study: where it was tuned (benchmark, when the record has it; mode; requests
+    scored per trial), method, sampler_seed, trials (budget + extra), extra_trials, failed,
+    best_uis (the best trial's score), still_improving, the chosen config as text, the widened
+    ranges as text ("no" when none), seconds."""
     rows = []
     for record in records:
         widened = "; ".join(f"{name} {_format_range(a)} -> {_format_range(b)}"
                             for name, (a, b) in record["widened"].items())
-        rows.append({"benchmark": record.get("benchmark"), "ratio": record.get("ratio"),
-                     "setting": record.get("setting", record["mode"]), "method": record["method"],
+        rows.append({"benchmark": record.get("benchmark"), "mode": record["mode"],
+                     "requests": record.get("requests", 1), "method": record["method"],
+                     "sampler_seed": record.get("sampler_seed", record.get("seed")),
                      "trials": len(record["trials"]), "extra_trials": record["extra_trials"],
                      "failed": record["failed"],
                      "best_uis": math.nan if record["best_uis"] is None else record["best_uis"],
+                     "still_improving": still_improving(record),
                      "chosen": format_config(record["chosen"]) or "defaults (every trial failed)",
                      "widened": widened or "no", "seconds": record["seconds"]})
     return pd.DataFrame(rows, columns=TUNING_COLUMNS)
@@ -229,8 +290,10 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
 
     The forget set: round(ratio x training instances) (at least 1) drawn by `seed`; full mode is
     tuned on one request over every task, partial mode on one request per task (the mean UIS
-    over them), each trial scored on the tuning part of the val split. The (mode, method) studies
-    run in `workers` processes, each with its share of torch's threads. Returns the entry written:
+    over them), each trial scored by UIS v2 against the original (a checkpoint has no oracle) on
+    the tuning part of the val split, each study with its own sampler seed (`study_seed`). The
+    (mode, method) studies run in `workers` processes, each with its share of torch's threads.
+    Returns the entry written:
     {"command", "date", "seconds", "trials", "seed", "ratio", "instances", "scored_on", "modes":
     {mode: {method: config}}, "best_uis": {mode: {method: uis}}, "extra_trials", "widened"}.
     """
@@ -251,7 +314,8 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
                                           "the val split (never its test part)",
                              "modes": {}, "best_uis": {}, "extra_trials": {}, "widened": {}}
     studies = [(mode, method) for mode in ("full", "partial") for method in methods or tunable_methods()]
-    jobs = [(method, mode_requests(instances, card.train_ids, tasks, mode)) for mode, method in studies]
+    jobs = [(method, mode_requests(instances, card.train_ids, tasks, mode),
+             study_seed(seed, weights.stem, mode, method)) for mode, method in studies]
     for (mode, method), record in zip(studies, _in_processes(
             model, data, jobs, trials, seed, retain_sample, workers)):
         log(f"{weights.stem} {mode} {method}: best UIS {record['best_uis']} "
@@ -278,17 +342,18 @@ def _start(model, data, threads: int) -> None:
 
 
 def _study(job, trials: int, seed: int, retain_sample: int) -> dict[str, Any]:
-    method, requests = job
+    method, requests, sampler_seed = job
     assert _SHARED is not None, "_start runs first in every worker process"
     model, data = _SHARED
-    return tune(method, model, requests, data, trials, seed, retain_sample)
+    return tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler_seed)
 
 
 def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int, workers: int):
-    """`tune` on each (method, requests) job, in order: here when `workers` is 1, else in that
-    many spawned processes sharing torch's threads."""
+    """`tune` on each (method, requests, sampler seed) job, in order: here when `workers` is 1,
+    else in that many spawned processes sharing torch's threads."""
     if workers <= 1:
-        return [tune(method, model, requests, data, trials, seed, retain_sample) for method, requests in jobs]
+        return [tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler)
+                for method, requests, sampler in jobs]
     import functools
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -300,18 +365,16 @@ def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int,
                                                retain_sample=retain_sample), jobs))
 
 
-def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
-                     benchmarks: Sequence[str] | None = None, command: str = "") -> dict[str, Any]:
+def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[str] | None = None,
+                     command: str = "") -> dict[str, Any]:
     """The choices of a finished `mtu bench` run as the dashboard's starting settings: for each
-    benchmark (or `benchmarks`), the configs its studies chose at forget ratio `ratio`, merged
-    into `out` under the benchmark's name (the sample models carry the benchmarks' names).
+    benchmark (or `benchmarks`), the config each method's study chose per mode (the studies pool
+    every ratio and setting of a mode), merged into `out` under the benchmark's name (the sample
+    models carry the benchmarks' names).
 
-    Full mode takes the "full" setting's choice; partial mode takes each "partial:<task>"
-    setting's choice under "settings" (`tuned_config` picks the one of the request's single
-    target task) and, for a request with several targets, the first task's. Nothing is tuned
-    here: the studies ran on the bench's tuning seed and were scored on the tuning part of val.
-    Raises ValueError naming what is missing when the folder has no studies for a benchmark at
-    that ratio. Returns the document written: {benchmark: entry}.
+    Nothing is tuned here: the studies ran on the bench's tuning seed and were scored on the
+    tuning part of val. Raises ValueError naming what is missing when the folder has no studies
+    for a benchmark. Returns the document written: {benchmark: entry}.
     """
     folder, out = Path(folder), Path(out)
     plan_file = folder / "plan.json"
@@ -321,36 +384,27 @@ def tuned_from_bench(folder: str | Path, out: str | Path, ratio: float = 0.01,
                          "pass the folder `mtu bench` printed")
     plan = json.loads(plan_file.read_text())
     plan = plan.get("plan", plan)
-    every = [json.loads(p.read_text()) for p in sorted((folder / "tuning").glob("*.json"))]
-    records = [r for r in every if math.isclose(float(r["ratio"]), ratio)]
-    names = list(benchmarks or sorted({r["benchmark"] for r in every}))
-    if not names:
+    records = [json.loads(p.read_text()) for p in sorted((folder / "tuning").glob("*.json"))]
+    found = sorted({r["benchmark"] for r in records})
+    if not found:
         raise ValueError(f"{folder} holds no finished tuning study yet; run `mtu bench` first")
-    ratios = sorted({float(r) for r in plan.get("ratios", [])})
-    for name in names:
+    for name in benchmarks or found:
         mine = [r for r in records if r["benchmark"] == name]
         if not mine:
-            raise ValueError(f"no tuning studies of {name!r} at ratio {ratio:g} in {folder}; "
-                             f"the plan's ratios: {', '.join(f'{r:g}' for r in ratios) or 'none'}")
+            raise ValueError(f"no tuning studies of {name!r} in {folder}; it has {', '.join(found)}")
         entry: dict[str, Any] = {
             "command": command, "date": f"{datetime.now(timezone.utc):%Y-%m-%d}",
-            "trials": plan.get("trials"), "seed": plan.get("tuning_seed"), "ratio": ratio,
+            "trials": plan.get("trials"), "seed": plan.get("tuning_seed"),
+            "ratios": plan.get("ratios"),
             "source": f"the bench's own {name} model ({plan.get('n_train')} training images at "
-                      f"{'x'.join(map(str, plan.get('size', [])))}, forget ratio {ratio:g}; results "
-                      f"folder {folder.name})",
-            "scored_on": "UIS on the tuning part of the val split (never its test part)",
-            "modes": {}, "settings": {}, "best_uis": {}}
-        partial = sorted((r for r in mine if r["setting"] != "full"), key=lambda r: r["setting"])
+                      f"{'x'.join(map(str, plan.get('size', [])))}, forget ratios "
+                      f"{', '.join(f'{r:g}' for r in plan.get('ratios', []))}; results folder "
+                      f"{folder.name})",
+            "scored_on": "UIS v2 on the tuning part of the val split (never its test part)",
+            "modes": {}, "best_uis": {}}
         for record in mine:
-            setting, method = record["setting"], record["method"]
-            entry["settings"].setdefault(setting, {})[method] = record["chosen"]
-            entry["best_uis"].setdefault(setting, {})[method] = record["best_uis"]
-            if setting == "full":
-                entry["modes"].setdefault("full", {})[method] = record["chosen"]
-        if partial:
-            first = partial[0]["setting"]
-            entry["modes"]["partial"] = dict(entry["settings"][first])
-            entry["partial_default"] = first
+            entry["modes"].setdefault(record["mode"], {})[record["method"]] = record["chosen"]
+            entry["best_uis"].setdefault(record["mode"], {})[record["method"]] = record["best_uis"]
         document[name] = entry
     write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
     return document
@@ -382,12 +436,26 @@ def tuned_config(entry: Mapping[str, Any] | None, mode: str, method: str,
     return dict(config) if config is not None else None
 
 
+CURVE_COLUMNS = ["benchmark", "mode", "method", "trial", "best"]
+
+
+def tuning_curves(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """The best-so-far curve of every study, long (`CURVE_COLUMNS`): trial counts from 1, best is
+    NaN until a trial has succeeded."""
+    rows = [{"benchmark": record.get("benchmark"), "mode": record["mode"], "method": record["method"],
+             "trial": number, "best": math.nan if best is None else best}
+            for record in records for number, best in enumerate(best_so_far(record), 1)]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
 def tuning_effort(table: pd.DataFrame) -> pd.DataFrame:
     """Per method, from a `tuning_table`: studies, trials (budget + extra), extra trials, failed
-    trials, studies whose ranges were widened, and the sum of the trials' seconds."""
+    trials, studies whose ranges were widened, studies still improving at their last trial, and
+    the sum of the trials' seconds."""
     return table.groupby("method", sort=False).agg(
         studies=("trials", "size"), trials=("trials", "sum"), extra_trials=("extra_trials", "sum"),
         failed=("failed", "sum"), studies_widened=("widened", lambda w: int((w != "no").sum())),
+        still_improving=("still_improving", lambda w: int(w.sum())),
         seconds=("seconds", lambda s: round(float(s.sum())))).reset_index()
 
 

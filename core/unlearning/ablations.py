@@ -68,8 +68,9 @@ class FixedTargetConfig(BothConfig):
     target: str = knob("fixed", help=_OFF + ": plain ascent on the forget pairs", choices=("fixed",))
 
 
-_BASES = {"eps_in": Range(0.8, 0.999), "eps_out": Range(0.8, 0.999)}
-"""TGP's thresholds, searched in every mode where TGP runs in every mode."""
+_BASES = {"basis_budget": Range(0.02, 1.0, log=True)}
+"""TGP's basis memory budget (it sets the ranks; the energy thresholds act only above it),
+searched in every mode where TGP runs in every mode."""
 
 
 @register
@@ -85,7 +86,7 @@ class InterferenceAwareNoTGP(InterferenceAware):
     name = "interference_aware_no_tgp"
     config_class = NoTGPConfig
     summary = "ablation: interference_aware with IGO in every mode and no task-aware gradient projection"
-    search_space = without(InterferenceAware.search_space, ("eps_in", "eps_out"))
+    search_space = without(InterferenceAware.search_space, ("basis_budget",))
 
 
 @register

@@ -34,7 +34,8 @@ class GPM(StepUnlearner):
     name = "gpm"
     config_class = GPMConfig
     summary = "forget ascent projected off each layer's retain activation subspace"
-    search_space = {**SHARED, "retain_weight": Range(1e-3, 10.0, log=True), "eps": Range(0.8, 0.999)}
+    search_space = {**SHARED, "retain_weight": Range(1e-3, 10.0, log=True),
+                    "basis_budget": Range(0.02, 1.0, log=True)}
 
     def prepare(self, ctx):
         cfg = self.config

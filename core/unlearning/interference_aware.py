@@ -209,8 +209,7 @@ class InterferenceAware(Unlearner):
                     "backoff_full": Range(0.1, 1.0, log=True, modes=("full",)),
                     "backoff_partial": Range(0.1, 1.0, log=True, modes=("partial",)),
                     "match": Choice(("mean", "quantiles")),
-                    "eps_in": Range(0.8, 0.999, modes=("partial",)),
-                    "eps_out": Range(0.8, 0.999, modes=("partial",)),
+                    "basis_budget": Range(0.02, 1.0, log=True, modes=("partial",)),
                     "kept_weight": Range(0.1, 10.0, log=True, modes=("partial",))}
 
     _stopped_at = 0

@@ -13,6 +13,7 @@ from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
 @dataclass
 class RetrainConfig(UnlearnConfig):
     epochs: int = knob(0, 0, 10_000, "training epochs; 0 = the original recipe's")
+    train_seed: int = knob(-1, -1, 2**31 - 1, "training seed; -1 = the original recipe's")
 
 
 @register
@@ -28,6 +29,8 @@ class Retrain(Unlearner):
                   if key in ctx.data.training}
         if self.config.epochs:
             recipe["epochs"] = self.config.epochs
+        if self.config.train_seed >= 0:
+            recipe["seed"] = self.config.train_seed
         return TrainConfig(**recipe, device=str(ctx.device.type))
 
     def total_steps(self) -> int:

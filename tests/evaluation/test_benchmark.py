@@ -73,7 +73,7 @@ def test_forget_instances_are_seeded_by_seed_and_ratio():
 
 
 def _board(rows):
-    return pd.DataFrame(rows, columns=["benchmark", "mode", "seed", "model", "uis", "mia_auc"])
+    return pd.DataFrame(rows, columns=["benchmark", "mode", "seed", "model", "uis2", "mia_auc"])
 
 
 def test_headline_against_the_strongest_baseline():
@@ -109,7 +109,7 @@ def test_headline_verdicts_from_intervals():
             rows += [("x", "partial", 0.1, setting, seed, "interference_aware", ours, 0.52),
                      ("x", "partial", 0.1, setting, seed, "base", 10.0, 0.6),
                      ("x", "partial", 0.1, setting, seed, "retrain", 1.0, 0.5)]
-    board = pd.DataFrame(rows, columns=["benchmark", "mode", "ratio", "setting", "seed", "model", "uis",
+    board = pd.DataFrame(rows, columns=["benchmark", "mode", "ratio", "setting", "seed", "model", "uis2",
                                         "mia_auc"])
     row = headline(board).iloc[0]
     assert row["reduction_pct"] == pytest.approx(55.0)
@@ -147,12 +147,12 @@ def test_tuning_never_reads_a_test_instance(tmp_path, use_cache, val_reads, few_
     _, _, data = bench.base("synthetic-indoor")
     parts = split_val(data.held_out("test")[0].ids)
     val_reads.clear()  # training the base model evaluates it on all of val, for its card
-    for setting in ("full", "partial:depth"):
-        bench.tuned("synthetic-indoor", 0.1, setting, "grad_ascent")
+    for mode in ("full", "partial"):
+        bench.tuned("synthetic-indoor", mode, "grad_ascent")
     assert val_reads and set(val_reads) <= set(parts["tuning"])
     records = [json.loads(p.read_text()) for p in (tmp_path / "bench" / "tuning").glob("*.json")]
     assert len(records) == 2 and {r["scored_on"] for r in records} == {"tuning"}
-    assert {r["setting"] for r in records} == {"full", "partial:depth"}
+    assert {r["mode"] for r in records} == {"full", "partial"}
     assert {r["seed"] for r in records} == {0}
 
 
@@ -173,16 +173,23 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     frames = run_plan(MINI, out, show_bars=False, log=lambda _: None, workers=2)
     for name in ("leaderboard.csv", "breakdown.csv", "summary.csv", "details.csv", "headline.csv",
                  "oracle.csv", "paired.csv", "noise_floor.csv", "counts.csv", "noise_floor.json",
-                 "tuning.csv", "ablations.csv", "geometry.csv", "summary.md", "report.html", "tuning.json",
-                 "plan.json"):
+                 "tuning.csv", "tuning_curves.csv", "ablations.csv", "geometry.csv", "summary.md",
+                 "report.html", "tuning.json", "plan.json", "invocations.json"):
         assert (out / name).is_file(), name
     board = frames["leaderboard"]
-    # two ratios x (full + one partial setting per task), one seed; references and both methods
-    assert len(board) == 2 * 4 * 4
-    assert set(board["model"]) == {"original", "retrain", "grad_ascent", "interference_aware"}
+    # two ratios x (full + one partial setting per task), one seed; references (the second oracle
+    # too: seed 1 is a floor seed) and both methods
+    assert len(board) == 2 * 4 * 5
+    assert set(board["model"]) == {"original", "retrain", "retrain_2", "grad_ascent", "interference_aware"}
     assert set(board["setting"]) == {"full", "partial:segmentation", "partial:depth", "partial:normal"}
-    # one oracle per cell: the ratios (whose names hold dots) never share a cached oracle
-    assert len(list((out / "oracles").glob("*.safetensors"))) == 8
+    # a base model per seed: the tuning seed's and seed 1's
+    assert sorted(p.stem for p in (out / "models").glob("*.safetensors")) == [
+        "synthetic-indoor__b0", "synthetic-indoor__b1"]
+    assert set(board["base_seed"]) == {1}
+    # one oracle per cell and a second one per floor cell, one per tuning request: the ratios
+    # (whose names hold dots) never share a cached oracle
+    assert len(list((out / "oracles").glob("*.safetensors"))) == 8 + 8 + 8
+    assert len(list((out / "oracles").glob("*__s0.safetensors"))) == 8
     oracles = board[board["model"] == "retrain"].set_index(["ratio", "setting"])["forget_gap"]
     assert oracles.loc[0.1].tolist() != oracles.loc[0.2].tolist()
     original = board[board["model"] == "original"]
@@ -193,25 +200,28 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     cells_with_zero = set(zip(zero_reference["ratio"], zero_reference["setting"]))
     for row in original.itertuples():
         assert row.ili == 0 or (math.isnan(row.ili) and (row.ratio, row.setting) in cells_with_zero), row
-    # one study per ratio, setting and method, on the tuning seed, the same budget for each
+    # one study per mode and method, pooled over the ratios (and partial settings) of the tuning
+    # seed, each with its own sampler seed, the same budget for each
     tuning = json.loads((out / "tuning.json").read_text())
-    assert len(tuning) == 2 * 4 * 2
-    assert {(r["ratio"], r["setting"], r["method"]) for r in tuning} == {
-        (r, s, m) for r in (0.1, 0.2) for s in set(board["setting"]) for m in MINI.methods}
+    assert len(tuning) == 2 * 2 and len({r["sampler_seed"] for r in tuning}) == 4
+    assert {(r["mode"], r["method"]) for r in tuning} == {
+        (mode, m) for mode in ("full", "partial") for m in MINI.methods}
     for record in tuning:
         assert record["budget"] == 2 and record["seed"] == 0 and record["scored_on"] == "tuning"
-        assert len(record["trials"]) == 2 + record["extra_trials"]
+        assert record["requests"] == (2 if record["mode"] == "full" else 2 * 3) == len(record["tuned_on"])
+        assert "retrain oracle" in record["score"]
+        assert len(record["trials"]) == 2 + record["extra_trials"] == len(record["best_so_far"])
         assert ("backoff_partial" in record["trials"][0]["params"]) == (
-            record["method"] == "interference_aware" and record["setting"] != "full")
+            record["method"] == "interference_aware" and record["mode"] == "partial")
         finite = [t for t in record["trials"] if t["uis"] is not None]
         assert record["chosen"] == (min(finite, key=lambda t: t["uis"])["params"] if finite else {})
     cell = json.loads(next((out / "cells").glob("*partial-depth*")).read_text())
-    study = next(r for r in tuning if r["setting"] == "partial:depth" and r["ratio"] == cell["ratio"]
-                 and r["method"] == "interference_aware")
+    study = next(r for r in tuning if r["mode"] == "partial" and r["method"] == "interference_aware")
     assert cell["configs"]["interference_aware"] == {**study["chosen"], "seed": cell["seed"]}
     assert cell["wall_seconds"] > 0
     table = frames["tuning"]
-    assert len(table) == 16 and set(table["method"]) == set(MINI.methods)
+    assert len(table) == 4 and set(table["method"]) == set(MINI.methods)
+    assert set(frames["tuning_curves"]["trial"]) >= {1, 2}
     assert (table["trials"] >= 2).all() and table["widened"].map(lambda w: w == "no" or "->" in w).all()
     html = (out / "report.html").read_text()
     # self-contained: plotly.js inlined, no script fetched from the network
@@ -223,13 +233,18 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
         assert heading in summary and html.count(heading.lstrip("# ")[:20]) >= 1, heading
     assert list(frames["headline"]["mode"]) == ["full", "partial"]
     assert set(frames["headline"]["verdict"]) <= {"met", "missed", "undecided"}
-    assert {"reduction_low", "reduction_high", "mia_verdict", "ours_uis_oracle"} <= set(frames["headline"])
+    assert {"reduction_low", "reduction_high", "mia_verdict", "ours_uis_oracle", "floor_uis",
+            "ours_uis_v1"} <= set(frames["headline"])
+    assert frames["headline"]["floor_uis"].notna().all()
     paired = frames["paired"]
     assert set(paired["baseline"]) == {"grad_ascent"}
     assert (paired[["wins", "ties", "losses"]].sum(axis=1) == paired["cells"]).all()
     # the oracle scores 0 against itself; every cell has a reference attack AUC
     oracle_rows = board[board["model"] == "retrain"]
     assert all(v == 0 or math.isnan(v) for v in oracle_rows["uis_oracle"])
+    assert all(v == 0 or math.isnan(v) for v in oracle_rows["uis2"])
+    invocations = json.loads((out / "invocations.json").read_text())
+    assert [i["ended"] for i in invocations] == ["finished"] and "Summed over the 1 invocations" in summary
     assert (oracle_rows["oracle_gap"] == 0).all()
     assert board["mia_ref_auc"].notna().all()
     counts = frames["counts"].set_index("ratio")

@@ -190,8 +190,12 @@ def test_the_strongest_baseline_is_never_ours_a_variant_or_a_control_with_our_ta
            "interference_aware_both": 3.0, "retrain": 1.0}
     board = pd.DataFrame([("x", "full", 0.1, "full", seed, model, value + seed) for seed in (1, 2, 3)
                           for model, value in uis.items()],
-                         columns=["benchmark", "mode", "ratio", "setting", "seed", "model", "uis"])
+                         columns=["benchmark", "mode", "ratio", "setting", "seed", "model", "uis2"])
     row = headline(board).iloc[0]
     assert row["strongest_baseline"] == "gpm" and row["reduction_pct"] == pytest.approx(100 * 4 / 10)
     assert row["strongest_control"] == "gpm_calibrated"
     assert row["control_reduction_pct"] == pytest.approx(100 * 1 / 7)
+    # a method that ran in only some of the group's cells (the sanity tier) is never picked
+    once = pd.DataFrame([("x", "full", 0.1, "full", 1, "ssd", 0.5)], columns=board.columns)
+    partial = pd.concat([board, once])
+    assert headline(partial).iloc[0]["strongest_baseline"] == "gpm"

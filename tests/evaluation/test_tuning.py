@@ -166,49 +166,42 @@ def test_bench_results_go_outside_the_work_tree(monkeypatch, tmp_path):
 
 
 def _bench_folder(folder):
-    """A finished bench's layout: plan.json and one tuning record per (ratio, setting, method)."""
+    """A finished bench's layout: plan.json and one tuning record per (mode, method), pooled over
+    the plan's ratios and settings."""
     (folder / "tuning").mkdir(parents=True)
     (folder / "plan.json").write_text(json.dumps({"fingerprint": {}, "plan": {
-        "ratios": [0.01, 0.1], "trials": 4, "tuning_seed": 0, "n_train": 400, "size": [32, 32]}}))
-    for ratio in (0.01, 0.1):
-        for setting in ("full", "partial:depth", "partial:segmentation"):
-            for method, lr in (("ssd", 1e-3), ("salun", 2e-4)):
-                record = {"benchmark": "synthetic-indoor", "ratio": ratio, "setting": setting,
-                          "method": method, "chosen": {"lr": lr * ratio, "steps": len(setting)},
-                          "best_uis": 3.0}
-                name = f"synthetic-indoor__r{ratio:g}__{setting}__s0__{method}.json"
-                (folder / "tuning" / name).write_text(json.dumps(record))
+        "ratios": [0.01, 0.1], "trials": 16, "tuning_seed": 0, "n_train": 400, "size": [32, 32]}}))
+    for mode in ("full", "partial"):
+        for method, lr in (("ssd", 1e-3), ("salun", 2e-4)):
+            record = {"benchmark": "synthetic-indoor", "mode": mode, "method": method,
+                      "chosen": {"lr": lr, "steps": len(mode)}, "best_uis": 3.0}
+            name = f"synthetic-indoor__{mode}__s0__{method}.json"
+            (folder / "tuning" / name).write_text(json.dumps(record))
     return folder
 
 
-def test_tuned_from_bench_writes_each_settings_choice_and_the_form_picks_the_target_task(tmp_path):
+def test_tuned_from_bench_writes_each_modes_choice(tmp_path):
     folder = _bench_folder(tmp_path / "bench")
     out = tmp_path / "models" / "tuned.json"
     out.parent.mkdir()
     out.write_text(json.dumps({"other": {"modes": {}}}))
-    document = tuning.tuned_from_bench(folder, out, 0.01, command="mtu tune --from-bench bench")
+    document = tuning.tuned_from_bench(folder, out, command="mtu tune --from-bench bench")
     written = json.loads(out.read_text())
     assert set(written) == {"other", "synthetic-indoor"} and document == written
     entry = written["synthetic-indoor"]
-    assert entry["trials"] == 4 and entry["ratio"] == 0.01
-    assert "400 training images at 32x32" in entry["source"]
-    assert entry["modes"]["full"]["ssd"] == {"lr": 1e-3 * 0.01, "steps": 4}
-    depth = {"lr": 2e-4 * 0.01, "steps": len("partial:depth")}
-    segmentation = {"lr": 2e-4 * 0.01, "steps": len("partial:segmentation")}
-    assert tuned_config(entry, "partial", "salun", ["segmentation"]) == segmentation
-    assert tuned_config(entry, "partial", "salun", ["depth"]) == depth
-    # several targets (or none named): the first partial setting's choice, as the entry says
-    assert entry["partial_default"] == "partial:depth"
-    assert tuned_config(entry, "partial", "salun", ["depth", "segmentation"]) == depth
-    assert tuned_config(entry, "full", "salun", ["depth", "normal", "segmentation"])["steps"] == 4
+    assert entry["trials"] == 16 and entry["ratios"] == [0.01, 0.1]
+    assert "400 training images at 32x32" in entry["source"] and "UIS v2" in entry["scored_on"]
+    assert entry["modes"]["full"]["ssd"] == {"lr": 1e-3, "steps": 4}
+    assert tuned_config(entry, "partial", "salun", ["segmentation"]) == {"lr": 2e-4, "steps": 7}
+    assert tuned_config(entry, "full", "salun") == {"lr": 2e-4, "steps": 4}
 
 
 def test_tuned_from_bench_names_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="no plan.json"):
         tuning.tuned_from_bench(tmp_path, tmp_path / "tuned.json")
     folder = _bench_folder(tmp_path / "bench")
-    with pytest.raises(ValueError, match=r"at ratio 0.5 .*the plan's ratios: 0.01, 0.1"):
-        tuning.tuned_from_bench(folder, tmp_path / "tuned.json", 0.5)
+    with pytest.raises(ValueError, match="no tuning studies of 'synthetic-street' .*it has synthetic-indoor"):
+        tuning.tuned_from_bench(folder, tmp_path / "tuned.json", ["synthetic-street"])
     assert not (tmp_path / "tuned.json").exists()
 
 
@@ -217,23 +210,89 @@ def test_mtu_tune_from_bench(tmp_path, capsys):
 
     folder = _bench_folder(tmp_path / "bench")
     out = tmp_path / "tuned.json"
-    assert main(["tune", "--from-bench", str(folder), "--ratio", "0.1", "--out", str(out)]) == 0
+    assert main(["tune", "--from-bench", str(folder), "--out", str(out)]) == 0
     assert "synthetic-indoor" in capsys.readouterr().out
     entry = json.loads(out.read_text())["synthetic-indoor"]
-    assert entry["command"].startswith("mtu tune --from-bench") and entry["ratio"] == 0.1
-    assert main(["tune", "--from-bench", str(folder), "--ratio", "0.3", "--out", str(out)]) != 0
-    assert "the plan's ratios: 0.01, 0.1" in capsys.readouterr().err
+    assert entry["command"].startswith("mtu tune --from-bench")
+    street = ["--benchmarks", "synthetic-street"]
+    assert main(["tune", "--from-bench", str(folder), *street, "--out", str(out)]) != 0
+    assert "no tuning studies of 'synthetic-street'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="--from-bench needs --out"):
         main(["tune", "--from-bench", str(folder)])
 
 
 def test_tuning_effort_sums_each_methods_studies():
-    rows = [("a", 4, 0, 0, "no", 1.2), ("a", 6, 2, 1, "lr 1e-05..0.01 -> 3e-07..0.01", 2.0),
-            ("b", 4, 0, 0, "no", 0.4)]
-    table = pd.DataFrame([{"benchmark": "x", "ratio": 0.01, "setting": "full", "method": m, "trials": t,
-                           "extra_trials": e, "failed": f, "best_uis": 1.0, "chosen": "", "widened": w,
-                           "seconds": s} for m, t, e, f, w, s in rows])
+    rows = [("a", 4, 0, 0, "no", True, 1.2), ("a", 6, 2, 1, "lr 1e-05..0.01 -> 3e-07..0.01", False, 2.0),
+            ("b", 4, 0, 0, "no", False, 0.4)]
+    table = pd.DataFrame([{"benchmark": "x", "mode": "full", "requests": 2, "method": m, "trials": t,
+                           "extra_trials": e, "failed": f, "best_uis": 1.0, "still_improving": i,
+                           "chosen": "", "widened": w, "seconds": s} for m, t, e, f, w, i, s in rows])
     effort = tuning.tuning_effort(table).set_index("method")
-    assert effort.loc["a"].tolist() == [2, 10, 2, 1, 1, 3]
-    assert effort.loc["b"].tolist() == [1, 4, 0, 0, 0, 0]
+    assert effort.loc["a"].tolist() == [2, 10, 2, 1, 1, 1, 3]
+    assert effort.loc["b"].tolist() == [1, 4, 0, 0, 0, 0, 0]
     assert "### Effort per method" in tuning.tuning_markdown(table)
+
+
+def test_each_study_has_its_own_sampler_seed(monkeypatch):
+    seeds = {tuning.study_seed(0, b, mode, m) for b in ("synthetic-indoor", "synthetic-conflict-high")
+             for mode in ("full", "partial") for m in tuning.tunable_methods()}
+    assert len(seeds) == 2 * 2 * len(tuning.tunable_methods())
+    assert tuning.study_seed(0, "a", "full", "gpm") == tuning.study_seed(0, "a", "full", "gpm")
+    assert tuning.study_seed(1, "a", "full", "gpm") != tuning.study_seed(0, "a", "full", "gpm")
+    # two studies of one method with different sampler seeds start from different configurations
+    monkeypatch.setattr(GradAscent, "search_space", {"lr": Range(1e-4, 1e-2, log=True)})
+    monkeypatch.setattr(tuning, "score_config", lambda method, config, *args: (config["lr"], 0.0))
+    one, two = (tune("grad_ascent", None, _FakeRequests.full, None, trials=4, seed=0, sampler_seed=s)
+                for s in (tuning.study_seed(0, "a", "full", "grad_ascent"),
+                          tuning.study_seed(0, "b", "full", "grad_ascent")))
+    assert one["sampler_seed"] != two["sampler_seed"] and one["seed"] == two["seed"] == 0
+    assert [t["params"] for t in one["trials"][:2]] != [t["params"] for t in two["trials"][:2]]
+
+
+def test_a_pooled_study_scores_every_request_against_its_oracle(monkeypatch):
+    calls = []
+
+    class Board:
+        def __init__(self, models):
+            scores = [0.0, float(len(calls)), 0.0][:len(models)]  # the method's: 1, 2, 3
+            self.leaderboard = pd.DataFrame({"model": list(models), "uis2": scores})
+
+    class Result:
+        model, seconds = "unlearned", 0.5
+
+    class Method:
+        def run(self, model, request, data):
+            return Result()
+
+    def compare(models, request, *args, **kwargs):
+        calls.append((request, dict(models)))
+        return Board(models)
+
+    monkeypatch.setattr(tuning, "get_unlearner", lambda name, config: Method())
+    monkeypatch.setattr(tuning, "compare_models", compare)
+    requests = [_FakeRequests._Full(), _FakeRequests._Full(), _FakeRequests._Full()]
+    score, seconds = tuning.score_config("gpm", {}, "model", requests, None, oracles=["o1", "o2", "o3"])
+    assert [c[0] for c in calls] == requests and seconds == 1.5
+    assert [c[1]["retrain"] for c in calls] == ["o1", "o2", "o3"]
+    assert score == pytest.approx((1 + 2 + 3) / 3)  # the mean of the requests' UIS v2
+    monkeypatch.setattr(tuning, "score_config", lambda method, config, model, reqs, *a: (len(reqs), 0.0))
+    monkeypatch.setattr(GradAscent, "search_space", {"lr": Range(1e-4, 1e-2, log=True)})
+    record = tune("grad_ascent", None, requests, None, trials=2, oracles=["o1", "o2", "o3"])
+    assert record["requests"] == 3 and record["best_uis"] == 3 and "retrain oracle" in record["score"]
+    with pytest.raises(ValueError, match="2 oracles for 3 requests"):
+        tune("grad_ascent", None, requests, None, trials=2, oracles=["o1", "o2"])
+
+
+def test_best_so_far_and_still_improving():
+    def record(scores):
+        return {"trials": [{"uis": s} for s in scores]}
+
+    assert tuning.best_so_far(record([None, 5.0, 6.0, 4.0])) == [None, 5.0, 5.0, 4.0]
+    flat = record([5.0, 3.0, 4.0, 6.0, 3.5, 4.0, 7.0, 5.0])  # best at trial 2 of 8
+    assert not tuning.still_improving(flat)
+    late = record([5.0, 4.0, 4.5, 6.0, 3.9, 4.0, 7.0, 3.0])  # the last trial set the best
+    assert tuning.still_improving(late)
+    assert not tuning.still_improving(record([None, None]))
+    row = tuning_table([{**late, "method": "m", "mode": "full", "extra_trials": 0, "failed": 0,
+                         "best_uis": 3.0, "chosen": {}, "widened": {}, "seconds": 1.0}]).iloc[0]
+    assert row["still_improving"]

@@ -21,16 +21,17 @@ def test_mode_only_knobs_and_ours_own_knobs():
     full, partial = search_space("interference_aware", "full"), search_space("interference_aware", "partial")
     assert "backoff_full" in full and "backoff_partial" not in full and "kept_weight" not in full
     assert "backoff_partial" in partial and "kept_weight" in partial
-    assert {"tolerance", "match", "alpha"} <= set(full) and {"eps_in", "eps_out"} <= set(partial)
-    assert "eps_in" not in search_space("interference_aware_no_tgp", "full")
-    assert "eps_in" not in search_space("interference_aware", "full")
-    assert "eps_in" in search_space("interference_aware", "partial")
-    assert "eps_in" in search_space("interference_aware_both", "full")
+    assert {"tolerance", "match", "alpha"} <= set(full)
+    assert "basis_budget" in partial and "eps_in" not in partial
+    assert "basis_budget" not in search_space("interference_aware_no_tgp", "full")
+    assert "basis_budget" not in search_space("interference_aware", "full")
+    assert "basis_budget" in search_space("interference_aware", "partial")
+    assert "basis_budget" in search_space("interference_aware_both", "full")
     assert "tolerance" not in search_space("interference_aware_fixed", "partial")
     assert "tolerance" in search_space("neggrad_plus_calibrated", "full")
     assert {"beta"} <= set(search_space("neggrad_plus", "full"))
     assert {"alpha", "gamma", "temperature"} <= set(search_space("scrub", "full"))
-    assert {"retain_weight", "eps"} <= set(search_space("gpm", "full"))
+    assert {"retain_weight", "basis_budget"} <= set(search_space("gpm", "full"))
     assert {"top_k", "retain_weight"} <= set(search_space("salun", "full"))
 
 
