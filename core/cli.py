@@ -279,7 +279,17 @@ def cmd_bench(args) -> int:
     out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
     print(f"results folder: {out}")
     frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers)
-    print(frames["headline"].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    from core.evaluation.geometry import CONFLICT_THRESHOLD, benchmark_labels
+
+    print(f"task geometry of the tuning seed's base models (low task conflict: peak |cos| < "
+          f"{CONFLICT_THRESHOLD}):")
+    print(benchmark_labels(frames["geometry"]).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    columns = ["benchmark", "mode", "ours_uis", "strongest_baseline", "baseline_uis", "reduction_pct",
+               "reduction_low", "reduction_high", "better_than_baseline", "consistent_with_paper",
+               "beyond_paper", "floor_uis"]
+    print("headline (UIS v2):")
+    headline = frames["headline"].reindex(columns=columns)
+    print(headline.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out}/summary.md, {out}/report.html and the CSVs")
     return 0
 
@@ -456,7 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.set_defaults(func=cmd_generate)
 
     bench = command("bench", help="compare every method on the benchmark protocol")
-    bench.add_argument("--quick", action="store_true", help="one ratio, one seed, small grid (minutes)")
+    bench.add_argument("--quick", action="store_true",
+                       help="one benchmark, ratio and seed, 2 trials per study: a smoke run (minutes)")
     bench.add_argument("--out", default=None,
                        help="results folder (default: bench[-quick] in $MTU_RESULTS_DIR, else in the "
                             "per-user cache folder)")

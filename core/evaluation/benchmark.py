@@ -97,8 +97,8 @@ class BenchError(ValueError):
 class BenchPlan:
     """What a benchmark run covers. Cells: benchmarks x ratios x settings x seeds."""
 
-    benchmarks: tuple[str, ...] = ("synthetic-indoor", "synthetic-street")
-    ratios: tuple[float, ...] = (0.01, 0.10, 0.50)
+    benchmarks: tuple[str, ...] = ("synthetic-conflict-high", "synthetic-indoor")
+    ratios: tuple[float, ...] = (0.10,)
     seeds: tuple[int, ...] = (1, 2, 3, 4, 5)
     tuning_seed: int = 0
     methods: tuple[str, ...] = ()
@@ -164,8 +164,9 @@ class BenchPlan:
 FULL = BenchPlan()
 """`mtu bench` (benchmarks/DECISIONS.md section 11: what it covers and the time it takes)."""
 
-QUICK = BenchPlan(ratios=(0.05,), seeds=(1,), trials=2, n_train=200, n_val=150, epochs=30, retain_sample=48)
-"""`mtu bench --quick`: one ratio, one seed, 2 trials per method, a smaller base model."""
+QUICK = BenchPlan(benchmarks=("synthetic-conflict-high",), ratios=(0.05,), seeds=(1,), trials=2, n_train=200,
+                  n_val=150, epochs=30, retain_sample=48)
+"""`mtu bench --quick`: one benchmark, one ratio, one seed, 2 trials per method, a smaller base model."""
 
 
 def settings_of(tasks: Sequence[str]) -> list[str]:
@@ -235,7 +236,7 @@ class Bench:
         seed = self.plan.tuning_seed if seed is None else seed
         key = f"{benchmark}__b{seed}"
         if key not in self._models:
-            path = self.out / "models" / key
+            path = self.base_path(benchmark, seed)
             if not checkpoint_paths(path)[1].is_file():
                 self.log(f"training the {benchmark} base model of seed {seed} ({self.plan.epochs} epochs)")
                 source = self.plan.source(benchmark)
@@ -247,6 +248,9 @@ class Bench:
             model, card = load_checkpoint(path)
             self._models[key] = (model, card, UnlearningData.from_card(card))
         return self._models[key]
+
+    def base_path(self, benchmark: str, seed: int) -> Path:
+        return self.out / "models" / f"{benchmark}__b{seed}"
 
     def tasks(self, benchmark: str) -> list[str]:
         return list(self.base(benchmark)[0].tasks)
@@ -440,8 +444,12 @@ class Bench:
         """Train the base models, tune, then run every cell (in `workers` processes, each with
         its share of torch's threads); returns the cell records (finished ones are read back)."""
         start = time.perf_counter()
-        for benchmark in self.plan.benchmarks:
-            self.base(benchmark)
+        bases = [(b, seed) for b in self.plan.benchmarks
+                 for seed in (self.plan.tuning_seed, *self.plan.seeds)]
+        self._in_workers(_worker_base, [job for job in bases if not checkpoint_paths(self.base_path(*job))[1]
+                                        .is_file()], workers, "base models")
+        for benchmark, seed in bases:
+            self.base(benchmark, seed)
         self.tune_all(workers)
         cells = self.cells()
         todo = [c for c in cells if not self.cell_path(*c).is_file()]
@@ -471,6 +479,10 @@ def _worker_tune(study: tuple[str, str, str]) -> None:
 
 def _worker_oracle(cell: tuple[str, float, str, int]) -> None:
     _WORKER.oracle(*cell)
+
+
+def _worker_base(job: tuple[str, int]) -> None:
+    _WORKER.base(*job)
 
 
 # -- tables ---------------------------------------------------------------------------------------
