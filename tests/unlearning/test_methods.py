@@ -66,3 +66,17 @@ def test_a_run_is_reproduced_bit_for_bit_from_what_its_card_records(name, street
         street_data)
     assert all(torch.equal(a, b) for a, b in zip(first.model.state_dict().values(),
                                                  again.model.state_dict().values()))
+
+
+def test_the_oracle_trains_with_the_recipe_seed_unless_given_another(street_model, street_data):
+    from core.requests import ForgetRequest
+
+    ids = street_data.train.ids
+    request = ForgetRequest.build(ids[:3], None, ids, list(street_data.train.tasks))
+    first, again, second = (get_unlearner("retrain", config).run(street_model, request, street_data).model
+                            for config in ({}, {"train_seed": 0}, {"train_seed": 1}))
+    weights = [dict(m.state_dict()) for m in (first, again, second)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # the recipe's seed is 0
+    assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
+    with pytest.raises(ValueError, match="train_seed=-2 is out of range"):
+        get_unlearner("retrain", {"train_seed": -2})
