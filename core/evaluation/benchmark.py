@@ -303,8 +303,8 @@ class Bench:
     def tune_all(self, workers: int = 1) -> None:
         oracles = [(b, r, s, self.plan.tuning_seed) for b in self.plan.benchmarks for mode in MODES
                    for r, s in self.tuning_requests(b, mode)]
-        self._in_workers(_worker_oracle, [o for o in oracles if not self.oracle_path(*o).is_file()],
-                         workers, "tuning oracles")
+        self._in_workers(_worker_oracle, [o for o in oracles if not checkpoint_paths(self.oracle_path(*o))[1]
+                                          .is_file()], workers, "tuning oracles")
         todo = [study for study in self.studies() if not self.tuning_path(*study).is_file()]
         self._in_workers(_worker_tune, todo, workers, "tuning")
         for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
