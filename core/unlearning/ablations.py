@@ -16,6 +16,19 @@ trials), so the benchmark can say what each part of interference_aware contribut
   it while above tau_t (1 + tolerance) and is off in between; the run stops once every target
   task is inside its dead zone (the first step always runs), or after `steps` steps.
 
+The v2 candidates (each part of interference_aware v2 as a switch of the same method, kept or
+dropped by a decision on the tuning seed, benchmarks/DECISIONS.md):
+
+- `interference_aware_v2`: TGP and IGO in every mode, with all three v2 parts: the forget step
+  and the repair each with its own optimiser, only the forget step projected
+  (`repair="separate"`); the output-side basis from the kept tasks only, dropped (GPM's
+  input-side projection) in layers where it spans more than `saturation` of the channels
+  (`output_basis="kept"`, `saturation` searched); IGO also against the kept tasks' per-sample
+  gradients on the forget images in partial mode (`igo_kept`);
+- `interference_aware_v2_joint`, `interference_aware_v2_every`, `interference_aware_v2_retain_igo`:
+  v2 less one part (one projected step; every task's output basis and no saturation rule; IGO
+  against the retain samples only).
+
 In a variant the parts are fixed: each switch accepts only the variant's own value.
 
 `VARIANTS`: these variants of ours, which are not baselines (`core.evaluation.benchmark.headline`
@@ -182,5 +195,69 @@ class GPMCalibrated(CalibratedStop, GPM):
 
 
 VARIANTS = ("interference_aware_both", "interference_aware_no_tgp", "interference_aware_no_igo",
-            "interference_aware_fixed")
+            "interference_aware_fixed", "interference_aware_v2", "interference_aware_v2_joint",
+            "interference_aware_v2_every", "interference_aware_v2_retain_igo")
 """The registered variants of interference_aware (ablations, not baselines)."""
+
+
+_V2 = "fixed in this v2 variant"
+
+
+@dataclass
+class V2Config(BothConfig):
+    repair: str = knob("separate", help=_V2, choices=("separate",))
+    output_basis: str = knob("kept", help=_V2, choices=("kept",))
+    saturation: float = knob(0.9, 0.0, 1.0, "a layer whose output basis spans more than this share of "
+                             "its channels is projected on the input side alone, as GPM")
+    igo_kept: bool = knob(True, help=_V2, choices=(True,))
+
+
+@dataclass
+class V2JointConfig(V2Config):
+    repair: str = knob("projected", help=_OFF, choices=("projected",))
+
+
+@dataclass
+class V2EveryConfig(V2Config):
+    output_basis: str = knob("every", help=_OFF, choices=("every",))
+    saturation: float = knob(1.0, 1.0, 1.0, _OFF)
+
+
+@dataclass
+class V2RetainIGOConfig(V2Config):
+    igo_kept: bool = knob(False, help=_OFF, choices=(False,))
+
+
+_SATURATION = {"saturation": Range(0.5, 1.0)}
+
+
+@register
+class InterferenceAwareV2(InterferenceAware):
+    name = "interference_aware_v2"
+    config_class = V2Config
+    summary = "v2 candidate: separate repair step, kept-task output basis, IGO against the kept pairs"
+    search_space = {**InterferenceAwareBoth.search_space, **_SATURATION}
+
+
+@register
+class InterferenceAwareV2Joint(InterferenceAware):
+    name = "interference_aware_v2_joint"
+    config_class = V2JointConfig
+    summary = "v2 ablation: one optimiser step for the repair and the forget direction, projected together"
+    search_space = InterferenceAwareV2.search_space
+
+
+@register
+class InterferenceAwareV2Every(InterferenceAware):
+    name = "interference_aware_v2_every"
+    config_class = V2EveryConfig
+    summary = "v2 ablation: every task's output basis, no saturation rule"
+    search_space = InterferenceAwareBoth.search_space
+
+
+@register
+class InterferenceAwareV2RetainIGO(InterferenceAware):
+    name = "interference_aware_v2_retain_igo"
+    config_class = V2RetainIGOConfig
+    summary = "v2 ablation: IGO against the retain samples only"
+    search_space = InterferenceAwareV2.search_space

@@ -64,6 +64,7 @@ part switched off.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -135,6 +136,21 @@ class InterferenceAwareConfig(UnlearnConfig):
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
     project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
                               choices=(True, False))
+    repair: str = knob("projected", help="one optimiser step for alpha x repair + (1 - alpha) x "
+                       "projected forget direction, projected as a whole with project_step "
+                       "(projected); or the forget direction and the repair each with its own "
+                       "optimiser and learning rate (1 - alpha and alpha of lr), only the forget "
+                       "step projected (separate)", choices=("projected", "separate"))
+    output_basis: str = knob("every", help="whose backward signals on the retain sample give the "
+                             "output-side basis V: every task's (every), or the kept tasks' only "
+                             "(kept; a full-task request has none, so its layers are projected on "
+                             "the input side alone, as GPM)", choices=("every", "kept"))
+    saturation: float = knob(1.0, 0.0, 1.0, "a layer whose output basis spans more than this share "
+                             "of its output channels is projected on the input side alone, as GPM; "
+                             "1: never")
+    igo_kept: bool = knob(False, help="in partial-task requests IGO also removes the span of the "
+                          "kept tasks' per-sample gradients on the forget images",
+                          choices=(False, True))
     tgp: str = knob("partial", help="in which request modes task-aware gradient projection runs "
                     "on the shared layers", choices=PART_MODES)
     igo: str = knob("full", help="in which request modes the forget direction is orthogonalised "
@@ -163,6 +179,18 @@ def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMO
             for t, spec in ctx.target_tasks.items():
                 parts[t].append(spec.per_sample_loss(outputs[t], batch[t][rows]).float())
     return {t: torch.cat(losses).sort().values for t, losses in parts.items()}
+
+
+def saturated(subspace, threshold: float):
+    """`subspace` with its output side dropped (every output direction guarded: GPM's input-side
+    projection) when its output basis spans more than `threshold` of the layer's channels."""
+    outputs = subspace.outputs
+    if outputs is None or threshold >= 1 or outputs.shape[0] == 0:
+        return subspace
+    if outputs.shape[1] / outputs.shape[0] <= threshold:
+        return subspace
+    return dataclasses.replace(subspace, outputs=None,
+                               ranks={**subspace.ranks, "saturated": outputs.shape[1] / outputs.shape[0]})
 
 
 def instance_targets(losses: torch.Tensor, calibration: torch.Tensor, match: str) -> torch.Tensor:
@@ -229,7 +257,9 @@ class InterferenceAware(Unlearner):
         budget = cfg.basis_budget * sum(p.numel() for p in params.values())
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = ctx.make_optimizer()
+        repair = ctx.make_optimizer() if cfg.repair == "separate" else None
         lr, sides, taken, samples, before = cfg.lr, {}, 0, None, None
+        self.set_lr(optimizer, repair, lr)
         for step in range(1, cfg.steps + 1):
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
                 subspaces = (self.kept_subspaces(ctx, layers, budget, generator)
@@ -262,20 +292,25 @@ class InterferenceAware(Unlearner):
             new_sides = {t: overall_sign(signs[t], forget_losses[t], targets[t]) for t in signs}
             if any(sides.get(t, 0) * side < 0 for t, side in new_sides.items()):
                 lr *= cfg.backoff_partial if ctx.kept_tasks else cfg.backoff_full
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                self.set_lr(optimizer, repair, lr)
                 optimizer.state.clear()
+                if repair is not None:
+                    repair.state.clear()
             sides = new_sides
             keep = {n: g.mean(0) for n, g in samples.items()}
             if kept_gaps:
                 kept = gradients(cfg.kept_weight * sum(kept_gaps.values()), params, retain_graph=True)
                 keep = {n: keep[n] + kept[n] for n in params}
+            spans = self.kept_sample_grads(ctx, forget) if cfg.igo_kept and ctx.kept_tasks else {}
             direction = self.forget_direction(ctx, forget_losses, signs, samples, subspaces,
-                                              layers)
+                                              layers, spans)
             optimizer.zero_grad(set_to_none=True)
             with torch.no_grad():  # keep[n] is this step's own tensor: scaled in place
-                set_grads(model, {n: keep[n].mul_(cfg.alpha).add_(direction[n], alpha=1 - cfg.alpha)
-                                  for n in params}, copy=False)
+                if repair is None:
+                    set_grads(model, {n: keep[n].mul_(cfg.alpha).add_(direction[n], alpha=1 - cfg.alpha)
+                                      for n in params}, copy=False)
+                else:  # the forget step first, alone (projected below); the repair after it
+                    set_grads(model, direction, copy=False)
             if cfg.project_step:
                 with torch.no_grad():
                     if before is None or before.keys() != projected.keys():
@@ -287,6 +322,10 @@ class InterferenceAware(Unlearner):
                 self.project_step(params, before, projected)
             else:
                 optimizer.step()
+            if repair is not None:
+                repair.zero_grad(set_to_none=True)
+                set_grads(model, keep, copy=False)
+                repair.step()
             taken += 1
             report(step, means, retain_losses)
         return {"targets": {t: float(c.mean()) for t, c in original.items()},
@@ -295,6 +334,16 @@ class InterferenceAware(Unlearner):
                 "subspace_ranks": {name: s.ranks for name, s in subspaces.items()},
                 "subspace_bytes": sum(s.nbytes for s in subspaces.values()),
                 "model_bytes": sum(p.numel() * p.element_size() for p in params.values())}
+
+    def set_lr(self, optimizer, repair, lr: float) -> None:
+        """The learning rate of the step: `lr` for the one optimiser; with a separate repair
+        optimiser (1 - alpha) x lr for the forget step and alpha x lr for the repair (Adam
+        ignores a gradient's scale, so alpha weighs the two steps through their rates)."""
+        shares = [(optimizer, 1.0)] if repair is None else [(optimizer, 1 - self.config.alpha),
+                                                             (repair, self.config.alpha)]
+        for each, share in shares:
+            for group in each.param_groups:
+                group["lr"] = lr * share
 
     @staticmethod
     @torch.no_grad()
@@ -323,22 +372,37 @@ class InterferenceAware(Unlearner):
         return forget_losses, gaps
 
     def kept_subspaces(self, ctx, layers, budget, generator):
-        """TGP bases on kept data: a retain sample (every task), plus in partial mode the forget
-        instances (kept tasks)."""
+        """TGP bases on kept data: a retain sample (every task, or with `output_basis="kept"`
+        only the kept tasks' backward signals), plus in partial mode the forget instances (kept
+        tasks). A layer whose output basis spans more than `saturation` of its channels keeps
+        its input basis alone (GPM's projection there)."""
         cfg = self.config
-        groups = {"retain": (ctx.retain_batch(cfg.subspace_batch), ctx.tasks)}
+        kept_only = cfg.output_basis == "kept"
+        groups = {"retain": (ctx.retain_batch(cfg.subspace_batch),
+                             ctx.kept_tasks if kept_only else ctx.tasks)}
         if ctx.kept_tasks:
             groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
-        return layer_subspaces(ctx.model, layers, groups, cfg.eps_in, cfg.eps_out, budget,
-                               cfg.max_rows, generator, cfg.memory_budget_mb,
-                               {"retain": cfg.signal_batch}, cfg.solver)
+        eps_out = None if kept_only and not ctx.kept_tasks else cfg.eps_out
+        subspaces = layer_subspaces(ctx.model, layers, groups, cfg.eps_in, eps_out, budget,
+                                    cfg.max_rows, generator, cfg.memory_budget_mb,
+                                    {"retain": cfg.signal_batch}, cfg.solver)
+        return {name: saturated(subspace, cfg.saturation) for name, subspace in subspaces.items()}
 
-    def forget_direction(self, ctx, forget_losses, signs, samples, subspaces, layers):
+    def kept_sample_grads(self, ctx, forget) -> dict[str, torch.Tensor]:
+        """Per-sample gradients of the kept tasks' losses on the forget images, on the shared
+        parameters: {name: (B, *shape)} (what IGO also removes with `igo_kept`)."""
+        grads = per_sample_grads(ctx.model, forget, sample_task_losses(ctx.kept_tasks),
+                                 names=shared_names(ctx.model), has_aux=True,
+                                 memory_budget_mb=self.config.memory_budget_mb, hooks=True)[0]
+        return {name: value.detach() for name, value in grads.items()}
+
+    def forget_direction(self, ctx, forget_losses, signs, samples, subspaces, layers, spans=None):
         """TGP(IGO(grad sum_t mean_i sign_t,i * l_t,i)), l_t,i the forget loss of task t on
         instance i; zeros when every forget loss is in its dead zone.
 
-        IGO acts on every tensor the forget losses reach (shared encoder, target heads), TGP on
-        the shared Conv2d / Linear layers.
+        IGO acts on every tensor the forget losses reach (shared encoder, target heads), against
+        the retain per-sample gradients `samples` and, where given, the rows of `spans` too
+        (`kept_sample_grads`); TGP on the shared Conv2d / Linear layers.
         """
         params = dict(ctx.model.named_parameters())
         if not any(bool(s.any()) for s in signs.values()):
@@ -346,9 +410,10 @@ class InterferenceAware(Unlearner):
         objective = sum((signs[t].to(loss.dtype) * loss).mean() for t, loss in forget_losses.items())
         direction = gradients(objective, params)
         for name in reached_names(ctx.model, ctx.target_tasks) if runs_in(self.config.igo, ctx) else ():
-            flat = orthogonalize(direction[name].reshape(-1),
-                                 samples[name].reshape(samples[name].shape[0], -1),
-                                 self.config.conflict_only)
+            rows = samples[name].reshape(samples[name].shape[0], -1)
+            if spans and name in spans:
+                rows = torch.cat([rows, spans[name].reshape(spans[name].shape[0], -1)])
+            flat = orthogonalize(direction[name].reshape(-1), rows, self.config.conflict_only)
             direction[name] = flat.view_as(direction[name])
         for layer, subspace in subspaces.items():
             for suffix, _ in layers[layer].named_parameters(recurse=False):
