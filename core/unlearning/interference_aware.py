@@ -232,6 +232,7 @@ def overall_sign(signs: torch.Tensor, losses: torch.Tensor, targets: torch.Tenso
 class InterferenceAware(Unlearner):
     name = "interference_aware"
     config_class = InterferenceAwareConfig
+    config: InterferenceAwareConfig
     summary = "ours: calibrated forgetting, task-aware projection, per-sample orthogonalisation"
     search_space = {**SHARED, "alpha": Range(0.05, 0.95), "tolerance": Range(0.0, 0.3),
                     "backoff_full": Range(0.1, 1.0, log=True, modes=("full",)),
@@ -339,8 +340,8 @@ class InterferenceAware(Unlearner):
         """The learning rate of the step: `lr` for the one optimiser; with a separate repair
         optimiser (1 - alpha) x lr for the forget step and alpha x lr for the repair (Adam
         ignores a gradient's scale, so alpha weighs the two steps through their rates)."""
-        shares = [(optimizer, 1.0)] if repair is None else [(optimizer, 1 - self.config.alpha),
-                                                             (repair, self.config.alpha)]
+        alpha = self.config.alpha
+        shares = [(optimizer, 1.0)] if repair is None else [(optimizer, 1 - alpha), (repair, alpha)]
         for each, share in shares:
             for group in each.param_groups:
                 group["lr"] = lr * share
