@@ -35,6 +35,10 @@ CONTRASTS = (
     ("calibrated target on gpm", "gpm_calibrated", "gpm"),
     ("ours against neggrad_plus with the target", OURS, "neggrad_plus_calibrated"),
     ("ours against gpm with the target", OURS, "gpm_calibrated"),
+    ("v2: a separate repair step", "interference_aware_v2", "interference_aware_v2_joint"),
+    ("v2: the kept-task output basis", "interference_aware_v2", "interference_aware_v2_every"),
+    ("v2: IGO against the kept pairs", "interference_aware_v2", "interference_aware_v2_retain_igo"),
+    ("v2 against ours", "interference_aware_v2", OURS),
 )
 """(part, a, b): the part's contribution is read as UIS_a - UIS_b."""
 
