@@ -38,6 +38,7 @@ CONTRASTS = (
     ("v2: a separate repair step", "interference_aware_v2", "interference_aware_v2_joint"),
     ("v2: the kept-task output basis", "interference_aware_v2", "interference_aware_v2_every"),
     ("v2: IGO against the kept pairs", "interference_aware_v2", "interference_aware_v2_retain_igo"),
+    ("v2: the target in metric space", "interference_aware_v2_metric", "interference_aware_v2"),
     ("v2 against ours", "interference_aware_v2", OURS),
 )
 """(part, a, b): the part's contribution is read as UIS_a - UIS_b."""

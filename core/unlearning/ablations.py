@@ -25,6 +25,9 @@ dropped by a decision on the tuning seed, benchmarks/DECISIONS.md):
   input-side projection) in layers where it spans more than `saturation` of the channels
   (`output_basis="kept"`, `saturation` searched); IGO also against the kept tasks' per-sample
   gradients on the forget images in partial mode (`igo_kept`);
+- `interference_aware_v2_metric`: v2 with its target in metric space (`stop="metric"`): the
+  forget images' mean primary metric steered into the band where an unseen set of their size
+  would be, and the run stopped there;
 - `interference_aware_v2_joint`, `interference_aware_v2_every`, `interference_aware_v2_retain_igo`:
   v2 less one part (one projected step; every task's output basis and no saturation rule; IGO
   against the retain samples only).
@@ -196,7 +199,7 @@ class GPMCalibrated(CalibratedStop, GPM):
 
 VARIANTS = ("interference_aware_both", "interference_aware_no_tgp", "interference_aware_no_igo",
             "interference_aware_fixed", "interference_aware_v2", "interference_aware_v2_joint",
-            "interference_aware_v2_every", "interference_aware_v2_retain_igo")
+            "interference_aware_v2_every", "interference_aware_v2_retain_igo", "interference_aware_v2_metric")
 """The registered variants of interference_aware (ablations, not baselines)."""
 
 
@@ -210,6 +213,11 @@ class V2Config(BothConfig):
     saturation: float = knob(0.9, 0.0, 1.0, "a layer whose output basis spans more than this share of "
                              "its channels is projected on the input side alone, as GPM")
     igo_kept: bool = knob(True, help=_V2, choices=(True,))
+
+
+@dataclass
+class V2MetricConfig(V2Config):
+    stop: str = knob("metric", help="the target in metric space in this v2 variant", choices=("metric",))
 
 
 @dataclass
@@ -237,6 +245,15 @@ class InterferenceAwareV2(InterferenceAware):
     config_class = V2Config
     summary = "v2 candidate: separate repair step, kept-task output basis, IGO against the kept pairs"
     search_space = {**InterferenceAwareBoth.search_space, **_SATURATION}
+
+
+@register
+class InterferenceAwareV2Metric(InterferenceAware):
+    name = "interference_aware_v2_metric"
+    config_class = V2MetricConfig
+    summary = "v2 candidate: the calibrated target in metric space (the unseen band of the primary metric)"
+    search_space = {**without(InterferenceAwareV2.search_space, ("tolerance", "match")),
+                    "band": Range(0.25, 3.0, log=True)}
 
 
 @register

@@ -151,6 +151,13 @@ class InterferenceAwareConfig(UnlearnConfig):
     igo_kept: bool = knob(False, help="in partial-task requests IGO also removes the span of the "
                           "kept tasks' per-sample gradients on the forget images",
                           choices=(False, True))
+    stop: str = knob("loss", help="where the calibrated target lives: the forget losses against the "
+                     "calibration losses (loss), or the forget images' mean primary metric per "
+                     "target task against the calibration images', within `band` standard errors "
+                     "of a random unseen set of the forget batch's size (metric)",
+                     choices=("loss", "metric"))
+    band: float = knob(1.0, 0.0, 10.0, "with stop=metric: the half-width of the unseen level's band, "
+                       "in standard errors of the mean over a forget batch")
     tgp: str = knob("partial", help="in which request modes task-aware gradient projection runs "
                     "on the shared layers", choices=PART_MODES)
     igo: str = knob("full", help="in which request modes the forget direction is orthogonalised "
@@ -191,6 +198,36 @@ def saturated(subspace, threshold: float):
         return subspace
     return dataclasses.replace(subspace, outputs=None,
                                ranks={**subspace.ranks, "saturated": outputs.shape[1] / outputs.shape[0]})
+
+
+def primary_per_image(ctx, model, batch) -> dict[str, torch.Tensor]:
+    """`model`'s primary metric of each target task on each image of `batch`: {task: (B,)}
+    (NaN for an image with no valid pixel). No gradient."""
+    with torch.no_grad(), ctx.autocast():
+        outputs = model(batch["image"])
+    return {t: spec.per_image_metrics(outputs[t].float(), batch[t])[spec.primary].float()
+            for t, spec in ctx.target_tasks.items()}
+
+
+def metric_signs(forget: dict[str, torch.Tensor], unseen: dict[str, torch.Tensor],
+                 band: float) -> dict[str, torch.Tensor]:
+    """Per target task, one sign for every forget image from its mean primary metric m_F
+    against the unseen images' (mean m_U, standard deviation s_U): -1 (ascend the forget loss)
+    while m_F > m_U + band x s_U / sqrt(n), +1 (descend) while m_F < m_U - band x s_U / sqrt(n),
+    0 inside, n the number of forget images with a finite metric: forget images are where an
+    unseen set of their size would be (the forget-gap noise floor), on the metric a person
+    reads, not on the loss."""
+    signs = {}
+    for task, values in forget.items():
+        finite, reference = values[values.isfinite()], unseen[task][unseen[task].isfinite()]
+        if not len(finite) or len(reference) < 2:
+            signs[task] = torch.zeros_like(values)
+            continue
+        half = band * float(reference.std()) / len(finite) ** 0.5
+        gap = float(finite.mean() - reference.mean())
+        sign = -1.0 if gap > half else 1.0 if gap < -half else 0.0
+        signs[task] = torch.full_like(values, sign)
+    return signs
 
 
 def instance_targets(losses: torch.Tensor, calibration: torch.Tensor, match: str) -> torch.Tensor:
@@ -252,6 +289,7 @@ class InterferenceAware(Unlearner):
         unseen = ctx.calibration_batch(cfg.calibration_batch)
         calibration = original = calibration_losses(ctx, unseen, ctx.original,
                                                     cfg.memory_budget_mb)
+        unseen_metric = primary_per_image(ctx, ctx.original, unseen) if cfg.stop == "metric" else {}
         model = ctx.model
         params = dict(model.named_parameters())
         layers = layers_of(model, shared_names(model))
@@ -283,14 +321,19 @@ class InterferenceAware(Unlearner):
             retain_losses = {t: part.mean() for t, part in retain_parts.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
-            signs = (forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
-                     if cfg.target == "calibrated" else
-                     {t: -torch.ones_like(loss.detach().float()) for t, loss in forget_losses.items()})
+            if cfg.target == "fixed":
+                signs = {t: -torch.ones_like(loss.detach().float()) for t, loss in forget_losses.items()}
+            elif cfg.stop == "metric":
+                signs = metric_signs(primary_per_image(ctx, model, forget), unseen_metric, cfg.band)
+            else:
+                signs = forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
             if step > 1 and not any(bool(s.any()) for s in signs.values()):
                 self._stopped_at = step
                 report(step, means, retain_losses)
                 break
-            new_sides = {t: overall_sign(signs[t], forget_losses[t], targets[t]) for t in signs}
+            new_sides = ({t: int(sign.flatten()[0]) if sign.numel() else 0 for t, sign in signs.items()}
+                         if cfg.stop == "metric" else
+                         {t: overall_sign(signs[t], forget_losses[t], targets[t]) for t in signs})
             if any(sides.get(t, 0) * side < 0 for t, side in new_sides.items()):
                 lr *= cfg.backoff_partial if ctx.kept_tasks else cfg.backoff_full
                 self.set_lr(optimizer, repair, lr)

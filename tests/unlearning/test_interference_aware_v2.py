@@ -111,3 +111,24 @@ def test_igo_against_the_kept_pairs_leaves_no_component_along_them(street_model,
         flat, rows = direction[name].reshape(-1), rows.reshape(rows.shape[0], -1)
         scale = flat.norm() * rows.norm(dim=1).clamp_min(1e-12)
         assert (rows @ flat / scale).abs().max() < 1e-4, name
+
+
+def test_metric_signs_read_the_unseen_band():
+    unseen = {"depth": torch.tensor([0.4, 0.5, 0.6, 0.5, float("nan")])}  # mean 0.5, std 0.082
+    half = 0.0816 / 2  # band 1, 4 forget images
+
+    def sign(value, band=1.0, n=4):
+        return ia.metric_signs({"depth": torch.full((n,), value)}, unseen, band)["depth"].tolist()
+
+    assert sign(0.5 + 2 * half) == [-1.0] * 4 and sign(0.5 - 2 * half) == [1.0] * 4
+    assert sign(0.5 + half / 2) == [0.0] * 4
+    # a wider band holds more; a forget set with no finite metric is left alone
+    assert sign(0.5 + 2 * half, band=3.0) == [0.0] * 4 and sign(float("nan"), n=2) == [0.0, 0.0]
+
+
+def test_the_metric_target_steers_and_stops_a_run(street_model, street_data):
+    config = {**ONE_STEP, "steps": 3, "tgp": "always", "igo": "always"}
+    result = get_unlearner("interference_aware_v2_metric", config).run(street_model, _partial(street_data),
+                                                                       street_data)
+    assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
+    assert 1 <= result.extras["steps_taken"] <= 3
