@@ -53,6 +53,21 @@ instances. `interference_aware_both` (`core.unlearning.ablations`) runs both par
    term. Adam (the default) rescales each coordinate, which bends the projected direction a
    little; SGD follows g exactly.
 
+Four switches change the parts (the v2 candidates of `core.unlearning.ablations` set them):
+- `repair="separate"`: the forget direction and the repair (alpha's retain gradient) each step
+  with their own optimiser, at (1 - alpha) x lr and alpha x lr; `project_step` then projects
+  the forget step alone, so the repair is never cut back by TGP.
+- `output_basis="kept"`: V from the kept tasks' backward signals only, so the target task's own
+  directions are not guarded; a full-task request has no kept task, and its layers get GPM's
+  input-side projection. `saturation` < 1: a layer whose V spans more than that share of its
+  channels gets GPM's input-side projection too (there the output side guards nearly all).
+- `igo_kept`: in partial-task requests IGO also removes the span of the kept tasks'
+  per-sample gradients on the forget images (the kept pairs the update would disturb first).
+- `stop="metric"`: the target lives in metric space: each step reads the forget images' mean
+  primary metric per target task against the calibration images' (the original's), ascends
+  while it is above the unseen band (`band` standard errors of a mean over the forget batch),
+  descends below it, and the run stops when every target task is inside (`metric_signs`).
+
 Sign convention: `.grad` holds the direction the optimiser descends, so the forget direction of
 task t is -grad L_F,t (ascent) below its target and +grad L_F,t above it; IGO's conflict test
 (<direction, retain sample gradient> < 0) is taken on that signed direction.
