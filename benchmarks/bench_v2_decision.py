@@ -1,0 +1,59 @@
+"""interference_aware v2's parts, read from a bench's tuning studies alone (issue 20).
+
+Every study ran on the tuning seed's base model and requests and was scored by UIS v2 on the
+tuning part of val against each request's oracle (never on test, never on a reported seed).
+This prints, per benchmark and mode, each candidate's best tuning score (lower is better), and
+for each v2 part the difference between v2 and v2 without that part (negative: the part
+helps on the tuning seed), which is what benchmarks/DECISIONS.md records before any reporting
+run. With equal budgets, a best-of-16 difference smaller than about 5% of the score is noise
+(protocol 3's audit: best-of-4 against best-of-16 moved UIS by 2.4-6.7 points).
+
+    .venv/bin/python benchmarks/bench_v2_decision.py /work/bench-v2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+CANDIDATES = ("interference_aware", "interference_aware_both", "interference_aware_v2",
+              "interference_aware_v2_metric", "interference_aware_v2_joint", "interference_aware_v2_every",
+              "interference_aware_v2_retain_igo", "gpm", "scrub")
+PARTS = {"separate repair": "interference_aware_v2_joint",
+         "kept-task output basis": "interference_aware_v2_every",
+         "IGO against the kept pairs": "interference_aware_v2_retain_igo"}
+
+
+def scores(folder: Path) -> pd.DataFrame:
+    """Best tuning UIS v2 per (benchmark, mode) and method, from tuning/*.json."""
+    records = [json.loads(p.read_text()) for p in sorted((folder / "tuning").glob("*.json"))]
+    frame = pd.DataFrame([{"benchmark": r["benchmark"], "mode": r["mode"], "method": r["method"],
+                           "best": r["best_uis"], "still_improving": r.get("still_improving")}
+                          for r in records])
+    return frame.pivot_table(index=["benchmark", "mode"], columns="method", values="best")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    args = parser.parse_args()
+    table = scores(args.folder)
+    present = [m for m in CANDIDATES if m in table]
+    pd.set_option("display.width", 200)
+    print("best tuning UIS v2 per study (lower is better):")
+    print(table[present].round(3).to_string())
+    if "interference_aware_v2" in table:
+        print("\nv2 - v2 without the part (negative: the part helps on the tuning seed):")
+        diffs = pd.DataFrame({part: table["interference_aware_v2"] - table[other]
+                              for part, other in PARTS.items() if other in table})
+        if "interference_aware_v2_metric" in table:
+            diffs["metric-space target (v2_metric - v2)"] = (table["interference_aware_v2_metric"]
+                                                             - table["interference_aware_v2"])
+        print(diffs.round(3).to_string())
+
+
+if __name__ == "__main__":
+    main()
