@@ -1,9 +1,18 @@
 """What the pages share: cached access to core/ (models and data as resources, shared by every
-session and never modified) and a person's own state in `st.session_state` (the chosen model,
+session and never modified) and a person's own state in `st.session_state` (the loaded model,
 the selection, the target tasks and the runs of this session).
 
-Session keys: "model_path" (checkpoint path without suffix), "selection" (training ids to
-forget), "target_tasks" (tasks to forget; all tasks = full-task), "runs" (list of `Run`).
+Session keys:
+- the loaded model, which every page opens: "model_path" (checkpoint path without suffix),
+  "model_data_root" (dataset folder, "" for the data its card names), "model_plugins" (plugin
+  modules); the Model page sets them once a model opens (`use_model`);
+- "model_form": the Model page's choices (`MODEL_FORM` keys). Streamlit drops a widget's value
+  while its page is not shown, so the page puts them back into its widgets (`kept`);
+- "selection" (training ids to forget), "target_tasks" (tasks to forget; all tasks = full-task),
+  "selection_model" (the weights hash and tasks of the model they were picked on: when the
+  loaded model changes they are reset, `follow_model`);
+- "runs" (list of `Run`), "current_run" (the id the run pickers show);
+- "summary_slot": the sidebar line of the page being drawn (`start_summary`).
 """
 
 from __future__ import annotations
@@ -152,22 +161,145 @@ class Loaded:
 
 
 def plugins() -> list[str]:
-    """The plugin modules this session chose (Model page); any module the dashboard was not
-    started with (`core.jobs.allowed_plugins`) raises PluginError, and nothing is imported."""
-    return check_plugins(st.session_state.get("plugins", []))
+    """The plugin modules of the loaded model (chosen on the Model page); any module the dashboard
+    was not started with (`core.jobs.allowed_plugins`) raises PluginError, and nothing is imported."""
+    return check_plugins(st.session_state.get("model_plugins", []))
 
 
 def model_path() -> str:
+    """The loaded model's checkpoint path (NAME without suffix): the default sample model until
+    the Model page opens another."""
     return st.session_state.get("model_path") or str(SAMPLE_MODELS_DIR / DEFAULT_MODEL)
 
 
-def current() -> Loaded:
-    """The session's model and data (the default sample model until the Model page changes it).
-    Raises CheckpointError / DatasetError, which the pages show as messages."""
-    path, root = model_path(), st.session_state.get("data_root") or None
-    load_plugins(plugins())
+def model_label(path: str) -> str:
+    """A checkpoint path as a person names the model: its file name, or "upload <hash>" for a
+    checkpoint uploaded to the dashboard."""
+    return f"upload {Path(path).parent.name}" if is_upload(path) else Path(path).name
+
+
+def is_upload(path: str) -> bool:
+    """Whether `path` is a checkpoint stored by `save_upload`."""
+    return Path(path).parent.parent == default_path().parent / "uploads"
+
+
+SOURCES = ("Sample model", "Path on this machine", "Upload")
+MODEL_FORM = ("model_source", "model_name", "model_typed_path", "data_root", "plugins")
+"""The widget keys of the Model page whose values the session keeps in "model_form"."""
+
+
+def model_form(names: list[str]) -> dict[str, Any]:
+    """The Model page's choices, kept by the session. The first time, each is the value a caller
+    put under its widget key (a test, a link), else what describes the loaded model: its source,
+    sample name or path, data folder and plugins (`names`: the sample models)."""
+    if "model_form" not in st.session_state:
+        path = st.session_state.get("model_path")
+        sample = path is None or (Path(path).parent == SAMPLE_MODELS_DIR and Path(path).name in names)
+        source = SOURCES[0] if sample else SOURCES[2] if is_upload(path) else SOURCES[1]
+        name = Path(path).name if path and sample else DEFAULT_MODEL
+        defaults = {"model_source": source, "model_name": name if name in names else names[0],
+                    "model_typed_path": path if source == SOURCES[1] else "",
+                    "data_root": st.session_state.get("model_data_root", ""),
+                    "plugins": list(st.session_state.get("model_plugins", []))}
+        st.session_state["model_form"] = {key: st.session_state.get(key, defaults[key]) for key in MODEL_FORM}
+    return st.session_state["model_form"]
+
+
+def kept(key: str) -> dict[str, Any]:
+    """Keyword arguments for the Model page widget `key` (one of MODEL_FORM): its value is put back
+    from "model_form" before it is drawn (Streamlit forgets it while another page is shown), and
+    a change is copied there (on_change)."""
+    st.session_state[key] = st.session_state["model_form"][key]
+    return {"key": key, "on_change": _remember, "args": (key,)}
+
+
+def _remember(key: str) -> None:
+    st.session_state["model_form"][key] = st.session_state[key]
+
+
+def open_model(path: str, data_root: str | None, modules: list[str]) -> Loaded:
+    """The checkpoint at `path` with its data (the folder `data_root`, or the data its card
+    names), after importing the plugin modules `modules`. Raises PluginError (a module not
+    allowed), CheckpointError or DatasetError, which the pages show as messages."""
+    load_plugins(check_plugins(modules))
     model, card = cached_checkpoint(path)
+    root = (data_root or "").strip() or None
     return Loaded(path, model, card, cached_data(path, root), root)
+
+
+def use_model(loaded: Loaded, modules: list[str]) -> Loaded:
+    """Make `loaded` (opened with the plugin modules `modules`) the model every page works on,
+    then `current()` (which resets what does not fit it)."""
+    st.session_state.update(model_path=loaded.path, model_data_root=loaded.data_root or "",
+                            model_plugins=list(modules))
+    return current()
+
+
+def current() -> Loaded:
+    """The session's model and data (the default sample model until the Model page changes it);
+    a change of model resets the tasks and drops unknown forget ids, with a note
+    (`follow_model`), and the sidebar line is rewritten. Raises CheckpointError / DatasetError /
+    PluginError, which the pages show as messages."""
+    loaded = open_model(model_path(), st.session_state.get("model_data_root"), plugins())
+    note = follow_model(loaded)
+    if note:
+        st.warning(note)
+    show_summary(loaded)
+    return loaded
+
+
+def follow_model(loaded: Loaded) -> str | None:
+    """Keep the forget set and the tasks with the model they were picked on. When the loaded
+    model is another one (other weights) than last time, the tasks go back to all of its tasks
+    (full-task) and the forget ids it has no training instance for are dropped. Returns a note
+    of what the person had chosen that changed, or None."""
+    before = st.session_state.get("selection_model")
+    identity = loaded.card.weights_sha256 or loaded.path
+    st.session_state["selection_model"] = {"model": identity, "tasks": list(loaded.tasks)}
+    if before is None or before["model"] == identity:
+        return None
+    chosen = st.session_state.get("target_tasks") or []
+    was_partial = bool(chosen) and not set(before["tasks"]) <= set(chosen)
+    st.session_state["target_tasks"] = list(loaded.tasks)
+    known = set(loaded.data.train_ids)
+    dropped = [i for i in selection() if i not in known]
+    set_selection(i for i in selection() if i in known)
+    changes = []
+    if was_partial:
+        changes.append(f"the tasks to forget are all of its tasks again (full-task: "
+                       f"{', '.join(loaded.tasks)}), not {', '.join(chosen)} picked on the model before")
+    if dropped:
+        shown = ", ".join(map(str, dropped[:10])) + (", ..." if len(dropped) > 10 else "")
+        changes.append(f"{len(dropped)} forget ids it has no training instance for were dropped ({shown})")
+    return f"Model changed to {model_label(loaded.path)}: {'; '.join(changes)}." if changes else None
+
+
+def summary_line(loaded: Loaded) -> str:
+    """The sidebar line: the model, the number of forget instances, full or partial and the tasks."""
+    tasks = target_tasks(loaded)
+    kept_tasks = [t for t in loaded.tasks if t not in tasks]
+    mode = (f"partial-task: forget {', '.join(tasks)}, keep {', '.join(kept_tasks)}" if kept_tasks
+            else f"full-task: {', '.join(tasks)}")
+    return f"**{model_label(loaded.path)}**  \n{len(selection())} forget instances, {mode}"
+
+
+def start_summary() -> None:
+    """Make this run's sidebar line (every page calls it first, under its title): the loaded
+    model, or why it cannot be opened; `current()` rewrites it when the page changes the model.
+    (Not in main.py: Streamlit's AppTest runs a page without main.py after a page switch.)"""
+    st.session_state["summary_slot"] = st.sidebar.empty()
+    try:
+        current()
+    except USER_ERRORS:
+        st.session_state["summary_slot"].markdown(
+            f"**{model_label(model_path())}**  \nnot opened: see the Model page")
+
+
+def show_summary(loaded: Loaded) -> None:
+    """Write `summary_line` into this run's sidebar slot (none when a page runs on its own)."""
+    slot = st.session_state.get("summary_slot")
+    if slot is not None:
+        slot.markdown(summary_line(loaded))
 
 
 def current_or_stop() -> Loaded:

@@ -4,7 +4,16 @@ import streamlit as st
 
 from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
 from app.forms import tuned_entry, tuned_note
-from app.state import USER_ERRORS, Run, add_run, current_or_stop, describe, ledger, request_or_stop
+from app.state import (
+    USER_ERRORS,
+    Run,
+    add_run,
+    current_or_stop,
+    describe,
+    ledger,
+    request_or_stop,
+    start_summary,
+)
 from core.evaluation import compare_models
 from core.evaluation.report import html_page
 from core.evaluation.tuning import tuned_config
@@ -12,6 +21,7 @@ from core.unlearning import list_unlearners
 from core.unlearning.runner import run_request
 
 st.title("Compare")
+start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
 request = request_or_stop(loaded)
 st.markdown(describe(request))

@@ -3,12 +3,13 @@
 import streamlit as st
 
 from app.charts import attribution_figure
-from app.state import current_or_stop, run_picker
+from app.state import current_or_stop, run_picker, start_summary
 from core.evaluation.explain import METHODS, explain_pair, takes_class, takes_region
 from core.models import explain_layer
 from core.visual import image_rgb
 
 st.title("Explain")
+start_summary()  # the sidebar line: model, forget set, tasks
 run = run_picker("explain_run")
 if run is None:
     st.stop()

@@ -6,10 +6,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app.state import ledger, ledger_runs, runs
+from app.state import ledger, ledger_runs, runs, start_summary
 from core.ledger import ledger_csv, record_columns
 
 st.title("History")
+start_summary()  # the sidebar line: model, forget set, tasks
 
 
 @st.fragment(run_every=2.0)

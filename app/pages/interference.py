@@ -20,6 +20,7 @@ from app.state import (
     missing_result,
     run_picker,
     run_results,
+    start_summary,
 )
 from core.checkpoints import checkpoint_zip
 from core.evaluation.geometry import conflict_label, peak_cross_task_cos, task_geometry
@@ -27,6 +28,7 @@ from core.explore import predict
 from core.visual import instance_panels
 
 st.title("Interference")
+start_summary()  # the sidebar line: model, forget set, tasks
 run = run_picker()
 if run is None:
     st.stop()

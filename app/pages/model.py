@@ -5,73 +5,89 @@ import streamlit as st
 
 from app.charts import metrics_frame, primary_metric_chart
 from app.state import (
+    SOURCES,
     USER_ERRORS,
-    current,
     discard_upload,
     explain,
-    plugins,
+    is_upload,
+    kept,
+    model_form,
+    model_label,
+    model_path,
+    open_model,
     sample_models,
     save_upload,
+    start_summary,
     upload_bytes,
+    use_model,
 )
 from core.checkpoints import SAMPLE_MODELS_DIR, checkpoint_paths
 from core.data import DatasetError
 from core.device import describe_device, select_device
-from core.jobs import allowed_plugins
+from core.jobs import allowed_plugins, check_plugins
 from core.models import describe_architecture
 
 st.title("Model")
+start_summary()  # the sidebar line: model, forget set, tasks
 names = sample_models()
 if not names:
     st.error(f"No sample model found in {SAMPLE_MODELS_DIR}.")
     st.stop()
-# Before anything that may stop the page, so that these keep their values on every run.
-st.text_input("Dataset folder in the .npy layout (empty: the data the model card names)", key="data_root")
+# The choices live in the session (model_form): each widget is filled from there, so going to
+# another page and back finds them as they were.
+form = model_form(names)
+st.text_input("Dataset folder in the .npy layout (empty: the data the model card names)", **kept("data_root"))
 try:
-    plugins()
+    check_plugins(form["plugins"])
 except USER_ERRORS as error:
     st.error(explain(error))
-    st.session_state["plugins"] = [m for m in st.session_state["plugins"] if m in allowed_plugins()]
-st.multiselect("Plugin modules that register your own architectures", allowed_plugins(), key="plugins",
+    form["plugins"] = [m for m in form["plugins"] if m in allowed_plugins()]
+st.multiselect("Plugin modules that register your own architectures", allowed_plugins(), **kept("plugins"),
                help="those named when the dashboard started (`mtu app --plugin MODULE`) and installed "
                     "packages' entry points; see README, Your own model")
-source = st.radio("Checkpoint", ["Sample model", "Path on this machine", "Upload"], horizontal=True,
-                  key="model_source")
+source = st.radio("Checkpoint", SOURCES, horizontal=True, **kept("model_source"))
 if source == "Sample model":
-    name = st.selectbox("Sample model", names, key="model_name")
-    st.session_state["model_path"] = str(SAMPLE_MODELS_DIR / name)
+    if form["model_name"] not in names:
+        form["model_name"] = names[0]
+    path = str(SAMPLE_MODELS_DIR / st.selectbox("Sample model", names, **kept("model_name")))
 elif source == "Path on this machine":
-    typed = st.text_input("Checkpoint (NAME, NAME.safetensors or NAME.json)", key="model_typed_path",
+    typed = st.text_input("Checkpoint (NAME, NAME.safetensors or NAME.json)", **kept("model_typed_path"),
                           help="e.g. one written by `mtu import`, `mtu train` or `mtu unlearn`")
     if not typed.strip():
         st.info("Type the path of a checkpoint: its weights (.safetensors) and model card (.json).")
         st.stop()
-    st.session_state["model_path"] = str(checkpoint_paths(typed.strip())[0].with_suffix(""))
+    path = str(checkpoint_paths(typed.strip())[0].with_suffix(""))
 else:
     weights = st.file_uploader("Weights (.safetensors)", type=["safetensors"], key="upload_weights")
     card_file = st.file_uploader("Model card (.json)", type=["json"], key="upload_card")
-    if weights is None or card_file is None:
+    if (weights is None or card_file is None) and is_upload(model_path()):
+        st.caption(f"In use: the checkpoint uploaded before, stored as {model_path()}; upload both files "
+                   "of another one to replace it.")
+        path = model_path()
+    elif weights is None or card_file is None:
         st.info("Upload both files of a checkpoint saved by `mtu train` or `mtu unlearn`; "
                 "pickles are refused.")
         st.stop()
-    try:
-        st.session_state["model_path"] = save_upload(upload_bytes(weights), upload_bytes(card_file))
-    except USER_ERRORS as error:
-        st.error(f"The upload was not stored: {explain(error)}")
-        st.session_state.pop("model_path", None)
-        st.stop()
+    else:
+        try:
+            path = save_upload(upload_bytes(weights), upload_bytes(card_file))
+        except USER_ERRORS as error:
+            st.error(f"The upload was not stored: {explain(error)}")
+            st.stop()
 try:
-    loaded = current()
+    loaded = open_model(path, form["data_root"], form["plugins"])
     frame = metrics_frame(loaded.card.metrics)
 except USER_ERRORS as error:
-    if source == "Upload":
+    if source == "Upload" and path != model_path():
         st.error(f"The uploaded {weights.name} and {card_file.name}: {explain(error)}")
         if not isinstance(error, DatasetError):  # the checkpoint itself is refused: not kept
-            discard_upload(st.session_state["model_path"])
+            discard_upload(path)
     else:
         st.error(explain(error))
-    st.session_state.pop("model_path")
+    if path != model_path() or form["data_root"].strip() != st.session_state.get("model_data_root", ""):
+        st.caption(f"The other pages keep working on {model_label(model_path())} as before.")
     st.stop()
+loaded = use_model(loaded, form["plugins"])
 model, card = loaded.model, loaded.card
 
 

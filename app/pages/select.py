@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import instance_scatter, selected_ids
-from app.state import current_or_stop, selection, set_selection, target_tasks
+from app.state import current_or_stop, selection, set_selection, start_summary, target_tasks
 from core.explore import instance_table, predict
 from core.requests import ID_FORMAT, RequestError, parse_ids
 from core.visual import instance_panels
@@ -16,6 +16,7 @@ def scored_instances(path: str, root: str, _model, _dataset, ids: tuple[int, ...
 
 
 st.title("Select")
+start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
 train = loaded.data.train
 table = scored_instances(loaded.path, str(train.root), loaded.model, train, tuple(loaded.data.train_ids))

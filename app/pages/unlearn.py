@@ -18,6 +18,7 @@ from app.state import (
     missing_result,
     plugins,
     recorded_runs,
+    start_summary,
 )
 from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
@@ -27,6 +28,7 @@ from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
 
 st.title("Unlearn")
+start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
 
 

@@ -3,6 +3,7 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from app.charts import metrics_frame, primary_metric_chart
+from core.checkpoints import SAMPLE_MODELS_DIR
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 METRICS = {"train": {"depth": {"abs_err": 0.2, "delta1": 0.9}},
@@ -39,7 +40,6 @@ def test_model_page_shows_card_and_val_metrics():
 
 def test_a_bad_upload_or_data_folder_is_a_message(tmp_path):
     from app.state import save_upload
-    from core.checkpoints import SAMPLE_MODELS_DIR
 
     app = AppTest.from_file(MAIN, default_timeout=60).run()
     app.text_input(key="data_root").input(str(tmp_path / "missing")).run()
@@ -57,3 +57,16 @@ def test_a_bad_upload_or_data_folder_is_a_message(tmp_path):
     app.switch_page("pages/unlearn.py").run()
     assert not app.exception
     assert "altered" in app.error[0].value or "hash" in app.error[0].value
+
+
+def test_the_loaded_model_holds_across_pages():
+    """Issue 19, defect 1: going back to the Model page keeps the model chosen there."""
+    street = str(SAMPLE_MODELS_DIR / "synthetic-street")
+    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    app.selectbox(key="model_name").select("synthetic-street").run()
+    for page in ("pages/history.py", "pages/history.py", "pages/model.py", "pages/model.py"):
+        app.switch_page(page).run()
+        assert not app.exception
+        assert app.session_state["model_path"] == street
+    assert app.selectbox(key="model_name").value == "synthetic-street"
+    assert any("Benchmark:** synthetic-street" in block.value for block in app.markdown)

@@ -75,7 +75,7 @@ def test_a_card_without_training_data_asks_for_the_folder(imported, street_root,
     assert not app.exception
     assert "records no training data" in app.error[0].value and "dataset folder" in app.error[0].value
     app.text_input(key="data_root").input(str(street_root)).run()
-    assert not app.exception and not app.error
+    assert not app.exception and not app.error, [e.value for e in app.error]
     assert any("Training instances:** 16" in b.value for b in app.markdown)
 
 
@@ -134,3 +134,26 @@ def test_a_model_without_features_gets_a_note_not_a_traceback(street_root, tmp_p
         assert len(app.dataframe[0].value) == 16
     finally:
         unregister_architecture("bare_net")
+
+
+def test_a_plugin_model_and_its_data_folder_hold_across_pages(imported, street_root, tmp_path):
+    """Issue 19, defect 1: the typed path, the plugin and the dataset folder survive a visit to
+    another page, and the other pages work on that model."""
+    card = json.loads(imported.with_suffix(".json").read_text())
+    card["training"], card["train_ids"] = {}, []  # only the dataset folder names its data
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    (tmp_path / "m.safetensors").write_bytes(imported.with_suffix(".safetensors").read_bytes())
+    app = AppTest.from_file(MAIN, default_timeout=180).run()  # chosen with the widgets, as a person does
+    app.multiselect(key="plugins").set_value(["my_models"]).run()
+    app.radio(key="model_source").set_value("Path on this machine").run()
+    app.text_input(key="model_typed_path").input(str(tmp_path / "m")).run()
+    app.text_input(key="data_root").input(str(street_root)).run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    for page in ("pages/select.py", "pages/select.py", "pages/model.py", "pages/model.py"):
+        app.switch_page(page).run()
+        assert not app.exception and not app.error, [e.value for e in app.error]
+        assert app.session_state["model_path"] == str(tmp_path / "m")
+    assert app.text_input(key="model_typed_path").value == str(tmp_path / "m")
+    assert app.multiselect(key="plugins").value == ["my_models"]
+    assert app.text_input(key="data_root").value == str(street_root)
+    assert any("Training instances:** 16" in b.value for b in app.markdown)

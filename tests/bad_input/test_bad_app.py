@@ -54,7 +54,8 @@ def test_a_deeply_nested_card_is_named_and_not_kept(mtu_home):
     errors = _errors(app)
     assert "deep.json" in errors and "nested" in errors
     assert _uploads(mtu_home) == []  # a refused upload is removed from disk
-    assert "model_path" not in app.session_state
+    assert app.session_state["model_path"] == str(SAMPLE_MODELS_DIR / "synthetic-indoor")  # kept in use
+    assert "keep working on synthetic-indoor" in app.caption[-1].value
 
 
 def test_a_card_with_string_metrics_is_named(mtu_home):
