@@ -98,11 +98,12 @@ def ledger() -> Ledger:
     return cached_ledger(str(default_path()))
 
 
-def ledger_runs() -> list[dict[str, Any]]:
-    """Every run in the ledger, newest first; or an error message naming the ledger file (and
-    the page stops) when it cannot be opened or read (damaged, unreadable)."""
+def ledger_runs(**filters) -> list[dict[str, Any]]:
+    """The runs in the ledger (`Ledger.runs(**filters)`: every one by default), newest first; or
+    an error message naming the ledger file (and the page stops) when it cannot be opened or read
+    (damaged, unreadable)."""
     try:
-        return ledger().runs()
+        return ledger().runs(**filters)
     except USER_ERRORS as error:
         st.error(explain(error))
         st.stop()
@@ -400,10 +401,9 @@ def _checkpoint_name(path: str) -> str:
 
 
 def recorded_runs(loaded: Loaded, limit: int = 50) -> list[dict[str, Any]]:
-    """The ledger's runs on the loaded model, newest first (every session's and the CLI's)."""
-    weights = checkpoint_paths(loaded.path)[0]  # rows name it NAME.safetensors (Unlearn) or NAME (Compare)
-    return [row for row in ledger_runs()[: 10 * limit]
-            if checkpoint_paths(row["model_path"])[0] == weights][:limit]
+    """The ledger's runs on the loaded model, newest first (every session's and the CLI's): found
+    by its weights hash, so whatever path recorded them (NAME or NAME.safetensors, a copy)."""
+    return ledger_runs(model=loaded.card.weights_sha256 or loaded.path)[:limit]
 
 
 def missing_result(result_path: str) -> Path | None:

@@ -103,7 +103,8 @@ def queue(home: str | Path | None = None):
 def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
            config: Mapping[str, Any], *, data_root: str | None = None, plugins: Sequence[str] = (),
            reason: str = "", out: str | Path | None = None, with_oracle: bool = False) -> list[int]:
-    """Record the request and its queued run(s) in the ledger and put them on the queue.
+    """Record the request and its queued run(s) in the ledger and put them on the queue. A job
+    carries the model's path and its weights hash, which the job checks before it runs.
 
     Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
     content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
@@ -114,8 +115,8 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     from core.checkpoints import checkpoint_paths
 
     weights = checkpoint_paths(model_path)[0]
-    request_id = ledger.add_request(ledger.add_model(weights, card), request, "dashboard", reason,
-                                    model_path=weights)
+    sha = ledger.add_model(weights, card)
+    request_id = ledger.add_request(sha, request, "dashboard", reason, model_path=weights)
     store = out is None
     out = ledger.results_folder() if store else Path(out)
     jobs = [(method, dict(config), out)]
@@ -128,7 +129,7 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
         run_id = ledger.add_run(request_id, name, settings, status="queued")
         ids.append(run_id)
         try:
-            task({"ledger": str(ledger.path), "run": run_id, "model": str(weights),
+            task({"ledger": str(ledger.path), "run": run_id, "model": str(weights), "model_sha256": sha,
                   "data_root": data_root, "plugins": list(plugins), "instances": list(request.instances),
                   "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
                   "config": settings, "out": str(target), "store": store})
@@ -220,6 +221,7 @@ def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
         beat()
         check("before step 1 (after loading its plugins)")
         model, card = load_checkpoint(job["model"])
+        check_identity(job, card.weights_sha256)
         beat()
         check("before step 1 (after loading the model)")
         data = UnlearningData.from_card(card, data_root=job["data_root"])
@@ -235,6 +237,17 @@ def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
                             "interrupted" if cancelled else "failed")
         if not isinstance(error, Exception):
             raise
+
+
+def check_identity(job: Mapping[str, Any], found: str | None) -> None:
+    """Raise ValueError naming the checkpoint when the weights at the job's path (hash `found`)
+    are not those the run was queued and recorded on (`job["model_sha256"]`; a job queued before
+    it was recorded is not checked)."""
+    queued = job.get("model_sha256")
+    if queued and found != queued:
+        raise ValueError(f"the checkpoint {job['model']} holds other weights (sha256 {str(found)[:16]}...) "
+                         f"than the run was queued on ({queued[:16]}...); accepted: the weights it was "
+                         "queued on: put them back, or queue the run again")
 
 
 def _job_process(job: dict[str, Any], beats, worker_pid: int) -> None:

@@ -5,10 +5,16 @@ resulted must never be lost or ambiguous. The ledger is one SQLite file (standar
 sqlite3, WAL journal, so readers never block the writer and a killed process leaves whole rows
 only) shared by the CLI and the dashboard:
 
-    models       a checkpoint by the SHA-256 of its weights: first path, card, parent model
+    models       a checkpoint by the SHA-256 of its weights (its identity): first path, card,
+                 parent model
     model_paths  every path a checkpoint was seen under (a byte-identical copy adds a path)
     requests     instances, tasks, mode, the model's path as the request named it, where it came
                  from (cli / dashboard), a free-text reason
+
+A checkpoint path is recorded as its weights file, NAME.safetensors, however it was named (NAME,
+NAME.safetensors, NAME.json), and a path given to a query matches in any of those spellings, so
+the runs on a model are the same whichever page or command recorded them. Rows written before
+that keep the spelling they were recorded with, and are found by any spelling as well.
     runs         method, config, status (queued, running, done, failed, interrupted), times,
                  error text, metrics, the resulting checkpoint's hash and path
     steps        the per-step losses of a run
@@ -138,6 +144,17 @@ def default_path() -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("mtunlearn")) / "ledger.sqlite"
+
+
+def checkpoint_names(path: str | Path) -> tuple[str, str, str]:
+    """The spellings of one checkpoint, NAME.safetensors (the one the ledger records), NAME and
+    NAME.json; only those two suffixes are taken off, so NAME may hold dots ("indoor-r0.1"). The
+    rule of `core.checkpoints.checkpoint_paths`, without importing torch."""
+    path = Path(path)
+    if path.suffix in (".safetensors", ".json"):
+        path = path.with_suffix("")
+    name = path.name
+    return str(path.with_name(name + ".safetensors")), str(path), str(path.with_name(name + ".json"))
 
 
 def _now() -> str:
@@ -325,22 +342,23 @@ class Ledger:
         sha = card.weights_sha256
         if not sha:
             raise LedgerError(f"checkpoint {path} has no weights hash in its card")
+        weights = checkpoint_names(path)[0]
         with self._write() as db:
             parent = None
             if card.parent:
-                row = db.execute("SELECT sha256 FROM model_paths WHERE path = ? ORDER BY "
-                                 "first_seen DESC, rowid DESC LIMIT 1", (str(card.parent),)).fetchone()
+                row = db.execute("SELECT sha256 FROM model_paths WHERE path IN (?, ?, ?) ORDER BY first_seen "
+                                 "DESC, rowid DESC LIMIT 1", checkpoint_names(card.parent)).fetchone()
                 parent = row["sha256"] if row else None
             now = _now()
             db.execute("INSERT INTO models VALUES (?, ?, ?, ?, ?) ON CONFLICT(sha256) DO NOTHING",
-                       (sha, str(path), card.to_json(), parent, now))
-            db.execute("INSERT OR IGNORE INTO model_paths VALUES (?, ?, ?)", (sha, str(path), now))
+                       (sha, weights, card.to_json(), parent, now))
+            db.execute("INSERT OR IGNORE INTO model_paths VALUES (?, ?, ?)", (sha, weights, now))
         return sha
 
     def add_request(self, model_sha256: str, request, source: str = "cli", reason: str = "",
                     model_path: str | Path | None = None) -> int:
-        """Record a request on a recorded model; `model_path` is the path the request named
-        (default: the model's first recorded path)."""
+        """Record a request on a recorded model; `model_path` is the path the request named, as
+        its weights file (default: the model's first recorded path)."""
         if source not in SOURCES:
             raise LedgerError(f"request source {source!r}; accepted: {', '.join(SOURCES)}")
         with self._write() as db:
@@ -349,7 +367,8 @@ class Ledger:
                 "model_path) VALUES (?, ?, ?, ?, ?, ?, ?, "
                 "COALESCE(?, (SELECT path FROM models WHERE sha256 = ?)))",
                 (model_sha256, json.dumps(list(request.instances)), json.dumps(list(request.tasks)),
-                 request.mode, source, reason, _now(), None if model_path is None else str(model_path),
+                 request.mode, source, reason, _now(),
+                 None if model_path is None else checkpoint_names(model_path)[0],
                  model_sha256))
             return int(cursor.lastrowid)
 
@@ -444,8 +463,10 @@ class Ledger:
 
     def runs(self, model: str | None = None, method: str | None = None, status: str | None = None,
              since: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
-        """Runs with their request and model, newest first. `model` matches a weights hash
-        prefix or a checkpoint path; `since` is an ISO date (YYYY-MM-DD...)."""
+        """Runs with their request and model, newest first. `model` is a weights hash (or its
+        prefix), or a checkpoint path in any spelling (NAME, NAME.safetensors, NAME.json): the
+        runs on the weights recorded under that path, whichever path their request named; `since`
+        is an ISO date (YYYY-MM-DD...)."""
         if status is not None and status not in STATUSES:
             raise LedgerError(f"status {status!r}; accepted: {', '.join(STATUSES)}")
         if since is not None:
@@ -456,8 +477,8 @@ class Ledger:
         clauses, values = [], []
         if model is not None:
             clauses.append("(m.sha256 LIKE ? OR m.sha256 IN (SELECT sha256 FROM model_paths "
-                           "WHERE path IN (?, ?)))")
-            values += [f"{model}%", model, str(Path(model).with_suffix(".safetensors"))]
+                           "WHERE path IN (?, ?, ?)))")
+            values += [f"{model}%", *checkpoint_names(model)]
         for column, value in (("r.method", method), ("r.status", status), ("r.id", run_id)):
             if value is not None:
                 clauses.append(f"{column} = ?")

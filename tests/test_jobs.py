@@ -63,6 +63,23 @@ def test_dashboard_results_are_stored_by_content_and_reopened_from_the_store(str
     assert len(list(ledger.results_folder().glob("*.safetensors"))) == 2
 
 
+def test_a_job_whose_checkpoint_changed_after_it_was_queued_fails_by_name(street_copy):
+    """The ledger records a run on the weights it was queued on (their hash): a job finds other
+    weights at the path, it fails naming both, and runs nothing."""
+    from core.checkpoints import SAMPLE_MODELS_DIR
+
+    card = read_card(street_copy)
+    for suffix in (".json", ".safetensors"):  # other weights at the same path, before the job runs
+        other = SAMPLE_MODELS_DIR / f"synthetic-indoor{suffix}"
+        street_copy.with_suffix(suffix).write_bytes(other.read_bytes())
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    (run_id,) = submit(Ledger(), street_copy, card, request, "grad_ascent", {"steps": 1, "device": "cpu"})
+    (row,) = Ledger().runs(run_id=run_id)
+    assert row["status"] == "failed" and row["model_sha256"] == card.weights_sha256
+    assert f"{street_copy}.safetensors" in row["error"] and card.weights_sha256[:16] in row["error"]
+    assert "queue the run again" in row["error"] and not Ledger().steps(run_id)
+
+
 def _start_worker() -> subprocess.Popen:
     """`mtu worker` on the test's ledger (MTU_HOME), as `mtu app` starts it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

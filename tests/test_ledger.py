@@ -231,6 +231,26 @@ def test_a_byte_identical_copy_never_rewrites_a_past_request(street_copy, tmp_pa
         assert [r["run"] for r in ledger.runs(model=str(name))] == [second, first]
 
 
+def test_runs_on_a_model_are_found_by_its_weights_whatever_the_path_spelling(street_copy, tmp_path):
+    """Issue 19, defect 3: a checkpoint named NAME (the Compare page), NAME.safetensors (the worker)
+    or NAME.json is one model, and so are two copies of the same weights; NAME may hold a dot."""
+    card = read_card(street_copy)
+    dotted = tmp_path / "street-r0.1"
+    for suffix in (".json", ".safetensors"):
+        Path(f"{dotted}{suffix}").write_bytes(street_copy.with_suffix(suffix).read_bytes())
+    ledger = Ledger()
+    request = ForgetRequest.build([3], None, card.train_ids, ["segmentation", "depth"])
+    bare = ledger.add_run(ledger.add_request(ledger.add_model(dotted, card), request, model_path=dotted),
+                          "ssd", {})
+    (row,) = ledger.runs()
+    assert row["model_path"] == f"{dotted}.safetensors" and row["model_sha256"] == card.weights_sha256
+    for spelling in (dotted, f"{dotted}.safetensors", f"{dotted}.json", card.weights_sha256):
+        assert [r["run"] for r in ledger.runs(model=str(spelling))] == [bare], spelling
+    copy = ledger.add_run(ledger.add_request(ledger.add_model(street_copy, card), request), "ssd", {})
+    assert [r["run"] for r in ledger.runs(model=str(dotted))] == [copy, bare]
+    assert not ledger.runs(model=str(tmp_path / "street-r0"))  # not the same name without its ".1"
+
+
 def test_a_version_2_ledger_migrates_and_keeps_its_rows(street_copy, tmp_path):
     from core.ledger import _MIGRATIONS
 

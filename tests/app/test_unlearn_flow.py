@@ -152,3 +152,29 @@ def test_two_sessions_on_one_model_and_one_ledger():
     assert {r["mode"] for r in rows} == {"partial", "full"}
     model, _ = load_sample("synthetic-indoor")
     assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items())
+
+
+def test_runs_on_the_same_weights_are_listed_whatever_path_recorded_them(street_copy):
+    """Issue 19, defect 3: a run the Compare page recorded (NAME) and one the worker recorded
+    (NAME.safetensors) are both runs on this model, and so on a copy of the same weights."""
+    from core.checkpoints import load_checkpoint
+    from core.jobs import submit
+    from core.ledger import Ledger
+    from core.requests import ForgetRequest
+    from core.unlearning.runner import run_request
+
+    street = SAMPLE_MODELS_DIR / "synthetic-street"
+    model, card = load_checkpoint(street)
+    ledger = Ledger()
+    run_request(model, card, str(street), [1, 2], None, "grad_ascent", {"steps": 1}, ledger.results_folder(),
+                ledger=ledger, source="dashboard", reason="Compare page", store=True)
+    request = ForgetRequest.build([1, 2], None, card.train_ids, ["segmentation", "depth"])
+    submit(ledger, f"{street}.safetensors", card, request, "grad_ascent", {"steps": 1, "seed": 3})
+    app = _app(model_source="Path on this machine", model_typed_path=str(street_copy), selection=[1, 2])
+    app.switch_page("pages/unlearn.py").run()
+    assert not app.exception
+    assert [s.value.split(":")[0] for s in app.success] == [
+        "Run #L2 (grad_ascent, full-task, 2 instances)", "Run #L1 (grad_ascent, full-task, 2 instances)"]
+    app.switch_page("pages/explain.py").run()
+    options = app.selectbox(key="explain_run").options
+    assert not app.exception and [o.split()[0] for o in options] == ["#L2", "#L1"]
