@@ -1,12 +1,17 @@
 """Pure chart and table builders: DataFrame or dict in, Plotly figure or DataFrame out.
 
 The result figures shared with the benchmark report (UIS bars and breakdown, metric shifts,
-conflict heatmaps, the trade-off scatter) live in core/evaluation/figures.py and are re-exported
-here, so every page imports its charts from one place.
+conflict heatmaps, the trade-off scatter) live in core/evaluation/figures.py; the ones with a
+trace per model are wrapped here to carry the dashboard's palette (`model_colour`: one fixed
+colour per model, the retrain oracle in grey, the same in every chart), the others re-exported,
+so every page imports its charts from one place. Streamlit's own Plotly template gives traces
+placeholder colours that only its front end resolves: a figure leaving the dashboard (an HTML
+report) goes through `exported`.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,14 +21,106 @@ import plotly.express as px
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from core.evaluation.figures import (  # noqa: F401  (re-exported for the pages)
+from core.evaluation import figures
+from core.evaluation.figures import (  # noqa: F401  (heatmaps re-exported for the pages)
+    COMPONENTS,
     conflict_heatmap,
     conflict_layer_heatmap,
-    metric_shift_figure,
-    tradeoff_figure,
-    uis_bar_figure,
-    uis_breakdown_figure,
 )
+
+ORIGINAL_COLOUR = "#1f4e79"
+"""The model before unlearning: dark blue."""
+ORACLE_COLOUR = "#9e9e9e"
+"""The retrain oracle ("retrain"): a neutral grey, the reference rather than a contender."""
+METHOD_COLOURS = ("#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+                  "#e15f99", "#1ca71c", "#da16ff", "#b68100", "#750d86", "#511cfb", "#00a08b", "#fc0080",
+                  "#6c7c32", "#862a16", "#a777f1", "#620042", "#da60ca", "#af0038")
+"""One colour per unlearning method: no blue near the original's, no grey, no black."""
+COMPONENT_COLOURS = dict(zip(COMPONENTS.values(), ("#4c78a8", "#f58518", "#54a24b")))
+"""The stacked parts of UIS (`uis_breakdown_figure`)."""
+
+
+def model_colour(name: str) -> str:
+    """The colour of a model in every chart: "original" and "retrain" have their own; a method
+    takes its place among the registered methods (sorted), so the mapping is fixed for a given
+    set of methods; a name not registered (a plugin's) gets one from its name's CRC-32."""
+    if name == "original":
+        return ORIGINAL_COLOUR
+    if name == "retrain":
+        return ORACLE_COLOUR
+    from core.unlearning import list_unlearners
+
+    methods = [m for m in list_unlearners() if m != "retrain"]
+    index = methods.index(name) if name in methods else zlib.crc32(name.encode())
+    return METHOD_COLOURS[index % len(METHOD_COLOURS)]
+
+
+def _painted(figure: go.Figure, colours) -> go.Figure:
+    """Every trace named in `colours` (a mapping or a function of the name) in its colour, and
+    room for the axis labels (automargin)."""
+    for trace in figure.data:
+        colour = colours(trace.name) if callable(colours) else colours.get(trace.name)
+        if colour is not None:
+            trace.update(marker_color=colour)
+    figure.update_xaxes(automargin=True)
+    figure.update_yaxes(automargin=True)
+    return figure
+
+
+def metric_shift_figure(scores: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """`core.evaluation.figures.metric_shift_figure` in the model palette (`model_colour`)."""
+    return _painted(figures.metric_shift_figure(scores, title), model_colour)
+
+
+def uis_bar_figure(summary: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """`core.evaluation.figures.uis_bar_figure` in the model palette (`model_colour`)."""
+    return _painted(figures.uis_bar_figure(summary, title), model_colour)
+
+
+def tradeoff_figure(leaderboard: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """`core.evaluation.figures.tradeoff_figure` in the model palette (`model_colour`)."""
+    return _painted(figures.tradeoff_figure(leaderboard, title), model_colour)
+
+
+def uis_breakdown_figure(breakdown: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """`core.evaluation.figures.uis_breakdown_figure` with fixed component colours."""
+    return _painted(figures.uis_breakdown_figure(breakdown, title), COMPONENT_COLOURS)
+
+
+EXPORT_MARGIN = {"l": 80, "r": 30, "t": 80, "b": 80}
+
+
+def exported(figure: go.Figure) -> go.Figure:
+    """A copy of `figure` for a file that leaves the dashboard: Plotly's "plotly_white" template
+    instead of Streamlit's (whose placeholder colours draw black outside Streamlit), margins wide
+    enough for the title and axis labels, and axes that grow their margins to fit."""
+    copy = go.Figure(figure)
+    copy.update_layout(template="plotly_white", margin=EXPORT_MARGIN)
+    copy.update_xaxes(automargin=True)
+    copy.update_yaxes(automargin=True)
+    return copy
+
+
+def comparison_figures(comparison) -> dict[str, go.Figure]:
+    """The Compare page's charts of a `core.evaluation.Comparison`, by title: the trade-off, UIS
+    per model, its breakdown, and the primary metric per split."""
+    board = comparison.leaderboard.sort_values("uis")
+    summary = board.rename(columns={"uis": "uis_mean"}).assign(uis_std=0.0)
+    primary = comparison.scores[comparison.scores["primary"]]
+    titled = {"Which method interferes least: forget gap against interference": tradeoff_figure(board),
+              "UIS (lower is better)": uis_bar_figure(summary),
+              "UIS by task and component": uis_breakdown_figure(comparison.breakdown),
+              "Primary metric per split": metric_shift_figure(primary)}
+    return {title: figure.update_layout(title=title) for title, figure in titled.items()}
+
+
+def comparison_report(board: pd.DataFrame, charts: Mapping[str, go.Figure], intro: str) -> str:
+    """The Compare page's HTML report: the leaderboard `board`, then `charts` (`exported`)."""
+    from core.evaluation.report import html_page
+
+    return html_page("Method comparison", [("Leaderboard", board),
+                                           *((title, exported(figure)) for title, figure in charts.items())],
+                     intro)
 
 
 def metrics_frame(metrics: dict[str, dict[str, dict[str, float]]]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app.charts import metric_shift_figure, tradeoff_figure, uis_bar_figure, uis_breakdown_figure
+from app.charts import comparison_figures, comparison_report
 from app.forms import tuned_entry, tuned_note
 from app.state import (
     USER_ERRORS,
@@ -15,7 +15,6 @@ from app.state import (
     start_summary,
 )
 from core.evaluation import compare_models
-from core.evaluation.report import html_page
 from core.evaluation.tuning import tuned_config
 from core.unlearning import list_unlearners
 from core.unlearning.runner import run_request
@@ -59,17 +58,12 @@ if comparison is None:
 board = comparison.leaderboard.sort_values("uis")
 st.dataframe(board.style.format(precision=3).highlight_min(subset=["uis"], color="#bbf7d0"),
              hide_index=True, width="stretch")
-summary = board.rename(columns={"uis": "uis_mean"}).assign(uis_std=0.0)
-figures = {"Which method interferes least: forget gap against interference": tradeoff_figure(board),
-           "UIS (lower is better)": uis_bar_figure(summary),
-           "UIS by task and component": uis_breakdown_figure(comparison.breakdown),
-           "Primary metric per split": metric_shift_figure(comparison.scores[comparison.scores["primary"]])}
-for index, (title, figure) in enumerate(figures.items()):
-    st.plotly_chart(figure.update_layout(title=title), width="stretch", key=f"compare_{index}")
+figures = comparison_figures(comparison)
+for index, figure in enumerate(figures.values()):
+    st.plotly_chart(figure, width="stretch", key=f"compare_{index}")
 left, right = st.columns(2)
 left.download_button("Download the leaderboard (CSV)", board.to_csv(index=False), "leaderboard.csv",
                      "text/csv")
-right.download_button("Download the report (HTML)", html_page(
-    "Method comparison", [("Leaderboard", board), *figures.items()],
-    f"{request.mode}-task request, {len(request.instances)} instances of {loaded.card.benchmark}"),
-    "comparison.html", "text/html")
+intro = f"{request.mode}-task request, {len(request.instances)} instances of {loaded.card.benchmark}"
+right.download_button("Download the report (HTML)", comparison_report(board, figures, intro),
+                      "comparison.html", "text/html")
