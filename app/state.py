@@ -18,20 +18,26 @@ Session keys:
 from __future__ import annotations
 
 import hashlib
+import json
+import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 import torch
 
 from app.charts import loss_curves_figure
+from core import __version__
 from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, checkpoint_paths, load_checkpoint
 from core.cli import STREAMLIT_OPTIONS
 from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.jobs import check_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
@@ -372,6 +378,9 @@ class Run:
     data_root: str | None = None
     checkpoint: str | None = None
     """Where the unlearned model was saved (results folder beside the ledger)."""
+    sha256: str | None = None
+    """The unlearned model's weights hash (ledger runs): its scores are cached under it."""
+    oracle_sha256: str | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     cache: dict[str, Any] = field(default_factory=dict)
 
@@ -438,10 +447,11 @@ def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
     seconds = float(card.request.get("seconds", 0.0))
     run = Run(run_id, loaded.path, row["method"], row["config"], request, model, seconds,
               ledger().steps(row["run"]), card.request.get("extras", {}), data_root=loaded.data_root,
-              checkpoint=row["result_path"], created=row["created"])
+              checkpoint=row["result_path"], created=row["created"], sha256=row["result_sha256"])
     if oracle is not None:
         oracle_model, oracle_card = cached_checkpoint(_checkpoint_name(oracle["result_path"]))
         run.oracle, run.oracle_seconds = oracle_model, float(oracle_card.request.get("seconds", 0.0))
+        run.oracle_sha256 = oracle["result_sha256"]
     runs().append(run)
     return run
 
@@ -482,14 +492,99 @@ def run_picker(key: str = "run_picker") -> Run | None:
 
 def run_results(run: Run) -> tuple[Comparison, ConflictReport]:
     """The scores of a run (original vs unlearned vs oracle when there is one) and the conflict
-    analysis of its request on the original model; computed once, kept with the run."""
-    if "comparison" not in run.cache:
-        original, _ = cached_checkpoint(run.model_path)
+    analysis of its request on the original model. Kept with the run, and for a run of the
+    ledger in a JSON file beside it (`scores_file`), so that a later visit, from any session,
+    reads them back; computed under a status line when neither has them."""
+    if "comparison" in run.cache:
+        return run.cache["comparison"], run.cache["conflicts"]
+    original, card = cached_checkpoint(run.model_path)
+    inputs = score_inputs(run, card.weights_sha256)
+    path = scores_file(run)
+    stored = read_scores(path, inputs) if path is not None else None
+    if stored is None:
         data = cached_data(run.model_path, run.data_root)
         models = {"original": original, run.method: run.model}
         seconds = {run.method: run.seconds}
         if run.oracle is not None:
             models["retrain"], seconds["retrain"] = run.oracle, run.oracle_seconds
-        run.cache["comparison"] = compare_models(models, run.request, data, seconds)
-        run.cache["conflicts"] = analyze_conflicts(original, run.request, data)
-    return run.cache["comparison"], run.cache["conflicts"]
+        with st.status(f"Scoring run #{run.id} (once: the scores are kept beside the ledger)...",
+                       expanded=True) as status:
+            status.write(f"Scoring {', '.join(models)} on the forget, kept, retain and test instances, "
+                         "with the membership attack...")
+            comparison = compare_models(models, run.request, data, seconds)
+            status.write("Measuring the gradient conflicts of the request on the original model...")
+            conflicts = analyze_conflicts(original, run.request, data)
+            status.update(label=f"Scored run #{run.id}", state="complete", expanded=False)
+        if path is not None:
+            write_scores(path, inputs, comparison, conflicts)
+        stored = comparison, conflicts
+    run.cache["comparison"], run.cache["conflicts"] = stored
+    return stored
+
+
+def scores_file(run: Run) -> Path | None:
+    """Where the scores of a ledger run are kept: `scores/<result hash>.json` beside the ledger
+    (None for a run without a recorded result)."""
+    return ledger().path.parent / "scores" / f"{run.sha256}.json" if run.sha256 else None
+
+
+def score_inputs(run: Run, original_sha256: str | None) -> dict[str, Any]:
+    """What a run's scores are computed from: the three models' hashes, the request, the data
+    folder, and the scoring code (mtunlearn's version, the leaderboard's columns)."""
+    return {"original": original_sha256, "result": run.sha256, "oracle": run.oracle_sha256,
+            "instances": list(run.request.instances), "tasks": list(run.request.tasks),
+            "data_root": run.data_root, "mtunlearn": __version__, "columns": LEADERBOARD_COLUMNS}
+
+
+_CONFLICT_FRAMES = ("overall", "by_layer", "at_risk")
+
+
+def read_scores(path: Path, inputs: dict[str, Any]) -> tuple[Comparison, ConflictReport] | None:
+    """The scores stored at `path` when they were computed from `inputs`; None when there are
+    none, when they are of other inputs, or when the file cannot be read or parsed (they are
+    then computed again and the file rewritten). JSON only: nothing is unpickled."""
+    try:
+        stored = json.loads(path.read_text())
+        if stored["inputs"] != inputs:
+            return None
+        conflicts = stored["conflicts"]
+        return (Comparison.from_dict(stored["comparison"]),
+                ConflictReport(*(_frame(conflicts[name]) for name in _CONFLICT_FRAMES),
+                               retain_ids=[int(i) for i in conflicts["retain_ids"]]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        return None
+
+
+def write_scores(path: Path, inputs: dict[str, Any], comparison: Comparison,
+                 conflicts: ConflictReport) -> None:
+    """Store a run's scores at `path` as JSON, written to a temporary name and renamed (a reader
+    never sees half a file). A folder that cannot be written is passed over: the scores are
+    then computed again on the next visit."""
+    data = {"inputs": inputs, "comparison": comparison.to_dict(),
+            "conflicts": {**{name: _table(getattr(conflicts, name)) for name in _CONFLICT_FRAMES},
+                          "retain_ids": [int(i) for i in conflicts.retain_ids]}}
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(data, allow_nan=False, default=_plain))
+        partial.replace(path)
+    except (OSError, ValueError, TypeError):
+        partial.unlink(missing_ok=True)
+
+
+def _table(frame: pd.DataFrame) -> dict[str, list]:
+    """A frame as {"columns", "rows"}, missing values as None (strict JSON)."""
+    rows = [[None if isinstance(v, float) and math.isnan(v) else v for v in row]
+            for row in frame.astype(object).itertuples(index=False)]
+    return {"columns": [str(c) for c in frame.columns], "rows": rows}
+
+
+def _frame(table: dict[str, list]) -> pd.DataFrame:
+    return pd.DataFrame(table["rows"], columns=table["columns"]).infer_objects()
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number json writes."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON")

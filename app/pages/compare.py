@@ -45,9 +45,10 @@ if st.button("Run the comparison", type="primary", disabled=not methods):
             st.error(f"{method} stopped: {error}")
             st.stop()
         models[method], seconds[method] = result.model, result.seconds
-        add_run(Run(f"L{result.extras['ledger_run']}", loaded.path, method, result.config, request,
-                    result.model, result.seconds, result.history, result.extras,
-                    data_root=loaded.data_root, checkpoint=str(weights)))
+        (row,) = ledger().runs(run_id=result.extras["ledger_run"])
+        add_run(Run(f"L{row['run']}", loaded.path, method, result.config, request, result.model,
+                    result.seconds, result.history, result.extras, data_root=loaded.data_root,
+                    checkpoint=str(weights), sha256=row["result_sha256"]))
     bar.progress(1.0, text="scoring every model")
     st.session_state["comparison"] = compare_models(models, request, loaded.data, seconds)
     bar.empty()

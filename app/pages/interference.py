@@ -1,4 +1,6 @@
-"""Interference page: what a finished run changed, per task and split, and why."""
+"""Interference page: what a finished run changed, per task and split, and why. A run's scores are
+computed once, under a status line, and kept beside the ledger (`app.state.run_results`); every
+other computation shows a spinner."""
 
 from pathlib import Path
 
@@ -58,14 +60,16 @@ elif run.checkpoint:
 
 if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
     primary = comparison.scores[comparison.scores["primary"]]
-    oracle = " vs oracle" if run.oracle is not None else ""
-    run.cache["figures"] = {
-        "shifts": metric_shift_figure(primary, f"Primary metric per split: original vs unlearned{oracle}"),
-        "breakdown": uis_breakdown_figure(comparison.breakdown, "UIS by task, stacked by component"),
-        "conflicts": conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
-        "layers": conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
-        **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
-           if run.extras.get("subspace_ranks") else {})}
+    vs_oracle = " vs oracle" if run.oracle is not None else ""
+    shifts = f"Primary metric per split: original vs unlearned{vs_oracle}"
+    with st.spinner("Drawing the charts..."):
+        run.cache["figures"] = {
+            "shifts": metric_shift_figure(primary, shifts),
+            "breakdown": uis_breakdown_figure(comparison.breakdown, "UIS by task, stacked by component"),
+            "conflicts": conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
+            "layers": conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
+            **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
+               if run.extras.get("subspace_ranks") else {})}
 figures = run.cache["figures"]
 # one view at a time: the browser's drawing of Plotly charts is what a redraw waits on
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
@@ -85,7 +89,8 @@ elif view == "Conflicts":
                                                  key="geometry"):
         original, _ = cached_checkpoint(run.model_path)
         data = cached_data(run.model_path, run.data_root)
-        run.cache["geometry"] = task_geometry(original, data, run.request.instances, retain_sample=32)
+        with st.spinner("Measuring the task geometry (per-image gradients on 32 retain images)..."):
+            run.cache["geometry"] = task_geometry(original, data, run.request.instances, retain_sample=32)
     if "geometry" in run.cache:
         geometry = run.cache["geometry"]
         st.subheader(f"Task geometry: {conflict_label(geometry)} "
@@ -107,7 +112,8 @@ else:
         if run.oracle is not None:
             models["oracle"] = run.oracle
         batch = train.batch(shown)
-        predictions = {label: predict(m, train, shown) for label, m in models.items()}
+        with st.spinner("Predicting the forget instances before and after..."):
+            predictions = {label: predict(m, train, shown) for label, m in models.items()}
         run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
                                for index, instance in enumerate(shown)}
     for instance, panels in run.cache["panels"].items():
