@@ -70,3 +70,22 @@ def test_the_loaded_model_holds_across_pages():
         assert app.session_state["model_path"] == street
     assert app.selectbox(key="model_name").value == "synthetic-street"
     assert any("Benchmark:** synthetic-street" in block.value for block in app.markdown)
+
+
+def test_an_uploaded_model_holds_across_pages():
+    """The file uploaders cannot be refilled: back on the Model page, the upload stays in use."""
+    street = SAMPLE_MODELS_DIR / "synthetic-street"
+    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    app.radio(key="model_source").set_value("Upload").run()
+    app.file_uploader(key="upload_weights").set_value(
+        ("w.safetensors", street.with_suffix(".safetensors").read_bytes(), "application/octet-stream"))
+    app.file_uploader(key="upload_card").set_value(("c.json", street.with_suffix(".json").read_bytes(),
+                                                    "application/json"))
+    app.run()
+    uploaded = app.session_state["model_path"]
+    assert not app.exception and not app.error and "uploads" in uploaded
+    app.switch_page("pages/history.py").run()
+    app.switch_page("pages/model.py").run()
+    assert not app.exception and not app.error and app.session_state["model_path"] == uploaded
+    assert any("uploaded before" in c.value for c in app.caption)
+    assert any("Benchmark:** synthetic-street" in block.value for block in app.markdown)

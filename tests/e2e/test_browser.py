@@ -280,6 +280,29 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
     assert page.get_by_text("Traceback").count() == 0
 
 
+def test_the_chosen_model_holds_across_pages_and_the_sidebar_says_so(page):
+    """Issue 19, defects 1 and 6 and the sidebar line, in a real session, where main.py runs on
+    every page (AppTest runs a page without it after a switch)."""
+    sidebar = page.get_by_test_id("stSidebar")
+
+    def says(pattern: str) -> None:
+        sidebar.get_by_text(re.compile(pattern)).first.wait_for(timeout=120_000)
+
+    says(r"synthetic-indoor")
+    _forget(page, "3, 17", 2)
+    says(r"2 forget instances, full-task: segmentation, depth, normal$")
+    _goto(page, "Model")
+    _choose(page, "Sample model", "synthetic-street")
+    says(r"synthetic-street")
+    says(r"2 forget instances, full-task: segmentation, depth$")
+    for name in ("History", "Select", "Model"):
+        _goto(page, name)
+        says(r"synthetic-street")
+    page.get_by_text("Benchmark: synthetic-street").wait_for(timeout=120_000)
+    assert page.get_by_role("combobox", name="Sample model").input_value() == "synthetic-street"
+    assert page.get_by_text("Traceback").count() == 0
+
+
 def test_a_run_outlives_a_reload_of_the_tab(page):
     """The run goes on in the worker while the tab reloads; the page finds it running, then
     finished, from the ledger."""
