@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from core import distributed
 from core.data.splits import VAL_PARTS, HeldOutError, RestrictedSplit, split_val
 from core.device import select_device
 from core.requests import ForgetRequest, preview
@@ -251,7 +252,11 @@ class UnlearningContext:
         return [ids[i] for i in picks]
 
     def batch(self, dataset, ids: Sequence[int]) -> dict[str, torch.Tensor]:
-        return {key: value.to(self.device) for key, value in dataset.batch(ids).items()}
+        """The instances `ids` on the device. Under torchrun the images are marked as shared by
+        the ranks (`core.distributed.mark`): the model computes only this rank's rows of them."""
+        batch = {key: value.to(self.device) for key, value in dataset.batch(ids).items()}
+        distributed.mark(batch["image"])
+        return batch
 
     def forget_batch(self) -> dict[str, torch.Tensor]:
         """Forget instances (all of them, or a random `forget_batch` of them) with every label."""
@@ -342,7 +347,12 @@ class Unlearner(ABC):
 
     def run(self, model: torch.nn.Module, request: ForgetRequest, data: UnlearningData,
             progress: ProgressCallback | None = None) -> UnlearnResult:
-        """Unlearn `request` from a copy of `model`; `model` itself is left untouched."""
+        """Unlearn `request` from a copy of `model`; `model` itself is left untouched.
+
+        Under torchrun the working copy and the original are `core.distributed.replicated`:
+        each rank computes its share of every batch, and each parameter gradient is summed
+        across the ranks as autograd forms it, before the method reads or projects it, so every
+        method runs data-parallel without code of its own (docs/ARCHITECTURE.md section 17)."""
         missing = set(request.all_tasks) ^ set(data.train.tasks)
         if missing:
             raise ValueError(f"request tasks {list(request.all_tasks)} do not match the data's "
@@ -368,7 +378,8 @@ class Unlearner(ABC):
 
         start = time.perf_counter()
         try:
-            extras = self.unlearn(ctx, report) or {}
+            with distributed.replicated(working, original):
+                extras = self.unlearn(ctx, report) or {}
         except torch.linalg.LinAlgError as error:  # a decomposition of blown-up gradients
             self.check_finite(ProgressEvent(len(history) + 1, self.total_steps()), working)
             raise DivergenceError(self, len(history) + 1, f"a decomposition failed ({error})") from error

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import torch
 from torch.func import functional_call, grad, vmap
 
+from core import distributed
+
 Grads = dict[str, torch.Tensor]
 SampleLoss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], torch.Tensor]
 """(outputs {task: (1, ...)}, sample {key: (1, ...)}) -> scalar loss of one sample."""
@@ -305,8 +307,18 @@ def per_sample_grads(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     Returns:
         {name: (B, *parameter.shape)}; with has_aux, (that, aux with a leading B dimension),
         which gives e.g. the per-sample losses for free. Equal to one unchunked vmap.
+
+    Under torchrun, on a batch shared by the ranks (`core.distributed.rows_of`), each rank
+    computes its own rows and the whole result is put together on every rank
+    (`core.distributed.gather_tree`): the same tensors as one process's.
     """
     count = len(batch["image"])
+    rows = distributed.rows_of(batch["image"])
+    if rows is not None:
+        local = {key: value[rows] for key, value in batch.items()}
+        part = per_sample_grads(model, local, loss_fn, names, chunk_size, has_aux, memory_budget_mb,
+                                hooks)
+        return distributed.gather_tree(part, rows, count)
     grads: Grads = {}
     auxes = []
     for rows, part in per_sample_grad_chunks(model, batch, loss_fn, names, chunk_size, has_aux,

@@ -84,6 +84,7 @@ from dataclasses import dataclass
 
 import torch
 
+from core import distributed
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
 from core.unlearning.gradients import (
     DEFAULT_MEMORY_BUDGET_MB,
@@ -189,18 +190,25 @@ def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMO
                        ) -> dict[str, torch.Tensor]:
     """`model`'s per-instance loss of each target task on a calibration batch, sorted
     ascending: {task: (N,)}. No-grad forwards in chunks of images within `memory_budget_mb`
-    (an image counted at what autograd would save for it, an upper bound without a graph)."""
+    (an image counted at what autograd would save for it, an upper bound without a graph).
+    Under torchrun each rank computes its share of the batch and the losses are put together
+    before they are sorted (`core.distributed.rows_of`, `gather_rows`)."""
     images = batch["image"]
-    chunk = budget_chunk(memory_budget_mb, saved_bytes(model, images[:1]), total=len(images))
+    share = distributed.rows_of(images)
+    first, last = (0, len(images)) if share is None else (share.start, share.stop)
+    chunk = budget_chunk(memory_budget_mb, saved_bytes(model, images[:1]), total=max(last - first, 1))
     parts: dict[str, list[torch.Tensor]] = {t: [] for t in ctx.target_tasks}
     with torch.no_grad():
-        for start in range(0, len(images), chunk):
-            rows = slice(start, start + chunk)
+        for start in range(first, last, chunk):
+            rows = slice(start, min(start + chunk, last))
             with ctx.autocast():
                 outputs = model(images[rows])
             for t, spec in ctx.target_tasks.items():
                 parts[t].append(spec.per_sample_loss(outputs[t], batch[t][rows]).float())
-    return {t: torch.cat(losses).sort().values for t, losses in parts.items()}
+    losses = {t: torch.cat(values) for t, values in parts.items()}
+    if share is not None:
+        losses = {t: distributed.gather_rows(values, share, len(images)) for t, values in losses.items()}
+    return {t: values.sort().values for t, values in losses.items()}
 
 
 def saturated(subspace, threshold: float):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core import distributed
 from core.tasks import TaskSpec
 from core.unlearning.gradients import DEFAULT_MEMORY_BUDGET_MB, WORKING_FACTOR, budget_chunk, saved_bytes
 from core.unlearning.projections import (
@@ -184,6 +185,67 @@ class _Rows:
         return torch.cat(self.parts) if self.picks is None else self.rows
 
 
+def _shared_rows(model: nn.Module, layers: Mapping[str, nn.Module], batch: Mapping[str, Tensor],
+                 tasks: Mapping[str, TaskSpec], count: int, signal_count: int, max_rows: int,
+                 generator: torch.Generator | None) -> tuple[dict[str, _Rows], dict[str, dict[str, _Rows]]]:
+    """The `_Rows` of `collect_signals` for a batch the ranks share, made before any rank's pass:
+    a pass of one image tells each layer's rows per sample and row width and which (task, layer)
+    pairs get a backward signal, and the row picks are drawn from `generator` in the order one
+    process draws them in its first chunk (input rows in the order the layers run, then per task
+    the output rows), so every rank keeps the rows one process keeps. All rows start at zero
+    and are picked (every row, in order, where one process keeps all of them), so each rank
+    fills its own and a sum across the ranks gives the whole."""
+    order: list[str] = []
+    shapes: dict[str, tuple[int, int, Tensor]] = {}  # layer -> (rows per sample, width, like)
+    captured: dict[str, Tensor] = {}
+    backward = bool(signal_count and tasks)
+
+    def hook(name: str, module: nn.Module):
+        def capture(_, args, output):
+            if name not in order:
+                order.append(name)
+            if _has_input_rows(module) and name not in shapes:
+                row = _input_rows(module, args[0][:1].detach(), torch.zeros(1, dtype=torch.long))
+                shapes[name] = (_positions(module, output), row.shape[1], row)
+            if backward:
+                captured[name] = output
+                return output.clone()
+            return None
+        return capture
+
+    handles = [module.register_forward_hook(hook(name, module)) for name, module in layers.items()]
+    try:
+        with torch.set_grad_enabled(backward):
+            predictions = model(batch["image"][:1])
+    finally:
+        for handle in handles:
+            handle.remove()
+    signals: dict[str, dict[str, tuple[int, int, Tensor]]] = {task: {} for task in tasks}
+    names = list(captured)
+    for i, (task_name, task) in enumerate(tasks.items() if backward else ()):
+        loss = task.per_sample_loss(predictions[task_name], batch[task_name][:1]).sum()
+        grads = torch.autograd.grad(loss, [captured[n] for n in names],
+                                    retain_graph=i < len(tasks) - 1, allow_unused=True)
+        for name, g in zip(names, grads):
+            if g is not None:
+                row = _channel_rows(layers[name], g.detach(), torch.zeros(1, dtype=torch.long))
+                signals[task_name][name] = (_positions(layers[name], g), row.shape[1], row)
+    del predictions
+    captured.clear()
+
+    def made(total: int, per_sample: int, width: int, like: Tensor) -> _Rows:
+        picks = _picks(total, max_rows, generator)
+        rows = _Rows(torch.arange(total) if picks is None else picks, per_sample)
+        rows.rows = like.new_zeros((len(rows.picks), width))
+        return rows
+
+    inputs = {name: made(count * shapes[name][0], *shapes[name]) for name in order if name in shapes}
+    outputs = {task: {name: made(signal_count * per_layer[name][0], *per_layer[name])
+                      for name in names if name in per_layer}
+               for task, per_layer in signals.items()}
+    return inputs, outputs
+
+
 class _InputsDone(Exception):
     """Raised by the last hook of a forward that is only read for input rows: the rest of the
     model (the task heads, which TGP does not project) need not run."""
@@ -225,13 +287,22 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
     count = len(images)
     signal_count = 0 if not tasks else count if signal_images is None else min(signal_images, count)
     saved = saved_bytes(model, images[:1])
+    # under torchrun, on a batch the ranks share, each rank takes its share of the signal images
+    # and of the others, into rows made beforehand (`_shared_rows`), summed across ranks at the end
+    shared = distributed.rows_of(images) is not None
     spans = []
     for first, last, backward in ((0, signal_count, True), (signal_count, count, False)):
+        if shared:
+            share = distributed.shard_rows(last - first)
+            first, last = first + share.start, first + share.stop
         per_image = saved * (WORKING_FACTOR + 1) if backward else saved
         chunk = budget_chunk(memory_budget_mb, per_image, total=max(last - first, 1))
         spans += [(start, min(start + chunk, last), backward) for start in range(first, last, chunk)]
     inputs: dict[str, _Rows] = {}
     outputs: dict[str, dict[str, _Rows]] = {task: {} for task in tasks}
+    if shared:
+        inputs, outputs = _shared_rows(model, layers, batch, tasks, count, signal_count, max_rows,
+                                       generator)
     for start, stop, backward in spans:
         captured: dict[str, Tensor] = {}
         pending = {name for name, module in layers.items() if _has_input_rows(module)}
@@ -281,6 +352,9 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
                 mask, rows = outputs[task_name][name].local(start, stop)
                 outputs[task_name][name].add(mask, _channel_rows(layers[name], g.detach(), rows))
         del predictions, captured
+    if shared:
+        for rows in [*inputs.values(), *(r for per_layer in outputs.values() for r in per_layer.values())]:
+            distributed.all_reduce(rows.result())
     return Signals({name: rows.result() for name, rows in inputs.items()},
                    {task: {name: rows.result() for name, rows in per_layer.items()}
                     for task, per_layer in outputs.items()})
