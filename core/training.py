@@ -7,6 +7,7 @@ masked, so it is exactly what the model would have been without that supervision
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from core import distributed
 from core.device import select_device
 from core.tasks import TaskSpec
 
@@ -124,6 +126,9 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig,
     generator = torch.Generator().manual_seed(config.seed)
     history = []
     bar = tqdm(range(config.epochs), desc="train", unit="epoch", disable=not show_bar)
+    if distributed.active():
+        return _train_shared(model, dataset, ids, config, masked_pairs, progress, bar, device,
+                             optimizer, scheduler, generator)
     for epoch in bar:
         sums = {name: 0.0 for name in dataset.tasks}
         batches = 0
@@ -155,6 +160,90 @@ def train(model: torch.nn.Module, dataset, config: TrainConfig,
     return history
 
 
+def _id_batches(ids: Sequence[int], batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """The ids of each batch of `iterate_batches(dataset, ids, batch_size, generator)`, in its
+    order (the same draw from the generator)."""
+    order = [ids[i] for i in torch.randperm(len(ids), generator=generator).tolist()]
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
+def _train_shared(model: torch.nn.Module, dataset, ids: list[int], config: TrainConfig,
+                  masked_pairs: MaskedPairs | None, progress: ProgressCallback | None, bar,
+                  device: torch.device, optimizer: torch.optim.Optimizer, scheduler,
+                  generator: torch.Generator) -> list[dict[str, float]]:
+    """`train`'s loop under torchrun: DistributedDataParallel, with the batches of one process.
+
+    Every rank draws the same shuffled batches as one process (`_id_batches`) and reads only
+    its contiguous share of each (`core.distributed.shard_rows`): torch's DistributedSampler is
+    not used, because it draws its own order and pads the last share by repeating instances,
+    so two ranks would not train on what one trains on. The loss masks travel with the ids:
+    each rank weighs its rows with `pair_weights` of their ids, so a masked pair has weight 0 on
+    every rank and an instance masked on every task was dropped from `ids` before the shuffle
+    (no rank reads it). Each task's loss is its weighted sum over this rank's rows divided by
+    the whole batch's weight (known from the ids alone), times the number of ranks, which
+    DistributedDataParallel's average of the gradients turns into exactly the one-process
+    weighted mean. BatchNorm shares its batch statistics across the ranks
+    (`core.distributed.synced_batchnorm`). A batch with fewer instances than ranks is computed
+    whole by every rank (the average of equal gradients is that gradient). The reported losses
+    are summed across ranks, so every rank sees the same values and stops together on a
+    non-finite one.
+    """
+    from torch.nn.parallel import DistributedDataParallel
+
+    from core.tasks.spec import _EPS
+
+    tasks = list(dataset.tasks)
+    world = distributed.world_size()
+    history = []
+    with distributed.synced_batchnorm(model, device):
+        device_ids = None if device.type != "cuda" else [torch.cuda.current_device()]
+        shared = DistributedDataParallel(model, device_ids=device_ids)
+        for epoch in bar:
+            sums = {name: 0.0 for name in tasks}
+            batches = 0
+            start = time.perf_counter()
+            for whole in _id_batches(ids, config.batch_size, generator):
+                split = len(whole) >= world
+                rows = distributed.shard_rows(len(whole)) if split else slice(0, len(whole))
+                every = pair_weights(torch.tensor(whole, dtype=torch.long), tasks, masked_pairs)
+                totals = torch.stack([every[name].sum() for name in tasks]).clamp(min=_EPS)
+                batch = _to(dataset.batch(whole[rows]), device)
+                weights = _to({name: every[name][rows] for name in tasks}, device)
+                outputs = shared(batch["image"])
+                parts = {}
+                for name, task in dataset.tasks.items():
+                    losses = task.per_sample_loss(outputs[name], batch[name])
+                    parts[name] = (weights[name].to(losses.dtype) * losses).sum()
+                reported = torch.stack([parts[name].detach().float() for name in tasks])
+                if split:
+                    distributed.all_reduce(reported)
+                values = dict(zip(tasks, (reported.cpu() / totals).tolist()))
+                bad = [name for name, value in values.items() if not math.isfinite(value)]
+                if bad:
+                    raise ValueError(f"training diverged in epoch {epoch + 1}: the loss of task "
+                                     f"{bad[0]!r} is {values[bad[0]]} on instances {whole[:8]}; "
+                                     f"check those images and labels for NaN or Inf, or lower lr "
+                                     f"(now {config.lr:g})")
+                scale = world if split else 1
+                loss = sum(parts[name] * (scale / float(total)) for name, total in zip(tasks, totals))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                for name, value in values.items():
+                    sums[name] += value
+                batches += 1
+            record = {name: total / batches for name, total in sums.items()}
+            history.append({"epoch": epoch + 1, "seconds": time.perf_counter() - start, **record})
+            bar.set_postfix({name: f"{value:.3f}" for name, value in record.items()})
+            if progress is not None:
+                progress(epoch + 1, config.epochs, record)
+        del shared
+    model.eval()
+    return history
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, ids: Sequence[int] | None = None,
              batch_size: int = 64, device: str | torch.device | None = None
@@ -166,7 +255,7 @@ def evaluate(model: torch.nn.Module, dataset, ids: Sequence[int] | None = None,
     accumulators = {name: task.accumulator() for name, task in dataset.tasks.items()}
     for batch in iterate_batches(dataset, dataset.ids if ids is None else ids, batch_size):
         batch = _to(batch, device)
-        outputs = model(batch["image"])
+        outputs = distributed.forward_whole(model, batch["image"])  # under torchrun: shared
         for name, accumulator in accumulators.items():
             accumulator.update(outputs[name], batch[name])
     model.train(was_training)
