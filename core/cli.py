@@ -57,16 +57,27 @@ def _architecture(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from core import distributed
     from core.checkpoints import save_checkpoint
     from core.outputs import check_checkpoint_output
     from core.training import TrainConfig, train_checkpoint
 
-    check_checkpoint_output(args.out, [args.backbone_weights] if args.backbone_weights else [],
-                            args.overwrite)
+    main = distributed.is_main()  # under torchrun rank 0 alone checks, prints and writes
+    refusal = None
+    if main:
+        try:
+            check_checkpoint_output(args.out, [args.backbone_weights] if args.backbone_weights else [],
+                                    args.overwrite)
+        except Exception as error:  # raised below, on every rank when several share the run
+            refusal = error
+    distributed.agree(refusal)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, seed=args.seed, device=args.device)
-    model, card = train_checkpoint(_source(args), _architecture(args), config, show_bar=True,
+    model, card = train_checkpoint(_source(args), _architecture(args), config, show_bar=main,
                                    backbone_weights=args.backbone_weights)
+    distributed.barrier()  # every rank finished: the model is whole and may be written
+    if not main:
+        return 0
     weights = save_checkpoint(model, card, args.out, if_exists="overwrite" if args.overwrite else "beside")
     print(f"saved {weights} ({weights.stat().st_size / 1e6:.1f} MB) "
           f"after {card.training['seconds']:.0f} s of training")
@@ -127,6 +138,7 @@ def _parse_overrides(pairs: list[str], option: str = "--set") -> dict[str, str]:
 
 
 def cmd_unlearn(args) -> int:
+    from core import distributed
     from core.checkpoints import checkpoint_paths, load_checkpoint
     from core.unlearning.runner import run_request, summarise
 
@@ -139,8 +151,11 @@ def cmd_unlearn(args) -> int:
                                            _instances(args.instances, card.train_ids), tasks,
                                            args.method, overrides, out,
                                            show_bar=True, data_root=args.data,
-                                           overwrite=args.overwrite, ledger=_ledger(args),
+                                           overwrite=args.overwrite,
+                                           ledger=_ledger(args) if distributed.is_main() else None,
                                            reason=args.reason)
+    if not distributed.is_main():  # under torchrun rank 0 alone prints and writes
+        return 0
     print(f"{args.method} ({result.request.mode}-task, {len(result.request.instances)} instances, "
           f"tasks {', '.join(result.request.tasks)}) took {result.seconds:.2f} s; saved {weights}")
     _note_beside(weights, out)
@@ -514,13 +529,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DATA_PARALLEL = ("train", "unlearn")
+"""The commands that run under torchrun, one share of the work per process (core.distributed)."""
+
+
+def _shared_run(args) -> int:
+    """Run a command as one of the ranks a launcher started: join the process group (nccl on
+    CUDA, gloo on the CPU), run, leave. A SIGTERM (torchrun stops every rank when one fails)
+    ends the command through its cleanup, so the ledger row of the run is closed."""
+    import signal
+
+    from core import distributed
+
+    if args.command not in DATA_PARALLEL:
+        raise ValueError(f"mtu {args.command} runs in one process; of the mtu commands only "
+                         f"{' and '.join(DATA_PARALLEL)} run under torchrun (start it without the "
+                         "launcher)")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with distributed.session(args.device):
+        args.where = distributed.describe()
+        return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.where = ""
     try:
+        from core import distributed
         from core.models import load_plugins
 
         load_plugins(args.plugin)
+        if distributed.launched():
+            return _shared_run(args)
         return args.func(args)
     except ValueError as error:
         message = str(error)
@@ -530,8 +571,16 @@ def main(argv: list[str] | None = None) -> int:
         message = f"{error}; an input (a JSON file, a plugin's structure) nests too deeply"
     except sqlite3.Error as error:  # last resort: the ledger's or the queue's database failed
         message = f"database error ({type(error).__name__}): {error}"
+    except RuntimeError as error:  # under torchrun: another rank stopped (else a bug: re-raised)
+        from core import distributed
+
+        if not (args.where and distributed.lost_rank(error)):
+            raise
+        message = (f"another rank stopped, so this one cannot go on ({error}); the run failed "
+                   "and nothing was written")
     one_line = "; ".join(line.strip() for line in message.splitlines() if line.strip())
-    print(f"mtu {args.command}: error: {one_line}", file=sys.stderr)
+    where = f" ({args.where})" if args.where else ""
+    print(f"mtu {args.command}{where}: error: {one_line}", file=sys.stderr)
     return 2
 
 

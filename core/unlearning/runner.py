@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from core import distributed
 from core.checkpoints import ModelCard, checkpoint_paths, save_checkpoint
 from core.ledger import RunCancelled
 from core.outputs import check_checkpoint_output, check_folder_writable
@@ -98,11 +99,25 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     `data` (default: opened from the card or `data_root`) and `progress` (called with each
     `ProgressEvent`) serve callers that hold them already, such as the dashboard.
 
+    Under torchrun (`core.distributed`) every rank runs the request on its share of each batch;
+    rank 0 alone checks the output (and every rank stops if it refuses), records the ledger
+    row, shows the bar and calls `progress`, and writes the checkpoint, after every rank has
+    finished the run and the before/after evaluation (a rank that stopped makes that wait fail,
+    so nothing is written); the other ranks return None for the weights path.
+
     Returns (UnlearnResult, weights path or None, before/after rows); the ledger's run id is in
     the result's extras (and so in the saved card) as "ledger_run".
     """
-    if out is not None:
-        check_output(out, parent, overwrite, store)
+    main = distributed.is_main()
+    refusal = None
+    if out is not None and main:
+        try:
+            check_output(out, parent, overwrite, store)
+        except Exception as error:  # raised below, on every rank when several share the run
+            refusal = error
+    distributed.agree(refusal)
+    if not main:
+        out, ledger, show_bar, progress = None, None, False, None
     unlearner = get_unlearner(method, overrides)
     data = data if data is not None else UnlearningData.from_card(card, data_root=data_root)
     request = ForgetRequest.build(instances, tasks, data.train_ids, list(model.tasks))
@@ -132,6 +147,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         if run_id is not None:
             result.extras["ledger_run"] = run_id
         summary = before_after(model, result.model, request, data)
+        distributed.barrier()  # every rank got here: the run is whole and may be written
         weights = child = None
         if out is not None:
             child = unlearned_card(card, str(parent), result, summary)
