@@ -40,6 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     args = parser.parse_args()
+    from core.evaluation.ablations import twin_gaps
+    from core.evaluation.tuning import tuning_table
+
+    records = [json.loads(p.read_text()) for p in sorted((args.folder / "tuning").glob("*.json"))]
+    print("tuning luck (the same method tuned twice, different sampler seeds):")
+    print(twin_gaps(tuning_table(records)).round(3).to_string(index=False), "\n")
     table = scores(args.folder)
     present = [m for m in CANDIDATES if m in table]
     pd.set_option("display.width", 200)

@@ -43,6 +43,11 @@ CONTRASTS = (
 )
 """(part, a, b): the part's contribution is read as UIS_a - UIS_b."""
 
+TWINS = (("full", OURS, "interference_aware_no_tgp"), ("partial", OURS, "interference_aware_no_igo"))
+"""(mode, a, b): two registered methods that run the same code with the same search space in
+that mode; their studies differ only in the sampler's seed, so the gap between their best
+tuning scores is tuning luck (`twin_gaps`)."""
+
 ABLATION_COLUMNS = ["benchmark", "mode", "part", "a", "b", "cells", "a_uis", "b_uis", "difference",
                     "low", "high", "reading"]
 
@@ -93,3 +98,23 @@ def ablation_markdown(table: pd.DataFrame) -> str:
             "negative: a scores lower "
             "(better) than b. The reading is taken from the interval: undecided while it holds 0.\n\n"
             + frame_table(table))
+
+
+TWIN_COLUMNS = ["benchmark", "mode", "a", "b", "a_best", "b_best", "gap", "gap_pct"]
+
+
+def twin_gaps(tuning: pd.DataFrame, twins=TWINS) -> pd.DataFrame:
+    """Per benchmark and twin pair (`TWINS`) of a `tuning_table`: both studies' best tuning
+    scores and their gap (absolute, and percent of the lower): what the same method tuned twice
+    with the same budget can differ by."""
+    rows = []
+    for benchmark, group in tuning.groupby("benchmark", sort=False):
+        best = group.set_index(["mode", "method"])["best_uis"]
+        for mode, a, b in twins:
+            if (mode, a) in best.index and (mode, b) in best.index:
+                one, two = float(best[(mode, a)]), float(best[(mode, b)])
+                low = min(one, two)
+                gap = abs(one - two)
+                rows.append({"benchmark": benchmark, "mode": mode, "a": a, "b": b, "a_best": one,
+                             "b_best": two, "gap": gap, "gap_pct": 100 * gap / low if low else math.nan})
+    return pd.DataFrame(rows, columns=TWIN_COLUMNS)

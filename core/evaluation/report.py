@@ -260,6 +260,14 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
                   "seed's base model; chosen = the best trial's configuration. still_improving: the "
                   "best came in the last quarter of the study's trials (the curve had not flattened; "
                   "the best-so-far curves are in report.html).", "", tuning_markdown(frames["tuning"])]
+        from core.evaluation.ablations import twin_gaps
+
+        twins = twin_gaps(frames["tuning"])
+        if not twins.empty:
+            parts += ["### Tuning luck: the same method tuned twice", "",
+                      "Each pair runs the same code over the same search space in that mode; only the "
+                      "sampler's seed differs, so the gap between their best tuning scores is what the "
+                      "budget leaves to luck.", "", frame_table(twins), ""]
     parts += ["## Plan", "", "```json", json.dumps(plan.to_dict(), indent=1), "```", ""]
     return "\n".join(parts)
 

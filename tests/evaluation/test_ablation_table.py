@@ -61,3 +61,17 @@ def test_the_score_column_is_a_parameter():
 def test_reading():
     assert reading(-2.0, -0.5) == "a lower" and reading(0.5, 2.0) == "a higher"
     assert reading(-1.0, 1.0) == "undecided" and reading(math.nan, 1.0) == "undecided"
+
+
+def test_twin_gaps_measure_tuning_luck():
+    from core.evaluation.ablations import twin_gaps
+
+    tuning = pd.DataFrame([("x", "full", "interference_aware", 3.0),
+                           ("x", "full", "interference_aware_no_tgp", 2.0),
+                           ("x", "partial", "interference_aware", 1.0),
+                           ("x", "partial", "interference_aware_no_igo", 1.5),
+                           ("x", "partial", "interference_aware_no_tgp", 9.0)],  # not a twin in partial mode
+                          columns=["benchmark", "mode", "method", "best_uis"])
+    gaps = twin_gaps(tuning).set_index("mode")
+    assert gaps.loc["full", ["gap", "gap_pct"]].tolist() == pytest.approx([1.0, 50.0])
+    assert gaps.loc["partial", "b"] == "interference_aware_no_igo" and gaps.loc["partial", "gap"] == 0.5
