@@ -224,20 +224,30 @@ def cmd_lineage(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from core.importing import import_checkpoint
+    from core.importing import import_checkpoint, oracle_approximation, parse_recipe
 
     renames = [tuple(pair.split("=", 1)) for pair in args.rename]
     bad = [pair for pair in args.rename if "=" not in pair]
     if bad:
         raise ValueError(f"--rename expects OLD=NEW, got {bad[0]!r}")
+    weights_by_task = {}
+    for task, value in _parse_overrides(args.loss_weight, "--loss-weight").items():
+        try:
+            weights_by_task[task] = float(value)
+        except ValueError:
+            raise ValueError(f"--loss-weight {task}={value!r}: the weight must be a number") from None
+    recipe = parse_recipe(args.epochs, args.batch_size, args.lr, args.weight_decay, args.seed,
+                          args.optimizer, weights_by_task or None, args.train_seconds)
     _, card, weights = import_checkpoint(args.state_dict, _architecture(args), args.data,
                                          args.train_ids, args.tasks.split(",") if args.tasks else None,
                                          args.strip_prefix, renames, args.out, args.device,
-                                         overwrite=args.overwrite)
+                                         overwrite=args.overwrite, recipe=recipe)
     print(f"imported {args.state_dict} as {card.architecture['name']} with tasks "
           f"{', '.join(t['name'] for t in card.tasks)}; {len(card.train_ids)} training ids; "
           f"saved {weights}")
     _note_beside(weights, args.out)
+    note = oracle_approximation(card.training)
+    print(f"retrain oracle: {note}" if note else "retrain oracle: exact (retrains with the recipe given)")
     print(format_metrics(card.metrics))
     return 0
 
@@ -469,6 +479,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--device", default="cpu", help="device for the evaluation")
     imp.add_argument("--out", required=True, help="output checkpoint path without suffix")
     imp.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    recipe = imp.add_argument_group("training recipe", "how the model was trained, for the retrain "
+                                    "oracle; without --epochs it is recorded as unknown and the oracle "
+                                    "is approximate")
+    recipe.add_argument("--epochs", type=int, default=None)
+    recipe.add_argument("--batch-size", type=int, default=None)
+    recipe.add_argument("--lr", type=float, default=None)
+    recipe.add_argument("--weight-decay", type=float, default=None)
+    recipe.add_argument("--seed", type=int, default=None, help="the training seed")
+    recipe.add_argument("--optimizer", default=None, help="e.g. adam, sgd (the oracle trains with Adam)")
+    recipe.add_argument("--loss-weight", action="append", default=[], metavar="TASK=W",
+                        help="a task's loss weight (repeatable; the oracle weighs tasks equally)")
+    recipe.add_argument("--train-seconds", type=float, default=None,
+                        help="how long the training took: the oracle's time estimate")
     imp.set_defaults(func=cmd_import)
 
     generate = command("generate", help="write a synthetic benchmark to a folder")

@@ -126,3 +126,54 @@ def test_the_state_dict_is_compared_with_the_dataset_before_the_model_is_allocat
                                              r"\(65536, "):
         import_checkpoint(path, SMALL, tmp_path / "wide", strip_prefix="module.")
     assert devices == ["meta"]
+
+
+def test_the_card_records_what_the_folder_holds_and_that_the_recipe_is_unknown(trained_elsewhere, tmp_path):
+    """Issue 19, defect 8: an imported card recorded the generator's defaults (800 / 600, 64x64)
+    for a 12 / 10, 32x32 folder, and nothing about the recipe, so the oracle silently retrained
+    with the engine's 60 epochs and its time estimate said "about 0 s"."""
+    from core.importing import oracle_approximation, oracle_seconds
+
+    _, path, root = trained_elsewhere
+    _, card, _ = import_checkpoint(path, SMALL, root, strip_prefix="module.", out=tmp_path / "imported")
+    data = card.training["data"]
+    assert (data["n_train"], data["n_val"], data["size"]) == (12, 10, [32, 32])
+    assert card.training["recipe"] == "unknown" and "epochs" not in card.training
+    note = oracle_approximation(card.training)
+    assert note.startswith("approximate: the model's training recipe is unknown") and "60 epochs" in note
+    assert oracle_seconds(card.training, 0.9) is None
+    assert load_checkpoint(tmp_path / "imported")[1].training == card.training
+
+
+def test_mtu_import_takes_the_training_recipe(trained_elsewhere, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from core.importing import oracle_approximation, oracle_seconds
+    from core.unlearning import get_unlearner
+
+    _, path, root = trained_elsewhere
+    base = ["import", str(path), "--arch", "small_cnn", "--arg", "width=4", "--data", str(root),
+            "--strip-prefix", "module."]
+    assert main([*base, "--epochs", "3", "--batch-size", "4", "--lr", "0.01", "--weight-decay", "0.0001",
+                 "--seed", "7", "--train-seconds", "20", "--out", str(tmp_path / "exact")]) == 0
+    assert "retrain oracle: exact" in capsys.readouterr().out
+    _, card = load_checkpoint(tmp_path / "exact")
+    keys = ("recipe", "epochs", "batch_size", "lr", "weight_decay", "seed")
+    assert {k: card.training[k] for k in keys} == {"recipe": "given", "epochs": 3, "batch_size": 4,
+                                                   "lr": 0.01, "weight_decay": 0.0001, "seed": 7}
+    assert oracle_approximation(card.training) is None and oracle_seconds(card.training, 0.5) == 10.0
+    ctx = SimpleNamespace(data=SimpleNamespace(training=card.training), device=torch.device("cpu"))
+    recipe = get_unlearner("retrain").recipe(ctx)  # the oracle retrains with the model's own recipe
+    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.seed) == (3, 4, 0.01, 7)
+
+    assert main([*base, "--epochs", "3", "--optimizer", "SGD", "--loss-weight", "depth=2",
+                 "--out", str(tmp_path / "sgd")]) == 0
+    assert "retrain oracle: approximate: the model was trained with sgd" in capsys.readouterr().out
+    _, card = load_checkpoint(tmp_path / "sgd")
+    assert card.training["optimizer"] == "sgd" and card.training["loss_weights"] == {"depth": 2.0}
+
+    assert main([*base, "--lr", "0.01", "--out", str(tmp_path / "no-epochs")]) == 2
+    assert "needs its number of epochs (--epochs N)" in capsys.readouterr().err
+    assert main([*base, "--epochs", "2", "--loss-weight", "colour=1", "--out", str(tmp_path / "bad")]) == 2
+    assert "loss weights name ['colour'], which are not tasks of the model" in capsys.readouterr().err
+    assert not (tmp_path / "no-epochs.json").exists() and not (tmp_path / "bad.json").exists()
