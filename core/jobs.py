@@ -53,6 +53,26 @@ def check_plugins(modules: Sequence[str]) -> list[str]:
     return list(modules)
 
 
+def needed_plugins(card, plugins: Sequence[str] = ()) -> list[str]:
+    """The plugin modules a run of the model with `card` imports: `plugins` (those chosen with
+    the model) and the module its card records as the one that registered its architecture.
+    Each must be allowed (`allowed_plugins`), else a PluginError names it, says that the model
+    needs it and how to allow it; nothing is imported."""
+    from core.models import PluginError
+    from core.models.registry import normalise_architecture
+
+    recorded = normalise_architecture(card.architecture).get("plugin")
+    allowed = allowed_plugins()
+    if recorded and recorded not in allowed:
+        name = card.architecture.get("name")
+        raise PluginError(f"the model's architecture {name!r} comes from the plugin module {recorded!r}, "
+                          "which the dashboard's worker may not import (it imports only "
+                          f"{', '.join(allowed) or 'none'}): restart it with `mtu app --plugin {recorded}` "
+                          "(with the module's folder on PYTHONPATH), or install the package that declares it "
+                          "under the mtunlearn.architectures entry point")
+    return check_plugins(list(dict.fromkeys([*plugins, *([recorded] if recorded else [])])))
+
+
 def _json_serializer():
     """huey's queue entries as JSON instead of its default pickle, so that the worker never
     unpickles what it reads from `queue.sqlite`. A job is plain data (`submit`); anything else
@@ -113,8 +133,11 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     error (so that no queue position counts it), and the error is raised.
     """
     from core.checkpoints import checkpoint_paths
+    from core.models.registry import normalise_architecture
 
     weights = checkpoint_paths(model_path)[0]
+    recorded = normalise_architecture(card.architecture).get("plugin")  # the job carries what the
+    plugins = list(dict.fromkeys([*plugins, *([recorded] if recorded else [])]))  # model needs
     sha = ledger.add_model(weights, card)
     request_id = ledger.add_request(sha, request, "dashboard", reason, model_path=weights)
     store = out is None
@@ -200,7 +223,7 @@ def execute(job: Mapping[str, Any]) -> None:
 def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
     """The job itself: plugins, model, data, then the run. `beat()` marks progress (each set-up
     phase and each step); a cancel is seen before each phase and between steps."""
-    from core.checkpoints import load_checkpoint
+    from core.checkpoints import load_checkpoint, read_card
     from core.models import load_plugins
     from core.unlearning.base import UnlearningData
     from core.unlearning.runner import run_request
@@ -217,7 +240,8 @@ def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
 
     try:
         check("before step 1 (before loading its plugins)")
-        load_plugins(check_plugins(job["plugins"]))
+        # the plugins chosen with the model and the one its card records (reading a card needs none)
+        load_plugins(needed_plugins(read_card(job["model"]), job["plugins"]))
         beat()
         check("before step 1 (after loading its plugins)")
         model, card = load_checkpoint(job["model"])

@@ -96,3 +96,37 @@ def test_every_method_runs_on_the_wrapped_model(imported, method):
     result = get_unlearner(method, config).run(model, request, data)
     assert set(result.model(torch.rand(1, 3, 32, 32))) == {"segmentation", "depth", "normal"}
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+def _queued(path, monkeypatch, plugins):
+    """Submit a 1-step run of the imported model as the dashboard does, the job handed at once to
+    `jobs.execute` (the worker's entry point)."""
+    from core import jobs
+    from core.ledger import Ledger
+
+    monkeypatch.setattr(jobs, "queue", lambda home=None: (None, jobs.execute))
+    model, card = load_checkpoint(path)
+    request = ForgetRequest.build([3, 5], None, card.train_ids, list(model.tasks))
+    (run_id,) = jobs.submit(Ledger(), path, card, request, "grad_ascent", {"steps": 1, "device": "cpu"},
+                            plugins=plugins)
+    (row,) = Ledger().runs(run_id=run_id)
+    return row
+
+
+def test_the_worker_imports_the_plugin_the_model_needs(imported, monkeypatch):
+    """Issue 19, defect 2: a run of an own model failed in the worker ("plugin module 'my_models'
+    ... is not loaded") when the job did not name the plugin. The job runs in a process of its
+    own (as in `mtu worker`), which imports the plugin its card records."""
+    _, path = imported
+    monkeypatch.setenv("MTU_APP_PLUGINS", "my_models")  # as `mtu app --plugin my_models` allows it
+    monkeypatch.delenv("MTU_QUEUE")  # a spawned process, where my_models is not imported yet
+    row = _queued(path, monkeypatch, plugins=[])
+    assert row["status"] == "done", row["error"]
+
+
+def test_a_plugin_the_worker_may_not_import_is_named_in_the_runs_error(imported, monkeypatch):
+    _, path = imported
+    monkeypatch.setenv("MTU_APP_PLUGINS", "")
+    row = _queued(path, monkeypatch, plugins=[])
+    assert row["status"] == "failed"
+    assert "plugin module 'my_models'" in row["error"] and "mtu app --plugin my_models" in row["error"]
