@@ -87,6 +87,111 @@ def uis_breakdown_figure(breakdown: pd.DataFrame, title: str | None = None) -> g
     return _painted(figures.uis_breakdown_figure(breakdown, title), COMPONENT_COLOURS)
 
 
+KPIS: dict[str, tuple[str, str]] = {
+    "uis2": ("UIS v2", "The headline score (benchmarks/DECISIONS.md section 10): per task the mean of the "
+             "relative changes of its primary metric on the forget images (for a kept task: the kept "
+             "images), the test set and the retained training images, referenced to the retrain oracle "
+             "when the run has one, else to the original; x100, averaged over tasks. Lower is better; "
+             "the oracle scores 0."),
+    "uis": ("UIS (v1)", "Protocol 3's score: per task the mean of the test drift and the forget gap (for a "
+            "kept task: the kept drift), relative to the original; x100, averaged over tasks. Lower is "
+            "better. The original's own UIS (v1) is its memorisation gap, the score of doing nothing."),
+    "oracle_gap": ("gap to oracle", "How far the model's primary metrics are from the retrain oracle's "
+                   "(a model never trained on the forget pairs): 100 x the mean |difference| over "
+                   "splits and tasks. Lower is better; 0 = the oracle."),
+    "uis_oracle": ("UIS vs oracle (v1)", "UIS (v1) with the retrain oracle's own scores as the reference "
+                   "on every split. Lower is better; the oracle scores 0."),
+    "forget_gap": ("forget gap", "How far the forget images' primary metric is from the original's level "
+                   "on unseen (test) images, relative, x100, over the forgotten tasks. Lower is better "
+                   "(0 = the forget images look unseen)."),
+    "ili": ("ILI", "Instance-level interference: the relative change of each task's primary metric on "
+            "the retained training images (a fixed sample), x100. Lower is better."),
+    "tli": ("TLI", "Task-level interference: the relative change of the kept tasks and of the "
+            "non-forgotten tasks' test scores, x100; none in full-task unlearning. Lower is better."),
+    "mia_auc": ("MIA AUC", "Membership attack: the AUC of telling the forget images from unseen images "
+                "by their losses, with its 95% interval. 0.5 = indistinguishable; best near the retrain "
+                "oracle's value."),
+    "mia_efficacy": ("MIA efficacy", "The share of forget images the membership attack calls unseen. "
+                     "Best near the retrain oracle's value."),
+    "mia_ref_auc": ("reference MIA AUC", "A sharper attack that compares each image's loss with the "
+                    "retrain oracle's (LiRA-style), with its 95% interval; only with an oracle. 0.5 = "
+                    "indistinguishable, the ideal."),
+    "seconds": ("time (s)", "Wall time of the unlearning run (or of retraining, for the oracle). Lower "
+                "is better."),
+}
+"""Every score a person sees: leaderboard column -> (label, definition and good direction), the
+help text of the dashboard's tiles and the column names of its tables and reports."""
+
+MODEL_LABELS = {"original": "original (before unlearning)", "retrain": "retrain oracle"}
+
+_INTERVALS = {"mia_auc": ("mia_auc_low", "mia_auc_high"),
+              "mia_ref_auc": ("mia_ref_auc_low", "mia_ref_auc_high")}
+_DIGITS = {"mia_auc": 3, "mia_efficacy": 3, "mia_ref_auc": 3, "seconds": 1}
+
+
+def shown_number(value: Any, digits: int = 2) -> str:
+    """A score as a person reads it: rounded, or "–" when it is missing (None, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def shown_model(name: str, approximate_oracle: bool = False) -> str:
+    """A model's name in a table: the original and the oracle in words."""
+    if name == "retrain" and approximate_oracle:
+        return "retrain oracle (approximate)"
+    return MODEL_LABELS.get(name, name)
+
+
+def person_table(leaderboard: pd.DataFrame, approximate_oracle: bool = False) -> pd.DataFrame:
+    """A leaderboard for a person: one row per model (labelled), the `KPIS` columns under their
+    labels, rounded, an AUC with its 95% interval in one cell, "–" where a score does not apply
+    (no raw column names, no None or NaN); columns that are missing for every model left out."""
+    rows = []
+    for record in leaderboard.to_dict("records"):
+        row = {"model": shown_model(str(record["model"]), approximate_oracle)}
+        for column, (label, _) in KPIS.items():
+            if column not in record:
+                continue
+            text = shown_number(record[column], _DIGITS.get(column, 2))
+            if column in _INTERVALS and text != "–":
+                low, high = (record.get(c) for c in _INTERVALS[column])
+                if shown_number(low) != "–" and shown_number(high) != "–":
+                    text += f" [{low:.2f}, {high:.2f}]"
+            row[label] = text
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    empty = [c for c in table.columns if c != "model" and (table[c] == "–").all()]
+    return table.drop(columns=empty)
+
+
+SPLIT_LABELS = {"forget": "forget images (forgotten tasks)", "kept": "forget images (kept tasks)",
+                "retain": "retained training images", "test": "test set"}
+
+
+def split_table(scores: pd.DataFrame, method: str, approximate_oracle: bool = False) -> pd.DataFrame:
+    """Each task's primary metric per split: before (the original), after (`method`) and the
+    retrain oracle's when it was scored, and the change after - before; rows in the order
+    task, split (forget, kept, retain, test); values rounded to 3 digits, "–" where missing."""
+    primary = scores[scores["primary"].astype(bool)] if "primary" in scores else scores
+    models = [m for m in ("original", method, "retrain") if m in set(primary["model"])]
+    wide = primary.pivot_table(index=["task", "split"], columns="model", values="value", sort=False)
+    metric = primary.drop_duplicates(["task", "split"]).set_index(["task", "split"])["metric"]
+    order = {s: i for i, s in enumerate(SPLIT_LABELS)}
+    keys = sorted(wide.index, key=lambda k: (list(dict.fromkeys(primary["task"])).index(k[0]),
+                                             order.get(k[1], len(order))))
+    rows = []
+    for task, split in keys:
+        values = {m: wide.at[(task, split), m] if m in wide.columns else np.nan for m in models}
+        row = {"task": task, "split": SPLIT_LABELS.get(split, split), "metric": metric[(task, split)]}
+        row.update({shown_model(m, approximate_oracle) if m != method else f"after ({method})":
+                    shown_number(values[m], 3) for m in models})
+        change = values.get(method, np.nan) - values.get("original", np.nan)
+        row["change"] = "–" if not np.isfinite(change) else f"{change:+.3f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 EXPORT_MARGIN = {"l": 80, "r": 30, "t": 80, "b": 80}
 
 

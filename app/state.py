@@ -31,13 +31,23 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from app.charts import loss_curves_figure
+from app.charts import (
+    conflict_heatmap,
+    conflict_layer_heatmap,
+    loss_curves_figure,
+    metric_shift_figure,
+    subspace_ranks_figure,
+    uis_breakdown_figure,
+)
+from app.report import download_name, run_report
 from core import __version__
 from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, checkpoint_paths, load_checkpoint
 from core.cli import STREAMLIT_OPTIONS
 from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS
+from core.evaluation.verdict import run_verdict as verdict_sentence
+from core.importing import oracle_approximation
 from core.jobs import check_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
@@ -382,6 +392,9 @@ class Run:
     """The unlearned model's weights hash (ledger runs): its scores are cached under it."""
     oracle_sha256: str | None = None
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    reason: str = ""
+    """The ticket or reason recorded with the request."""
+    source: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -433,26 +446,30 @@ def show_record(row: dict[str, Any]) -> None:
 
 
 def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
-    """A done ledger run as a `Run` (its model read from the saved checkpoint), once per session."""
+    """A done ledger run as a `Run` (its model read from the saved checkpoint), once per session;
+    the retrain oracle of its request is attached when it is done, also after the run was first
+    read (its scores are then computed again, with the oracle)."""
     run_id = f"L{row['run']}"
-    for run in runs():
-        if run.id == run_id:
-            return run
-    model, card = cached_checkpoint(_checkpoint_name(row["result_path"]))
-    request = ForgetRequest.build(row["instances"], None if row["mode"] == "full" else row["tasks"],
-                                  loaded.data.train_ids, loaded.tasks)
-    oracle = next((r for r in recorded_runs(loaded) if r["request"] == row["request"]
-                   and r["method"] == "retrain" and r["status"] == "done"
-                   and not missing_result(r["result_path"])), None)
-    seconds = float(card.request.get("seconds", 0.0))
-    run = Run(run_id, loaded.path, row["method"], row["config"], request, model, seconds,
-              ledger().steps(row["run"]), card.request.get("extras", {}), data_root=loaded.data_root,
-              checkpoint=row["result_path"], created=row["created"], sha256=row["result_sha256"])
-    if oracle is not None:
-        oracle_model, oracle_card = cached_checkpoint(_checkpoint_name(oracle["result_path"]))
-        run.oracle, run.oracle_seconds = oracle_model, float(oracle_card.request.get("seconds", 0.0))
-        run.oracle_sha256 = oracle["result_sha256"]
-    runs().append(run)
+    run = next((r for r in runs() if r.id == run_id), None)
+    if run is None:
+        model, card = cached_checkpoint(_checkpoint_name(row["result_path"]))
+        request = ForgetRequest.build(row["instances"], None if row["mode"] == "full" else row["tasks"],
+                                      loaded.data.train_ids, loaded.tasks)
+        seconds = float(card.request.get("seconds", 0.0))
+        run = Run(run_id, loaded.path, row["method"], row["config"], request, model, seconds,
+                  ledger().steps(row["run"]), card.request.get("extras", {}), data_root=loaded.data_root,
+                  checkpoint=row["result_path"], created=row["created"], sha256=row["result_sha256"],
+                  reason=row.get("reason") or "", source=row.get("source") or "")
+        runs().append(run)
+    if run.oracle is None:
+        oracle = next((r for r in recorded_runs(loaded) if r["request"] == row["request"]
+                       and r["method"] == "retrain" and r["status"] == "done"
+                       and not missing_result(r["result_path"])), None)
+        if oracle is not None:
+            oracle_model, oracle_card = cached_checkpoint(_checkpoint_name(oracle["result_path"]))
+            run.oracle, run.oracle_seconds = oracle_model, float(oracle_card.request.get("seconds", 0.0))
+            run.oracle_sha256 = oracle["result_sha256"]
+            run.cache.clear()  # scored without the oracle until now
     return run
 
 
@@ -588,3 +605,83 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def oracle_note(path: str) -> str | None:
+    """Why the retrain oracle of the model at `path` is approximate (its card records no
+    training recipe, or one the engine does not run), or None when it is exact."""
+    _, card = cached_checkpoint(path)
+    return oracle_approximation(card.training)
+
+
+def run_verdict(run: Run) -> str:
+    """The run's result in one plain sentence (`core.evaluation.verdict`), from its scores."""
+    comparison, _ = run_results(run)
+    if "verdict" not in run.cache:
+        run.cache["verdict"] = verdict_sentence(comparison, run.method, run.request,
+                                                oracle_exact=oracle_note(run.model_path) is None)
+    return run.cache["verdict"]
+
+
+def result_figures(run: Run) -> dict[str, Any]:
+    """The charts of a run's result, built once per run (Plotly Express takes about 0.5 s for
+    them): the metric shifts, the UIS v2 breakdown, the conflict heatmaps and, for
+    interference_aware, the subspace ranks."""
+    if "figures" not in run.cache:
+        comparison, conflicts = run_results(run)
+        primary = comparison.scores[comparison.scores["primary"]]
+        vs_oracle = " vs retrain oracle" if run.oracle is not None else ""
+        with st.spinner("Drawing the charts..."):
+            run.cache["figures"] = {
+                "shifts": metric_shift_figure(
+                    primary, f"Primary metric per split: original vs unlearned{vs_oracle}"),
+                "breakdown": uis_breakdown_figure(
+                    comparison.breakdown, "UIS v2 by task, stacked by component"),
+                "conflicts": conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
+                "layers": conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
+                **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
+                   if run.extras.get("subspace_ranks") else {})}
+    return run.cache["figures"]
+
+
+def report_inputs(run: Run) -> dict[str, Any]:
+    """What the run's one-page report shows (`app.report.run_report`'s arguments), gathered in
+    the page's script: its scores, verdict, charts, the original's hash and the lineage."""
+    comparison, _ = run_results(run)
+    figures = result_figures(run)
+    _, card = cached_checkpoint(run.model_path)
+    return dict(model=model_label(run.model_path), method=run.method, ticket=run.reason, created=run.created,
+                instances=list(run.request.instances), tasks=list(run.request.tasks),
+                kept_tasks=list(run.request.kept_tasks), config=dict(run.config), seconds=run.seconds,
+                leaderboard=comparison.leaderboard, scores=comparison.scores, verdict=run_verdict(run),
+                figures={"Primary metric per split": figures["shifts"],
+                         "UIS v2 by task and component": figures["breakdown"]},
+                checkpoint=run.checkpoint, sha256=run.sha256, model_sha256=card.weights_sha256,
+                lineage=ledger().lineage(run.sha256) if run.sha256 else [],
+                oracle_note=oracle_note(run.model_path) if run.oracle is not None else None,
+                source=run.source)
+
+
+def report_html(run: Run) -> str:
+    """The one-page report of a run (`app.report.run_report`), built once per run."""
+    if "report" not in run.cache:
+        run.cache["report"] = run_report(**report_inputs(run))
+    return run.cache["report"]
+
+
+def report_download(run: Run, key: str) -> None:
+    """A download button for the run's one-page report, named after the model, the method and
+    the ticket. The page (about 4 MB with plotly.js) is written when the button is clicked,
+    from inputs gathered now."""
+    if "report" in run.cache:
+        data: Any = run.cache["report"]
+    else:
+        inputs = report_inputs(run)
+
+        def data() -> str:
+            return run.cache.setdefault("report", run_report(**inputs))
+
+    st.download_button("Download the one-page report (HTML, prints to PDF)", data,
+                       download_name(model_label(run.model_path), run.method, run.reason or f"run{run.id}",
+                                     "html"), "text/html", key=key,
+                       help="Self-contained: opens offline; print it from the browser for a PDF.")

@@ -1,12 +1,14 @@
 """History page: every recorded run (this session's, other sessions', the CLI's) from the ledger,
-and this session's runs with their settings and results."""
+the one-page report of a run on the loaded model, and this session's runs with their settings
+and results."""
 
 import json
 
 import pandas as pd
 import streamlit as st
 
-from app.state import ledger, ledger_runs, runs, start_summary
+from app.charts import shown_number
+from app.state import ledger, ledger_runs, report_download, run_picker, runs, scores_file, start_summary
 from core.ledger import ledger_csv, record_columns
 
 st.title("History")
@@ -22,13 +24,25 @@ def recorded() -> None:
     if table.empty:
         st.info("No run recorded yet, from the dashboard or the CLI.")
         return
-    shown = ["run", "created", "status", "source", "reason", "method", "mode", "instances", "tasks",
-             "model_path", "result_path", "error"]
-    st.dataframe(table[shown], hide_index=True, width="stretch")
+    shown = {"run": "run", "created": "requested", "status": "status", "source": "from",
+             "reason": "ticket / reason", "method": "method", "mode": "mode", "instances": "instances",
+             "tasks": "forgotten tasks", "model_path": "model", "result_path": "unlearned model",
+             "error": "error"}
+    st.dataframe(table[list(shown)].rename(columns=shown).fillna(""), hide_index=True, width="stretch")
     st.download_button("Download the ledger (CSV)", ledger_csv(rows), "ledger.csv", "text/csv")
 
 
 recorded()
+st.subheader("One-page report of a run on this model")
+st.caption("Ticket, request, method and settings, the before / after / oracle scores per task and split, "
+           "the charts, the membership attack, the verdict, the checkpoint's hash and lineage: one HTML "
+           "page that opens offline and prints to PDF.")
+picked = run_picker(key="history_run")
+if picked is not None:
+    stored = scores_file(picked)
+    if ("comparison" in picked.cache or (stored is not None and stored.is_file())
+            or st.button("Score this run for its report", key="history_score")):
+        report_download(picked, key=f"history_report_{picked.id}")
 st.subheader("This session")
 if not runs():
     st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")
@@ -36,11 +50,14 @@ if not runs():
 rows = []
 for run in reversed(runs()):
     board = run.cache.get("comparison")
-    uis = board.leaderboard.set_index("model").at[run.method, "uis"] if board is not None else None
+    scores = board.leaderboard.set_index("model") if board is not None else None
+    uis2 = scores.at[run.method, "uis2"] if scores is not None else None
+    uis = scores.at[run.method, "uis"] if scores is not None else None
     rows.append({"run": run.id, "created": run.created, "model": run.model_path.rsplit("/", 1)[-1],
                  "method": run.method, "mode": run.request.mode, "instances": len(run.request.instances),
                  "forget tasks": ", ".join(run.request.tasks), "seconds": round(run.seconds, 2),
-                 "oracle": run.oracle is not None, "UIS": uis, "saved as": run.checkpoint})
+                 "oracle": run.oracle is not None, "UIS v2": shown_number(uis2),
+                 "UIS (v1)": shown_number(uis), "saved as": run.checkpoint or ""})
 table = pd.DataFrame(rows)
 st.dataframe(table, hide_index=True, width="stretch", key="session_runs")
 st.download_button("Download (CSV)", table.to_csv(index=False), "runs.csv", "text/csv")

@@ -1,27 +1,26 @@
-"""Interference page: what a finished run changed, per task and split, and why. A run's scores are
-computed once, under a status line, and kept beside the ledger (`app.state.run_results`); every
-other computation shows a spinner."""
-
-from pathlib import Path
+"""Interference page: what a finished run changed, per task and split, and why. At the top, the
+run's verdict in one sentence and its scores (UIS v2 first, each with its definition); below, the
+charts. A run's scores are computed once, under a status line, and kept beside the ledger
+(`app.state.run_results`); every other computation shows a spinner. The run's one-page report
+(HTML, prints to PDF) is a download here and on the History page."""
 
 import streamlit as st
 
-from app.charts import (
-    conflict_heatmap,
-    conflict_layer_heatmap,
-    geometry_table,
-    metric_shift_figure,
-    subspace_ranks_figure,
-    uis_breakdown_figure,
-)
+from app.charts import KPIS, geometry_table, loss_curves_figure, person_table, shown_number, split_table
+from app.report import download_name
 from app.state import (
     USER_ERRORS,
     cached_checkpoint,
     cached_data,
     explain,
     missing_result,
+    model_label,
+    oracle_note,
+    report_download,
+    result_figures,
     run_picker,
     run_results,
+    run_verdict,
     start_summary,
 )
 from core.checkpoints import checkpoint_zip
@@ -35,42 +34,69 @@ run = run_picker()
 if run is None:
     st.stop()
 comparison, conflicts = run_results(run)
+approximate = oracle_note(run.model_path) if run.oracle is not None else None
 
+st.info(f"**Verdict.** {run_verdict(run)}")
+if approximate:
+    st.caption(f"Retrain oracle: {approximate}.")
 board = comparison.leaderboard.set_index("model")
 ours = board.loc[run.method]
-cols = st.columns(5)
-for col, (label, key) in zip(cols, [("UIS", "uis"), ("forget gap", "forget_gap"), ("ILI", "ili"),
-                                    ("TLI", "tli"), ("MIA AUC", "mia_auc")]):
-    value, before = ours[key], board.loc["original", key]
+
+
+def tile(column, key: str, reference: str = "original", digits: int = 2,
+         delta_text: str | None = None) -> None:
+    """One score: its value, its change against `reference`, and its definition as help."""
+    label, meaning = KPIS[key]
+    value, before = ours[key], board.loc[reference, key] if reference in board.index else float("nan")
     defined = value == value and before == before  # neither is NaN
-    change = f"{value - before:+.2f} vs original" if key != "mia_auc" and defined else None
-    col.metric(label, f"{value:.3f}" if value == value else "–", delta=change, delta_color="inverse")
-st.dataframe(comparison.leaderboard.style.format(precision=3), hide_index=True, width="stretch")
+    delta = delta_text or (f"{value - before:+.{digits}f} vs {reference}" if defined else None)
+    column.metric(label, shown_number(value, digits), delta=delta, help=meaning,
+                  delta_color="off" if delta_text else "inverse")
+
+
+has_oracle = "retrain" in board.index
+headline = st.columns(4)
+tile(headline[0], "uis2")
+tile(headline[1], "uis")
+if has_oracle:
+    tile(headline[2], "oracle_gap")
+else:
+    headline[2].metric(KPIS["oracle_gap"][0], "–", help=KPIS["oracle_gap"][1] + " Train the retrain "
+                       "oracle with the run (Unlearn page) to measure it.")
+references = "; ".join(["0.5 = unseen"] + ([f"oracle {shown_number(board.loc['retrain', 'mia_auc'])}"]
+                                           if has_oracle else []))
+tile(headline[3], "mia_auc", digits=3, delta_text=references)
+more = st.columns(4)
+for column, key in zip(more, ("forget_gap", "ili", "tli")):
+    tile(column, key)
+more[3].metric(KPIS["seconds"][0], shown_number(run.seconds, 1), help=KPIS["seconds"][1])
+referenced = "the retrain oracle" if has_oracle else "the original model (no oracle)"
+st.caption(f"UIS v2 is referenced to {referenced}"
+           "; hover over a score for its definition. Lower is better for every score but the attack's "
+           "AUC, whose target is 0.5 (unseen) or the oracle's value.")
+st.dataframe(person_table(comparison.leaderboard, approximate is not None), hide_index=True, width="stretch")
+with st.expander("Before, after and the oracle, per task and split"):
+    st.dataframe(split_table(comparison.scores, run.method, approximate is not None), hide_index=True,
+                 width="stretch")
+ticket = run.reason or f"run{run.id}"
+left, right = st.columns(2)
+with left:
+    report_download(run, key=f"report_{run.id}")
 if run.checkpoint and (missing := missing_result(run.checkpoint)):
-    st.warning(f"The unlearned model {missing} is missing (deleted from the results folder?): no download; "
-               "the scores above were computed while it was loaded.")
+    right.warning(f"The unlearned model {missing} is missing (deleted from the results folder?): no "
+                  "download; the scores above were computed while it was loaded.")
 elif run.checkpoint:
     try:
         archive = run.cache["zip"] = run.cache.get("zip") or checkpoint_zip(run.checkpoint)
     except USER_ERRORS as error:
-        st.warning(f"The unlearned model saved as {run.checkpoint} cannot be downloaded: {explain(error)}")
+        right.warning(f"The unlearned model saved as {run.checkpoint} cannot be downloaded: {explain(error)}")
     else:
-        st.download_button(f"Download the unlearned model (.zip), saved as {run.checkpoint}", archive,
-                           f"{Path(run.checkpoint).stem}.zip", "application/zip", key=f"download_{run.id}")
+        right.download_button("Download the unlearned model (.zip)", archive,
+                              download_name(model_label(run.model_path), run.method, ticket, "zip"),
+                              "application/zip", key=f"download_{run.id}",
+                              help=f"saved as {run.checkpoint}")
 
-if "figures" not in run.cache:  # built once per run: Plotly Express takes about 0.5 s for these
-    primary = comparison.scores[comparison.scores["primary"]]
-    vs_oracle = " vs oracle" if run.oracle is not None else ""
-    shifts = f"Primary metric per split: original vs unlearned{vs_oracle}"
-    with st.spinner("Drawing the charts..."):
-        run.cache["figures"] = {
-            "shifts": metric_shift_figure(primary, shifts),
-            "breakdown": uis_breakdown_figure(comparison.breakdown, "UIS by task, stacked by component"),
-            "conflicts": conflict_heatmap(conflicts.overall, "Forget vs retain gradient angle"),
-            "layers": conflict_layer_heatmap(conflicts.by_layer, "Per shared layer"),
-            **({"ranks": subspace_ranks_figure(run.extras["subspace_ranks"])}
-               if run.extras.get("subspace_ranks") else {})}
-figures = run.cache["figures"]
+figures = result_figures(run)
 # one view at a time: the browser's drawing of Plotly charts is what a redraw waits on
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
@@ -80,6 +106,9 @@ view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
 if view == "Shifts and UIS":
     st.plotly_chart(figures["shifts"], width="content", key="shifts")
     st.plotly_chart(figures["breakdown"], width="content", key="breakdown")
+    if run.history:  # the losses the run reported, kept in the ledger
+        st.plotly_chart(loss_curves_figure(run.history).update_layout(title="Losses per step"),
+                        width="content", key="losses")
 elif view == "Conflicts":
     st.plotly_chart(figures["conflicts"], width="content", key="conflicts")
     st.plotly_chart(figures["layers"], width="content", key="layers")

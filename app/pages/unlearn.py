@@ -1,28 +1,35 @@
 """Unlearn page: pick a method, set its knobs, preview the interference, and submit the run to the
-worker; the page follows it (queue position, live losses, cancel) from the ledger, and offers
-the unlearned model, saved beside the ledger, as a download."""
+worker; the page follows it (queue position, live losses, cancel) from the ledger, and once it
+(and its oracle) ended shows its verdict in one sentence, with the one-page report and the
+unlearned model, saved beside the ledger, as downloads."""
 
-from pathlib import Path
 
 import streamlit as st
 
-from app.charts import conflict_heatmap, loss_curves_figure
+from app.charts import KPIS, conflict_heatmap, loss_curves_figure, shown_number
 from app.forms import config_form, tuned_entry, tuned_note
+from app.report import download_name
 from app.state import (
     USER_ERRORS,
     build_request,
     current_or_stop,
     describe,
     explain,
+    from_ledger,
     ledger,
     missing_result,
+    model_label,
     plugins,
     recorded_runs,
+    report_download,
+    run_results,
+    run_verdict,
     start_summary,
 )
 from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
 from core.evaluation.tuning import tuned_config
+from core.importing import oracle_approximation, oracle_seconds
 from core.jobs import submit
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
@@ -44,6 +51,10 @@ def recent_runs() -> None:
     rows = recorded_runs(loaded, limit=5)
     if not rows:
         return
+    submitted = st.session_state.get("submitted")
+    if submitted and st.session_state.get("verdict_for") != submitted and ended(submitted):
+        st.session_state["verdict_for"] = submitted
+        st.rerun()  # the whole page: the verdict of the runs that just ended
     st.subheader("Recent runs on this model")
     for row in rows:
         name = f"Run #L{row['run']} ({row['method']}, {row['mode']}-task, {len(row['instances'])} instances)"
@@ -74,20 +85,61 @@ def recent_runs() -> None:
                 except USER_ERRORS as error:
                     st.warning(f"{name}: its saved model cannot be downloaded: {explain(error)}")
                 else:
+                    name = download_name(model_label(loaded.path), row["method"],
+                                         row["reason"] or f"run{row['run']}", "zip")
                     st.download_button("Download the unlearned model (.zip: safetensors + card)", archive,
-                                       f"{Path(row['result_path']).stem}.zip", "application/zip",
-                                       key=f"download_{row['run']}")
+                                       name, "application/zip", key=f"download_{row['run']}",
+                                       help=f"saved as {row['result_path']}")
         else:
             st.error(f"{name}: {status}. {row['error']}")
     if any(row["status"] == "done" for row in rows):
         st.page_link("pages/interference.py", label="See what changed on the Interference page", icon="📊")
 
 
+def ended(ids: list[int]) -> bool:
+    """Whether every run of `ids` has ended (done, failed or interrupted) in the ledger."""
+    rows = [row for row in recorded_runs(loaded) if row["run"] in ids]
+    return len(rows) == len(ids) and all(row["status"] not in ("queued", "running") for row in rows)
+
+
+def verdict() -> None:
+    """The verdict of the runs this session submitted last, once they (the method's run and its
+    oracle) have ended: one sentence, the headline scores and the one-page report. The scores
+    are computed here once, under a status line, and kept beside the ledger for the
+    Interference page."""
+    submitted = st.session_state.get("submitted")
+    if not submitted or not ended(submitted):
+        return
+    st.session_state["verdict_for"] = submitted
+    row = next(r for r in recorded_runs(loaded) if r["run"] == submitted[0])
+    if row["status"] != "done" or missing_result(row["result_path"]):
+        return  # the run's line below says what happened
+    try:
+        run = from_ledger(row, loaded)
+        comparison, _ = run_results(run)
+        sentence = run_verdict(run)
+    except USER_ERRORS as error:
+        st.warning(f"Run #L{row['run']} cannot be scored: {explain(error)}")
+        return
+    st.subheader(f"Result of run #L{row['run']} ({row['method']})")
+    st.info(f"**Verdict.** {sentence}")
+    board = comparison.leaderboard.set_index("model")
+    keys = ["uis2", "uis"] + (["oracle_gap"] if "retrain" in board.index else []) + ["mia_auc"]
+    for column, key in zip(st.columns(len(keys)), keys):
+        value = board.at[row["method"], key]
+        column.metric(KPIS[key][0], shown_number(value, 3 if key == "mia_auc" else 2), help=KPIS[key][1])
+    left, right = st.columns(2)
+    with left:
+        report_download(run, key=f"report_{run.id}")
+    right.page_link("pages/interference.py", label="Every score and chart on the Interference page",
+                    icon="📊")
+
 
 try:
     request = build_request(loaded)
 except USER_ERRORS as error:
     st.warning(f"{error}. Pick the instances to forget on the Select page.")
+    verdict()
     recent_runs()
     st.stop()
 st.markdown(describe(request))
@@ -105,7 +157,8 @@ if st.button("Preview interference", help="conflict analysis on the original mod
     st.dataframe(report.at_risk, width="stretch", hide_index=True)
 
 retain_share = len(request.retain_ids) / len(loaded.data.train_ids)
-oracle_seconds = retain_share * float(loaded.card.training.get("seconds", 0))
+expected = oracle_seconds(loaded.card.training, retain_share)
+approximate = oracle_approximation(loaded.card.training)
 tuned = tuned_entry(loaded.path)
 st.caption(tuned_note(tuned, request.mode, [method]), help="mtu tune writes these settings; "
            "benchmarks/DECISIONS.md says how sample_models/tuned.json was made")
@@ -114,8 +167,14 @@ with st.form("config"):
                          initial=tuned_config(tuned, request.mode, method, request.tasks))
     reason = st.text_input("Reason (kept in the ledger)", key="reason",
                            placeholder="e.g. the deletion request's ticket number")
-    with_oracle = st.checkbox(f"Also train the retrain oracle (about {oracle_seconds:.0f} s on the "
-                              "machine that trained the model)", key="with_oracle")
+    when = (f"about {expected:.0f} s on the machine that trained the model" if expected is not None
+            else "time unknown: the model's card records no training time")
+    kind = "approximate; " if approximate else ""
+    with_oracle = st.checkbox(f"Also train the retrain oracle ({kind}{when})",
+                              key="with_oracle",
+                              help=(f"The retrain oracle is {approximate}." if approximate else
+                                    "Retrains the model from scratch with the model's own recipe, the forget "
+                                    "pairs masked: the exact reference."))
     submitted = st.form_submit_button("Run", type="primary")
 
 if submitted:
@@ -127,5 +186,7 @@ if submitted:
     ids = submit(ledger(), loaded.path, loaded.card, request, method, values, data_root=loaded.data_root,
                  plugins=plugins(), reason=reason, with_oracle=with_oracle)
     st.session_state["current_run"] = f"L{ids[0]}"
+    st.session_state["submitted"] = ids
 
+verdict()
 recent_runs()

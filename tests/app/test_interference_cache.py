@@ -49,13 +49,13 @@ def test_a_runs_scores_are_cached_beside_the_ledger_and_read_back(mtu_home, monk
     second = _interference()  # another session: read back, not scored again
     assert calls == ["compare_models", "analyze_conflicts"] and not second.status
     assert {m.label: m.value for m in second.metric} == {m.label: m.value for m in first.metric}
-    assert len(second.get("plotly_chart")) == 2
+    assert len(second.get("plotly_chart")) == 3  # shifts, UIS breakdown, losses per step
     assert second.dataframe[0].value.equals(first.dataframe[0].value)
     for view in ("Conflicts", "Instances"):  # the conflict analysis read back draws as computed
         second.radio(key="interference_view").set_value(view).run()
         first.radio(key="interference_view").set_value(view).run()
         assert not second.exception and len(second.get("plotly_chart")) == len(first.get("plotly_chart"))
-    assert second.dataframe[1].value.equals(first.dataframe[1].value)  # the at-risk instances
+    assert second.dataframe[2].value.equals(first.dataframe[2].value)  # the at-risk instances
 
     cache.write_text("{not json")  # a damaged cache is scored again and rewritten, not an error
     third = _interference()

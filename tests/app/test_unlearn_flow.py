@@ -62,7 +62,12 @@ def test_unlearn_then_interference_and_history():
     _button(app, "Run").click().run()
     assert not app.exception
     assert "Run #L1 (grad_ascent, partial-task, 3 instances): finished" in app.success[0].value
-    assert app.get("download_button")  # the unlearned model, as a zip
+    # the verdict of the run, once it ended, in one sentence (issue 19), with its report
+    assert app.info[0].value.startswith("**Verdict.** grad_ascent forgot 3 training instances (ids 3, 17, "
+                                        "42) on depth only, keeping segmentation and normal: on those images "
+                                        "depth's")
+    assert [m.label for m in app.metric] == ["UIS v2", "UIS (v1)", "MIA AUC"]
+    assert len(app.get("download_button")) == 2  # the report, the unlearned model as a zip
     from core.checkpoints import load_checkpoint
     from core.ledger import Ledger
 
@@ -77,21 +82,21 @@ def test_unlearn_then_interference_and_history():
     (run,) = app.session_state["runs"]  # read back from the ledger and the saved checkpoint
     assert run.id == "L1" and run.method == "grad_ascent" and run.config["steps"] == 2
     assert len(run.history) == 2 and run.checkpoint == row["result_path"]
-    assert len(app.get("plotly_chart")) == 2  # shifts and the UIS breakdown
+    assert len(app.get("plotly_chart")) == 3  # shifts, the UIS breakdown and the losses per step
     tiles = {m.label: m for m in app.metric}
-    assert set(tiles) >= {"UIS", "ILI", "TLI", "MIA AUC"}
-    assert tiles["UIS"].delta.endswith("vs original") and tiles["ILI"].delta.endswith("vs original")
+    assert set(tiles) >= {"UIS v2", "UIS (v1)", "ILI", "TLI", "MIA AUC"}
+    assert tiles["UIS v2"].delta.endswith("vs original") and tiles["ILI"].delta.endswith("vs original")
     app.radio(key="interference_view").set_value("Conflicts").run()
     assert not app.exception and len(app.get("plotly_chart")) == 2  # overall and per layer
     app.radio(key="interference_view").set_value("Instances").run()
     assert not app.exception and not app.get("plotly_chart")
-    assert len(app.dataframe) == 2 and app.image  # leaderboard, at-risk; thumbnails
+    assert len(app.dataframe) == 3 and app.image  # scores, per task and split, at-risk; thumbnails
 
     app.switch_page("pages/history.py").run()
     assert not app.exception
     recorded, table = app.dataframe[0].value, app.dataframe[1].value
-    assert recorded["status"].tolist() == ["done"] and recorded["source"].tolist() == ["dashboard"]
-    assert table["method"].tolist() == ["grad_ascent"] and table["UIS"].notna().all()
+    assert recorded["status"].tolist() == ["done"] and recorded["from"].tolist() == ["dashboard"]
+    assert table["method"].tolist() == ["grad_ascent"] and (table["UIS v2"] != "–").all()
 
 
 def test_config_form_enforces_the_knob_ranges():

@@ -137,7 +137,7 @@ def _forget(page, ids: str, count: int) -> None:
     page.get_by_text(f"Forget set: {count} instances").wait_for(timeout=60_000)
 
 
-def test_select_unlearn_and_see_interference(page):
+def test_select_unlearn_and_see_interference(page, tmp_path):
     _forget(page, "3, 17, 40-42", 5)
     page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
     page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
@@ -149,13 +149,21 @@ def test_select_unlearn_and_see_interference(page):
     steps = page.get_by_role("spinbutton", name="steps", exact=True)
     steps.fill("3")
     steps.press("Tab")
+    page.get_by_label("Reason (kept in the ledger)").fill("TICKET-19")
     page.get_by_role("button", name="Run").click()
     page.get_by_text("grad_ascent, full-task, 5 instances): finished").wait_for(timeout=120_000)
+    verdict = page.get_by_test_id("stAlertContentInfo").filter(has_text="Verdict.")
+    verdict.wait_for(timeout=180_000)  # the run's verdict, once it is scored
+    sentence = verdict.inner_text().removeprefix("Verdict.").strip()
+    assert sentence.startswith("grad_ascent forgot 5 training instances (ids 3, 17, 40-42) on every task")
+    page.screenshot(path=str(ARTIFACTS / "unlearn-verdict.png"), full_page=True)
 
     seconds = _goto(page, "Interference")
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # shifts, UIS breakdown
     page.screenshot(path=str(ARTIFACTS / "interference.png"), full_page=True)
     assert page.get_by_text("Traceback").count() == 0
+    page.get_by_test_id("stAlertContentInfo").filter(has_text=sentence).wait_for(timeout=60_000)
+    _print_the_report(page, sentence, tmp_path)
     switches = {"view: Conflicts": [], "view: Instances": [], "view: Shifts and UIS": [],
                 "page: History": [], "page: Interference (cached)": []}
     for _ in range(3):  # the host is shared and noisy: medians of three
@@ -167,14 +175,50 @@ def test_select_unlearn_and_see_interference(page):
         page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
         switches["view: Shifts and UIS"].append(_timed(
             lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
-            "UIS by task, stacked by component"))
+            "UIS v2 by task, stacked by component"))
         switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#L1 grad_ascent"))
         switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
             lambda: _goto(page, "Interference"), page, "Primary metric per split",
-            "UIS by task, stacked by component"))
+            "UIS v2 by task, stacked by component"))
     medians = ", ".join(f"{name} {statistics.median(times):.2f} s" for name, times in switches.items())
     print(f"first visit of Interference {seconds:.2f} s to its title; median switch times on cached "
           f"data: {medians}")
+
+
+def _print_the_report(page, sentence: str, folder: Path) -> None:
+    """Download the run's one-page report, open it with every network request refused, and
+    print it to PDF in Chromium: the PDF's text holds the verdict sentence."""
+    import io
+
+    from pypdf import PdfReader
+
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download the one-page report (HTML, prints to PDF)").click()
+    name = download.value.suggested_filename
+    assert name == "synthetic-indoor-grad_ascent-TICKET-19.html", name
+    path = folder / name
+    download.value.save_as(path)
+    report = page.context.browser.new_page()
+    fetched: list[str] = []
+
+    def offline(route):
+        if route.request.url.startswith("file:"):
+            return route.continue_()
+        fetched.append(route.request.url)
+        return route.abort()
+
+    report.route("**/*", offline)
+    report.goto(path.as_uri())
+    report.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)  # drawn by the inlined plotly.js
+    assert not fetched, fetched
+    pdf = report.pdf(format="A4", print_background=True)
+    (ARTIFACTS / "report.pdf").write_bytes(pdf)
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    text = "".join(p.extract_text() for p in pages)
+    assert re.sub(r"\s+", "", sentence) in re.sub(r"\s+", "", text), text[:2000]
+    assert "TICKET-19" in text
+    print(f"report: {len(path.read_bytes()) / 1e6:.1f} MB of HTML, {len(pages)} PDF pages")
+    report.close()
 
 
 def _timed(action, page, *texts: str) -> float:
