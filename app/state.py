@@ -41,13 +41,19 @@ from app.charts import (
 )
 from app.report import download_name, run_report
 from core import __version__
-from core.checkpoints import SAMPLE_MODELS_DIR, ModelCard, checkpoint_paths, load_checkpoint
+from core.checkpoints import (
+    SAMPLE_MODELS_DIR,
+    ModelCard,
+    checkpoint_paths,
+    load_checkpoint,
+    save_checkpoint,
+)
 from core.cli import STREAMLIT_OPTIONS
 from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
-from core.importing import oracle_approximation
+from core.importing import oracle_approximation, with_recipe
 from core.jobs import check_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
@@ -242,6 +248,18 @@ def open_model(path: str, data_root: str | None, modules: list[str]) -> Loaded:
     model, card = cached_checkpoint(path)
     root = (data_root or "").strip() or None
     return Loaded(path, model, card, cached_data(path, root), root)
+
+
+def save_with_recipe(loaded: Loaded, recipe: dict[str, Any]) -> str:
+    """Save a copy of the loaded checkpoint (the same weights) whose card records the training
+    `recipe` (`core.importing.with_recipe`), beside the ledger under recipes/<weights hash>/, and
+    return its path (NAME without suffix). The original checkpoint is not touched."""
+    card = with_recipe(loaded.card, recipe)
+    digest = (loaded.card.weights_sha256 or hashlib.sha256(loaded.path.encode()).hexdigest())[:16]
+    folder = default_path().parent / "recipes" / digest
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = save_checkpoint(loaded.model, card, folder / Path(loaded.path).name, if_exists="beside")
+    return str(weights.with_suffix(""))
 
 
 def use_model(loaded: Loaded, modules: list[str]) -> Loaded:

@@ -16,6 +16,7 @@ from app.state import (
 )
 from core.evaluation import compare_models
 from core.evaluation.tuning import tuned_config
+from core.importing import oracle_approximation
 from core.unlearning import list_unlearners
 from core.unlearning.runner import run_request
 
@@ -30,6 +31,8 @@ methods = st.multiselect("Methods (each from its settings tuned for this mode, w
 tuned = tuned_entry(loaded.path)
 if methods:
     st.caption(tuned_note(tuned, request.mode, [m for m in methods if m != "retrain"]))
+if "retrain" in methods and (approximate := oracle_approximation(loaded.card.training)):
+    st.caption(f"The retrain oracle is {approximate}.")
 if st.button("Run the comparison", type="primary", disabled=not methods):
     bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
     for index, method in enumerate(methods):

@@ -1,4 +1,5 @@
-"""Model page: pick a checkpoint, see its card, device and per-task metrics."""
+"""Model page: pick a checkpoint, see its card, device and per-task metrics; for a model trained
+elsewhere, give its training recipe, so that the retrain oracle retrains as it was trained."""
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +18,7 @@ from app.state import (
     open_model,
     sample_models,
     save_upload,
+    save_with_recipe,
     start_summary,
     upload_bytes,
     use_model,
@@ -24,6 +26,7 @@ from app.state import (
 from core.checkpoints import SAMPLE_MODELS_DIR, checkpoint_paths
 from core.data import DatasetError
 from core.device import describe_device, select_device
+from core.importing import oracle_approximation, parse_recipe
 from core.jobs import allowed_plugins, check_plugins
 from core.models import describe_architecture
 
@@ -93,12 +96,69 @@ model, card = loaded.model, loaded.card
 
 
 def training_line(training: dict) -> str:
-    if "imported_from" in training:
-        return f"**Imported from:** {training['imported_from']}"
+    origin = f"**Imported from:** {training['imported_from']}  \n" if "imported_from" in training else ""
     if "epochs" not in training:
-        return "**Training:** not recorded"
-    return (f"**Training:** {training['epochs']} epochs, seed {training.get('seed')}, "
-            f"{training.get('seconds', 0):.0f} s")
+        return f"{origin}**Training recipe:** unknown (the retrain oracle is approximate)"
+    parts = [f"{training['epochs']} epochs"]
+    parts += [f"{label} {training[key]:g}" for key, label in (("batch_size", "batch"), ("lr", "lr"),
+                                                              ("weight_decay", "weight decay"))
+              if isinstance(training.get(key), int | float)]
+    parts += [str(training[key]) for key in ("optimizer",) if training.get(key)]
+    if training.get("loss_weights"):
+        parts.append("loss weights " + ", ".join(f"{k} {v:g}" for k, v in training["loss_weights"].items()))
+    if "seed" in training:
+        parts.append(f"seed {training['seed']}")
+    seconds = training.get("seconds")
+    parts.append(f"{seconds:.0f} s" if isinstance(seconds, int | float) else "time not recorded")
+    return f"{origin}**Training:** {', '.join(parts)}"
+
+
+def recipe_form() -> None:
+    """For a model whose retrain oracle is approximate (its recipe is unknown, or one the engine
+    does not run): a form for the recipe it was trained with; saving it writes a copy of the
+    checkpoint (the same weights) whose card records it, and opens that copy."""
+    note = oracle_approximation(card.training)
+    if note is None:
+        return
+    unknown = "epochs" not in card.training
+    title = "Training recipe unknown" if unknown else "Training recipe"
+    with st.expander(f"{title}: the retrain oracle is approximate", expanded=unknown):
+        st.caption(f"The retrain oracle is {note}. Give how the model was trained: a copy of the "
+                   "checkpoint (the same weights, so the same runs in the ledger) is saved beside the "
+                   "ledger with the recipe in its card, and opened.")
+        training = card.training
+        with st.form("recipe"):
+            cols = st.columns(3)
+            epochs = cols[0].number_input("epochs", 1, 100_000, int(training.get("epochs", 60)),
+                                          key="recipe_epochs")
+            batch = cols[1].number_input("batch size", 1, 100_000, int(training.get("batch_size", 32)),
+                                         key="recipe_batch")
+            lr = cols[2].number_input("learning rate", 1e-8, 10.0, float(training.get("lr", 2e-3)),
+                                      format="%g", key="recipe_lr")
+            decay = cols[0].number_input("weight decay", 0.0, 10.0, float(training.get("weight_decay", 0.0)),
+                                         format="%g", key="recipe_decay")
+            seed = cols[1].number_input("training seed", 0, 2**31 - 1, int(training.get("seed", 0)),
+                                        key="recipe_seed")
+            optimizer = cols[2].text_input("optimiser", str(training.get("optimizer", "adam")),
+                                           key="recipe_optimizer", help="the oracle trains with Adam")
+            weights = {task["name"]: st.number_input(
+                f"loss weight of {task['name']}", 0.0, 1000.0,
+                float((training.get("loss_weights") or {}).get(task["name"], 1.0)), format="%g",
+                key=f"recipe_weight_{task['name']}") for task in card.tasks}
+            seconds = st.number_input("training time in seconds (0: unknown)", 0.0, 1e9,
+                                      float(training.get("seconds", 0.0)), key="recipe_seconds",
+                                      help="the oracle's time estimate: this x the share of instances kept")
+            saved = st.form_submit_button("Save a copy of the model with this recipe")
+        if saved:
+            try:
+                recipe = parse_recipe(int(epochs), int(batch), float(lr), float(decay), int(seed),
+                                      optimizer or None, weights, float(seconds) or None)
+                copy = save_with_recipe(loaded, recipe)
+            except USER_ERRORS as error:
+                st.error(f"The recipe was not saved: {explain(error)}")
+                return
+            form.update(model_source=SOURCES[1], model_typed_path=copy)
+            st.rerun()
 
 
 st.caption(f"Device in use: {describe_device(select_device())}")
@@ -118,6 +178,7 @@ with left:
     )
     with st.expander("Library versions"):
         st.json(card.versions)
+    recipe_form()
 with right:
     st.subheader("Primary metric per task")
     primary = {task.name: task.primary for task in card.task_specs()}

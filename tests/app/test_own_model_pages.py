@@ -157,3 +157,37 @@ def test_a_plugin_model_and_its_data_folder_hold_across_pages(imported, street_r
     assert app.multiselect(key="plugins").value == ["my_models"]
     assert app.text_input(key="data_root").value == str(street_root)
     assert any("Training instances:** 16" in b.value for b in app.markdown)
+
+
+def test_an_imported_model_without_recipe_says_its_oracle_is_approximate_and_takes_one(imported, street_root):
+    """Issue 19, defect 8: the oracle of an imported model silently used the engine's recipe and
+    its time estimate said "about 0 s". Without a recipe it says it is approximate and that its
+    time is unknown; the Model page takes the recipe, and the copy it saves has an exact oracle."""
+    from core.checkpoints import read_card
+
+    app = _open(imported, plugins=["my_models"], selection=[1, 2])
+    assert not app.exception and not app.error
+    unknown = "Training recipe:** unknown (the retrain oracle is approximate)"
+    assert any(unknown in b.value for b in app.markdown)
+    app.switch_page("pages/unlearn.py").run()
+    assert not app.exception
+    label = app.checkbox(key="with_oracle").label
+    assert "approximate" in label and "time unknown" in label and "about 0 s" not in label
+    assert "training recipe is unknown" in app.checkbox(key="with_oracle").proto.help
+
+    app.switch_page("pages/model.py").run()
+    app.number_input(key="recipe_epochs").set_value(3)
+    app.number_input(key="recipe_batch").set_value(4)
+    app.number_input(key="recipe_seconds").set_value(40.0)
+    next(b for b in app.button if b.label == "Save a copy of the model with this recipe").click().run()
+    assert not app.exception and not app.error, [e.value for e in app.error]
+    copy = app.session_state["model_path"]
+    assert copy != str(imported) and read_card(imported).training["recipe"] == "unknown"  # untouched
+    training = read_card(copy).training
+    assert (training["recipe"], training["epochs"], training["batch_size"], training["seconds"]) == (
+        "given", 3, 4, 40.0)
+    assert training["data"] == read_card(imported).training["data"]
+    assert any("Training:** 3 epochs, batch 4" in b.value for b in app.markdown)
+    app.switch_page("pages/unlearn.py").run()
+    label = app.checkbox(key="with_oracle").label
+    assert "approximate" not in label and "about 35 s" in label  # 40 s x the 14 of 16 instances kept
