@@ -703,3 +703,65 @@ def report_download(run: Run, key: str) -> None:
                        download_name(model_label(run.model_path), run.method, run.reason or f"run{run.id}",
                                      "html"), "text/html", key=key,
                        help="Self-contained: opens offline; print it from the browser for a PDF.")
+
+
+COMPARE_REASON = "Compare page"
+"""The reason recorded with the Compare page's requests: how the page finds its comparisons in
+the ledger again (after a reload, from another session)."""
+
+
+def comparison_rows(loaded: Loaded, request_id: int | None = None) -> list[dict[str, Any]]:
+    """The ledger's runs of one comparison on the loaded model (the request `request_id`, else the
+    latest request the Compare page submitted), oldest first; empty when there is none."""
+    rows = [r for r in ledger_runs(model=loaded.card.weights_sha256 or loaded.path)
+            if r["reason"] == COMPARE_REASON and r["source"] == "dashboard"]
+    if request_id is None and rows:
+        request_id = max(r["request"] for r in rows)
+    return sorted((r for r in rows if r["request"] == request_id), key=lambda r: r["run"])
+
+
+def compared(loaded: Loaded, rows: list[dict[str, Any]]) -> Comparison:
+    """The leaderboard of a comparison's finished runs (`comparison_rows`), rebuilt from the
+    ledger: the original and every done run's saved model scored on the request. Kept in the
+    session and as JSON beside the ledger (`scores/compare-<request>.json`, with the inputs it
+    came from), so that any later visit or session reads it back; computed under a status."""
+    done = [r for r in rows
+            if r["status"] == "done" and r["result_path"] and not missing_result(r["result_path"])]
+    first = rows[0]
+    inputs = {"original": loaded.card.weights_sha256,
+              "results": {r["method"]: r["result_sha256"] for r in done},
+              "instances": list(first["instances"]), "tasks": list(first["tasks"]), "mode": first["mode"],
+              "data_root": loaded.data_root, "mtunlearn": __version__, "columns": LEADERBOARD_COLUMNS}
+    kept_here = st.session_state.setdefault("comparisons", {})
+    if first["request"] in kept_here and kept_here[first["request"]][0] == inputs:
+        return kept_here[first["request"]][1]
+    path = ledger().path.parent / "scores" / f"compare-{first['request']}.json"
+    try:
+        stored = json.loads(path.read_text())
+        comparison = Comparison.from_dict(stored["comparison"]) if stored["inputs"] == inputs else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        comparison = None
+    if comparison is None:
+        request = ForgetRequest.build(first["instances"], None if first["mode"] == "full" else first["tasks"],
+                                      loaded.data.train_ids, loaded.tasks)
+        models: dict[str, torch.nn.Module] = {"original": loaded.model}
+        seconds = {}
+        for row in done:
+            models[row["method"]], card = cached_checkpoint(_checkpoint_name(row["result_path"]))
+            seconds[row["method"]] = float(card.request.get("seconds", float("nan")))
+        with st.status("Scoring the compared models (once: the leaderboard is kept beside the ledger)...",
+                       expanded=True) as status:
+            status.write(f"Scoring {', '.join(models)} on the forget, kept, retain and test instances, "
+                         "with the membership attack...")
+            comparison = compare_models(models, request, loaded.data, seconds)
+            status.update(label="Scored the comparison", state="complete", expanded=False)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"inputs": inputs, "comparison": comparison.to_dict()},
+                                          allow_nan=False, default=_plain))
+            partial.replace(path)
+        except (OSError, ValueError, TypeError):
+            partial.unlink(missing_ok=True)
+    kept_here[first["request"]] = (inputs, comparison)
+    return comparison

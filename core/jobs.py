@@ -122,15 +122,19 @@ def queue(home: str | Path | None = None):
 
 def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
            config: Mapping[str, Any], *, data_root: str | None = None, plugins: Sequence[str] = (),
-           reason: str = "", out: str | Path | None = None, with_oracle: bool = False) -> list[int]:
+           reason: str = "", out: str | Path | None = None, with_oracle: bool = False,
+           more: Sequence[tuple[str, Mapping[str, Any]]] = ()) -> list[int]:
     """Record the request and its queued run(s) in the ledger and put them on the queue. A job
     carries the model's path and its weights hash, which the job checks before it runs.
+    `more` are further (method, config) runs on the same request, queued after the first (the
+    Compare page's methods); their results go where the first one's does (`out`-METHOD when
+    `out` is given).
 
     Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
     content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
-    the ledger's row finds them again. Returns the ledger ids of the runs: the method's, then the
-    retrain oracle's when asked. A run that cannot be put on the queue is marked failed with the
-    error (so that no queue position counts it), and the error is raised.
+    the ledger's row finds them again. Returns the ledger ids of the runs: the method's, those of
+    `more`, then the retrain oracle's when asked. A run that cannot be put on the queue is marked
+    failed with the error (so that no queue position counts it), and the error is raised.
     """
     from core.checkpoints import checkpoint_paths
     from core.models.registry import normalise_architecture
@@ -143,6 +147,7 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     store = out is None
     out = ledger.results_folder() if store else Path(out)
     jobs = [(method, dict(config), out)]
+    jobs += [(name, dict(settings), out if store else Path(f"{out}-{name}")) for name, settings in more]
     if with_oracle:
         oracle_out = out if store else Path(f"{out}-oracle")
         jobs.append(("retrain", {"device": config.get("device", "auto")}, oracle_out))

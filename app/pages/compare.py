@@ -1,73 +1,130 @@
-"""Compare page: several methods on the same request, one leaderboard, an exportable report."""
+"""Compare page: several methods on the same request, one leaderboard, an exportable report.
+
+The runs go to the worker like the Unlearn page's (one request, one queued run per method:
+queue, progress, Cancel), so a comparison goes on when the page is left or reloaded; the page
+finds its latest comparison in the ledger and, once every run ended, rebuilds the leaderboard
+from the saved models (`app.state.compared`, kept beside the ledger)."""
 
 import streamlit as st
 
-from app.charts import comparison_figures, comparison_report
+from app.charts import comparison_figures, comparison_report, person_table
 from app.forms import tuned_entry, tuned_note
 from app.state import (
+    COMPARE_REASON,
     USER_ERRORS,
-    Run,
-    add_run,
+    build_request,
+    compared,
+    comparison_rows,
     current_or_stop,
     describe,
+    explain,
     ledger,
-    request_or_stop,
+    plugins,
     start_summary,
 )
-from core.evaluation import compare_models
 from core.evaluation.tuning import tuned_config
 from core.importing import oracle_approximation
-from core.unlearning import list_unlearners
-from core.unlearning.runner import run_request
+from core.jobs import submit
+from core.unlearning import get_unlearner, list_unlearners
 
 st.title("Compare")
 start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
-request = request_or_stop(loaded)
-st.markdown(describe(request))
-methods = st.multiselect("Methods (each from its settings tuned for this mode, where the model has them)",
-                         list_unlearners(), default=["interference_aware", "neggrad_plus", "salun"],
-                         key="compare_methods")
 tuned = tuned_entry(loaded.path)
-if methods:
-    st.caption(tuned_note(tuned, request.mode, [m for m in methods if m != "retrain"]))
-if "retrain" in methods and (approximate := oracle_approximation(loaded.card.training)):
-    st.caption(f"The retrain oracle is {approximate}.")
-if st.button("Run the comparison", type="primary", disabled=not methods):
-    bar, models, seconds = st.progress(0.0), {"original": loaded.model}, {}
-    for index, method in enumerate(methods):
-        bar.progress(index / len(methods), text=f"running {method} ({index + 1} / {len(methods)})")
-        try:  # recorded in the ledger, the result kept in its content-addressed store
-            result, weights, _ = run_request(
-                loaded.model, loaded.card, loaded.path, request.instances,
-                None if request.mode == "full" else request.tasks, method,
-                tuned_config(tuned, request.mode, method, request.tasks), ledger().results_folder(),
-                data_root=loaded.data_root, ledger=ledger(), source="dashboard", reason="Compare page",
-                data=loaded.data, store=True)
-        except USER_ERRORS as error:
-            st.error(f"{method} stopped: {error}")
-            st.stop()
-        models[method], seconds[method] = result.model, result.seconds
-        (row,) = ledger().runs(run_id=result.extras["ledger_run"])
-        add_run(Run(f"L{row['run']}", loaded.path, method, result.config, request, result.model,
-                    result.seconds, result.history, result.extras, data_root=loaded.data_root,
-                    checkpoint=str(weights), sha256=row["result_sha256"]))
-    bar.progress(1.0, text="scoring every model")
-    st.session_state["comparison"] = compare_models(models, request, loaded.data, seconds)
-    bar.empty()
+ENDED = ("done", "failed", "interrupted")
 
-comparison = st.session_state.get("comparison")
-if comparison is None:
+try:
+    request = build_request(loaded)
+except USER_ERRORS as error:
+    request = None
+    st.warning(f"{error}. Pick the instances to forget on the Select page.")
+if request is not None:
+    st.markdown(describe(request))
+    methods = st.multiselect("Methods (each from its settings tuned for this mode, where the model has them)",
+                             list_unlearners(), default=["interference_aware", "neggrad_plus", "salun"],
+                             key="compare_methods")
+    if methods:
+        st.caption(tuned_note(tuned, request.mode, [m for m in methods if m != "retrain"]))
+    if "retrain" in methods and (approximate := oracle_approximation(loaded.card.training)):
+        st.caption(f"The retrain oracle is {approximate}.")
+    if st.button("Run the comparison", type="primary", disabled=not methods):
+        configs = [(m, tuned_config(tuned, request.mode, m, request.tasks) or {}) for m in methods]
+        try:
+            for method, config in configs:  # a bad setting is named here, before anything is queued
+                get_unlearner(method, config)
+            ids = submit(ledger(), loaded.path, loaded.card, request, *configs[0], data_root=loaded.data_root,
+                         plugins=plugins(), reason=COMPARE_REASON, more=configs[1:])
+        except USER_ERRORS as error:
+            st.error(f"The comparison was not queued: {explain(error)}")
+            st.stop()
+        st.session_state["compare_request"] = ledger().runs(run_id=ids[0])[0]["request"]
+
+
+def latest() -> list[dict]:
+    """The runs of this session's comparison, else of the latest one on this model (ledger)."""
+    return comparison_rows(loaded, st.session_state.get("compare_request"))
+
+
+@st.fragment(run_every=1.0)
+def progress() -> None:
+    """The comparison's runs while they go on in the worker: queue position, step, Cancel; the
+    page is drawn again once every run ended (the leaderboard)."""
+    rows = latest()
+    if not rows:
+        return
+    if all(r["status"] in ENDED for r in rows):
+        if st.session_state.get("compare_shown") != rows[0]["request"]:
+            st.rerun()
+        return
+    st.subheader(f"Comparison of {len(rows)} methods, running in the worker")
+    for row in rows:
+        name, status = row["method"], row["status"]
+        left, right = st.columns([4, 1])
+        if status == "queued":
+            left.info(f"{name}: queued, position {ledger().queue_position(row['run'])} in the queue")
+        elif status == "running":
+            steps = ledger().steps(row["run"])
+            done, total = (steps[-1]["step"], steps[-1].get("total", 0)) if steps else (0, 0)
+            left.progress(min(done / total, 1.0) if total else 0.0,
+                          text=f"{name}: step {done} / {total or '?'}")
+        elif status == "done":
+            left.success(f"{name}: done")
+        else:
+            left.error(f"{name}: {status}. {row['error']}")
+        if status in ("queued", "running"):
+            right.button("Cancel", key=f"cancel_{row['run']}", on_click=ledger().cancel, args=(row["run"],))
+
+
+rows = latest()
+ended = bool(rows) and all(r["status"] in ENDED for r in rows)
+if ended:  # drawn below by this run: the fragment need not ask for another
+    st.session_state["compare_shown"] = rows[0]["request"]
+progress()
+if not ended:
     st.stop()
-board = comparison.leaderboard.sort_values("uis")
-st.dataframe(board.style.format(precision=3).highlight_min(subset=["uis"], color="#bbf7d0"),
-             hide_index=True, width="stretch")
+first = rows[0]
+st.subheader(f"Leaderboard: {first['mode']}-task request of {len(first['instances'])} instances, forget "
+             f"{', '.join(first['tasks'])} ({first['created']})")
+for row in rows:
+    if row["status"] != "done":
+        st.warning(f"{row['method']}: {row['status']}, left out of the leaderboard. {row['error'] or ''}")
+try:
+    comparison = compared(loaded, rows)
+except USER_ERRORS as error:
+    st.error(f"The comparison cannot be scored: {explain(error)}")
+    st.stop()
+board = comparison.leaderboard.sort_values("uis2")
+approximate_oracle = oracle_approximation(loaded.card.training) is not None
+st.dataframe(person_table(board, approximate_oracle), hide_index=True, width="stretch")
+st.caption("Sorted by UIS v2 (lower is better); hover over a score on the Interference page for its "
+           "definition. Each run is also on the Interference and History pages.")
 figures = comparison_figures(comparison)
 for index, figure in enumerate(figures.values()):
     st.plotly_chart(figure, width="stretch", key=f"compare_{index}")
 left, right = st.columns(2)
 left.download_button("Download the leaderboard (CSV)", board.to_csv(index=False), "leaderboard.csv",
                      "text/csv")
-intro = f"{request.mode}-task request, {len(request.instances)} instances of {loaded.card.benchmark}"
-right.download_button("Download the report (HTML)", comparison_report(board, figures, intro),
+intro = f"{first['mode']}-task request, {len(first['instances'])} instances of {loaded.card.benchmark}"
+right.download_button("Download the report (HTML)",
+                      comparison_report(person_table(board, approximate_oracle), figures, intro),
                       "comparison.html", "text/html")
