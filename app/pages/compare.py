@@ -48,10 +48,9 @@ if request is not None:
     if "retrain" in methods and (approximate := oracle_approximation(loaded.card.training)):
         st.caption(f"The retrain oracle is {approximate}.")
     if st.button("Run the comparison", type="primary", disabled=not methods):
-        configs = [(m, tuned_config(tuned, request.mode, m, request.tasks) or {}) for m in methods]
-        try:
-            for method, config in configs:  # a bad setting is named here, before anything is queued
-                get_unlearner(method, config)
+        try:  # every setting (tuned, else the default) is checked and recorded before anything is queued
+            configs = [(m, get_unlearner(m, tuned_config(tuned, request.mode, m, request.tasks) or {})
+                        .config.to_dict()) for m in methods]
             ids = submit(ledger(), loaded.path, loaded.card, request, *configs[0], data_root=loaded.data_root,
                          plugins=plugins(), reason=COMPARE_REASON, more=configs[1:])
         except USER_ERRORS as error:
