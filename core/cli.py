@@ -295,7 +295,7 @@ def _csv(kind):
 def cmd_bench(args) -> int:
     import torch
 
-    from core.evaluation.benchmark import FULL, QUICK, plan_with, run_plan
+    from core.evaluation.benchmark import FULL, QUICK, plan_with, run_plan, tune_plan
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -303,6 +303,13 @@ def cmd_bench(args) -> int:
                      seeds=args.seeds, methods=args.methods, trials=args.trials)
     out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
     print(f"results folder: {out}")
+    if args.tune_only:
+        table = tune_plan(plan, out, workers=args.workers)
+        print("tuning studies on the tuning seed (best tuning UIS v2, lower is better):")
+        print(table[["benchmark", "mode", "method", "trials", "best_uis", "still_improving"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(f"wrote {out}/tuning.json")
+        return 0
     frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers)
     from core.evaluation.geometry import CONFLICT_THRESHOLD, benchmark_labels
 
@@ -512,6 +519,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--trials", type=int, default=None,
                        help="tuning trials per method and tuning request, the same for every method")
     bench.add_argument("--fresh", action="store_true", help="discard what the folder holds first")
+    bench.add_argument("--tune-only", action="store_true",
+                       help="only the tuning studies on the tuning seed (no reported cell): for a decision")
     bench.add_argument("--benchmarks", type=_csv(str), default=None, help="e.g. synthetic-indoor")
     bench.add_argument("--ratios", type=_csv(float), default=None, help="forget ratios, e.g. 0.01,0.1")
     bench.add_argument("--seeds", type=_csv(int), default=None, help="reported seeds, e.g. 1,2,3")

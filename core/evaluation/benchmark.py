@@ -753,6 +753,20 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     return frames
 
 
+def tune_plan(plan: BenchPlan, out: str | Path, show_bars: bool = True, log: Callable[[str], None] = print,
+              workers: int = 1) -> pd.DataFrame:
+    """Only the tuning studies of `plan` (and the tuning seed's base models and oracles they
+    need) into `out`, resuming what is there; writes tuning.json (every study the folder holds,
+    the plan's methods or not) and returns its `tuning_table`. No reported seed is touched, so a
+    decision read from it has seen no reported cell (`mtu bench --tune-only`)."""
+    out = Path(out)
+    bench = Bench(plan, out, log, show_bars)
+    bench.tune_all(workers)
+    records = [json.loads(path.read_text()) for path in sorted((out / "tuning").glob("*.json"))]
+    _write_json(out / "tuning.json", records)
+    return tuning_table(records)
+
+
 def _record_invocation(out: Path, began: str, seconds: float, ended: str) -> list[dict[str, Any]]:
     """Append one invocation to invocations.json; returns them all."""
     path = out / INVOCATIONS

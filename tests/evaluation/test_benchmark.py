@@ -267,3 +267,15 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
 
     with pytest.raises(BenchError, match="different plan.*epochs"):
         Bench(plan_with(MINI, epochs=2), out)
+
+
+def test_tune_only_touches_no_reported_seed(tmp_path, use_cache, few_steps):
+    plan = plan_with(MINI, ratios=(0.1,), methods=("grad_ascent",))
+    out = tmp_path / "bench"
+    table = benchmark.tune_plan(plan, out, show_bars=False, log=lambda _: None)
+    assert list(table["method"]) == ["grad_ascent", "grad_ascent"]  # full and partial
+    assert set(table["mode"]) == {"full", "partial"}
+    assert len(json.loads((out / "tuning.json").read_text())) == 2
+    assert sorted(p.name for p in (out / "models").glob("*.json")) == ["synthetic-indoor__b0.json"]
+    assert all("__s0" in p.name for p in (out / "oracles").glob("*.json"))
+    assert not (out / "cells").exists() or not any((out / "cells").iterdir())
