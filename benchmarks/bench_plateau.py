@@ -1,0 +1,69 @@
+"""How many tuning trials make a study plateau: twin studies read along their best-so-far curves.
+
+Reads the tuning studies of a bench folder (e.g. one filled by `mtu bench --tune-only --trials 64`,
+on the tuning seed only). Twin studies (`core.evaluation.ablations.TWINS`: two registered names
+that run the same code over the same space in a mode, tuned with different sampler seeds) should
+reach the same best score once tuning has plateaued; their gap after k trials is the tuning luck
+left at a budget of k. For every study it also prints the trial that found its final best.
+
+    .venv/bin/python benchmarks/bench_plateau.py /work/bench-plateau
+
+A curve read at trial k of a longer study is random search up to the study's startup trials
+(half its budget) and TPE after, so it is not exactly a k-trial study; the last column is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from core.evaluation.ablations import TWINS
+from core.evaluation.tuning import best_so_far
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--at", default="8,16,24,32,48,64", help="trial counts to read the curves at")
+    args = parser.parse_args()
+    records = [json.loads(p.read_text()) for p in sorted((args.folder / "tuning").glob("*.json"))]
+    if not records:
+        raise SystemExit(f"{args.folder}/tuning holds no study; fill it with mtu bench --tune-only")
+    points = [int(k) for k in args.at.split(",")]
+    curves = {(r["benchmark"], r["mode"], r["method"]): best_so_far(r) for r in records}
+
+    def best_at(curve: list, k: int) -> float:
+        value = curve[min(k, len(curve)) - 1] if curve else None
+        return math.nan if value is None else float(value)
+
+    rows = []
+    for (benchmark, mode, method), curve in curves.items():
+        final = best_at(curve, len(curve))
+        found = next((i + 1 for i, v in enumerate(curve) if v is not None and v == final), None)
+        rows.append({"benchmark": benchmark, "mode": mode, "method": method, "trials": len(curve),
+                     "best_found_at": found, **{f"best@{k}": best_at(curve, k) for k in points},
+                     "final": final})
+    pd.set_option("display.width", 220)
+    print("best tuning UIS v2 after k trials, per study (lower is better):")
+    print(pd.DataFrame(rows).round(3).to_string(index=False), "\n")
+
+    twins = []
+    for benchmark in dict.fromkeys(r["benchmark"] for r in records):
+        for mode, a, b in TWINS:
+            if (benchmark, mode, a) in curves and (benchmark, mode, b) in curves:
+                one, two = curves[(benchmark, mode, a)], curves[(benchmark, mode, b)]
+                row = {"benchmark": benchmark, "mode": mode, "a": a, "b": b}
+                for label, k in [*((str(k), k) for k in points), ("end", max(len(one), len(two)))]:
+                    x, y = best_at(one, k), best_at(two, k)
+                    row[f"gap%@{label}"] = 100 * abs(x - y) / min(x, y) if min(x, y) > 0 else math.nan
+                twins.append(row)
+    print("twin gaps after k trials (percent of the lower best; the last column at the studies' end):")
+    print(pd.DataFrame(twins).round(1).to_string(index=False) if twins else "no twin pair in the folder")
+
+
+if __name__ == "__main__":
+    main()
