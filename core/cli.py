@@ -377,8 +377,33 @@ STREAMLIT_OPTIONS = {"server.headless": True, "server.runOnSave": False, "server
                      "theme.backgroundColor": "#ffffff", "theme.secondaryBackgroundColor": "#f3f4f6",
                      "theme.textColor": "#111827", "theme.font": "sans serif"}
 """The dashboard's Streamlit settings, on the command line `mtu app` starts it with, so that they
-hold in whatever folder it starts (a .streamlit/config.toml applies only in its own folder); the
-app checks the upload cap (MB) again before it stores an upload."""
+hold in whatever folder it starts (a .streamlit/config.toml applies only in its own folder),
+unless a person set them in Streamlit's own way (`streamlit_settings`); the upload cap (MB) always,
+since the app checks it again before it stores an upload."""
+ENFORCED_OPTIONS = ("server.maxUploadSize",)
+
+
+def streamlit_settings(app: Path) -> set[str]:
+    """The Streamlit options ("section.name") a person has set in Streamlit's own way: an
+    environment variable (STREAMLIT_SERVER_PORT for server.port) or a config.toml in
+    ~/.streamlit, in ./.streamlit or beside the app's main script `app`. A config.toml that is
+    not TOML sets nothing here (Streamlit reports it when it starts)."""
+    import os
+    import tomllib
+
+    def variable(key: str) -> str:
+        return "STREAMLIT_" + re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key.replace(".", "_")).upper()
+
+    known = [*STREAMLIT_OPTIONS, "server.address", "server.port"]
+    found = {key for key in known if variable(key) in os.environ}
+    for folder in (Path.home(), Path.cwd(), app.parent):
+        try:
+            settings = tomllib.loads((folder / ".streamlit" / "config.toml").read_text())
+        except (OSError, ValueError):
+            continue
+        found |= {f"{section}.{name}" for section, values in settings.items() if isinstance(values, dict)
+                  for name in values}
+    return found
 
 
 def cmd_app(args) -> int:
@@ -393,7 +418,11 @@ def cmd_app(args) -> int:
     app = Path(__file__).resolve().parent.parent / "app" / "main.py"
     plugins = [arg for module in args.plugin for arg in ("--plugin", module)]
     env = {**os.environ, PLUGINS_VARIABLE: ",".join(args.plugin)}
-    options = {**STREAMLIT_OPTIONS, "server.address": args.host, "server.port": args.port}
+    own = streamlit_settings(app)
+    options = {name: value for name, value in {**STREAMLIT_OPTIONS, "server.address": "127.0.0.1"}.items()
+               if name in ENFORCED_OPTIONS or name not in own}
+    options.update({name: value for name, value in (("server.address", args.host), ("server.port", args.port))
+                    if value is not None})  # given to mtu app: they win
     flags = [arg for name, value in options.items()
              for arg in (f"--{name}", str(value).lower() if isinstance(value, bool) else str(value))]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops both
@@ -554,9 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     app = command("app", help="start the Streamlit dashboard and its worker")
-    app.add_argument("--port", type=int, default=8501)
-    app.add_argument("--host", default="127.0.0.1",
-                     help="the address to listen on (default: this machine only; 0.0.0.0: every interface)")
+    app.add_argument("--port", type=int, default=None,
+                     help="the port to listen on (default: Streamlit's setting, STREAMLIT_SERVER_PORT or "
+                          ".streamlit/config.toml, else 8501)")
+    app.add_argument("--host", default=None,
+                     help="the address to listen on (default: Streamlit's setting, else 127.0.0.1, this "
+                          "machine only; 0.0.0.0: every interface)")
     app.set_defaults(func=cmd_app)
     return parser
 

@@ -1,7 +1,9 @@
-"""`mtu app`: the dashboard's settings come from its command line, not from the folder it is
-started in; it listens on localhost unless told otherwise and names its plugins to both
-processes."""
+"""`mtu app`: the dashboard's settings come from its command line, so they hold in any folder it
+is started in, except those a person set in Streamlit's own way (a STREAMLIT_* environment
+variable, a .streamlit/config.toml) and --host / --port, which win; it listens on localhost
+unless told otherwise and names its plugins to both processes."""
 
+import os
 import subprocess
 
 import pytest
@@ -29,10 +31,13 @@ def started(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", FakeProcess)
     monkeypatch.setattr("signal.signal", lambda *args: None)
     monkeypatch.chdir(tmp_path)  # no .streamlit/config.toml here
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # nor in ~/.streamlit
+    for name in [n for n in os.environ if n.startswith("STREAMLIT_")]:
+        monkeypatch.delenv(name)
 
     def start(*argv):
         assert cli.main(["app", *argv]) == 0
-        worker, streamlit = FakeProcess.started
+        worker, streamlit = FakeProcess.started[-2:]
         return worker, streamlit
 
     return start
@@ -48,7 +53,8 @@ def test_the_settings_are_on_the_command_line(started):
     options = _options(streamlit.command)
     assert options["--server.maxUploadSize"] == str(cli.STREAMLIT_OPTIONS["server.maxUploadSize"]) == "64"
     assert options["--browser.gatherUsageStats"] == "false"
-    assert options["--server.address"] == "127.0.0.1" and options["--server.port"] == "8501"
+    assert options["--server.address"] == "127.0.0.1"
+    assert "--server.port" not in options  # Streamlit's own default (8501) or the person's setting
     assert options["--server.headless"] == "true"
     assert worker.command[-1] == "worker" and streamlit.env["MTU_APP_PLUGINS"] == ""
 
@@ -59,3 +65,29 @@ def test_host_port_and_plugins_are_passed_on(started):
     assert options["--server.address"] == "0.0.0.0" and options["--server.port"] == "9000"
     assert worker.command[-4:] == ["--plugin", "json", "--plugin", "csv"]
     assert streamlit.env["MTU_APP_PLUGINS"] == worker.env["MTU_APP_PLUGINS"] == "json,csv"
+
+
+def test_streamlits_own_settings_are_honoured(started, monkeypatch, tmp_path):
+    """Issue 19: `mtu app` passed --server.port 8501 whatever STREAMLIT_SERVER_PORT or a
+    .streamlit/config.toml said. A setting made there is left to Streamlit; the upload cap,
+    which the app checks again, stays on the command line."""
+    monkeypatch.setenv("STREAMLIT_SERVER_PORT", "9123")
+    (tmp_path / ".streamlit").mkdir()
+    (tmp_path / ".streamlit" / "config.toml").write_text(
+        '[server]\naddress = "0.0.0.0"\nmaxUploadSize = 500\n\n[theme]\nbase = "dark"\n')
+    _, streamlit = started()
+    options = _options(streamlit.command)
+    assert "--server.port" not in options and streamlit.env["STREAMLIT_SERVER_PORT"] == "9123"
+    assert "--server.address" not in options and "--theme.base" not in options
+    assert options["--server.maxUploadSize"] == "64" and options["--browser.gatherUsageStats"] == "false"
+    _, streamlit = started("--port", "9000", "--host", "127.0.0.1")  # given to mtu app: they win
+    options = _options(streamlit.command)
+    assert options["--server.port"] == "9000" and options["--server.address"] == "127.0.0.1"
+
+
+def test_settings_in_the_home_folder_are_honoured(started, tmp_path):
+    (tmp_path / "home" / ".streamlit").mkdir(parents=True)
+    (tmp_path / "home" / ".streamlit" / "config.toml").write_text("[browser]\ngatherUsageStats = true\n")
+    _, streamlit = started()
+    options = _options(streamlit.command)
+    assert "--browser.gatherUsageStats" not in options and options["--server.headless"] == "true"
