@@ -269,6 +269,13 @@ def cmd_info(args) -> int:
     print(f"benchmark: {card.benchmark}\narchitecture: {describe_architecture(card.architecture)}")
     print("tasks: " + ", ".join(f"{t['name']} ({t['kind']}, {t['channels']})" for t in card.tasks))
     print(f"training instances: {len(card.train_ids)}; created {card.created}")
+    if card.request:  # an unlearned model: what was asked, and the ticket it was asked under
+        request = card.request
+        ids = [str(i) for i in request.get("instances", [])]
+        shown = ", ".join(ids[:10]) + (", ..." if len(ids) > 10 else "")
+        reason = request.get("reason") or "none recorded"
+        print(f"unlearned from {card.parent}: {request.get('method')}, {request.get('mode')}-task, forget "
+              f"{len(ids)} instances ({shown}) on {', '.join(request.get('tasks', []))}; reason: {reason}")
     print(format_metrics(card.metrics))
     return 0
 

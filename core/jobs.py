@@ -160,7 +160,7 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
             task({"ledger": str(ledger.path), "run": run_id, "model": str(weights), "model_sha256": sha,
                   "data_root": data_root, "plugins": list(plugins), "instances": list(request.instances),
                   "tasks": None if request.mode == "full" else list(request.tasks), "method": name,
-                  "config": settings, "out": str(target), "store": store})
+                  "config": settings, "out": str(target), "store": store, "reason": reason})
         except BaseException as error:  # not on the queue: no row may wait for it as "queued"
             ledger.fail_run(run_id, f"not queued: {type(error).__name__}: {error}")
             raise
@@ -258,7 +258,8 @@ def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
         check("before step 1 (after opening the data)")
         run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
                     job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
-                    run_id=run_id, progress=step, store=bool(job.get("store")), data=data)
+                    run_id=run_id, progress=step, store=bool(job.get("store")), data=data,
+                    reason=job.get("reason", ""))
     except BaseException as error:  # run_request records what it raises; set-up errors are here
         if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
             cancelled = isinstance(error, RunCancelled | KeyboardInterrupt)

@@ -92,9 +92,13 @@ def test_an_unwritable_output_folder_is_refused_before_the_run(street_copy, use_
 def test_info_checks_the_weights_and_reads_an_unlearned_card(street_copy, use_cache, capsys):
     out = street_copy.with_name("forgot")
     assert main(["unlearn", "--model", str(street_copy), "--instances", "3", "--method", "grad_ascent",
-                 "--set", "steps=1", "--device", "cpu", "--out", str(out)]) == 0
+                 "--set", "steps=1", "--device", "cpu", "--out", str(out), "--reason", "TICKET-5"]) == 0
+    capsys.readouterr()
     assert main(["info", str(out)]) == 0  # its metrics are before/after rows
-    assert "before_after" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "before_after" in shown
+    assert f"unlearned from {street_copy.with_suffix('.safetensors')}: grad_ascent, full-task, forget 1 " \
+           "instances (3) on segmentation, depth; reason: TICKET-5" in shown
     weights = out.with_suffix(".safetensors")
     weights.write_bytes(weights.read_bytes()[:100])
     assert main(["info", str(out)]) == 2

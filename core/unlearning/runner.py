@@ -50,13 +50,15 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def unlearned_card(card: ModelCard, parent: str, result: UnlearnResult,
-                   summary: Sequence[Mapping[str, Any]]) -> ModelCard:
-    """The card of an unlearned model: the parent's, plus the request, method, config and parent."""
+                   summary: Sequence[Mapping[str, Any]], reason: str = "") -> ModelCard:
+    """The card of an unlearned model: the parent's, plus the request with its `reason` (the
+    ticket), method, config and parent."""
     child = copy.deepcopy(card)
     child.parent = parent
     child.created = ""
-    child.request = {**result.request.to_dict(), "method": result.method, "config": result.config,
-                     "seconds": round(result.seconds, 3), "extras": result.extras}
+    child.request = {**result.request.to_dict(), "reason": reason, "method": result.method,
+                     "config": result.config, "seconds": round(result.seconds, 3),
+                     "extras": result.extras}
     child.metrics = {"before_after": list(summary)}
     return child
 
@@ -88,13 +90,14 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
     meantime, the result goes beside it under a unique name (unless `overwrite`), so neither
     run loses its result; the path returned says where.
 
-    With a `core.ledger.Ledger`, the model, the request (with its `source` and `reason`) and the
-    run are recorded before the run starts (or, given `run_id`, that queued run is started),
-    every step as it is reported, and the outcome (done with the resulting checkpoint, failed
-    with the error, or interrupted when cancelled or stopped) when it ends. The result's path,
-    hash and before/after rows are recorded just before the checkpoint is renamed into place
-    (`save_checkpoint`'s `on_commit`), so a process killed after the rename leaves a run that
-    the ledger's next opening marks done (`Ledger.fail_run`).
+    The `reason` (a ticket) goes into the saved card's request. With a `core.ledger.Ledger`, the
+    model, the request (with its `source` and `reason`) and the run are recorded before the run
+    starts (or, given `run_id`, that queued run is started), every step as it is reported, and
+    the outcome (done with the resulting checkpoint, failed with the error, or interrupted when
+    cancelled or stopped) when it ends. The result's path, hash and before/after rows are
+    recorded just before the checkpoint is renamed into place (`save_checkpoint`'s
+    `on_commit`), so a process killed after the rename leaves a run that the ledger's next
+    opening marks done (`Ledger.fail_run`).
 
     `data` (default: opened from the card or `data_root`) and `progress` (called with each
     `ProgressEvent`) serve callers that hold them already, such as the dashboard.
@@ -150,7 +153,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         distributed.barrier()  # every rank got here: the run is whole and may be written
         weights = child = None
         if out is not None:
-            child = unlearned_card(card, str(parent), result, summary)
+            child = unlearned_card(card, str(parent), result, summary, reason)
             policy = "content" if store else "overwrite" if overwrite else "beside"
             record = None if run_id is None else (
                 lambda path, sha: ledger.record_result(run_id, summary, sha, path))
