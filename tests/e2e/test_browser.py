@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"
 EXAMPLE = ROOT / "examples" / "own_model"
+OPENED: list[float] = []
+"""Seconds from opening the dashboard to its Model page, per browser session (the first on a
+server that has not drawn a page yet)."""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
          "--disable-background-networking", "--disable-component-update"]
 
@@ -92,8 +95,10 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        start = time.perf_counter()
         page.goto(server)
         page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
+        OPENED.append(time.perf_counter() - start)
         yield page
         browser.close()
 
@@ -122,14 +127,32 @@ def _choose(page, label: str, option: str) -> None:
             page.keyboard.press("Escape")
 
 
+def _set_number(page, name: str, value: str) -> None:
+    """Type `value` into the Unlearn form's number field `name` (under "Advanced", opened when
+    the field is hidden), again until it holds: a rerun after the method change can reset a
+    value typed too early."""
+    field = page.get_by_role("spinbutton", name=name, exact=True)
+    for _ in range(5):
+        if not field.is_visible():
+            page.get_by_text("Advanced: the settings of").first.click()
+        field.fill(value)
+        field.press("Tab")
+        page.wait_for_timeout(1_000)
+        if field.input_value() == value:
+            return
+    raise AssertionError(f"the field {name} does not keep {value}: {field.input_value()}")
+
+
 def _view(page, name: str) -> None:
     """Pick one of the Interference page's views."""
     page.locator("[data-testid=stRadio] label").filter(has_text=name).click()
 
 
-def _forget(page, ids: str, count: int) -> None:
-    """On the Select page, type `ids` and add them to the forget set of `count` instances."""
-    _goto(page, "Select")
+def _forget(page, ids: str, count: int, go: bool = True) -> None:
+    """On the Select page (`go`: go there first), type `ids` and add them to the forget set of
+    `count` instances."""
+    if go:
+        _goto(page, "Select")
     box = page.get_by_label("Add ids")
     box.fill(ids)
     box.press("Enter")
@@ -138,7 +161,9 @@ def _forget(page, ids: str, count: int) -> None:
 
 
 def test_select_unlearn_and_see_interference(page, tmp_path):
-    _forget(page, "3, 17, 40-42", 5)
+    first_select = _timed(lambda: _goto(page, "Select"), page, page.locator(".js-plotly-plot").first)
+    print(f"\nfirst visit of Select {first_select:.2f} s until its instance map shows")
+    _forget(page, "3, 17, 40-42", 5, go=False)
     page.locator("[data-testid=stImage] img").nth(4).wait_for(timeout=60_000)
     page.get_by_text("Forget set: 5 instances").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "select.png"), full_page=True)
@@ -146,9 +171,9 @@ def test_select_unlearn_and_see_interference(page, tmp_path):
     _goto(page, "Unlearn")
     page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
     _choose(page, "Method", "grad_ascent")
-    steps = page.get_by_role("spinbutton", name="steps", exact=True)
-    steps.fill("3")
-    steps.press("Tab")
+    _set_number(page, "steps", "3")
+    lr = page.get_by_role("spinbutton", name="lr", exact=True).input_value()
+    assert re.fullmatch(r"\d\.\d\de-\d", lr), lr  # tuned 5.278361765968518e-07, shown rounded
     page.get_by_label("Reason (kept in the ledger)").fill("TICKET-19")
     page.get_by_role("button", name="Run").click()
     page.get_by_text("grad_ascent, full-task, 5 instances): finished").wait_for(timeout=120_000)
@@ -164,25 +189,54 @@ def test_select_unlearn_and_see_interference(page, tmp_path):
     assert page.get_by_text("Traceback").count() == 0
     page.get_by_test_id("stAlertContentInfo").filter(has_text=sentence).wait_for(timeout=60_000)
     _print_the_report(page, sentence, tmp_path)
-    switches = {"view: Conflicts": [], "view: Instances": [], "view: Shifts and UIS": [],
-                "page: History": [], "page: Interference (cached)": []}
-    for _ in range(3):  # the host is shared and noisy: medians of three
-        switches["view: Conflicts"].append(_timed(lambda: _view(page, "Conflicts"), page,
-                                                  "Forget vs retain gradient angle", "Per shared layer"))
-        page.screenshot(path=str(ARTIFACTS / "conflicts.png"), full_page=True)
-        switches["view: Instances"].append(_timed(lambda: _view(page, "Instances"), page,
-                                                  "At-risk retain instances", "Predictions before"))
-        page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
-        switches["view: Shifts and UIS"].append(_timed(
-            lambda: _view(page, "Shifts and UIS"), page, "Primary metric per split",
-            "UIS v2 by task, stacked by component"))
-        switches["page: History"].append(_timed(lambda: _goto(page, "History"), page, "#L1 grad_ascent"))
-        switches["page: Interference (cached)"].append(_timed(  # its scores are cached with the run
-            lambda: _goto(page, "Interference"), page, "Primary metric per split",
-            "UIS v2 by task, stacked by component"))
-    medians = ", ".join(f"{name} {statistics.median(times):.2f} s" for name, times in switches.items())
-    print(f"first visit of Interference {seconds:.2f} s to its title; median switch times on cached "
-          f"data: {medians}")
+    _measure_switches(page, first_interference=seconds)
+
+
+PAGES = {  # a page's title and what shows once it is drawn, on the data the test has made
+    "History": ("Ledger: ",),
+    "Select": ("Forget set: 5 instances",),
+    "Unlearn": ("Recent runs on this model", "grad_ascent, full-task, 5 instances): finished"),
+    "Compare": ("Run the comparison",),
+    "Explain": ("Instance id",),
+    "Model": ("Benchmark:",),
+    "Interference": ("Primary metric per split", "UIS v2 by task, stacked by component"),
+}
+VIEWS = {"Conflicts": ("Forget vs retain gradient angle", "Per shared layer"),
+         "Instances": ("At-risk retain instances", "Predictions before"),
+         "Shifts and UIS": ("Primary metric per split", "UIS v2 by task, stacked by component")}
+ROUNDS = 5
+
+
+def _measure_switches(page, first_interference: float) -> None:
+    """Issue 19's speed targets, measured: every view of the Interference page and every page,
+    ROUNDS times on cached data (the run is scored), the medians printed: for a page the
+    seconds until its title shows (until then the page is blank) and until its content shows.
+    Printed, never asserted: the host is shared and its load varies."""
+    views: dict[str, list[float]] = {name: [] for name in VIEWS}
+    titles: dict[str, list[float]] = {name: [] for name in PAGES}
+    drawn: dict[str, list[float]] = {name: [] for name in PAGES}
+    for round_ in range(ROUNDS):
+        for name, texts in VIEWS.items():
+            views[name].append(_timed(lambda name=name: _view(page, name), page, *texts))
+            if name == "Instances":
+                page.locator("[data-testid=stImage] img").nth(3).wait_for(timeout=60_000)
+            if round_ == 0:
+                page.screenshot(path=str(ARTIFACTS / f"view-{name.split()[0].lower()}.png"), full_page=True)
+        for name, texts in PAGES.items():
+            title = []
+            drawn[name].append(_timed(lambda name=name: title.append(_goto(page, name)), page, *texts))
+            titles[name].append(title[0])
+    assert page.get_by_text("Traceback").count() == 0
+
+    def medians(times: dict[str, list[float]]) -> str:
+        return ", ".join(f"{name} {statistics.median(seconds):.2f}" for name, seconds in times.items())
+
+    print(f"\nfirst open of the dashboard {OPENED[0]:.2f} s; first visit of Interference "
+          f"{first_interference:.2f} s to its title")
+    print(f"median seconds over {ROUNDS} rounds on cached data (targets: under 0.5 s)")
+    print(f"  view switches, until drawn: {medians(views)}")
+    print(f"  page switches, until the title shows: {medians(titles)}")
+    print(f"  page switches, until drawn: {medians(drawn)}")
 
 
 def _print_the_report(page, sentence: str, folder: Path) -> None:
@@ -221,12 +275,12 @@ def _print_the_report(page, sentence: str, folder: Path) -> None:
     report.close()
 
 
-def _timed(action, page, *texts: str) -> float:
-    """Seconds from `action` until every one of `texts` shows on the page."""
+def _timed(action, page, *shown) -> float:
+    """Seconds from `action` until every one of `shown` (a text or a locator) shows on the page."""
     start = time.perf_counter()
     action()
-    for text in texts:
-        page.get_by_text(text).first.wait_for(timeout=60_000)
+    for item in shown:
+        (page.get_by_text(item).first if isinstance(item, str) else item).wait_for(timeout=60_000)
     return time.perf_counter() - start
 
 
@@ -354,13 +408,7 @@ def test_a_run_outlives_a_reload_of_the_tab(page):
     _goto(page, "Unlearn")
     page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
     _choose(page, "Method", "grad_ascent")
-    steps = page.get_by_role("spinbutton", name="steps", exact=True)
-    for _ in range(5):  # a rerun after the method change can reset a value typed too early
-        steps.fill("300")
-        steps.press("Tab")
-        page.wait_for_timeout(1_000)
-        if steps.input_value() == "300":
-            break
+    _set_number(page, "steps", "300")
     page.get_by_role("button", name="Run").click()
     page.get_by_text(re.compile(r"grad_ascent, full-task, 5 instances\): step \d+ / \d+")).first.wait_for(
         timeout=120_000)
