@@ -3,6 +3,7 @@ settings tuned for the model when it has them (`core.evaluation.tuning`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,10 +38,24 @@ def tuned_note(entry: Mapping[str, Any] | None, mode: str, methods: list[str]) -
     return " ".join(parts)
 
 
+def shown_format(value: float) -> str:
+    """The printf format (sprintf.js, as st.number_input takes it) that shows `value` to three
+    significant digits: "%.2e" below 0.01 or from 10 000 on (0.00019285 shows as 1.93e-4),
+    else decimals as needed (0.663, 0.0500, 25.0, 1234); "%g" (every digit) for 0. Only the
+    display is rounded: the widget's value stays exact."""
+    size = abs(value)
+    if size == 0:
+        return "%g"
+    if not 1e-2 <= size < 1e4:
+        return "%.2e"
+    return f"%.{max(0, 2 - math.floor(math.log10(size)))}f"
+
+
 def config_form(config_class, key: str, initial: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One widget per field of `config_class` (a bool: checkbox; choices: selectbox; numbers:
-    number inputs within the field's range), each starting from `initial` where it names the
-    field, else from the field's default; returns {name: value}. Call inside a st.form."""
+    number inputs within the field's range, a float shown to three significant digits,
+    `shown_format`), each starting from `initial` where it names the field, else from the
+    field's default; returns {name: value}, the exact values. Call inside a st.form."""
     values = {}
     for spec in config_fields(config_class):
         name, widget_key = spec["name"], f"cfg_{key}_{spec['name']}"
@@ -57,7 +72,9 @@ def config_form(config_class, key: str, initial: Mapping[str, Any] | None = None
                                                min_value=_bound(spec["low"], int),
                                                max_value=_bound(spec["high"], int), key=widget_key))
         elif spec["kind"] == "float":
-            values[name] = float(st.number_input(label, value=float(default), format="%g", help=help_text,
+            shown = float(st.session_state.get(widget_key, default))  # the format follows what it holds
+            values[name] = float(st.number_input(label, value=float(default), format=shown_format(shown),
+                                                 help=help_text,
                                                  min_value=_bound(spec["low"], float),
                                                  max_value=_bound(spec["high"], float), key=widget_key))
         else:

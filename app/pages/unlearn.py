@@ -148,23 +148,11 @@ methods = [m for m in list_unlearners() if m != "retrain"]
 method = st.selectbox("Method", methods, index=methods.index("interference_aware"), key="method",
                       format_func=lambda m: f"{m}: {REGISTRY[m].summary}")
 
-if st.button("Preview interference", help="conflict analysis on the original model; nothing changes"):
-    report = analyze_conflicts(loaded.model, request, loaded.data)
-    st.plotly_chart(conflict_heatmap(report.overall, "Angle between forget and retain gradients"),
-                    width="stretch")
-    st.caption("Over 90° (cosine < 0): forgetting that task pushes the retained task the other way. "
-               "Below: the retain instances most aligned with and most opposed to the forget update.")
-    st.dataframe(report.at_risk, width="stretch", hide_index=True)
-
 retain_share = len(request.retain_ids) / len(loaded.data.train_ids)
 expected = oracle_seconds(loaded.card.training, retain_share)
 approximate = oracle_approximation(loaded.card.training)
 tuned = tuned_entry(loaded.path)
-st.caption(tuned_note(tuned, request.mode, [method]), help="mtu tune writes these settings; "
-           "benchmarks/DECISIONS.md says how sample_models/tuned.json was made")
-with st.form("config"):
-    values = config_form(REGISTRY[method].config_class, key=f"{method}_{request.mode}",
-                         initial=tuned_config(tuned, request.mode, method, request.tasks))
+with st.form("config"):  # what a person sets every time first, the method's knobs under Advanced
     reason = st.text_input("Reason (kept in the ledger)", key="reason",
                            placeholder="e.g. the deletion request's ticket number")
     when = (f"about {expected:.0f} s on the machine that trained the model" if expected is not None
@@ -176,6 +164,22 @@ with st.form("config"):
                                     "Retrains the model from scratch with the model's own recipe, the forget "
                                     "pairs masked: the exact reference."))
     submitted = st.form_submit_button("Run", type="primary")
+    with st.expander(f"Advanced: the settings of {method}"):
+        st.caption(tuned_note(tuned, request.mode, [method]) + " Numbers show three significant digits; "
+                   "the exact value is what runs.",
+                   help="mtu tune writes these settings; benchmarks/DECISIONS.md says how "
+                        "sample_models/tuned.json was made")
+        values = config_form(REGISTRY[method].config_class, key=f"{method}_{request.mode}",
+                             initial=tuned_config(tuned, request.mode, method, request.tasks))
+
+if st.button("Preview interference", help="conflict analysis on the original model; nothing changes"):
+    with st.spinner("Measuring the gradient conflicts of the request on the original model..."):
+        report = analyze_conflicts(loaded.model, request, loaded.data)
+    st.plotly_chart(conflict_heatmap(report.overall, "Angle between forget and retain gradients"),
+                    width="stretch")
+    st.caption("Over 90° (cosine < 0): forgetting that task pushes the retained task the other way. "
+               "Below: the retain instances most aligned with and most opposed to the forget update.")
+    st.dataframe(report.at_risk, width="stretch", hide_index=True)
 
 if submitted:
     try:
