@@ -1,13 +1,13 @@
 """History page: every recorded run (this session's, other sessions', the CLI's) from the ledger,
-the one-page report of a run on the loaded model, and this session's runs with their settings
-and results."""
+the one-page report and the losses per step of a run on the loaded model, and this session's
+runs with their settings and results."""
 
 import json
 
 import pandas as pd
 import streamlit as st
 
-from app.charts import shown_number
+from app.charts import loss_curves_figure, shown_number
 from app.state import ledger, ledger_runs, report_download, run_picker, runs, scores_file, start_summary
 from core.ledger import ledger_csv, record_columns
 
@@ -43,6 +43,9 @@ if picked is not None:
     if ("comparison" in picked.cache or (stored is not None and stored.is_file())
             or st.button("Score this run for its report", key="history_score")):
         report_download(picked, key=f"history_report_{picked.id}")
+    if picked.history:  # the losses it reported per step, kept in the ledger
+        curves = loss_curves_figure(picked.history).update_layout(title=f"Losses per step of #{picked.id}")
+        st.plotly_chart(curves, width="stretch", key="history_losses")
 st.subheader("This session")
 if not runs():
     st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")

@@ -67,8 +67,7 @@ def recent_runs() -> None:
             steps = ledger().steps(row["run"])
             done, total = (steps[-1]["step"], steps[-1].get("total", 0)) if steps else (0, 0)
             left, right = st.columns([4, 1])
-            left.progress(min(done / total, 1.0) if total else 0.0,
-                          text=f"{name}: step {done} / {total or '?'}")
+            left.progress(min(done / total, 1.0) if total else 0.0, text=f"{name}: {stage(done, total)}")
             right.button("Cancel", key=f"cancel_{row['run']}", on_click=ledger().cancel, args=(row["run"],))
             if steps:
                 st.plotly_chart(loss_curves_figure(steps), width="stretch", key=f"curves_{row['run']}_{done}")
@@ -92,13 +91,26 @@ def recent_runs() -> None:
                                        help=f"saved as {row['result_path']}")
         else:
             st.error(f"{name}: {status}. {row['error']}")
+        if status not in ("queued", "running") and row["run"] in (submitted or ()):
+            if steps := ledger().steps(row["run"]):  # the curves seen while it ran stay
+                st.plotly_chart(loss_curves_figure(steps).update_layout(title="Losses per step"),
+                                width="stretch", key=f"curves_{row['run']}")
     if any(row["status"] == "done" for row in rows):
         st.page_link("pages/interference.py", label="See what changed on the Interference page", icon="📊")
 
 
+def stage(done: int, total: int) -> str:
+    """Where a running run is: its step, or, once past its last step, the evaluation and saving
+    that follow (silent for a while on a large model)."""
+    if total and done >= total:
+        return f"step {done} / {total}: evaluating the unlearned model and saving it"
+    return f"step {done} / {total or '?'}" if done else "loading the model and the data"
+
+
 def ended(ids: list[int]) -> bool:
-    """Whether every run of `ids` has ended (done, failed or interrupted) in the ledger."""
-    rows = [row for row in recorded_runs(loaded) if row["run"] in ids]
+    """Whether every run of `ids` has ended (done, failed or interrupted) in the ledger (a reused
+    oracle may be older than the latest runs)."""
+    rows = [row for run in ids for row in ledger().runs(run_id=run)]
     return len(rows) == len(ids) and all(row["status"] not in ("queued", "running") for row in rows)
 
 

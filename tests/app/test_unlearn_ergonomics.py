@@ -28,7 +28,7 @@ def _unlearn(**state) -> AppTest:
 
 def test_shown_format_rounds_to_three_significant_digits():
     assert shown_format(0.00019285) == "%.2e"  # the browser shows 1.93e-4 (sprintf.js)
-    assert "%.2e" % 0.00019285 == "1.93e-04"
+    assert shown_format(0.00019285) % 0.00019285 == "1.93e-04"
     assert [shown_format(v) % v for v in (0.6628489111883568, 0.05, 25.0, 1234.5, 5e5)] == [
         "0.663", "0.0500", "25.0", "1234", "5.00e+05"]
     assert shown_format(0.0) == "%g"  # nothing to round: a value typed there shows whole
@@ -58,3 +58,35 @@ def test_what_runs_is_the_exact_value_not_the_rounded_one():
     assert not app.exception
     (row,) = Ledger().runs()
     assert row["config"]["lr"] == exact and row["config"]["steps"] == 1
+    # the losses per step stay on the page once the run ended, and History shows them too
+    assert "finished" in app.success[0].value
+    assert [c.key for c in app.get("plotly_chart")] == [f"curves_{row['run']}"]
+    app.switch_page("pages/history.py").run()
+    assert not app.exception and [c.key for c in app.get("plotly_chart")] == ["history_losses"]
+
+
+def _running(total: int, done: int) -> int:
+    """A run of the ledger that is running on the street sample model, `done` of `total` steps
+    logged."""
+    ledger = Ledger()
+    path = SAMPLE_MODELS_DIR / "synthetic-street"
+    _, card = load_checkpoint(path)
+    request = ForgetRequest.build([1, 2], None, card.train_ids, ["segmentation", "depth"])
+    model = ledger.add_model(f"{path}.safetensors", card)
+    run = ledger.add_run(ledger.add_request(model, request, "dashboard"), "grad_ascent", {"steps": total},
+                         status="queued")
+    ledger.start_run(run)
+    for step in range(1, done + 1):
+        ledger.log_step(run, {"step": step, "forget/depth": 1.0 / step, "retain/depth": 0.5, "total": total})
+    return run
+
+
+def test_the_tail_after_the_last_step_says_evaluating_and_saving():
+    _running(total=3, done=2)
+    app = _unlearn(model_name="synthetic-street")
+    (bar,) = app.get("progress")
+    assert bar.proto.text.endswith("step 2 / 3")
+    _running(total=3, done=3)
+    app = _unlearn(model_name="synthetic-street")
+    first, _ = app.get("progress")  # the newest run first
+    assert first.proto.text.endswith("step 3 / 3: evaluating the unlearned model and saving it")

@@ -132,9 +132,10 @@ def _set_number(page, name: str, value: str) -> None:
     the field is hidden), again until it holds: a rerun after the method change can reset a
     value typed too early."""
     field = page.get_by_role("spinbutton", name=name, exact=True)
+    advanced = page.get_by_text("Advanced: the settings of")
     for _ in range(5):
-        if not field.is_visible():
-            page.get_by_text("Advanced: the settings of").first.click()
+        if advanced.count() and not field.is_visible():
+            advanced.first.click()
         field.fill(value)
         field.press("Tab")
         page.wait_for_timeout(1_000)
@@ -223,8 +224,9 @@ def _measure_switches(page, first_interference: float) -> None:
             if round_ == 0:
                 page.screenshot(path=str(ARTIFACTS / f"view-{name.split()[0].lower()}.png"), full_page=True)
         for name, texts in PAGES.items():
-            title = []
-            drawn[name].append(_timed(lambda name=name: title.append(_goto(page, name)), page, *texts))
+            title: list[float] = []
+            drawn[name].append(_timed(lambda name=name, title=title: title.append(_goto(page, name)), page,
+                                      *texts))
             titles[name].append(title[0])
     assert page.get_by_text("Traceback").count() == 0
 
