@@ -40,7 +40,7 @@ from app.charts import (
     uis_breakdown_figure,
 )
 from app.report import download_name, run_report
-from core import __version__
+from core import __version__, jobs
 from core.checkpoints import (
     SAMPLE_MODELS_DIR,
     ModelCard,
@@ -465,8 +465,9 @@ def show_record(row: dict[str, Any]) -> None:
 
 def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
     """A done ledger run as a `Run` (its model read from the saved checkpoint), once per session;
-    the retrain oracle of its request is attached when it is done, also after the run was first
-    read (its scores are then computed again, with the oracle)."""
+    the retrain oracle of its request's content (`core.jobs.recorded_oracle`: the same model,
+    instances, tasks and data, whichever request trained it) is attached when it is done, also
+    after the run was first read (its scores are then computed again, with the oracle)."""
     run_id = f"L{row['run']}"
     run = next((r for r in runs() if r.id == run_id), None)
     if run is None:
@@ -479,10 +480,9 @@ def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
                   checkpoint=row["result_path"], created=row["created"], sha256=row["result_sha256"],
                   reason=row.get("reason") or "", source=row.get("source") or "")
         runs().append(run)
-    if run.oracle is None:
-        oracle = next((r for r in recorded_runs(loaded) if r["request"] == row["request"]
-                       and r["method"] == "retrain" and r["status"] == "done"
-                       and not missing_result(r["result_path"])), None)
+    if run.oracle is None:  # one oracle per request content, whichever request trained it
+        oracle = jobs.recorded_oracle(ledger(), row["model_sha256"], row["instances"], row["tasks"],
+                                      row.get("data_root"))
         if oracle is not None:
             oracle_model, oracle_card = cached_checkpoint(_checkpoint_name(oracle["result_path"]))
             run.oracle, run.oracle_seconds = oracle_model, float(oracle_card.request.get("seconds", 0.0))
@@ -710,14 +710,26 @@ COMPARE_REASON = "Compare page"
 the ledger again (after a reload, from another session)."""
 
 
-def comparison_rows(loaded: Loaded, request_id: int | None = None) -> list[dict[str, Any]]:
+def comparison_rows(loaded: Loaded, request_id: int | None = None,
+                    oracle_run: int | None = None) -> list[dict[str, Any]]:
     """The ledger's runs of one comparison on the loaded model (the request `request_id`, else the
-    latest request the Compare page submitted), oldest first; empty when there is none."""
+    latest request the Compare page submitted), oldest first; empty when there is none. When the
+    comparison has no retrain run of its own, the oracle the ledger records for its content
+    (`core.jobs.recorded_oracle`) joins it last: once it is done (the scores are referenced to
+    it), or while it goes on when it is `oracle_run` (the oracle this session's comparison asked
+    for and reused)."""
     rows = [r for r in ledger_runs(model=loaded.card.weights_sha256 or loaded.path)
             if r["reason"] == COMPARE_REASON and r["source"] == "dashboard"]
     if request_id is None and rows:
         request_id = max(r["request"] for r in rows)
-    return sorted((r for r in rows if r["request"] == request_id), key=lambda r: r["run"])
+    chosen = sorted((r for r in rows if r["request"] == request_id), key=lambda r: r["run"])
+    if chosen and all(r["method"] != jobs.ORACLE for r in chosen):
+        first = chosen[0]
+        oracle = jobs.recorded_oracle(ledger(), first["model_sha256"], first["instances"], first["tasks"],
+                                      first["data_root"], done_only=False)
+        if oracle is not None and (oracle["status"] == "done" or oracle["run"] == oracle_run):
+            chosen.append(oracle)
+    return chosen
 
 
 def compared(loaded: Loaded, rows: list[dict[str, Any]]) -> Comparison:

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.ledger import Ledger, RunCancelled, default_path
+from core.ledger import Ledger, RunCancelled, checkpoint_names, data_folder, default_path
 
 _QUEUES: dict[tuple[str, bool], Any] = {}
 
@@ -120,6 +120,41 @@ def queue(home: str | Path | None = None):
     return _QUEUES[key]
 
 
+ORACLE = "retrain"
+
+
+def recorded_oracle(ledger: Ledger, model_sha256: str, instances: Sequence[int], tasks: Sequence[str],
+                    data_root: str | None = None, config: Mapping[str, Any] | None = None,
+                    done_only: bool = True) -> dict[str, Any] | None:
+    """The retrain oracle the ledger records for a request's content: a `retrain` run on the
+    model with weights `model_sha256`, on a request with the same instances and tasks (in any
+    order) and the same dataset folder (`data_root`, None: the card's data), trained with the
+    same recipe knobs as `config` asks (`epochs`, `train_seed`; the device does not matter).
+    Whichever page, session or command recorded it, one oracle serves every request with that
+    content. The newest done run whose result is still on disk, else (unless `done_only`) the
+    newest queued or running one that was not cancelled; None when there is none."""
+    from dataclasses import fields
+
+    from core.unlearning.retrain import RetrainConfig
+
+    knobs = {f.name: f.default for f in fields(RetrainConfig) if f.name in ("epochs", "train_seed")}
+    wanted = {name: int((config or {}).get(name, default)) for name, default in knobs.items()}
+    folder, ids, names = data_folder(data_root), set(map(int, instances)), set(tasks)
+    done, going = [], []
+    for row in ledger.runs(model=model_sha256, method=ORACLE):
+        recipe = {name: int(row["config"].get(name, default)) for name, default in knobs.items()}
+        if (row["model_sha256"] != model_sha256 or set(row["instances"]) != ids
+                or set(row["tasks"]) != names or row["data_root"] != folder or recipe != wanted):
+            continue
+        if row["status"] == "done" and row["result_path"] and all(
+                Path(path).is_file() for path in checkpoint_names(row["result_path"])[::2]):
+            done.append(row)
+        elif row["status"] in ("queued", "running") and not ledger.cancel_requested(row["run"]):
+            going.append(row)
+    found = done + ([] if done_only else going)
+    return found[0] if found else None
+
+
 def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
            config: Mapping[str, Any], *, data_root: str | None = None, plugins: Sequence[str] = (),
            reason: str = "", out: str | Path | None = None, with_oracle: bool = False,
@@ -133,8 +168,11 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
     content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
     the ledger's row finds them again. Returns the ledger ids of the runs: the method's, those of
-    `more`, then the retrain oracle's when asked. A run that cannot be put on the queue is marked
-    failed with the error (so that no queue position counts it), and the error is raised.
+    `more`, then the retrain oracle's when asked. A retrain run (`with_oracle`, or `retrain`
+    among the methods) whose oracle the ledger records already for the same content
+    (`recorded_oracle`: done, or on its way) is not queued again: its id is that run's, and its
+    result stays where it is. A run that cannot be put on the queue is marked failed with the
+    error (so that no queue position counts it), and the error is raised.
     """
     from core.checkpoints import checkpoint_paths
     from core.models.registry import normalise_architecture
@@ -143,17 +181,23 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     recorded = normalise_architecture(card.architecture).get("plugin")  # the job carries what the
     plugins = list(dict.fromkeys([*plugins, *([recorded] if recorded else [])]))  # model needs
     sha = ledger.add_model(weights, card)
-    request_id = ledger.add_request(sha, request, "dashboard", reason, model_path=weights)
+    request_id = ledger.add_request(sha, request, "dashboard", reason, model_path=weights,
+                                    data_root=data_root)
     store = out is None
     out = ledger.results_folder() if store else Path(out)
     jobs = [(method, dict(config), out)]
     jobs += [(name, dict(settings), out if store else Path(f"{out}-{name}")) for name, settings in more]
     if with_oracle:
         oracle_out = out if store else Path(f"{out}-oracle")
-        jobs.append(("retrain", {"device": config.get("device", "auto")}, oracle_out))
+        jobs.append((ORACLE, {"device": config.get("device", "auto")}, oracle_out))
     ids = []
     _, task = queue(ledger.path.parent)
     for name, settings, target in jobs:
+        oracle = (recorded_oracle(ledger, sha, request.instances, request.tasks, data_root, settings,
+                                  done_only=False) if name == ORACLE else None)
+        if oracle is not None:  # one oracle per request content: the one recorded serves this one
+            ids.append(oracle["run"])
+            continue
         run_id = ledger.add_run(request_id, name, settings, status="queued")
         ids.append(run_id)
         try:

@@ -8,8 +8,9 @@ only) shared by the CLI and the dashboard:
     models       a checkpoint by the SHA-256 of its weights (its identity): first path, card,
                  parent model
     model_paths  every path a checkpoint was seen under (a byte-identical copy adds a path)
-    requests     instances, tasks, mode, the model's path as the request named it, where it came
-                 from (cli / dashboard), a free-text reason
+    requests     instances, tasks, mode, the model's path as the request named it, the dataset
+                 folder it ran on (NULL: the data its model's card names), where it came from
+                 (cli / dashboard), a free-text reason
 
 A checkpoint path is recorded as its weights file, NAME.safetensors, however it was named (NAME,
 NAME.safetensors, NAME.json), and a path given to a query matches in any of those spellings, so
@@ -47,7 +48,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("queued", "running", "done", "failed", "interrupted")
 SOURCES = ("cli", "dashboard", "api")
 
@@ -109,6 +110,9 @@ _MIGRATIONS: dict[int, str] = {
     INSERT INTO model_paths SELECT sha256, path, added FROM models;
     CREATE INDEX model_paths_by_path ON model_paths(path);
     """,
+    4: """
+    ALTER TABLE requests ADD COLUMN data_root TEXT;
+    """,
 }
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -155,6 +159,13 @@ def checkpoint_names(path: str | Path) -> tuple[str, str, str]:
         path = path.with_suffix("")
     name = path.name
     return str(path.with_name(name + ".safetensors")), str(path), str(path.with_name(name + ".json"))
+
+
+def data_folder(root: str | Path | None) -> str | None:
+    """A dataset folder as the ledger records it: absolute, symbolic links resolved; None (the
+    data the model's card names) for None or an empty name."""
+    text = str(root or "").strip()
+    return str(Path(text).expanduser().resolve()) if text else None
 
 
 def _now() -> str:
@@ -356,20 +367,21 @@ class Ledger:
         return sha
 
     def add_request(self, model_sha256: str, request, source: str = "cli", reason: str = "",
-                    model_path: str | Path | None = None) -> int:
+                    model_path: str | Path | None = None, data_root: str | Path | None = None) -> int:
         """Record a request on a recorded model; `model_path` is the path the request named, as
-        its weights file (default: the model's first recorded path)."""
+        its weights file (default: the model's first recorded path); `data_root` the dataset
+        folder it runs on (`data_folder`; None: the data the model's card names)."""
         if source not in SOURCES:
             raise LedgerError(f"request source {source!r}; accepted: {', '.join(SOURCES)}")
         with self._write() as db:
             cursor = db.execute(
                 "INSERT INTO requests (model_sha256, instances, tasks, mode, source, reason, created, "
-                "model_path) VALUES (?, ?, ?, ?, ?, ?, ?, "
-                "COALESCE(?, (SELECT path FROM models WHERE sha256 = ?)))",
+                "model_path, data_root) VALUES (?, ?, ?, ?, ?, ?, ?, "
+                "COALESCE(?, (SELECT path FROM models WHERE sha256 = ?)), ?)",
                 (model_sha256, json.dumps(list(request.instances)), json.dumps(list(request.tasks)),
                  request.mode, source, reason, _now(),
                  None if model_path is None else checkpoint_names(model_path)[0],
-                 model_sha256))
+                 model_sha256, data_folder(data_root)))
             return int(cursor.lastrowid)
 
     def add_run(self, request_id: int, method: str, config: Mapping[str, Any],
@@ -489,7 +501,7 @@ class Ledger:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._read(
             "SELECT r.id AS run, q.created, r.status, r.method, q.mode, q.instances, q.tasks, "
-            "q.source, q.reason, COALESCE(q.model_path, m.path) AS model_path, "
+            "q.source, q.reason, COALESCE(q.model_path, m.path) AS model_path, q.data_root, "
             "m.sha256 AS model_sha256, r.started, r.ended, r.error, r.config, r.metrics, "
             "r.result_sha256, r.result_path, q.id AS request "
             "FROM runs r JOIN requests q ON q.id = r.request_id JOIN models m ON m.sha256 = q.model_sha256 "

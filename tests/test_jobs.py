@@ -80,6 +80,58 @@ def test_a_job_whose_checkpoint_changed_after_it_was_queued_fails_by_name(street
     assert "queue the run again" in row["error"] and not Ledger().steps(run_id)
 
 
+def test_one_retrain_oracle_per_model_and_request_content(street_copy, tmp_path, monkeypatch):
+    """Issue 19: the retrain oracle is trained once per (model weights, instances, tasks, data).
+    A later request with the same content, whichever page or name asks, reuses the oracle the
+    ledger records (queued, running or done with its result on disk) instead of queueing
+    another; a request with other content, or a failed, cancelled or lost oracle, gets a new one."""
+    import shutil
+
+    from core import jobs
+
+    queued: list[dict] = []
+    monkeypatch.setattr(jobs, "queue", lambda home=None: (None, queued.append))  # no worker: they wait
+    card = read_card(street_copy)
+    ledger = Ledger()
+
+    def ask(instances, tasks=None, data_root=None, path=street_copy, **extra):
+        request = ForgetRequest.build(instances, tasks, card.train_ids, ["segmentation", "depth"])
+        options = {"with_oracle": True, "data_root": data_root, **extra}
+        return submit(ledger, path, card, request, "grad_ascent", {"steps": 1}, **options)
+
+    def oracles() -> list[int]:
+        return [job["run"] for job in queued if job["method"] == "retrain"]
+
+    first = ask([3, 5])
+    assert oracles() == [first[1]]
+    copy = tmp_path / "copy"  # the same weights under another name are the same model
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(street_copy.with_suffix(suffix), copy.with_suffix(suffix))
+    again = ask([5, 3], path=copy)
+    assert again[1] == first[1] and oracles() == [first[1]]  # reused: no new retrain run queued
+    assert [r["method"] for r in ledger.runs()].count("retrain") == 1
+    compared = ask([3, 5], with_oracle=False, more=[("retrain", {"device": "cpu"})])  # Compare's
+    assert compared[1] == first[1] and oracles() == [first[1]]
+
+    others = [ask([3, 6]), ask([3, 5], ["depth"]), ask([3, 5], data_root=str(tmp_path))]
+    assert oracles() == [first[1]] + [ids[1] for ids in others]  # other content: one oracle each
+    assert ask([3, 5], ["depth"])[1] == others[1][1]
+
+    result = tmp_path / "oracle"  # the oracle ends: a done oracle whose result is on disk is reused
+    for suffix in (".json", ".safetensors"):
+        shutil.copy(street_copy.with_suffix(suffix), result.with_suffix(suffix))
+    ledger.start_run(first[1])
+    ledger.finish_run(first[1], [], card.weights_sha256, result.with_suffix(".safetensors"))
+    found = jobs.recorded_oracle(ledger, card.weights_sha256, [3, 5], ["segmentation", "depth"])
+    assert found is not None and found["run"] == first[1]
+    assert ask([3, 5])[1] == first[1]
+    result.with_suffix(".safetensors").unlink()  # its result is gone: a new oracle
+    lost = ask([3, 5])[1]
+    assert lost not in (first[1], *[ids[1] for ids in others]) and oracles()[-1] == lost
+    ledger.cancel(lost)  # cancelled before it ran: a new one too
+    assert ask([3, 5])[1] not in (first[1], lost)
+
+
 def _start_worker() -> subprocess.Popen:
     """`mtu worker` on the test's ledger (MTU_HOME), as `mtu app` starts it."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

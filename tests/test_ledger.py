@@ -268,8 +268,9 @@ def test_a_version_2_ledger_migrates_and_keeps_its_rows(street_copy, tmp_path):
                    "VALUES (1, 1, 'ssd', '{}', 'failed', 'h', 1)")
     db.close()
     ledger = Ledger(path)
-    assert ledger.schema_version == SCHEMA_VERSION == 3
+    assert ledger.schema_version == SCHEMA_VERSION == 4
     assert ledger.runs()[0]["model_path"] == "/old/a.safetensors"
+    assert ledger.runs()[0]["data_root"] is None  # a request of before: the data its card names
     assert [r["run"] for r in ledger.runs(model="/old/a.safetensors")] == [1]
     assert [r["run"] for r in ledger.runs(model="/old/a")] == [1]
 

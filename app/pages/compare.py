@@ -3,7 +3,9 @@
 The runs go to the worker like the Unlearn page's (one request, one queued run per method:
 queue, progress, Cancel), so a comparison goes on when the page is left or reloaded; the page
 finds its latest comparison in the ledger and, once every run ended, rebuilds the leaderboard
-from the saved models (`app.state.compared`, kept beside the ledger)."""
+from the saved models (`app.state.compared`, kept beside the ledger). The retrain oracle the
+ledger records for the request's content is reused, never trained twice, and joins the
+leaderboard once it is done (`app.state.comparison_rows`)."""
 
 import streamlit as st
 
@@ -24,7 +26,7 @@ from app.state import (
 )
 from core.evaluation.tuning import tuned_config
 from core.importing import oracle_approximation
-from core.jobs import submit
+from core.jobs import recorded_oracle, submit
 from core.unlearning import get_unlearner, list_unlearners
 
 st.title("Compare")
@@ -47,21 +49,32 @@ if request is not None:
         st.caption(tuned_note(tuned, request.mode, [m for m in methods if m != "retrain"]))
     if "retrain" in methods and (approximate := oracle_approximation(loaded.card.training)):
         st.caption(f"The retrain oracle is {approximate}.")
-    if st.button("Run the comparison", type="primary", disabled=not methods):
+    oracle = recorded_oracle(ledger(), loaded.card.weights_sha256, request.instances, request.tasks,
+                             loaded.data_root, done_only=False) if loaded.card.weights_sha256 else None
+    if oracle is not None:
+        st.caption(f"The retrain oracle of this request is run #L{oracle['run']} ({oracle['status']}): the "
+                   "comparison's scores are referenced to it once it is done"
+                   + (", and it is not trained again." if "retrain" in methods else "."))
+    only_oracle = methods == ["retrain"] and oracle is not None
+    if st.button("Run the comparison", type="primary", disabled=not methods or only_oracle):
         try:  # every setting (tuned, else the default) is checked and recorded before anything is queued
             configs = [(m, get_unlearner(m, tuned_config(tuned, request.mode, m, request.tasks) or {})
-                        .config.to_dict()) for m in methods]
+                        .config.to_dict()) for m in sorted(methods, key=lambda m: m == "retrain")]
             ids = submit(ledger(), loaded.path, loaded.card, request, *configs[0], data_root=loaded.data_root,
                          plugins=plugins(), reason=COMPARE_REASON, more=configs[1:])
         except USER_ERRORS as error:
             st.error(f"The comparison was not queued: {explain(error)}")
             st.stop()
-        st.session_state["compare_request"] = ledger().runs(run_id=ids[0])[0]["request"]
+        requests = {run: ledger().runs(run_id=run)[0]["request"] for run in ids}
+        st.session_state["compare_request"] = max(requests.values())  # the one just recorded
+        st.session_state["compare_oracle"] = next(  # a recorded oracle this comparison reuses
+            (run for run in ids if requests[run] != max(requests.values())), None)
 
 
 def latest() -> list[dict]:
     """The runs of this session's comparison, else of the latest one on this model (ledger)."""
-    return comparison_rows(loaded, st.session_state.get("compare_request"))
+    return comparison_rows(loaded, st.session_state.get("compare_request"),
+                           st.session_state.get("compare_oracle"))
 
 
 @st.fragment(run_every=1.0)

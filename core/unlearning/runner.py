@@ -132,7 +132,7 @@ def run_request(model, card: ModelCard, parent: str | Path, instances: Sequence[
         ledger.start_run(run_id)
     else:
         request_id = ledger.add_request(ledger.add_model(parent, card), request, source, reason,
-                                        model_path=parent)
+                                        model_path=parent, data_root=data_root)
         run_id = ledger.add_run(request_id, method, unlearner.config.to_dict())
 
     def report(event):

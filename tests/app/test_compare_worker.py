@@ -49,3 +49,76 @@ def test_compare_queues_its_runs_and_rebuilds_the_leaderboard_from_the_ledger(mo
     assert len(reloaded.get("plotly_chart")) == 4
     again = _compare(model_name="synthetic-street")  # read back from beside the ledger, not scored again
     assert not again.status and again.dataframe[0].value.equals(board)
+
+
+def _recorded_oracle(instances, tasks=None) -> int:
+    """A done retrain run on the street sample, recorded by another request (the CLI's) with the
+    content `instances`, `tasks`; one step of grad_ascent stands in for the oracle's result."""
+    from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint, read_card
+    from core.unlearning.runner import run_request
+
+    street = SAMPLE_MODELS_DIR / "synthetic-street"
+    model, card = load_checkpoint(street)
+    ledger = Ledger()
+    result, weights, _ = run_request(model, card, street, instances, tasks, "grad_ascent", {"steps": 1},
+                                     ledger.results_folder() / "oracle", store=True)
+    sha = ledger.add_model(street, card)
+    run = ledger.add_run(ledger.add_request(sha, result.request, "cli", "TICKET-3", model_path=street),
+                         "retrain", {})
+    ledger.finish_run(run, [], read_card(weights).weights_sha256, weights)
+    return run
+
+
+def test_compare_reuses_the_oracle_the_ledger_records_for_the_request(monkeypatch):
+    """Issue 19: one oracle per request content. A comparison of a request whose oracle another
+    request trained queues no retrain run even with retrain picked, and its leaderboard is
+    referenced to that oracle; another request's comparison does not get it."""
+    queued: list[dict] = []
+    monkeypatch.setattr(jobs, "queue", lambda home=None: (None, queued.append))
+    monkeypatch.setattr(core.evaluation.tuning, "tuned_config", lambda *_, **__: {"steps": 1})
+    oracle = _recorded_oracle([3, 17])
+    app = _compare(model_name="synthetic-street", selection=[3, 17])
+    app.multiselect(key="compare_methods").set_value(["retrain", "grad_ascent"]).run()
+    assert any(f"is run #L{oracle} (done)" in c.value and "not trained again" in c.value for c in app.caption)
+    next(b for b in app.button if b.label == "Run the comparison").click().run()
+    assert not app.exception
+    assert [job["method"] for job in queued] == ["grad_ascent"]  # the oracle is not trained again
+    for job in queued:
+        jobs.execute(job)
+    board = _compare(model_name="synthetic-street").dataframe[0].value
+    assert set(board["model"]) == {"original (before unlearning)", "grad_ascent", "retrain oracle"}
+
+    queued.clear()  # another request: no oracle of its own, none borrowed
+    other = _compare(model_name="synthetic-street", selection=[3, 18])
+    other.multiselect(key="compare_methods").set_value(["grad_ascent"]).run()
+    assert not any("retrain oracle of this request" in c.value for c in other.caption)
+    next(b for b in other.button if b.label == "Run the comparison").click().run()
+    for job in queued:
+        jobs.execute(job)
+    board = _compare(model_name="synthetic-street").dataframe[0].value
+    assert set(board["model"]) == {"original (before unlearning)", "grad_ascent"}
+
+
+def test_a_runs_result_uses_the_oracle_of_its_request_content():
+    """Unlearn's verdict, Interference and the report read a run's oracle by its request's
+    content (model, instances, tasks, data), so an oracle another request trained serves it."""
+    from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
+    from core.unlearning.runner import run_request
+
+    street = SAMPLE_MODELS_DIR / "synthetic-street"
+    model, card = load_checkpoint(street)
+    ledger = Ledger()
+    for instances in ([1, 2, 3], [1, 2, 4]):
+        run_request(model, card, street, instances, None, "grad_ascent", {"steps": 1},
+                    ledger.results_folder(), ledger=ledger, source="dashboard", store=True)
+    _recorded_oracle([3, 2, 1])
+    app = AppTest.from_file(MAIN, default_timeout=300)
+    app.session_state["model_name"] = "synthetic-street"
+    app.run()
+    app.switch_page("pages/interference.py").run()
+    assert not app.exception  # the newest run, of [1, 2, 4]: no oracle of that content
+    assert list(app.dataframe[0].value["model"]) == ["original (before unlearning)", "grad_ascent"]
+    app.selectbox(key="run_picker").set_value("L1").run()  # the run of [1, 2, 3]
+    assert not app.exception
+    assert list(app.dataframe[0].value["model"]) == ["original (before unlearning)", "grad_ascent",
+                                                     "retrain oracle"]
