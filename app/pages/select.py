@@ -15,6 +15,8 @@ def scored_instances(path: str, root: str, _model, _dataset, ids: tuple[int, ...
     return instance_table(_model, _dataset, ids)[0]
 
 
+THUMBNAILS = 8  # forget instances shown as thumbnails (input, truth and prediction per task)
+
 st.title("Select")
 start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
@@ -41,17 +43,27 @@ try:
 except RequestError as error:
     st.error(str(error))
     typed = None
-picked = sorted(selected_ids(chart.selection.points) | set(typed or [])
-                | set(table["id"].iloc[rows.selection.rows].tolist()))
+on_map = selected_ids(chart.selection.points)
+in_table = set(table["id"].iloc[rows.selection.rows].tolist())
+picked = sorted(on_map | set(typed or []) | in_table)
+if picked:  # counted as soon as a lasso, a box, a row or an id picks them
+    st.markdown(f"Picked: {len(picked)} instances ({len(on_map)} on the map, {len(in_table)} in the "
+                f"table, {len(typed or [])} typed)")
 add, replace, clear = st.columns(3)
 add.button("Add to forget set", on_click=set_selection, args=(selection() + picked,), disabled=typed is None)
 replace.button("Replace forget set", on_click=set_selection, args=(picked,), disabled=typed is None)
 clear.button("Clear", on_click=set_selection, args=([],))
 
 st.subheader(f"Forget set: {len(selection())} instances")
-st.write(", ".join(map(str, selection())) or "Empty: pick points, rows or ids above.")
+st.session_state["forget_chips"] = selection()  # follows the forget set however it changed
+st.multiselect("Forget set (remove an id with its ×)", selection(), key="forget_chips",
+               on_change=lambda: set_selection(st.session_state["forget_chips"]),
+               placeholder="Empty: pick points, rows or ids above.")
 known = set(table["id"].tolist())
-shown = [i for i in selection() if i in known][:8]
+forgotten = [i for i in selection() if i in known]
+shown = forgotten[:THUMBNAILS]
+if len(forgotten) > len(shown):
+    st.caption(f"Thumbnails of the first {len(shown)} of the {len(forgotten)} forget instances.")
 if shown:
     batch, outputs = train.batch(shown), predict(loaded.model, train, shown)
     for index, instance in enumerate(shown):

@@ -56,3 +56,27 @@ def test_select_page_builds_the_forget_set_and_says_the_mode():
 
     app.button[2].click().run()
     assert app.session_state["selection"] == [] and not app.exception
+
+
+def test_single_ids_leave_the_forget_set_and_capped_thumbnails_are_named():
+    """Issue 19, ergonomics: a person removes one id from the forget set (its chip), the page
+    says how many instances are picked before they are added, and that the thumbnails show only
+    the first ones of a larger forget set."""
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    app.session_state["selection"] = list(range(10, 22))
+    app.run()
+    assert not app.exception
+    chips = app.multiselect(key="forget_chips")
+    assert chips.value == list(range(10, 22))
+    assert any("first 8 of the 12 forget instances" in c.value for c in app.caption)
+    assert len(app.image) == 8
+    chips.unselect(17).run()
+    assert app.session_state["selection"] == [10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]
+    assert "Forget set: 11 instances" in [s.value for s in app.subheader]
+    app.text_input(key="id_search").input("3, 5-6").run()
+    assert any("Picked: 3 instances" in m.value for m in app.markdown)
+    app.button[0].click().run()  # added: the chips follow
+    assert app.multiselect(key="forget_chips").value == [3, 5, 6, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21]
+    app.session_state["selection"] = [3, 5]
+    app.run()
+    assert not any("first 8" in c.value for c in app.caption) and len(app.image) == 2
