@@ -1,5 +1,6 @@
 """Entry point of the dashboard: `mtu app` (or `make run`) starts it with its settings
-(core.cli.STREAMLIT_OPTIONS) and its worker."""
+(core.cli.STREAMLIT_OPTIONS) and its worker. The address of a result, ?run=L3&view=conflicts,
+opens the Interference page on it."""
 
 import sys
 from pathlib import Path
@@ -12,6 +13,9 @@ st.set_page_config(page_title="Multi-task unlearning", layout="wide")
 PAGES = Path(__file__).parent / "pages"
 ICONS = {"model": "deployed_code", "select": "select", "unlearn": "content_cut", "interference": "monitoring",
          "compare": "leaderboard", "explain": "visibility", "history": "history"}
-pages = [st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=f":material/{icon}:",
-                 url_path=name, default=name == "model") for name, icon in ICONS.items()]
-st.navigation(pages).run()
+pages = {name: st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=f":material/{icon}:",
+                      url_path=name, default=name == "model") for name, icon in ICONS.items()}
+page = st.navigation(list(pages.values()))
+if page.title == "Model" and "run" in st.query_params:  # a shared result (?run=L3&view=...): its page
+    st.switch_page(pages["interference"], query_params=st.query_params.to_dict())
+page.run()

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from core.checkpoints import (
     ModelCard,
     checkpoint_paths,
     load_checkpoint,
+    read_card,
     save_checkpoint,
 )
 from core.cli import STREAMLIT_OPTIONS
@@ -54,7 +56,7 @@ from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compa
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
 from core.importing import oracle_approximation, with_recipe
-from core.jobs import check_plugins
+from core.jobs import check_plugins, needed_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
@@ -491,10 +493,61 @@ def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
     return run
 
 
+LINK_HELP = "accepted: the id of a finished unlearning run, such as L3 (the History page lists them)"
+
+
+def linked_run(loaded: Loaded) -> tuple[Loaded, str | None]:
+    """The run the page's address names (?run=L3, a shared result) and the model to show it on:
+    when the run was made on another model than the loaded one, that model is opened (its data
+    folder and the plugin its card records) and becomes the session's model. (loaded, None), with
+    a message naming the value, when the address names no run or one that cannot be shown."""
+    value = st.query_params.get("run")
+    if value is None:
+        return loaded, None
+    found = re.fullmatch(r"L?(\d{1,18})", value.strip())
+    rows = ledger_runs(run_id=int(found[1])) if found else []
+    if not rows:
+        st.warning(f"The address names run '{value}', which the ledger does not have; {LINK_HELP}.")
+        return loaded, None
+    row = rows[0]
+    if row["status"] != "done" or row["method"] == "retrain" or not row["result_path"]:
+        what = "a retrain oracle" if row["method"] == "retrain" else row["status"]
+        st.warning(f"The address names run '{value}', which is {what}, not a finished unlearning run; "
+                   f"{LINK_HELP}.")
+        return loaded, None
+    if row["model_sha256"] != loaded.card.weights_sha256:
+        path = _checkpoint_name(row["model_path"])
+        try:
+            modules = needed_plugins(read_card(path), st.session_state.get("model_plugins", []))
+            loaded = use_model(open_model(path, row.get("data_root"), modules), modules)
+        except USER_ERRORS as error:
+            st.warning(f"The address names run '{value}', made on {model_label(path)}, which cannot be "
+                       f"opened here: {explain(error)}")
+            return loaded, None
+        st.info(f"Opened {model_label(path)}, the model of run #L{row['run']} that the address names.")
+    return loaded, f"L{row['run']}"
+
+
+def share(**values: str | None) -> None:
+    """Write `values` into the page's address (st.query_params), so that it opens what is shown
+    (`linked_run`); None removes a value."""
+    for name, value in values.items():
+        if value is None:
+            st.query_params.pop(name, None)
+        elif st.query_params.get(name) != value:
+            st.query_params[name] = value
+
+
 def run_picker(key: str = "run_picker") -> Run | None:
     """A selectbox over the finished runs on the loaded model: those of the ledger (every
-    session's, newest first) and this session's own; None (with a hint) when there are none."""
+    session's, newest first) and this session's own; None (with a hint) when there are none.
+    Until the selectbox is used, the run the address names (`linked_run`) is picked; the pick
+    is written into the address (`share`)."""
     loaded = current_or_stop()
+    if key not in st.session_state:  # the page was just opened: from a link, maybe
+        loaded, linked = linked_run(loaded)
+        if linked is not None:
+            st.session_state["current_run"] = linked
     recorded = {f"L{row['run']}": row for row in recorded_runs(loaded)
                 if row["status"] == "done" and row["method"] != "retrain" and row["result_path"]}
     labels = {key_: (f"#{key_} {row['method']}, {row['mode']}-task, {len(row['instances'])} "
@@ -509,6 +562,7 @@ def run_picker(key: str = "run_picker") -> Run | None:
     run_id = st.selectbox("Run", options, index=options.index(chosen) if chosen in labels else 0,
                           format_func=labels.get, key=key)
     st.session_state["current_run"] = run_id
+    share(run=run_id if run_id in recorded else None)  # this session's own runs have no address
     if run_id in recorded:
         row = recorded[run_id]
         missing = missing_result(row["result_path"])

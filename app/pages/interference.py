@@ -21,6 +21,7 @@ from app.state import (
     run_picker,
     run_results,
     run_verdict,
+    share,
     start_summary,
 )
 from core.checkpoints import checkpoint_zip
@@ -101,8 +102,17 @@ figures = result_figures(run)
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
          "Instances": "at-risk retain instances, predictions before and after"}
+ADDRESSES = dict(zip(("shifts", "conflicts", "instances"), VIEWS))  # ?view=conflicts
+asked = st.query_params.get("view")
+if "interference_view" not in st.session_state and asked is not None:  # opened from a link
+    if asked.strip().lower() in ADDRESSES:
+        st.session_state["interference_view"] = ADDRESSES[asked.strip().lower()]
+    else:
+        st.warning(f"The address names view '{asked}'; accepted: {', '.join(ADDRESSES)}. Showing "
+                   f"{next(iter(VIEWS))}.")
 view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
                 help=". ".join(f"{name}: {what}" for name, what in VIEWS.items()))
+share(view=next(address for address, name in ADDRESSES.items() if name == view))
 if view == "Shifts and UIS":
     st.plotly_chart(figures["shifts"], width="content", key="shifts")
     st.plotly_chart(figures["breakdown"], width="content", key="breakdown")
