@@ -7,6 +7,11 @@ reach the same best score once tuning has plateaued; their gap after k trials is
 left at a budget of k. For every study it also prints the trial that found its final best.
 
     .venv/bin/python benchmarks/bench_plateau.py /work/bench-plateau
+    .venv/bin/python benchmarks/bench_plateau.py /work/bench-plateau --run --trials 64 --from /work/bench-run3
+
+With `--run` it first tunes the twin studies of `mtu bench`'s plan (both benchmarks) with
+`--trials` trials each into the folder (resuming), reusing the tuning seed's base models and
+oracles of a finished bench folder given with `--from` (else they are trained).
 
 A curve read at trial k of a longer study is random search up to the study's startup trials
 (half its budget) and TPE after, so it is not exactly a k-trial study; the last column is.
@@ -25,11 +30,39 @@ from core.evaluation.ablations import TWINS
 from core.evaluation.tuning import best_so_far
 
 
+def run_twins(folder: Path, trials: int, source: Path | None, workers: int) -> None:
+    import shutil
+
+    import torch
+
+    from core.evaluation.benchmark import FULL, Bench, plan_with
+
+    plan = plan_with(FULL, trials=trials)
+    if source is not None:
+        seed = plan.tuning_seed
+        for sub, pattern in (("models", f"*__b{seed}.*"), ("oracles", f"*__s{seed}.*")):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            for path in (source / sub).glob(pattern):
+                if not (folder / sub / path.name).exists():
+                    shutil.copy2(path, folder / sub / path.name)
+    torch.set_num_threads(max(workers, 1))
+    bench = Bench(plan, folder, show_bars=False)
+    studies = [(b, mode, m) for b in plan.benchmarks for mode, one, two in TWINS for m in (one, two)]
+    bench.tune_all(workers, studies)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--at", default="8,16,24,32,48,64", help="trial counts to read the curves at")
+    parser.add_argument("--run", action="store_true", help="first tune the twin studies into the folder")
+    parser.add_argument("--trials", type=int, default=64, help="trials per twin study, with --run")
+    parser.add_argument("--from", dest="source", type=Path, default=None,
+                        help="a bench folder whose tuning-seed base models and oracles are reused")
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    if args.run:
+        run_twins(args.folder, args.trials, args.source, args.workers)
     records = [json.loads(p.read_text()) for p in sorted((args.folder / "tuning").glob("*.json"))]
     if not records:
         raise SystemExit(f"{args.folder}/tuning holds no study; fill it with mtu bench --tune-only")

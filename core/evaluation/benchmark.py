@@ -77,7 +77,8 @@ from core.outputs import write_text_atomic
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.ablations import VARIANTS, CalibratedStop
-from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners
+from core.plugins import load_plugins
+from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners, method_plugins
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
 SECOND_ORACLE = "retrain_2"
@@ -300,12 +301,16 @@ class Bench:
         paths = [self.tuning_path(*study) for study in self.studies()]
         return [json.loads(path.read_text()) for path in paths if path.is_file()]
 
-    def tune_all(self, workers: int = 1) -> None:
-        oracles = [(b, r, s, self.plan.tuning_seed) for b in self.plan.benchmarks for mode in MODES
+    def tune_all(self, workers: int = 1, studies: Sequence[tuple[str, str, str]] | None = None) -> None:
+        """Run every study of the plan (or only `studies`, (benchmark, mode, method) each) that
+        tuning/ has no record of, after the tuning seed's oracles they need."""
+        studies = self.studies() if studies is None else list(studies)
+        groups = dict.fromkeys((b, mode) for b, mode, _ in studies)
+        oracles = [(b, r, s, self.plan.tuning_seed) for b, mode in groups
                    for r, s in self.tuning_requests(b, mode)]
         self._in_workers(_worker_oracle, [o for o in oracles if not checkpoint_paths(self.oracle_path(*o))[1]
                                           .is_file()], workers, "tuning oracles")
-        todo = [study for study in self.studies() if not self.tuning_path(*study).is_file()]
+        todo = [study for study in studies if not self.tuning_path(*study).is_file()]
         self._in_workers(_worker_tune, todo, workers, "tuning")
         for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
             self.tuned(*study)
@@ -433,8 +438,9 @@ class Bench:
 
         threads = max(1, torch.get_num_threads() // workers)
         context = multiprocessing.get_context("spawn")
+        plugins = method_plugins(self.plan.all_methods())  # a spawned process imports them again
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(self.plan, str(self.out), threads)) as pool:
+                                 initargs=(self.plan, str(self.out), threads, plugins)) as pool:
             futures = [pool.submit(function, job) for job in jobs]
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
                                disable=not self.show_bars):
@@ -463,9 +469,10 @@ class Bench:
 _WORKER: Bench | None = None
 
 
-def _start_worker(plan: BenchPlan, out: str, threads: int) -> None:
+def _start_worker(plan: BenchPlan, out: str, threads: int, plugins: Sequence[str] = ()) -> None:
     global _WORKER
     torch.set_num_threads(threads)
+    load_plugins(plugins)  # the plan's methods that plugins registered
     _WORKER = Bench(plan, out, log=lambda _: None, show_bars=False, check_folder=False)
 
 
