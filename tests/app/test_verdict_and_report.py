@@ -9,6 +9,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.charts import KPIS, person_table, split_table
@@ -20,6 +21,7 @@ from core.unlearning.runner import run_request
 
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = str(ROOT / "app" / "main.py")
+CHROMIUM = "/usr/bin/chromium"
 RAW = ("uis_oracle", "mia_auc_low", "mia_auc_high", "oracle_gap", "forget_gap", "mia_ref_auc", "uis2")
 
 
@@ -132,3 +134,67 @@ def test_downloads_are_named_after_model_method_and_ticket():
         "synthetic-street-grad_ascent-TICKET-7.html"
     assert download_name("my model", "ssd", "JIRA 12/3: delete", "zip") == "my-model-ssd-JIRA-12-3-delete.zip"
     assert download_name("m", "ssd", "", ".zip") == "m-ssd.zip"
+
+
+def _largest_report() -> tuple[str, str]:
+    """The report of a long run: partial-task on three tasks, interference_aware with every knob,
+    an oracle, ids that fill the request line, a lineage of three runs and an approximate oracle."""
+    from app.charts import metric_shift_figure, uis_breakdown_figure
+    from core.evaluation.compare import LEADERBOARD_COLUMNS
+    from core.unlearning import get_unlearner
+
+    models, tasks = ["original", "interference_aware", "retrain"], ["segmentation", "depth", "normal"]
+    board = pd.DataFrame([{column: 0.123456 + i for column in LEADERBOARD_COLUMNS[1:]} | {"model": model}
+                          for i, model in enumerate(models)])[LEADERBOARD_COLUMNS]
+    splits = {"forget": ["depth"], "kept": ["segmentation", "normal"], "retain": tasks, "test": tasks}
+    scores = pd.DataFrame([{"model": m, "split": s, "task": t, "metric": "score", "primary": True,
+                            "value": 0.5 + 0.1 * i} for i, m in enumerate(models)
+                           for s, names in splits.items() for t in names])
+    parts = {"forget_part": 0.1, "kept_part": 0.05, "test_part": 0.02, "retain_part": 0.03}
+    breakdown = pd.DataFrame([{"model": m, "task": t, **parts} for m in models for t in tasks])
+    instances = list(range(0, 400, 3))
+    lineage = [{"run": run, "created": "2026-12-01 10:00:00", "method": "interference_aware",
+                "mode": "partial", "instances": instances, "reason": f"TICKET-{run}",
+                "model_sha256": "cd" * 32, "result_sha256": "ab" * 32} for run in (1, 2, 3)]
+    sentence = verdict(board, scores, "interference_aware", instances, ["depth"])
+    page = run_report(model="synthetic-indoor", method="interference_aware", ticket="TICKET-19",
+                      created="2026-12-01 10:00:00", instances=instances, tasks=["depth"],
+                      kept_tasks=["segmentation", "normal"],
+                      config=get_unlearner("interference_aware").config.to_dict(), seconds=41.5,
+                      leaderboard=board, scores=scores, verdict=sentence,
+                      figures={"Primary metric per split": metric_shift_figure(scores),
+                               "UIS v2 by task and component": uis_breakdown_figure(breakdown)},
+                      checkpoint="/home/someone/.local/share/mtunlearn/results/result/0123456789abcdef.safetensors",
+                      sha256="ab" * 32, model_sha256="cd" * 32, lineage=lineage,
+                      oracle_note="approximate: the model's training recipe is unknown", source="dashboard")
+    return page, sentence
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("paper", ["A4", "Letter"])
+def test_the_longest_report_prints_on_one_page(paper, tmp_path):
+    """Issue 19: the report prints to one A4 or Letter page in Chromium, complete: the verdict,
+    the ticket, the settings, the tables, both charts, the hash and the lineage."""
+    import io
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    from pypdf import PdfReader
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs {CHROMIUM}")
+    page, sentence = _largest_report()
+    path = tmp_path / "report.html"
+    path.write_text(page)
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        tab = browser.new_page()
+        tab.goto(path.as_uri())
+        tab.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
+        pdf = tab.pdf(format=paper, print_background=True)
+        browser.close()
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    text = re.sub(r"\s+", "", pages[0].extract_text())
+    assert len(pages) == 1, f"{len(pages)} pages"
+    for expected in (sentence, "TICKET-19", "memory_budget_mb", "Membership attack", "ab" * 32, "TICKET-3",
+                     "Primary metric per split", "UIS v2 by task and component", "What the scores mean"):
+        assert re.sub(r"\s+", "", expected) in text, expected

@@ -279,7 +279,7 @@ def _measure_switches(page, first_interference: float) -> None:
 
 def _print_the_report(page, sentence: str, folder: Path) -> None:
     """Download the run's one-page report, open it with every network request refused, and
-    print it to PDF in Chromium: the PDF's text holds the verdict sentence."""
+    print it to PDF in Chromium: one A4 page, whose text holds the verdict sentence."""
     import io
 
     from pypdf import PdfReader
@@ -306,6 +306,7 @@ def _print_the_report(page, sentence: str, folder: Path) -> None:
     pdf = report.pdf(format="A4", print_background=True)
     (ARTIFACTS / "report.pdf").write_bytes(pdf)
     pages = PdfReader(io.BytesIO(pdf)).pages
+    assert len(pages) == 1, f"the report prints to {len(pages)} pages"
     text = "".join(p.extract_text() for p in pages)
     assert re.sub(r"\s+", "", sentence) in re.sub(r"\s+", "", text), text[:2000]
     assert "TICKET-19" in text
