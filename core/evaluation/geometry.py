@@ -172,15 +172,15 @@ def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain
 
 def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]:
     """rank(V) / C_out per layer, for each partial request forgetting one task t: V from a retain
-    sample (every task) and the forget images (the kept tasks), as `InterferenceAware.
-    kept_subspaces` builds it."""
+    sample (every task; the kept tasks only with `output_basis="kept"`) and the forget images
+    (the kept tasks), as `InterferenceAware.kept_subspaces` builds it."""
     budget = config.basis_budget * sum(p.numel() for p in model.parameters())
     retain = batch(fixed_retain_sample(request, config.subspace_batch, config.seed))
     forget = batch(request.instances[:config.forget_batch])
     rows = []
     for target in tasks:
         kept = {name: spec for name, spec in tasks.items() if name != target}
-        groups = {"retain": (retain, tasks), "kept": (forget, kept)}
+        groups = {"retain": (retain, kept if config.output_basis == "kept" else tasks), "kept": (forget, kept)}
         subspaces = layer_subspaces(model, layers, groups, config.eps_in, config.eps_out, budget,
                                     config.max_rows, torch.Generator().manual_seed(config.seed),
                                     config.memory_budget_mb, {"retain": config.signal_batch},
@@ -230,3 +230,64 @@ def benchmark_labels(frame: pd.DataFrame, threshold: float = CONFLICT_THRESHOLD)
     one row each, in the frame's order."""
     return pd.DataFrame([{"benchmark": benchmark, **geometry_summary(group, threshold)}
                          for benchmark, group in frame.groupby("benchmark", sort=False)])
+
+
+def method_outlook(frame: pd.DataFrame, config: InterferenceAwareConfig, mode: str,
+                   targets: Sequence[str] = ()) -> list[str]:
+    """Plain sentences, before a run, on whether task-aware projection has room on this model and
+    request and which parts of interference_aware (as `config` sets them) will act, read from a
+    `task_geometry` frame: the conflict label, TGP's room per shared layer (output saturation at
+    or below `config.saturation` and below 1, for the target tasks of a partial request), IGO and
+    what it orthogonalises against, and where the run stops."""
+    layered = frame[frame["layer"] != ALL_SHARED]
+    lines = []
+    peak = peak_cross_task_cos(frame)
+    if math.isfinite(peak):
+        conflict = conflict_label(frame) == "task conflict"
+        lines.append(f"{'Task conflict' if conflict else 'Low task conflict'}: two tasks' gradients on the "
+                     f"same image reach |cos| {peak:.2f} in the shared layers (threshold "
+                     f"{CONFLICT_THRESHOLD}), so "
+                     + ("task-aware projection has cross-task interference to avoid."
+                        if conflict else "there is little cross-task interference for task-aware "
+                                         "projection to avoid."))
+    else:
+        lines.append("Task conflict not measured (a single-task model, or no measure yet).")
+    partial = mode == "partial"
+    if config.tgp not in ("always", mode):
+        lines.append(f"TGP does not run in {mode}-task requests (tgp={config.tgp}).")
+    elif not partial and config.output_basis == "kept":
+        lines.append("TGP: a full-task request has no kept task, so every shared layer gets GPM's "
+                     "input-side projection on the retain data.")
+    else:
+        saturation = layered[layered["measure"] == "output_saturation"]
+        if partial and len(targets):
+            saturation = saturation[saturation["task"].isin(list(targets))]
+        per_layer = saturation.groupby("layer", sort=False)["value"].max()
+        if per_layer.empty:
+            lines.append("TGP runs; its room per layer is not measured.")
+        else:
+            room = per_layer[(per_layer <= config.saturation) & (per_layer < 1)]
+            lines.append(f"TGP: the output basis leaves room in {len(room)} of {len(per_layer)} shared "
+                         "layers "
+                         f"(it spans {100 * per_layer.min():.0f}-{100 * per_layer.max():.0f}% of their "
+                         f"channels); it is GPM's input-side projection in {len(per_layer) - len(room)}.")
+    if config.igo in ("always", mode):
+        line = ("IGO runs: the forget direction loses its component along this step's retain samples' "
+                "gradients")
+        if partial and config.igo_kept:
+            line += " and the kept tasks' gradients on the forget images"
+            kept = layered[(layered["measure"] == "forget_kept_cos")
+                           & (layered["task"].isin(list(targets)) | layered["other"].isin(list(targets)))]
+            values = kept["value"].abs().dropna()
+            if len(values):
+                line += f" (forgetting moves a kept task on the same images: |cos| up to {values.max():.2f})"
+        lines.append(line + ".")
+    else:
+        lines.append(f"IGO does not run in {mode}-task requests (igo={config.igo}).")
+    if config.target == "fixed":
+        lines.append(f"It ascends every forget loss for all {config.steps} steps (no target).")
+    else:
+        where = "primary metric" if config.stop == "metric" else "loss"
+        lines.append(f"It stops when the forget images' {where} reaches that of unseen calibration images, "
+                     f"or after {config.steps} steps.")
+    return lines
