@@ -180,7 +180,8 @@ def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]
     rows = []
     for target in tasks:
         kept = {name: spec for name, spec in tasks.items() if name != target}
-        groups = {"retain": (retain, kept if config.output_basis == "kept" else tasks), "kept": (forget, kept)}
+        signals = kept if config.output_basis == "kept" else tasks
+        groups = {"retain": (retain, signals), "kept": (forget, kept)}
         subspaces = layer_subspaces(model, layers, groups, config.eps_in, config.eps_out, budget,
                                     config.max_rows, torch.Generator().manual_seed(config.seed),
                                     config.memory_budget_mb, {"retain": config.signal_batch},
