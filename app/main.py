@@ -7,7 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = str(Path(__file__).resolve().parent.parent)
+if ROOT not in sys.path:  # main.py runs on every page switch: once is enough
+    sys.path.insert(0, ROOT)
 
 st.set_page_config(page_title="Multi-task unlearning", layout="wide")
 PAGES = Path(__file__).parent / "pages"

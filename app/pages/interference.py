@@ -98,7 +98,6 @@ elif run.checkpoint:
                               help=f"saved as {run.checkpoint}")
 
 figures = result_figures(run)
-# one view at a time: the browser's drawing of Plotly charts is what a redraw waits on
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
          "Instances": "at-risk retain instances, predictions before and after"}
@@ -110,50 +109,60 @@ if "interference_view" not in st.session_state and asked is not None:  # opened 
     else:
         st.warning(f"The address names view '{asked}'; accepted: {', '.join(ADDRESSES)}. Showing "
                    f"{next(iter(VIEWS))}.")
-view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
-                help=". ".join(f"{name}: {what}" for name, what in VIEWS.items()))
-share(view=next(address for address, name in ADDRESSES.items() if name == view))
-if view == "Shifts and UIS":
-    st.plotly_chart(figures["shifts"], width="content", key="shifts")
-    st.plotly_chart(figures["breakdown"], width="content", key="breakdown")
-    if run.history:  # the losses the run reported, kept in the ledger
-        st.plotly_chart(loss_curves_figure(run.history).update_layout(title="Losses per step"),
-                        width="content", key="losses")
-elif view == "Conflicts":
-    st.plotly_chart(figures["conflicts"], width="content", key="conflicts")
-    st.plotly_chart(figures["layers"], width="content", key="layers")
-    if "ranks" in figures:
-        st.plotly_chart(figures["ranks"], width="content", key="ranks")
-    if "geometry" not in run.cache and st.button("Measure the task geometry of the original model",
-                                                 key="geometry"):
-        original, _ = cached_checkpoint(run.model_path)
-        data = cached_data(run.model_path, run.data_root)
-        with st.spinner("Measuring the task geometry (per-image gradients on 32 retain images)..."):
-            run.cache["geometry"] = task_geometry(original, data, run.request.instances, retain_sample=32)
-    if "geometry" in run.cache:
-        geometry = run.cache["geometry"]
-        st.subheader(f"Task geometry: {conflict_label(geometry)} "
-                     f"(peak per-image cross-task |cos| {peak_cross_task_cos(geometry):.2f})")
-        st.caption("Per shared layer: mean per-image cosine of two tasks' gradients on retain images, "
-                   "the batch cosine, the cosine of the tasks' gradients on the forget images, and "
-                   "rank(V) / C_out of interference_aware's output basis when forgetting each task.")
-        st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
-else:
-    st.subheader("At-risk retain instances")
-    st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
-               "the forget update.")
-    st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
-    st.subheader("Predictions before and after, on the forget instances")
-    if "panels" not in run.cache:
-        train = cached_data(run.model_path, run.data_root).train
-        original, _ = cached_checkpoint(run.model_path)
-        shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
-        if run.oracle is not None:
-            models["oracle"] = run.oracle
-        batch = train.batch(shown)
-        with st.spinner("Predicting the forget instances before and after..."):
-            predictions = {label: predict(m, train, shown) for label, m in models.items()}
-        run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
-                               for index, instance in enumerate(shown)}
-    for instance, panels in run.cache["panels"].items():
-        st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)
+
+
+@st.fragment
+def views() -> None:
+    """One view at a time, in a fragment: a change of view reruns and redraws only this part
+    (the browser's drawing of Plotly charts is what a switch waits on)."""
+    view = st.radio("View", list(VIEWS), horizontal=True, key="interference_view",
+                    help=". ".join(f"{name}: {what}" for name, what in VIEWS.items()))
+    share(view=next(address for address, name in ADDRESSES.items() if name == view))
+    if view == "Shifts and UIS":
+        st.plotly_chart(figures["shifts"], width="content", key="shifts")
+        st.plotly_chart(figures["breakdown"], width="content", key="breakdown")
+        if run.history:  # the losses the run reported, kept in the ledger
+            if "losses" not in run.cache:
+                run.cache["losses"] = loss_curves_figure(run.history).update_layout(title="Losses per step")
+            st.plotly_chart(run.cache["losses"], width="content", key="losses")
+    elif view == "Conflicts":
+        st.plotly_chart(figures["conflicts"], width="content", key="conflicts")
+        st.plotly_chart(figures["layers"], width="content", key="layers")
+        if "ranks" in figures:
+            st.plotly_chart(figures["ranks"], width="content", key="ranks")
+        if "geometry" not in run.cache and st.button("Measure the task geometry of the original model",
+                                                     key="geometry"):
+            original, _ = cached_checkpoint(run.model_path)
+            data = cached_data(run.model_path, run.data_root)
+            with st.spinner("Measuring the task geometry (per-image gradients on 32 retain images)..."):
+                run.cache["geometry"] = task_geometry(original, data, run.request.instances, retain_sample=32)
+        if "geometry" in run.cache:
+            geometry = run.cache["geometry"]
+            st.subheader(f"Task geometry: {conflict_label(geometry)} "
+                         f"(peak per-image cross-task |cos| {peak_cross_task_cos(geometry):.2f})")
+            st.caption("Per shared layer: mean per-image cosine of two tasks' gradients on retain images, "
+                       "the batch cosine, the cosine of the tasks' gradients on the forget images, and "
+                       "rank(V) / C_out of interference_aware's output basis when forgetting each task.")
+            st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
+    else:
+        st.subheader("At-risk retain instances")
+        st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
+                   "the forget update.")
+        st.dataframe(conflicts.at_risk, hide_index=True, width="stretch")
+        st.subheader("Predictions before and after, on the forget instances")
+        if "panels" not in run.cache:
+            train = cached_data(run.model_path, run.data_root).train
+            original, _ = cached_checkpoint(run.model_path)
+            shown, models = list(run.request.instances)[:4], {"before": original, "after": run.model}
+            if run.oracle is not None:
+                models["oracle"] = run.oracle
+            batch = train.batch(shown)
+            with st.spinner("Predicting the forget instances before and after..."):
+                predictions = {label: predict(m, train, shown) for label, m in models.items()}
+            run.cache["panels"] = {instance: instance_panels(train.tasks, batch, predictions, index)
+                                   for index, instance in enumerate(shown)}
+        for instance, panels in run.cache["panels"].items():
+            st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)
+
+
+views()

@@ -15,6 +15,15 @@ def scored_instances(path: str, root: str, _model, _dataset, ids: tuple[int, ...
     return instance_table(_model, _dataset, ids)[0]
 
 
+@st.cache_data(max_entries=32, show_spinner="Predicting the forget instances...")
+def thumbnails(weights: str, root: str, _model, _dataset, ids: tuple[int, ...]) -> list[list[tuple]]:
+    """Per instance of `ids`: its pictures (input, truth and prediction per task) with captions,
+    computed once per model and forget set, not on every click on the page."""
+    batch, outputs = _dataset.batch(list(ids)), predict(_model, _dataset, list(ids))
+    return [instance_panels(_dataset.tasks, batch, {"prediction": outputs}, index)
+            for index in range(len(ids))]
+
+
 THUMBNAILS = 8  # forget instances shown as thumbnails (input, truth and prediction per task)
 
 st.title("Select")
@@ -65,7 +74,8 @@ shown = forgotten[:THUMBNAILS]
 if len(forgotten) > len(shown):
     st.caption(f"Thumbnails of the first {len(shown)} of the {len(forgotten)} forget instances.")
 if shown:
-    batch, outputs = train.batch(shown), predict(loaded.model, train, shown)
-    for index, instance in enumerate(shown):
-        captions, pictures = zip(*instance_panels(train.tasks, batch, {"prediction": outputs}, index))
+    pictured = thumbnails(loaded.card.weights_sha256 or loaded.path, str(train.root), loaded.model, train,
+                          tuple(shown))
+    for instance, panels in zip(shown, pictured):
+        captions, pictures = zip(*panels)
         st.image(list(pictures), caption=[f"{instance} {c}" for c in captions], width=96)

@@ -80,3 +80,18 @@ def test_single_ids_leave_the_forget_set_and_capped_thumbnails_are_named():
     app.session_state["selection"] = [3, 5]
     app.run()
     assert not any("first 8" in c.value for c in app.caption) and len(app.image) == 2
+
+
+def test_thumbnails_are_predicted_once_per_forget_set(monkeypatch):
+    """Issue 19, speed: a click on the page (here a new colour) reran the forget instances'
+    predictions; they are cached per model and forget set."""
+    import core.explore
+
+    calls = []
+    predict = core.explore.predict
+    monkeypatch.setattr(core.explore, "predict", lambda *args: calls.append(args[2]) or predict(*args))
+    app = AppTest.from_file(PAGE, default_timeout=120)
+    app.session_state["selection"] = [4, 5]
+    app.run()
+    app.selectbox(key="colour").set_value(app.selectbox(key="colour").options[1]).run()
+    assert not app.exception and len(app.image) == 2 and calls == [[4, 5]]

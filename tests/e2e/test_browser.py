@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from core.cli import STREAMLIT_OPTIONS
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,10 +67,11 @@ def server(tmp_path_factory):
     env["MTU_APP_PLUGINS"] = "my_models"  # as `mtu app --plugin my_models` allows it
     worker = subprocess.Popen([sys.executable, "-m", "core.cli", "worker", "--plugin", "my_models"],
                               cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"), "--server.port",
-         str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    options = {**STREAMLIT_OPTIONS, "server.address": "127.0.0.1", "server.port": port}  # as mtu app
+    flags = [arg for name, value in options.items()
+             for arg in (f"--{name}", str(value).lower() if isinstance(value, bool) else str(value))]
+    process = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+                                *flags], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
