@@ -44,6 +44,14 @@ def zipped(path: str) -> bytes:
     return checkpoint_zip(path)
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def ended_curves(ledger_path: str, run: int):
+    """The losses per step of an ended run of the ledger (they no longer change), or None: built
+    once, not every second of the fragment below."""
+    steps = ledger().steps(run)
+    return loss_curves_figure(steps).update_layout(title="Losses per step") if steps else None
+
+
 @st.fragment(run_every=1.0)
 def recent_runs() -> None:
     """The latest runs on this model, from the ledger: they run in the worker, so they go on
@@ -92,9 +100,8 @@ def recent_runs() -> None:
         else:
             st.error(f"{name}: {status}. {row['error']}")
         if status not in ("queued", "running") and row["run"] in (submitted or ()):
-            if steps := ledger().steps(row["run"]):  # the curves seen while it ran stay
-                st.plotly_chart(loss_curves_figure(steps).update_layout(title="Losses per step"),
-                                width="stretch", key=f"curves_{row['run']}")
+            if (curves := ended_curves(str(ledger().path), row["run"])) is not None:  # they stay
+                st.plotly_chart(curves, width="stretch", key=f"curves_{row['run']}")
     if any(row["status"] == "done" for row in rows):
         st.page_link("pages/interference.py", label="See what changed on the Interference page", icon="📊")
 

@@ -133,13 +133,19 @@ def _choose(page, label: str, option: str) -> None:
 def _set_number(page, name: str, value: str) -> None:
     """Type `value` into the Unlearn form's number field `name` (under "Advanced", opened when
     the field is hidden), again until it holds: a rerun after the method change can reset a
-    value typed too early."""
+    value typed too early or close the expander."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     field = page.get_by_role("spinbutton", name=name, exact=True)
-    advanced = page.get_by_text("Advanced: the settings of")
+    advanced = page.get_by_text("Advanced: the settings of").first
     for _ in range(5):
-        if advanced.count() and not field.is_visible():
-            advanced.first.click()
-        field.fill(value)
+        advanced.wait_for(timeout=60_000)
+        if not field.is_visible():
+            advanced.click()
+        try:
+            field.fill(value, timeout=10_000)
+        except PlaywrightTimeout:  # the click landed while the form was redrawn: open it again
+            continue
         field.press("Tab")
         page.wait_for_timeout(1_000)
         if field.input_value() == value:
