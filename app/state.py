@@ -52,7 +52,7 @@ from core.checkpoints import (
 )
 from core.cli import STREAMLIT_OPTIONS
 from core.data import DatasetError
-from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_models
+from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_methods, compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
 from core.importing import oracle_approximation, with_recipe
@@ -788,7 +788,9 @@ def comparison_rows(loaded: Loaded, request_id: int | None = None,
 
 def compared(loaded: Loaded, rows: list[dict[str, Any]]) -> Comparison:
     """The leaderboard of a comparison's finished runs (`comparison_rows`), rebuilt from the
-    ledger: the original and every done run's saved model scored on the request. Kept in the
+    ledger: the original and every done run's saved model scored on the request
+    (`core.evaluation.compare_methods`, as a benchmark cell scores its methods, with the
+    retrain oracle as the reference when it is among them). Kept in the
     session and as JSON beside the ledger (`scores/compare-<request>.json`, with the inputs it
     came from), so that any later visit or session reads it back; computed under a status."""
     done = [r for r in rows
@@ -810,16 +812,18 @@ def compared(loaded: Loaded, rows: list[dict[str, Any]]) -> Comparison:
     if comparison is None:
         request = ForgetRequest.build(first["instances"], None if first["mode"] == "full" else first["tasks"],
                                       loaded.data.train_ids, loaded.tasks)
-        models: dict[str, torch.nn.Module] = {"original": loaded.model}
-        seconds = {}
+        saved: dict[str, tuple[torch.nn.Module, float]] = {}  # what the worker's runs saved
         for row in done:
-            models[row["method"]], card = cached_checkpoint(_checkpoint_name(row["result_path"]))
-            seconds[row["method"]] = float(card.request.get("seconds", float("nan")))
+            model, card = cached_checkpoint(_checkpoint_name(row["result_path"]))
+            saved[row["method"]] = model, float((card.request or {}).get("seconds", float("nan")))
+        references = {jobs.ORACLE: saved[jobs.ORACLE]} if jobs.ORACLE in saved else {}
+        methods = {row["method"]: row["config"] for row in done if row["method"] != jobs.ORACLE}
         with st.status("Scoring the compared models (once: the leaderboard is kept beside the ledger)...",
                        expanded=True) as status:
-            status.write(f"Scoring {', '.join(models)} on the forget, kept, retain and test instances, "
-                         "with the membership attack...")
-            comparison = compare_models(models, request, loaded.data, seconds)
+            status.write(f"Scoring original, {', '.join([*references, *methods])} on the forget, kept, "
+                         "retain and test instances, with the membership attack...")
+            comparison = compare_methods(loaded.model, request, loaded.data, methods, references,
+                                         run=lambda method, _: saved[method])
             status.update(label="Scored the comparison", state="complete", expanded=False)
         partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
         try:

@@ -3,7 +3,7 @@ the comparison of several models on one request; the benchmark protocol lives in
 `core.evaluation.benchmark`, its report in `core.evaluation.report` and the figures in
 `core.evaluation.figures`."""
 
-from core.evaluation.compare import Comparison, compare_models
+from core.evaluation.compare import Comparison, compare_methods, compare_models
 from core.evaluation.conflict import (
     ConflictReport,
     analyze_conflicts,
@@ -31,8 +31,8 @@ from core.evaluation.uis import (
 )
 
 __all__ = [
-    "Comparison", "ConflictReport", "analyze_conflicts", "compare_models", "at_risk_instances", "cosine",
-    "cosine_matrix",
+    "Comparison", "ConflictReport", "analyze_conflicts", "compare_methods", "compare_models",
+    "at_risk_instances", "cosine", "cosine_matrix",
     "cosine_matrix_by_layer", "evaluate_request", "fixed_retain_sample", "ili", "instance_interference",
     "loss_features", "membership_inference", "mia_from_features", "oracle_gap", "primary_scores",
     "task_gradients", "task_interference", "tli", "uis", "uis2", "uis2_breakdown", "uis2_terms",

@@ -8,10 +8,10 @@ trains the base model and draws the forget instances (the same ones for every se
 ratio and seed); the setting is "full" or "partial:<task>" (forget that one task, keep the
 others). In each cell the retrain oracle is trained once and cached, every method runs with its
 tuned configuration (the `SANITY_TIER` methods only in the first ratio and seed of each
-benchmark, unless the plan names its methods), and `compare_models` scores them all, with the
-reference rows `original` (doing nothing), `retrain` (the oracle) and, in the cells of the
-plan's first `floor` seeds, `retrain_2` (a second oracle, training seed + 1: the
-retrain-vs-retrain floor of oracle-referenced scores).
+benchmark, unless the plan names its methods) and `compare_methods` (which the dashboard's
+Compare page calls too) scores them all, with the reference rows `original` (doing nothing),
+`retrain` (the oracle) and, in the cells of the plan's first `floor` seeds, `retrain_2` (a
+second oracle, training seed + 1: the retrain-vs-retrain floor of oracle-referenced scores).
 
 Tuning (`core.evaluation.tuning`): every method, ours and its ablations included, gets the same
 number of trials (`BenchPlan.trials`) of Optuna's TPE sampler, seeded per study (`study_seed`),
@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from core.data.sources import DataSource
 from core.evaluation.ablations import ablation_table
-from core.evaluation.compare import Comparison, compare_models
+from core.evaluation.compare import Comparison, compare_methods
 from core.evaluation.conflict import analyze_conflicts
 from core.evaluation.geometry import task_geometry
 from core.evaluation.reference import NOISE_FLOOR_COLUMNS, forget_gap_noise_floor
@@ -354,17 +354,12 @@ class Bench:
         model, _, data = self.base(benchmark, seed)
         request = self.request(benchmark, ratio, setting, seed)
         mode = setting_mode(setting)
-        oracle, oracle_seconds = self.oracle(benchmark, ratio, setting, seed)
-        models, configs = {ORIGINAL: model, ORACLE: oracle}, {}
-        seconds = {ORIGINAL: 0.0, ORACLE: oracle_seconds}
+        references = {ORACLE: self.oracle(benchmark, ratio, setting, seed)}
         if seed in self.plan.seeds[:self.plan.floor]:
-            models[SECOND_ORACLE], seconds[SECOND_ORACLE] = self.oracle(benchmark, ratio, setting, seed, True)
-        for method in methods:
-            configs[method] = {**self.tuned(benchmark, mode, method), "seed": seed}
-            result = get_unlearner(method, configs[method]).run(model, request, data)
-            models[method], seconds[method] = result.model, result.seconds
-        comparison = compare_models(models, request, data, seconds, retain_sample=self.plan.retain_sample,
-                                    seed=seed)
+            references[SECOND_ORACLE] = self.oracle(benchmark, ratio, setting, seed, True)
+        configs = {method: {**self.tuned(benchmark, mode, method), "seed": seed} for method in methods}
+        comparison = compare_methods(model, request, data, configs, references,
+                                     retain_sample=self.plan.retain_sample, seed=seed)
         conflicts = analyze_conflicts(model, request, data, seed=seed).overall
         done = {"benchmark": benchmark, "ratio": ratio, "setting": setting, "mode": mode, "seed": seed,
                 BASE_SEED: seed, "instances": list(request.instances), "configs": configs,

@@ -1,5 +1,6 @@
 """Score several models on one forget request: the leaderboard of a benchmark cell or of the
-dashboard's Compare page.
+dashboard's Compare page, both built by `compare_methods` (run the methods, then score them with
+the original and the reference models).
 
 One call evaluates every model once (`evaluate_request`), then reads UIS and its breakdown, the
 forget gap, ILI, TLI and (optionally) the membership-inference attacks from that frame. When the
@@ -12,8 +13,9 @@ tuning (`heldout`), never both.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,10 @@ import torch
 from core.evaluation.metrics import evaluate_request
 from core.evaluation.mia import attack_features, membership_inference
 from core.evaluation.uis import ili, oracle_gap, tli, uis2_breakdown, uis_breakdown, uis_oracle
+from core.unlearning.base import get_unlearner
+
+Runner = Callable[[str, Mapping[str, Any]], tuple[torch.nn.Module, float]]
+"""run(method, config) -> (unlearned model, seconds): how `compare_methods` gets a method's result."""
 
 LEADERBOARD_COLUMNS = ["model", "uis2", "uis", "forget_gap", "ili", "tli", "uis_oracle", "oracle_gap",
                        "mia_auc", "mia_auc_low", "mia_auc_high", "mia_efficacy", "mia_ref_auc",
@@ -146,3 +152,45 @@ def compare_models(models: Mapping[str, torch.nn.Module], request, data,
     return Comparison(leaderboard=pd.DataFrame(rows, columns=LEADERBOARD_COLUMNS), breakdown=breakdown,
                       scores=scores, oracle=(pd.concat(gaps, ignore_index=True)[ORACLE_COLUMNS] if gaps
                                              else pd.DataFrame(columns=ORACLE_COLUMNS)))
+
+
+def run_here(original: torch.nn.Module, request, data) -> Runner:
+    """The runner of `compare_methods` that runs a method in this process:
+    `get_unlearner(method, config).run(original, request, data)` (the original is not modified),
+    unrecorded; what a benchmark cell does."""
+    def run(method: str, config: Mapping[str, Any]) -> tuple[torch.nn.Module, float]:
+        result = get_unlearner(method, config).run(original, request, data)
+        return result.model, result.seconds
+    return run
+
+
+def compare_methods(original: torch.nn.Module, request, data, methods: Mapping[str, Mapping[str, Any]],
+                    references: Mapping[str, tuple[torch.nn.Module, float]] | None = None,
+                    run: Runner | None = None, retain_sample: int = 64, seed: int = 0, mia: bool = True,
+                    heldout: str = "test") -> Comparison:
+    """Run several methods on one request and compare them: the one path of a benchmark cell and
+    of the dashboard's Compare page.
+
+    Args:
+        original: the model before unlearning ("original" in the comparison: doing nothing, 0 s).
+        request, data: the `ForgetRequest` and its `UnlearningData`.
+        methods: {method: config}, run in that order by `run`.
+        references: {name: (model, seconds)} scored beside them, before the methods: the retrain
+            oracle under "retrain" (the reference of the oracle scores, `compare_models`), a
+            second oracle, ...
+        run: run(method, config) -> (model, seconds); default `run_here` (the method runs in this
+            process, as a benchmark cell does). The Compare page's runs went through the
+            dashboard's worker (`core.unlearning.runner.run_request`, recorded in the ledger);
+            its `run` reads the models they saved.
+        retain_sample, seed, mia, heldout: `compare_models`'s.
+
+    Returns the `Comparison` of "original", the references and the methods, in that order.
+    """
+    run = run or run_here(original, request, data)
+    models, seconds = {"original": original}, {"original": 0.0}
+    for name, (model, took) in (references or {}).items():
+        models[name], seconds[name] = model, took
+    for method, config in methods.items():
+        models[method], seconds[method] = run(method, config)
+    return compare_models(models, request, data, seconds, retain_sample=retain_sample, seed=seed, mia=mia,
+                          heldout=heldout)

@@ -78,3 +78,41 @@ def test_tuning_scores_on_the_tuning_part_only(tiny_model, indoor_data, val_read
     assert set(val_reads) == set(parts["test"])
     with pytest.raises(HeldOutError, match="the test part cannot be read"):
         compare_models({"original": tiny_model}, request, indoor_data.for_method())
+
+
+def test_compare_methods_runs_each_method_and_scores_it_beside_the_references(tiny_model, indoor_data):
+    """"Run several methods on one request and compare" is one function, `compare_methods`: a
+    benchmark cell runs the methods in this process; the Compare page gives it the results its
+    worker saved through `run`. Both score exactly what `compare_models` scores on those models,
+    the original (0 s) and the references first."""
+    import pandas as pd
+
+    from core.evaluation import compare_methods
+    from core.unlearning import get_unlearner
+
+    request = ForgetRequest.build([0, 1], ["depth"], indoor_data.train.ids, list(tiny_model.tasks))
+    stand_in = get_unlearner("finetune", {"steps": 1, "device": "cpu"}).run(tiny_model, request, indoor_data)
+    configs = {"grad_ascent": {"steps": 2, "seed": 3, "device": "cpu"}, "ssd": {"seed": 3, "device": "cpu"}}
+    options = {"retain_sample": 4, "seed": 1, "mia": False}
+    references = {"retrain": (stand_in.model, 5.0)}
+    comparison = compare_methods(tiny_model, request, indoor_data, configs, references, **options)
+    assert list(comparison.leaderboard["model"]) == ["original", "retrain", "grad_ascent", "ssd"]
+    results = {m: get_unlearner(m, c).run(tiny_model, request, indoor_data) for m, c in configs.items()}
+    expected = compare_models({"original": tiny_model, "retrain": stand_in.model,
+                               **{m: r.model for m, r in results.items()}}, request, indoor_data,
+                              {"original": 0.0, "retrain": 5.0}, **options)
+    numbers = [c for c in comparison.leaderboard.columns if c != "seconds"]
+    pd.testing.assert_frame_equal(comparison.leaderboard[numbers], expected.leaderboard[numbers])
+    pd.testing.assert_frame_equal(comparison.breakdown, expected.breakdown)
+    assert comparison.leaderboard["seconds"].tolist()[:2] == [0.0, 5.0]
+
+    asked = []
+
+    def saved(method, config):  # results made elsewhere (the dashboard's worker): read, not run
+        asked.append((method, dict(config)))
+        return results[method].model, 7.0
+
+    again = compare_methods(tiny_model, request, indoor_data, configs, references, run=saved, **options)
+    assert asked == [(m, c) for m, c in configs.items()]
+    pd.testing.assert_frame_equal(again.leaderboard[numbers], expected.leaderboard[numbers])
+    assert again.leaderboard["seconds"].tolist() == [0.0, 5.0, 7.0, 7.0]
