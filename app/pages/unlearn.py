@@ -28,11 +28,13 @@ from app.state import (
 )
 from core.checkpoints import checkpoint_zip
 from core.evaluation import analyze_conflicts
+from core.evaluation.geometry import method_outlook, task_geometry
 from core.evaluation.tuning import tuned_config
 from core.importing import oracle_approximation, oracle_seconds
 from core.jobs import submit
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
+from core.unlearning.interference_aware import InterferenceAwareConfig
 
 st.title("Unlearn")
 start_summary()  # the sidebar line: model, forget set, tasks
@@ -199,6 +201,30 @@ if st.button("Preview interference", help="conflict analysis on the original mod
     st.caption("Over 90° (cosine < 0): forgetting that task pushes the retained task the other way. "
                "Below: the retain instances most aligned with and most opposed to the forget update.")
     st.dataframe(report.at_risk, width="stretch", hide_index=True)
+
+if st.button("Will task-aware projection help here?",
+             help="the task geometry of the original model on this request (per-image gradients on 32 "
+                  "retain images, and for interference_aware the bases TGP would build): which of its parts "
+                  "will act; nothing changes"):
+    try:
+        config = get_unlearner(method, values).config
+    except ValueError as error:
+        st.error(str(error))
+        st.stop()
+    ours = isinstance(config, InterferenceAwareConfig)
+    outlook = config if ours else InterferenceAwareConfig()
+    tgp = ours and config.tgp in ("always", request.mode) and not (
+        request.mode == "full" and config.output_basis == "kept")
+    targets = list(request.tasks) if request.mode == "partial" else None
+    with st.spinner("Measuring the task geometry of the original model on this request..."):
+        geometry = task_geometry(loaded.model, loaded.data, request.instances, retain_sample=32,
+                                 config=outlook, saturation=tgp, targets=targets)
+    lines = method_outlook(geometry, outlook, request.mode, targets or [])
+    if ours:
+        bullets = "\n".join(f"- {line}" for line in lines)
+        st.markdown(f"**What {method} will do on this request**\n\n{bullets}")
+    else:
+        st.markdown(lines[0])
 
 if submitted:
     try:

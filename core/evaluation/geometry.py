@@ -123,7 +123,7 @@ def _rows(measure: str, task: str, other: str, cosines: Mapping[str, float]) -> 
 
 def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain_sample: int = 64,
                   seed: int = 0, config: InterferenceAwareConfig | None = None,
-                  saturation: bool = True) -> pd.DataFrame:
+                  saturation: bool = True, targets: Sequence[str] | None = None) -> pd.DataFrame:
     """The three measures of the module docstring, for `model` on `data`.
 
     Args:
@@ -134,6 +134,7 @@ def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain
         retain_sample: retain ids of the cross-task cosines (`fixed_retain_sample`, `seed`).
         config: interference_aware's configuration for the saturation (default: its defaults).
         saturation: False leaves out the "output_saturation" rows (they cost a basis per task).
+        targets: the tasks whose partial requests get saturation rows (default: every task).
     Returns:
         Rows measure, layer, task, other, value, rank, channels: cosines in value (rank and
         channels NaN); saturation rows with other "" and value = rank / channels. Layers in
@@ -164,13 +165,13 @@ def task_geometry(model: torch.nn.Module, data, instances: Sequence[int], retain
             rows += _rows("batch_cross_task_cos", t, u, layer_cosines(retain[t], retain[u], list(layers)))
             rows += _rows("forget_kept_cos", t, u, layer_cosines(forget[t], forget[u], list(layers)))
         if saturation and len(tasks) > 1:
-            rows += _saturation_rows(model, layers, tasks, request, batch, config)
+            rows += _saturation_rows(model, layers, tasks, request, batch, config, targets)
     finally:
         model.train(was_training)
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]:
+def _saturation_rows(model, layers, tasks, request, batch, config, targets=None) -> list[dict]:
     """rank(V) / C_out per layer, for each partial request forgetting one task t: V from a retain
     sample (every task; the kept tasks only with `output_basis="kept"`) and the forget images
     (the kept tasks), as `InterferenceAware.kept_subspaces` builds it."""
@@ -178,7 +179,7 @@ def _saturation_rows(model, layers, tasks, request, batch, config) -> list[dict]
     retain = batch(fixed_retain_sample(request, config.subspace_batch, config.seed))
     forget = batch(request.instances[:config.forget_batch])
     rows = []
-    for target in tasks:
+    for target in tasks if targets is None else [t for t in tasks if t in targets]:
         kept = {name: spec for name, spec in tasks.items() if name != target}
         signals = kept if config.output_basis == "kept" else tasks
         groups = {"retain": (retain, signals), "kept": (forget, kept)}
