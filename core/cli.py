@@ -1,7 +1,7 @@
 """The `mtu` command: train, import, unlearn, history, lineage, info, generate, bench, tune, app, worker.
 
 Every subcommand takes `--plugin MODULE` (repeatable): modules that register the user's own
-architectures (`core.models.register_architecture`) before the command runs."""
+architectures, task kinds or unlearning methods (`core.plugins`) before the command runs."""
 
 from __future__ import annotations
 
@@ -256,6 +256,13 @@ def cmd_info(args) -> int:
     from core.checkpoints import check_weights, read_card
     from core.models import describe_architecture, get_architecture, list_architectures
 
+    if args.methods:
+        from core.unlearning import list_unlearners, method_class
+
+        for name in list_unlearners():
+            method = method_class(name)
+            print(f"{name:<26} {method.summary}" + (f"  (plugin {method.plugin})" if method.plugin else ""))
+        return 0
     if args.architectures or args.model is None:
         for name in list_architectures():
             entry = get_architecture(name)
@@ -454,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import MODULE first: it registers its own architectures (repeatable)")
+                        help="import MODULE first: it registers its own architectures, task kinds or "
+                             "unlearning methods (repeatable)")
     common.add_argument("--ledger", default=None, metavar="FILE",
                         help="the ledger of runs (default: $MTU_HOME/ledger.sqlite or the per-user "
                              "data folder)")
@@ -498,9 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="dataset folder (.npy layout); default: the data the model card names")
     unlearn.set_defaults(func=cmd_unlearn)
 
-    info = command("info", help="print a checkpoint's model card, or the architectures")
+    info = command("info", help="print a checkpoint's model card, or the architectures or methods")
     info.add_argument("model", nargs="?", default=None)
     info.add_argument("--architectures", action="store_true", help="list the registered architectures")
+    info.add_argument("--methods", action="store_true", help="list the registered unlearning methods")
     info.set_defaults(func=cmd_info)
 
     history = command("history", help="list the recorded requests and runs")
@@ -633,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     args.where = ""
     try:
         from core import distributed
-        from core.models import load_plugins
+        from core.plugins import load_plugins
 
         load_plugins(args.plugin)
         if distributed.launched():

@@ -74,10 +74,10 @@ from core.evaluation.stats import (
 )
 from core.evaluation.tuning import SCORE, study_seed, tune, tuning_curves, tuning_table
 from core.outputs import write_text_atomic
+from core.plugins import load_plugins
 from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.ablations import VARIANTS, CalibratedStop
-from core.plugins import load_plugins
 from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners, method_plugins
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"

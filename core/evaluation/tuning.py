@@ -40,8 +40,15 @@ import torch
 
 from core.evaluation.compare import compare_models
 from core.outputs import check_settings_output, write_text_atomic
+from core.plugins import load_plugins
 from core.requests import ForgetRequest
-from core.unlearning.base import DivergenceError, UnlearningData, get_unlearner, list_unlearners
+from core.unlearning.base import (
+    DivergenceError,
+    UnlearningData,
+    get_unlearner,
+    list_unlearners,
+    method_plugins,
+)
 from core.unlearning.search import Choice, Dimension, Range, describe, limits, search_space
 
 EDGE = 0.05
@@ -335,9 +342,10 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
 _SHARED: tuple[Any, Any] | None = None
 
 
-def _start(model, data, threads: int) -> None:
+def _start(model, data, threads: int, plugins: Sequence[str] = ()) -> None:
     global _SHARED
     torch.set_num_threads(threads)
+    load_plugins(plugins)  # the methods that plugins registered
     _SHARED = (model, data)
 
 
@@ -359,8 +367,9 @@ def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int,
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, torch.get_num_threads() // workers)
+    plugins = method_plugins([method for method, _, _ in jobs])  # a spawned process imports them again
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                             initargs=(model, data, threads)) as pool:
+                             initargs=(model, data, threads, plugins)) as pool:
         return list(pool.map(functools.partial(_study, trials=trials, seed=seed,
                                                retain_sample=retain_sample), jobs))
 

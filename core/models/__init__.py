@@ -14,18 +14,17 @@ from core.models.protocol import (
 from core.models.registry import (
     ENTRY_POINT_GROUP,
     ArchitectureError,
-    PluginError,
     build_model,
     describe_architecture,
     get_architecture,
     list_architectures,
     load_backbone_weights,
-    load_plugins,
     normalise_architecture,
     read_state_dict,
     register_architecture,
 )
 from core.models.wrapper import MultiTaskWrapper
+from core.plugins import PluginError, load_plugins
 
 DEFAULT_ARCHITECTURE = {"name": "small_cnn", "args": {"width": 16}}
 

@@ -5,19 +5,18 @@ registers it (a duplicate name is refused). A model card's `architecture` is
 {"name": ..., "args": {...}, "plugin": module or None}, and `build_model` rebuilds the model from
 it, so checkpoints, the retrain oracle and `mtu train` all build through here.
 
-A user's own architectures come from plugins: a module that registers builders when imported,
-named with `--plugin MODULE` (or the dashboard's plugin setting), or declared by an installed
-package under the entry-point group `mtunlearn.architectures`. A card records the plugin that
-built its model; nothing named in a card is ever imported by itself.
+A user's own architectures come from plugins (`core.plugins`): a module that registers builders
+when imported, named with `--plugin MODULE` (or the dashboard's plugin setting), or declared by an
+installed package under the entry-point group `mtunlearn.architectures`, loaded when the
+architectures are first read. A card records the plugin that built its model; nothing named in a
+card is ever imported by itself.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -25,20 +24,16 @@ import torch
 from torch import nn
 
 from core.models.protocol import MultiTaskModel, check_model
+from core.plugins import ARCHITECTURES, entry_point_errors, load_entry_points, plugin_of
 from core.tasks import TaskSpec
 
-ENTRY_POINT_GROUP = "mtunlearn.architectures"
+ENTRY_POINT_GROUP = ARCHITECTURES
 
 Builder = Callable[..., nn.Module]
 
 
 class ArchitectureError(ValueError):
-    """An unknown architecture, bad builder arguments, or a plugin that cannot be loaded."""
-
-
-class PluginError(ArchitectureError):
-    """A plugin module or entry point that cannot be imported: not found, named like a file path,
-    or raising (SyntaxError, any exception, even `sys.exit`) while it is imported."""
+    """An unknown architecture, bad builder arguments, or an architecture whose plugin is not loaded."""
 
 
 @dataclass(frozen=True)
@@ -56,8 +51,6 @@ class Architecture:
 
 
 _REGISTRY: dict[str, Architecture] = {}
-_entry_points_loaded = False
-_entry_point_errors: dict[str, str] = {}
 
 
 def register_architecture(name: str, summary: str = "") -> Callable[[Builder], Builder]:
@@ -69,8 +62,7 @@ def register_architecture(name: str, summary: str = "") -> Callable[[Builder], B
         if name in _REGISTRY:
             raise ArchitectureError(f"an architecture named {name!r} is already registered "
                                     f"(by {_REGISTRY[name].plugin or 'mtunlearn'})")
-        module = builder.__module__
-        plugin = None if module.split(".")[0] == "core" else module
+        plugin = plugin_of(builder.__module__)
         doc = (builder.__doc__ or "").strip().splitlines()
         _REGISTRY[name] = Architecture(name, builder, plugin, summary or (doc[0] if doc else ""))
         return builder
@@ -83,76 +75,13 @@ def unregister_architecture(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def load_plugins(modules: Iterable[str] = ()) -> list[str]:
-    """Import each plugin module (which registers its builders), after the installed entry
-    points. Returns the architecture names now registered.
-
-    Raises PluginError when an entry point or a module fails to import (whatever it raises,
-    `SystemExit` included; only KeyboardInterrupt goes through) or when a module is named like a
-    file path: a broken plugin stops the command rather than leaving it half set up."""
-    _load_entry_points()
-    if _entry_point_errors:
-        broken = "; ".join(f"entry point {name!r} failed ({failure})"
-                           for name, failure in _entry_point_errors.items())
-        raise PluginError(f"{broken} (group {ENTRY_POINT_GROUP!r}); fix or uninstall the package "
-                          "that declares it")
-    for module in modules:
-        module = module.strip()
-        if not module:
-            continue
-        _check_module_name(module)
-        try:
-            importlib.import_module(module)
-        except KeyboardInterrupt:
-            raise
-        except ModuleNotFoundError as error:
-            if error.name is None or not (module == error.name or module.startswith(error.name + ".")):
-                raise PluginError(f"plugin module {module!r} {_raised(error)}") from error
-            raise PluginError(f"plugin module {module!r} cannot be imported: {error}; "
-                              "install it or put its folder on PYTHONPATH") from error
-        except BaseException as error:  # even sys.exit: a plugin must not end the tool
-            raise PluginError(f"plugin module {module!r} {_raised(error)}") from error
-    return list_architectures()
-
-
-def _check_module_name(module: str) -> None:
-    """Refuse a file path (`./my_models.py`, `a/b`, `../x`) where a module name is expected."""
-    if not ("/" in module or "\\" in module or module.startswith(".") or module.endswith(".py")):
-        return
-    stem = Path(module.replace("\\", "/")).name.removesuffix(".py").strip(".") or "my_models"
-    raise PluginError(f"plugin {module!r} looks like a file path; a plugin is named by its module "
-                      f"name (e.g. {stem}), importable from PYTHONPATH (add its folder there)")
-
-
-def _raised(error: BaseException) -> str:
-    """"raised ValueError while being imported: first line of its message"."""
-    if isinstance(error, SystemExit):
-        return f"raised SystemExit while being imported: it called sys.exit({error.code!r})"
-    lines = str(error).strip().splitlines()
-    return f"raised {type(error).__name__} while being imported" + (f": {lines[0]}" if lines else "")
-
-
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for point in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            point.load()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as error:  # named by load_plugins and get_architecture
-            _entry_point_errors[point.name] = f"{point.value} {_raised(error)}"
-
-
 def list_architectures() -> list[str]:
-    _load_entry_points()
+    load_entry_points(ARCHITECTURES)
     return sorted(_REGISTRY)
 
 
 def get_architecture(name: str, plugin: str | None = None) -> Architecture:
-    _load_entry_points()
+    load_entry_points(ARCHITECTURES)
     if name in _REGISTRY:
         return _REGISTRY[name]
     if plugin:
@@ -160,9 +89,8 @@ def get_architecture(name: str, plugin: str | None = None) -> Architecture:
             f"architecture {name!r} comes from the plugin module {plugin!r}, which is not loaded: "
             f"pass --plugin {plugin} (dashboard: Model page, plugin modules), or install the "
             f"package that declares it under the {ENTRY_POINT_GROUP!r} entry point")
-    broken = "".join(f"; entry point {k} failed ({v})" for k, v in _entry_point_errors.items())
     raise ArchitectureError(f"unknown architecture {name!r}; registered: "
-                            f"{', '.join(sorted(_REGISTRY))}{broken}")
+                            f"{', '.join(sorted(_REGISTRY))}{entry_point_errors(ARCHITECTURES)}")
 
 
 def normalise_architecture(architecture: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -2,8 +2,10 @@
 
 Every method lives in its own file, subclasses `Unlearner` (usually `StepUnlearner`), declares a
 config dataclass of its knobs (defaults and ranges in field metadata, read by the CLI and the
-dashboard), and registers itself with `@register`. A method never mutates the model it is given:
-`Unlearner.run` hands it a deep copy, with BatchNorm layers in eval mode.
+dashboard), and registers itself with `@register`; a method of a user's own does the same in a
+plugin module (`core.plugins`: `--plugin MODULE` or the `mtunlearn.methods` entry point). A method
+never mutates the model it is given: `Unlearner.run` hands it a deep copy, with BatchNorm layers
+in eval mode.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -22,6 +24,7 @@ import torch
 from core import distributed
 from core.data.splits import VAL_PARTS, HeldOutError, RestrictedSplit, split_val
 from core.device import select_device
+from core.plugins import METHODS, entry_point_errors, load_entry_points, plugin_of
 from core.requests import ForgetRequest, preview
 from core.tasks import TaskSpec
 from core.training import multitask_loss
@@ -335,6 +338,8 @@ class Unlearner(ABC):
     name: ClassVar[str] = ""
     config_class: ClassVar[type[UnlearnConfig]] = UnlearnConfig
     summary: ClassVar[str] = ""
+    plugin: ClassVar[str | None] = None
+    """The plugin module that registered the method (`register`); None for mtunlearn's own."""
 
     def __init__(self, config: UnlearnConfig | Mapping[str, Any] | None = None):
         if isinstance(config, UnlearnConfig):
@@ -438,24 +443,75 @@ class StepUnlearner(Unlearner):
 
 
 REGISTRY: dict[str, type[Unlearner]] = {}
+"""{name: method class}: mtunlearn's own methods and those plugins registered (`register`); read it
+through `list_unlearners` / `method_class`, which load the `mtunlearn.methods` entry points first."""
+
+
+class MethodError(ValueError):
+    """An unknown unlearning method, or a method class that cannot be registered."""
+
+
+def _described(cls: type) -> str:
+    """"mtunlearn (core.unlearning.ssd.SSD)" or "plugin my_methods (my_methods.FisherForget)"."""
+    owner = f"plugin {cls.__module__}" if plugin_of(cls.__module__) else "mtunlearn"
+    return f"{owner} ({cls.__module__}.{cls.__qualname__})"
 
 
 def register(cls: type[Unlearner]) -> type[Unlearner]:
-    """Class decorator: make a method available by its `name`; a duplicate name is refused."""
-    if not cls.name:
-        raise ValueError(f"{cls.__name__} has no name")
+    """Class decorator (or a plain call, `register(MyMethod)`): make a method available by its
+    `name`, recording the plugin module it comes from (`plugin`, None for mtunlearn's own).
+
+    Raises MethodError when the class is not an `Unlearner` with a name and an `UnlearnConfig`
+    dataclass, or when its name is taken (naming both classes): a plugin never replaces a
+    built-in method or another plugin's."""
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not (isinstance(cls, type) and issubclass(cls, Unlearner)):
+        raise MethodError(f"{where} is not an unlearning method: subclass core.unlearning.Unlearner "
+                          "(or StepUnlearner) to register it")
+    if not cls.name or not isinstance(cls.name, str):
+        raise MethodError(f"{where} has no name: set the class attribute `name`, e.g. name = \"my_method\"")
+    config = cls.config_class
+    if not (isinstance(config, type) and issubclass(config, UnlearnConfig) and is_dataclass(config)):
+        raise MethodError(f"{where}.config_class must be a dataclass subclassing "
+                          f"core.unlearning.UnlearnConfig (fields made with knob()), got {config!r}")
     if cls.name in REGISTRY:
-        raise ValueError(f"an unlearning method named {cls.name!r} is already registered "
-                         f"({REGISTRY[cls.name].__name__})")
+        raise MethodError(f"an unlearning method named {cls.name!r} is already registered by "
+                          f"{_described(REGISTRY[cls.name])}; {where} cannot take its name: give it "
+                          "another `name`")
+    cls.plugin = plugin_of(cls.__module__)
     REGISTRY[cls.name] = cls
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a registered method (for tests and plugin reloads)."""
+    REGISTRY.pop(name, None)
+
+
 def list_unlearners() -> list[str]:
+    """The registered methods' names, sorted, the installed `mtunlearn.methods` entry points
+    loaded first."""
+    load_entry_points(METHODS)
     return sorted(REGISTRY)
 
 
-def get_unlearner(name: str, config: UnlearnConfig | Mapping[str, Any] | None = None) -> Unlearner:
+def method_class(name: str) -> type[Unlearner]:
+    """The method registered as `name`; MethodError lists the registered ones, says how a method
+    of one's own is brought in, and names any entry point that failed to load."""
+    load_entry_points(METHODS)
     if name not in REGISTRY:
-        raise ValueError(f"unknown unlearning method {name!r}; accepted: {', '.join(list_unlearners())}")
-    return REGISTRY[name](config)
+        raise MethodError(f"unknown unlearning method {name!r}; accepted: {', '.join(sorted(REGISTRY))}. "
+                          "A method of your own comes from its module: --plugin MODULE (dashboard: mtu "
+                          f"app --plugin MODULE) or an installed package's {METHODS!r} entry point"
+                          f"{entry_point_errors(METHODS)}")
+    return REGISTRY[name]
+
+
+def method_plugins(names: Sequence[str]) -> list[str]:
+    """The plugin modules the methods `names` come from (none for mtunlearn's own), each once:
+    what a job or a spawned worker imports before it runs them."""
+    return list(dict.fromkeys(p for p in (method_class(n).plugin for n in names) if p))
+
+
+def get_unlearner(name: str, config: UnlearnConfig | Mapping[str, Any] | None = None) -> Unlearner:
+    return method_class(name)(config)

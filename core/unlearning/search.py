@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from core.unlearning.base import REGISTRY, ConfigError
+from core.unlearning.base import ConfigError, method_class
 
 MODES = ("full", "partial")
 
@@ -98,11 +98,9 @@ def search_space(method: str, mode: str) -> dict[str, Dimension]:
 
     Raises ConfigError naming the method when it declares no `search_space`, names a knob its
     config lacks, or declares a range outside a knob's limits or choices outside its choices."""
-    if method not in REGISTRY:
-        raise ConfigError(f"unknown unlearning method {method!r}; accepted: {', '.join(sorted(REGISTRY))}")
+    cls = method_class(method)
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}; accepted: {', '.join(MODES)}")
-    cls = REGISTRY[method]
     declared: Mapping[str, Dimension] | None = getattr(cls, "search_space", None)
     if not declared:
         raise ConfigError(f"{method} declares no search_space, so it cannot be tuned; declare one on "
@@ -125,7 +123,7 @@ def search_space(method: str, mode: str) -> dict[str, Dimension]:
 
 def limits(method: str, knob: str) -> tuple[float | None, float | None]:
     """The allowed (low, high) of one knob of `method`'s config."""
-    spec = next(s for s in fields(REGISTRY[method].config_class) if s.name == knob)
+    spec = next(s for s in fields(method_class(method).config_class) if s.name == knob)
     return spec.metadata.get("low"), spec.metadata.get("high")
 
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 from bad_input_helpers import checkpoint_digest
 
+from core import plugins
 from core.cli import main
 from core.ledger import Ledger
-from core.models import registry
 
 # (case id, the plugin module's source, fragments of the message)
 BROKEN_MODULES = [
@@ -59,10 +59,10 @@ def test_an_exiting_plugin_stops_unlearn_before_anything_is_written(street_copy,
 
 def _entry_points(monkeypatch, load):
     point = SimpleNamespace(name="theirs", value="their_pkg.models", load=load)
-    monkeypatch.setattr(registry, "entry_points",
-                        lambda group: [point] if group == registry.ENTRY_POINT_GROUP else [])
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(registry, "_entry_point_errors", {})
+    monkeypatch.setattr(plugins, "entry_points",
+                        lambda group: [point] if group == plugins.ARCHITECTURES else [])
+    monkeypatch.setattr(plugins, "_loaded", set())
+    monkeypatch.setattr(plugins, "_errors", {})
 
 
 def _exit():

@@ -3,9 +3,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from core import plugins
 from core.models import (
     ArchitectureError,
     MultiTaskWrapper,
+    PluginError,
     build_model,
     describe_architecture,
     get_architecture,
@@ -47,10 +49,10 @@ def test_entry_points_register_plugins(monkeypatch):
     loaded = []
     point = SimpleNamespace(name="mine", value="my_pkg.models", load=lambda: loaded.append(1))
     broken = SimpleNamespace(name="bad", value="bad_pkg", load=lambda: 1 / 0)
-    monkeypatch.setattr(registry, "entry_points",
+    monkeypatch.setattr(plugins, "entry_points",
                         lambda group: [point, broken] if group == "mtunlearn.architectures" else [])
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
-    monkeypatch.setattr(registry, "_entry_point_errors", {})
+    monkeypatch.setattr(plugins, "_loaded", set())
+    monkeypatch.setattr(plugins, "_errors", {})
     list_architectures()
     assert loaded == [1]
     with pytest.raises(ArchitectureError, match="entry point bad failed .*ZeroDivisionError"):
@@ -58,7 +60,7 @@ def test_entry_points_register_plugins(monkeypatch):
 
 
 def test_a_missing_plugin_module_is_named():
-    with pytest.raises(ArchitectureError, match="plugin module 'no_such_module_xyz' cannot be imported"):
+    with pytest.raises(PluginError, match="plugin module 'no_such_module_xyz' cannot be imported"):
         load_plugins(["no_such_module_xyz"])
 
 
