@@ -56,7 +56,7 @@ from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compa
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
 from core.importing import oracle_approximation, with_recipe
-from core.jobs import check_plugins, needed_plugins
+from core.jobs import allowed_plugins, check_plugins, needed_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
@@ -244,9 +244,11 @@ def _remember(key: str) -> None:
 
 def open_model(path: str, data_root: str | None, modules: list[str]) -> Loaded:
     """The checkpoint at `path` with its data (the folder `data_root`, or the data its card
-    names), after importing the plugin modules `modules`. Raises PluginError (a module not
-    allowed), CheckpointError or DatasetError, which the pages show as messages."""
-    load_plugins(check_plugins(modules))
+    names), after importing the plugin modules `modules` and those the dashboard was started
+    with (`mtu app --plugin MODULE`: their methods join the method lists of every page). Raises
+    PluginError (a module not allowed), CheckpointError or DatasetError, which the pages show as
+    messages."""
+    load_plugins(check_plugins(modules) + allowed_plugins())
     model, card = cached_checkpoint(path)
     root = (data_root or "").strip() or None
     return Loaded(path, model, card, cached_data(path, root), root)

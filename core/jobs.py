@@ -30,13 +30,11 @@ PLUGINS_VARIABLE = "MTU_APP_PLUGINS"
 def allowed_plugins() -> list[str]:
     """The plugin modules the dashboard and its worker may import: those named when they were
     started (`mtu app --plugin MODULE` or `mtu worker --plugin MODULE`, in MTU_APP_PLUGINS) and
-    the modules of installed packages' `mtunlearn.architectures` entry points."""
-    from importlib.metadata import entry_points
-
-    from core.models import ENTRY_POINT_GROUP
+    the modules of installed packages' entry points (`mtunlearn.architectures`, `mtunlearn.methods`)."""
+    from core.plugins import entry_point_modules
 
     named = [m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(",") if m.strip()]
-    return list(dict.fromkeys(named + [point.module for point in entry_points(group=ENTRY_POINT_GROUP)]))
+    return list(dict.fromkeys(named + entry_point_modules()))
 
 
 def check_plugins(modules: Sequence[str]) -> list[str]:
@@ -165,6 +163,9 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     Compare page's methods); their results go where the first one's does (`out`-METHOD when
     `out` is given).
 
+    Every job carries the plugin modules its process imports: `plugins` (chosen with the model),
+    the one the model's card records and those the methods come from (`method_plugins`).
+
     Results go to `out` (the oracle's to `out`-oracle) when given, else into the ledger's
     content-addressed results store (`Ledger.results_folder`), named by their weights' hash, where
     the ledger's row finds them again. Returns the ledger ids of the runs: the method's, those of
@@ -176,10 +177,12 @@ def submit(ledger: Ledger, model_path: str | Path, card, request, method: str,
     """
     from core.checkpoints import checkpoint_paths
     from core.models.registry import normalise_architecture
+    from core.unlearning.base import method_plugins
 
     weights = checkpoint_paths(model_path)[0]
     recorded = normalise_architecture(card.architecture).get("plugin")  # the job carries what the
-    plugins = list(dict.fromkeys([*plugins, *([recorded] if recorded else [])]))  # model needs
+    methods = method_plugins([method, *(name for name, _ in more)])  # model and the methods need
+    plugins = list(dict.fromkeys([*plugins, *([recorded] if recorded else []), *methods]))
     sha = ledger.add_model(weights, card)
     request_id = ledger.add_request(sha, request, "dashboard", reason, model_path=weights,
                                     data_root=data_root)
