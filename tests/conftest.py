@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -11,6 +13,16 @@ from core.models import MultiTaskModel, build_model
 torch.set_num_threads(2)
 
 TINY = {"n_train": 12, "n_val": 10, "size": (32, 32)}
+
+
+@pytest.fixture(autouse=True)
+def main_module():
+    """Streamlit's AppTest runs a page as the module `__main__` and leaves it there; a process
+    spawned later (a dashboard job, a bench or tune worker) would then run that page again as
+    its own main module, and fail. Each test gets pytest's `__main__` back afterwards."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture(autouse=True)
