@@ -18,6 +18,8 @@ ICONS = {"model": "deployed_code", "select": "select", "unlearn": "content_cut",
 pages = {name: st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=f":material/{icon}:",
                       url_path=name, default=name == "model") for name, icon in ICONS.items()}
 page = st.navigation(list(pages.values()))
-if page.title == "Model" and "run" in st.query_params:  # a shared result (?run=L3&view=...): its page
+# a shared result (?run=L3&view=...) opens its page; outside a Streamlit run (a process spawned
+# from one that ran this file as __main__) the page has no title, and nothing is switched
+if getattr(page, "title", None) == "Model" and "run" in st.query_params:
     st.switch_page(pages["interference"], query_params=st.query_params.to_dict())
 page.run()
