@@ -101,10 +101,15 @@ def shutdown() -> None:
 
 @contextlib.contextmanager
 def session(device: str | torch.device | None = "auto") -> Iterator[bool]:
-    """`init` on entry, `shutdown` on exit; yields whether this process is one of several ranks."""
+    """`init` on entry, `shutdown` on exit; yields whether this process is one of several ranks.
+    After a run that ended well the ranks leave together (a `barrier` first): a rank that
+    destroys its gloo group while rank 0 still writes can abort the process. After an error a
+    rank leaves at once; the launcher stops the others."""
     started = init(device)
     try:
         yield started
+        if started:
+            barrier()
     finally:
         if started:
             shutdown()
