@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.ledger import Ledger, RunCancelled, checkpoint_names, data_folder, default_path
+from core.ledger import Ledger, checkpoint_names, data_folder, default_path
 
 _QUEUES: dict[tuple[str, bool], Any] = {}
 
@@ -273,47 +273,37 @@ def execute(job: Mapping[str, Any]) -> None:
 
 
 def _work(job: Mapping[str, Any], ledger: Ledger, beat) -> None:
-    """The job itself: plugins, model, data, then the run. `beat()` marks progress (each set-up
-    phase and each step); a cancel is seen before each phase and between steps."""
+    """The job itself: plugins, model, data, then the run through `run_request`, whose
+    observers are `beat` (progress: each set-up phase and each step) and the run's
+    `CancelCheck`, also asked before each set-up phase. Whatever ends the run is recorded in the
+    ledger by `runner.recorded` (here for the set-up, in `run_request` for the run)."""
     from core.checkpoints import load_checkpoint, read_card
     from core.models import load_plugins
     from core.unlearning.base import UnlearningData
-    from core.unlearning.runner import run_request
+    from core.unlearning.runner import CancelCheck, recorded, run_request
 
     run_id = int(job["run"])
-
-    def check(when: str) -> None:
-        if ledger.cancel_requested(run_id):
-            raise RunCancelled(f"cancelled from the dashboard {when}")
-
-    def step(event) -> None:
-        beat()
-        check(f"at step {event.step}")
-
+    cancel = CancelCheck(ledger, run_id)
     try:
-        check("before step 1 (before loading its plugins)")
-        # the plugins chosen with the model and the one its card records (reading a card needs none)
-        load_plugins(needed_plugins(read_card(job["model"]), job["plugins"]))
-        beat()
-        check("before step 1 (after loading its plugins)")
-        model, card = load_checkpoint(job["model"])
-        check_identity(job, card.weights_sha256)
-        beat()
-        check("before step 1 (after loading the model)")
-        data = UnlearningData.from_card(card, data_root=job["data_root"])
-        beat()
-        check("before step 1 (after opening the data)")
+        with recorded(ledger, run_id):
+            cancel.check("before step 1 (before loading its plugins)")
+            # the plugins chosen with the model and the one its card records (reading a card needs none)
+            load_plugins(needed_plugins(read_card(job["model"]), job["plugins"]))
+            beat()
+            cancel.check("before step 1 (after loading its plugins)")
+            model, card = load_checkpoint(job["model"])
+            check_identity(job, card.weights_sha256)
+            beat()
+            cancel.check("before step 1 (after loading the model)")
+            data = UnlearningData.from_card(card, data_root=job["data_root"])
+            beat()
+            cancel.check("before step 1 (after opening the data)")
         run_request(model, card, job["model"], job["instances"], job["tasks"], job["method"],
                     job["config"], job["out"], data_root=job["data_root"], ledger=ledger,
-                    run_id=run_id, progress=step, store=bool(job.get("store")), data=data,
-                    reason=job.get("reason", ""))
-    except BaseException as error:  # run_request records what it raises; set-up errors are here
-        if ledger.runs(run_id=run_id)[0]["status"] in ("queued", "running"):
-            cancelled = isinstance(error, RunCancelled | KeyboardInterrupt)
-            ledger.fail_run(run_id, f"{type(error).__name__}: {error}",
-                            "interrupted" if cancelled else "failed")
-        if not isinstance(error, Exception):
-            raise
+                    run_id=run_id, observers=[lambda event: beat(), cancel],
+                    store=bool(job.get("store")), data=data, reason=job.get("reason", ""))
+    except Exception:  # recorded in the ledger, where the page reads it
+        pass
 
 
 def check_identity(job: Mapping[str, Any], found: str | None) -> None:

@@ -24,7 +24,7 @@ import torch
 from core.evaluation.metrics import evaluate_request
 from core.evaluation.mia import attack_features, membership_inference
 from core.evaluation.uis import ili, oracle_gap, tli, uis2_breakdown, uis_breakdown, uis_oracle
-from core.unlearning.base import get_unlearner
+from core.unlearning.runner import run_request
 
 Runner = Callable[[str, Mapping[str, Any]], tuple[torch.nn.Module, float]]
 """run(method, config) -> (unlearned model, seconds): how `compare_methods` gets a method's result."""
@@ -155,11 +155,13 @@ def compare_models(models: Mapping[str, torch.nn.Module], request, data,
 
 
 def run_here(original: torch.nn.Module, request, data) -> Runner:
-    """The runner of `compare_methods` that runs a method in this process:
-    `get_unlearner(method, config).run(original, request, data)` (the original is not modified),
-    unrecorded; what a benchmark cell does."""
+    """The runner of `compare_methods` that runs a method in this process (the original is not
+    modified): what a benchmark cell does, through the one run path, `run_request`, with no
+    ledger and no output, so nothing is recorded or written, and without its before/after
+    rows."""
     def run(method: str, config: Mapping[str, Any]) -> tuple[torch.nn.Module, float]:
-        result = get_unlearner(method, config).run(original, request, data)
+        result, _, _ = run_request(original, None, None, request.instances, request.tasks, method, config,
+                                   out=None, ledger=None, data=data, summarised=False)
         return result.model, result.seconds
     return run
 

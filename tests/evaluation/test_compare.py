@@ -116,3 +116,27 @@ def test_compare_methods_runs_each_method_and_scores_it_beside_the_references(ti
     assert asked == [(m, c) for m, c in configs.items()]
     pd.testing.assert_frame_equal(again.leaderboard[numbers], expected.leaderboard[numbers])
     assert again.leaderboard["seconds"].tolist() == [0.0, 5.0, 7.0, 7.0]
+
+
+def test_a_benchmark_cells_methods_run_through_run_request_unrecorded(tiny_model, indoor_data, monkeypatch,
+                                                                      mtu_home):
+    """A benchmark cell's methods (`compare_methods`' default runner) go through the one run path,
+    `run_request`, with no ledger and no output: nothing is recorded or written, and no
+    before/after rows are computed for them."""
+    from core.evaluation import compare, compare_methods
+    from core.unlearning import runner
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return runner.run_request(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "run_request", spy)
+    request = ForgetRequest.build([0, 1], ["depth"], indoor_data.train.ids, list(tiny_model.tasks))
+    before = sorted(mtu_home.rglob("*"))
+    methods = {"grad_ascent": {"steps": 1, "device": "cpu"}}
+    comparison = compare_methods(tiny_model, request, indoor_data, methods, retain_sample=4, mia=False)
+    assert list(comparison.leaderboard["model"]) == ["original", "grad_ascent"]
+    assert [(c["out"], c["ledger"], c["summarised"]) for c in calls] == [(None, None, False)]
+    assert sorted(mtu_home.rglob("*")) == before
