@@ -87,7 +87,11 @@ REFERENCES = (ORIGINAL, ORACLE, SECOND_ORACLE)
 MODES = ("full", "partial")
 SANITY_TIER = ("finetune", "grad_ascent", "pcgrad", "ssd")
 """Methods never competitive (benchmarks/DECISIONS.md, section 8): in a plan that names no
-methods they run, and are tuned, only in the first ratio and seed of each benchmark."""
+methods they run, and are tuned, only in the first ratio and seed of each benchmark, and only
+when the plan keeps its `sanity` tier (protocol 5 leaves it out to fit the budget, section 14)."""
+CANDIDATES = tuple(v for v in VARIANTS if v.startswith(f"{OURS}_v2"))
+"""interference_aware v2's candidates: decided on the tuning seed (`mtu bench --tune-only`),
+never in a plan that names no methods."""
 
 
 class BenchError(ValueError):
@@ -109,6 +113,20 @@ class BenchPlan:
     widening rounds of `core.evaluation.tuning`); benchmarks/DECISIONS.md section 11 says why."""
     floor: int = 1
     """Reported seeds (the first ones) whose cells also train a second oracle (`SECOND_ORACLE`)."""
+    draws: int = 3
+    """Forget draws per tuning request on the tuning seed: the search scores draw 0, its `rescore`
+    best configurations are scored again on the others, and the lowest mean is chosen."""
+    rescore: int = 4
+    """Configurations of each study's search that are scored again on the further draws."""
+    rescore_at: tuple[int, ...] = ()
+    """Earlier budgets at which each study also records the same re-scoring (plateau studies)."""
+    partial_only: tuple[str, ...] = ("synthetic-indoor:segmentation",)
+    """"benchmark:task": a benchmark named here keeps only these partial settings, in tuning and
+    in cells; the others keep one per task."""
+    sanity: bool = False
+    """Whether a plan that names no methods runs the `SANITY_TIER` (in its first ratio and seed)."""
+    tune_variants: bool = False
+    """Whether the variants of ours get studies of their own; else they run at ours' choice."""
     n_train: int = 400
     n_val: int = 300
     size: tuple[int, int] = (32, 32)
@@ -118,12 +136,13 @@ class BenchPlan:
     retain_sample: int = 64
     noise_draws: int = 200
     """Random unseen sets per benchmark and ratio for the forget-gap noise floor."""
-    protocol: int = 4
+    protocol: int = 5
     """Version of the evaluation protocol; 2 = tuning scored on the tuning part of val, oracle
     referenced scores, balanced and reference attacks; 3 = and every method tuned with the same
     number of TPE trials per setting and ratio; 4 = UIS v2, studies pooled per mode with a
-    sampler seed each, a base model per seed, a second oracle. Results of another version are
-    refused."""
+    sampler seed each, a base model per seed, a second oracle; 5 = steps 5-240, the top
+    configurations re-scored on more tuning draws, a tuning floor and plateau flag, the variants
+    at ours' choice (benchmarks/DECISIONS.md section 14). Results of another version are refused."""
 
     def __post_init__(self):
         known = list_unlearners()
@@ -136,12 +155,38 @@ class BenchPlan:
                 raise BenchError(f"forget ratio {ratio} is not in (0, 1)")
         if self.trials < 1:
             raise BenchError(f"trials must be at least 1, got {self.trials}")
+        if self.draws < 1:
+            raise BenchError(f"draws must be at least 1, got {self.draws}")
         if self.tuning_seed in self.seeds:
             raise BenchError(f"the tuning seed {self.tuning_seed} is also a reported seed; "
                              "tuning must never see the reported seeds")
 
     def all_methods(self) -> list[str]:
-        return list(self.methods) or [m for m in list_unlearners() if m != ORACLE]
+        """The plan's methods, or every registered one but the oracle, v2's `CANDIDATES` and
+        (unless the plan keeps its `sanity` tier) the `SANITY_TIER`."""
+        if self.methods:
+            return list(self.methods)
+        left_out = {ORACLE, *CANDIDATES, *(() if self.sanity else SANITY_TIER)}
+        return [m for m in list_unlearners() if m not in left_out]
+
+    def tuned_methods(self) -> list[str]:
+        """The methods with studies of their own: all but the variants of ours, which run at
+        ours' choice (unless `tune_variants`); ours always has one when a variant runs."""
+        methods = self.all_methods()
+        if self.tune_variants:
+            return methods
+        own = [m for m in methods if m not in VARIANTS]
+        return own if OURS in own or len(own) == len(methods) else [OURS, *own]
+
+    def settings(self, benchmark: str, tasks: Sequence[str]) -> list[str]:
+        """"full" and the partial settings of `benchmark` (one per task, or `partial_only`'s)."""
+        pairs = [entry.split(":", 1) for entry in self.partial_only]
+        chosen = [task for name, task in pairs if name == benchmark]
+        unknown = [task for task in chosen if task not in tasks]
+        if unknown:
+            raise BenchError(f"partial_only names {', '.join(repr(f'{benchmark}:{t}') for t in unknown)}; "
+                             f"{benchmark}'s tasks are {', '.join(tasks)}")
+        return ["full"] + [f"partial:{t}" for t in tasks if not chosen or t in chosen]
 
     def cell_methods(self, ratio: float, seed: int) -> list[str]:
         """The methods of the cells of (ratio, seed): all of them, less `SANITY_TIER` outside
@@ -166,8 +211,9 @@ FULL = BenchPlan()
 """`mtu bench` (benchmarks/DECISIONS.md section 11: what it covers and the time it takes)."""
 
 QUICK = BenchPlan(benchmarks=("synthetic-conflict-high",), ratios=(0.05,), seeds=(1,), trials=2, n_train=200,
-                  n_val=150, epochs=30, retain_sample=48)
-"""`mtu bench --quick`: one benchmark, one ratio, one seed, 2 trials per method, a smaller base model."""
+                  n_val=150, epochs=30, retain_sample=48, draws=2, rescore=2)
+"""`mtu bench --quick`: one benchmark, one ratio, one seed, 2 trials per method (the best 2 scored
+again on a second draw), a smaller base model."""
 
 
 def settings_of(tasks: Sequence[str]) -> list[str]:
@@ -185,10 +231,11 @@ def setting_tasks(setting: str) -> list[str] | None:
     return None if setting == "full" else [setting.split(":", 1)[1]]
 
 
-def forget_instances(train_ids: Sequence[int], ratio: float, seed: int) -> list[int]:
-    """round(ratio x N) training ids (at least 1), drawn by (seed, ratio), sorted."""
+def forget_instances(train_ids: Sequence[int], ratio: float, seed: int, draw: int = 0) -> list[int]:
+    """round(ratio x N) training ids (at least 1), drawn by (seed, ratio) and, past the first,
+    the `draw` (the tuning seed's further forget draws), sorted."""
     count = max(1, round(ratio * len(train_ids)))
-    rng = np.random.default_rng([seed, round(ratio * 10_000)])
+    rng = np.random.default_rng([seed, round(ratio * 10_000), *([draw] if draw else [])])
     return sorted(int(i) for i in rng.choice(np.asarray(train_ids), size=count, replace=False))
 
 
@@ -256,23 +303,24 @@ class Bench:
     def tasks(self, benchmark: str) -> list[str]:
         return list(self.base(benchmark)[0].tasks)
 
-    def request(self, benchmark: str, ratio: float, setting: str, seed: int) -> ForgetRequest:
-        """The forget request of a cell (seed: a reported seed or the tuning seed), on the base
-        model of that seed."""
+    def request(self, benchmark: str, ratio: float, setting: str, seed: int, draw: int = 0) -> ForgetRequest:
+        """The forget request of a cell (seed: a reported seed or the tuning seed; `draw`: one of
+        the tuning seed's further forget draws), on the base model of that seed."""
         model, card, _ = self.base(benchmark, seed)
-        return ForgetRequest.build(forget_instances(card.train_ids, ratio, seed), setting_tasks(setting),
-                                   card.train_ids, list(model.tasks))
+        return ForgetRequest.build(forget_instances(card.train_ids, ratio, seed, draw),
+                                   setting_tasks(setting), card.train_ids, list(model.tasks))
 
     # -- tuning -----------------------------------------------------------------------------------
     def studies(self) -> list[tuple[str, str, str]]:
         """(benchmark, mode, method) of every tuning study of the plan."""
+        first = self.plan.cell_methods(self.plan.ratios[0], self.plan.seeds[0])
         return [(b, mode, m) for b in self.plan.benchmarks for mode in MODES
-                for m in self.plan.cell_methods(self.plan.ratios[0], self.plan.seeds[0])]
+                for m in self.plan.tuned_methods() if m in first]
 
     def tuning_requests(self, benchmark: str, mode: str) -> list[tuple[float, str]]:
         """(ratio, setting) of every request a study of `mode` scores per trial: each ratio, and
         in partial mode each partial setting."""
-        return [(r, s) for r in self.plan.ratios for s in settings_of(self.tasks(benchmark))
+        return [(r, s) for r in self.plan.ratios for s in self.plan.settings(benchmark, self.tasks(benchmark))
                 if setting_mode(s) == mode]
 
     def tuning_path(self, benchmark: str, mode: str, method: str) -> Path:
@@ -281,20 +329,63 @@ class Bench:
     def tuned(self, benchmark: str, mode: str, method: str) -> dict[str, Any]:
         """The chosen configuration of `method` for (benchmark, mode): its study on the tuning
         seed's requests of that mode, each against its oracle (`core.evaluation.tuning.tune`,
-        `plan.trials` trials), run first when tuning/ has no record of it."""
+        `plan.trials` trials; the best `plan.rescore` configurations scored again on the further
+        `plan.draws`), run first when tuning/ has no record of it. A variant of ours without a
+        study of its own takes ours' choice (the knobs its config has)."""
+        if method not in self.plan.tuned_methods():
+            chosen = self.tuned(benchmark, mode, OURS)
+            names = {f.name for f in fields(REGISTRY[method].config_class)}
+            return {k: v for k, v in chosen.items() if k in names}
         path = self.tuning_path(benchmark, mode, method)
         if not path.is_file():
             model, _, data = self.base(benchmark)
             cells = self.tuning_requests(benchmark, mode)
             seed = self.plan.tuning_seed
-            requests = [self.request(benchmark, r, s, seed) for r, s in cells]
-            oracles = [self.oracle(benchmark, r, s, seed)[0] for r, s in cells]
-            record = tune(method, model, requests, data, self.plan.trials, seed, self.plan.retain_sample,
-                          sampler_seed=study_seed(seed, benchmark, mode, method), oracles=oracles)
-            _write_json(path, {"benchmark": benchmark,
-                               "tuned_on": [{"ratio": r, "setting": s, "instances": list(q.instances)}
-                                            for (r, s), q in zip(cells, requests)], **record})
+            draws = [[self.request(benchmark, r, s, seed, d) for r, s in cells]
+                     for d in range(self.plan.draws)]
+            oracles = [[self.oracle(benchmark, r, s, seed, draw=d)[0] for r, s in cells]
+                       for d in range(self.plan.draws)]
+            record = tune(method, model, draws[0], data, self.plan.trials, seed, self.plan.retain_sample,
+                          sampler_seed=study_seed(seed, benchmark, mode, method), oracles=oracles[0],
+                          rescore=list(zip(draws[1:], oracles[1:])), top=self.plan.rescore,
+                          rescore_at=self.plan.rescore_at)
+
+            def described(requests: Sequence[ForgetRequest]) -> list[dict[str, Any]]:
+                return [{"ratio": r, "setting": s, "instances": list(q.instances)}
+                        for (r, s), q in zip(cells, requests)]
+
+            _write_json(path, {"benchmark": benchmark, "tuned_on": described(draws[0]),
+                               "draws_tuned_on": [described(d) for d in draws[1:]], **record})
         return dict(json.loads(path.read_text())["chosen"])
+
+    def tuning_floor(self, benchmark: str, mode: str) -> float:
+        """The retrain-vs-retrain floor of a study's score: the mean UIS v2 of the second oracle
+        (base recipe's seed + 1) against the oracle over the mode's tuning requests (draw 0),
+        scored as a trial is (tuning part of val); cached in tuning_floor.json."""
+        path = self.out / TUNING_FLOOR
+        record = json.loads(path.read_text()) if path.is_file() else {}
+        key = f"{benchmark}__{mode}"
+        if key not in record:
+            from core.evaluation.compare import compare_models
+
+            model, _, data = self.base(benchmark)
+            seed, scores = self.plan.tuning_seed, []
+            for ratio, setting in self.tuning_requests(benchmark, mode):
+                request = self.request(benchmark, ratio, setting, seed)
+                models = {ORIGINAL: model,
+                          SECOND_ORACLE: self.oracle(benchmark, ratio, setting, seed, True)[0],
+                          ORACLE: self.oracle(benchmark, ratio, setting, seed)[0]}
+                board = compare_models(models, request, data, retain_sample=self.plan.retain_sample,
+                                       seed=seed, mia=False, heldout="tuning").leaderboard
+                scores.append(float(board.set_index("model").at[SECOND_ORACLE, SCORE]))
+            record = {**(json.loads(path.read_text()) if path.is_file() else {}), key: float(np.mean(scores))}
+            _write_json(path, record)
+        return float(record[key])
+
+    def tuning_floors(self) -> dict[tuple[str, str], float]:
+        """`tuning_floor` of every (benchmark, mode) of the plan's studies."""
+        return {(b, mode): self.tuning_floor(b, mode) for b, mode in dict.fromkeys(
+            (b, mode) for b, mode, _ in self.studies())}
 
     def tuning_records(self) -> list[dict[str, Any]]:
         """The records of the plan's finished studies, in the order of `studies`."""
@@ -306,8 +397,10 @@ class Bench:
         tuning/ has no record of, after the tuning seed's oracles they need."""
         studies = self.studies() if studies is None else list(studies)
         groups = dict.fromkeys((b, mode) for b, mode, _ in studies)
-        oracles = [(b, r, s, self.plan.tuning_seed) for b, mode in groups
-                   for r, s in self.tuning_requests(b, mode)]
+        seed = self.plan.tuning_seed
+        oracles = [(b, r, s, seed, second, draw) for b, mode in groups
+                   for r, s in self.tuning_requests(b, mode)
+                   for second, draw in [(True, 0), *((False, d) for d in range(self.plan.draws))]]
         self._in_workers(_worker_oracle, [o for o in oracles if not checkpoint_paths(self.oracle_path(*o))[1]
                                           .is_file()], workers, "tuning oracles")
         todo = [study for study in studies if not self.tuning_path(*study).is_file()]
@@ -318,23 +411,24 @@ class Bench:
     # -- cells ------------------------------------------------------------------------------------
     def cells(self) -> list[tuple[str, float, str, int]]:
         return [(b, r, s, seed) for b in self.plan.benchmarks for r in self.plan.ratios
-                for s in settings_of(self.tasks(b)) for seed in self.plan.seeds]
+                for s in self.plan.settings(b, self.tasks(b)) for seed in self.plan.seeds]
 
     def oracle_path(self, benchmark: str, ratio: float, setting: str, seed: int,
-                    second: bool = False) -> Path:
-        return self.out / "oracles" / (cell_key(benchmark, ratio, setting, seed) + ("__2" if second else ""))
+                    second: bool = False, draw: int = 0) -> Path:
+        return self.out / "oracles" / (cell_key(benchmark, ratio, setting, seed) + ("__2" if second else "")
+                                       + (f"__d{draw}" if draw else ""))
 
     def oracle(self, benchmark: str, ratio: float, setting: str, seed: int,
-               second: bool = False) -> tuple[torch.nn.Module, float]:
+               second: bool = False, draw: int = 0) -> tuple[torch.nn.Module, float]:
         """The retrain oracle of a cell (of the tuning seed's request too) and its training time,
         cached under oracles/; `second`: the second oracle, trained with the base recipe's
         seed + 1."""
-        path = self.oracle_path(benchmark, ratio, setting, seed, second)
+        path = self.oracle_path(benchmark, ratio, setting, seed, second, draw)
         if not checkpoint_paths(path)[1].is_file():
             from core.unlearning.runner import unlearned_card
 
             model, card, data = self.base(benchmark, seed)
-            request = self.request(benchmark, ratio, setting, seed)
+            request = self.request(benchmark, ratio, setting, seed, draw)
             config = {"train_seed": int(card.training["seed"]) + 1} if second else {}
             result = get_unlearner(ORACLE, config).run(model, request, data)
             card = unlearned_card(card, f"models/{benchmark}__b{seed}", result, [])
@@ -479,7 +573,7 @@ def _worker_tune(study: tuple[str, str, str]) -> None:
     _WORKER.tuned(*study)
 
 
-def _worker_oracle(cell: tuple[str, float, str, int]) -> None:
+def _worker_oracle(cell: tuple) -> None:
     _WORKER.oracle(*cell)
 
 
@@ -658,7 +752,10 @@ FRAMES = ("leaderboard", "breakdown", "oracle", "summary", "details", "headline"
 """The tables `run_plan` writes as NAME.csv."""
 INVOCATIONS = "invocations.json"
 """Every `run_plan` invocation on a folder: when it started, its wall seconds, how it ended."""
-RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", INVOCATIONS, "summary.md", "report.html",
+TUNING_FLOOR = "tuning_floor.json"
+"""The retrain-vs-retrain floor of each (benchmark, mode)'s tuning score (`Bench.tuning_floor`)."""
+RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", TUNING_FLOOR, INVOCATIONS, "summary.md",
+                "report.html",
                 *(f"{name}.csv" for name in FRAMES))
 RESULT_FOLDERS = ("models", "tuning", "oracles", "cells")
 """The folders the bench writes JSON records and checkpoints into."""
@@ -743,7 +840,7 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     frames["counts"] = bench.counts()
     tuning = bench.tuning_records()
     _write_json(out / "tuning.json", tuning)
-    frames["tuning"] = tuning_table(tuning)
+    frames["tuning"] = tuning_table(tuning, bench.tuning_floors())
     frames["tuning_curves"] = tuning_curves(tuning)
     frames["ablations"] = ablation_table(frames["leaderboard"])
     frames["geometry"] = bench.geometry()
@@ -766,7 +863,8 @@ def tune_plan(plan: BenchPlan, out: str | Path, show_bars: bool = True, log: Cal
     bench.tune_all(workers)
     records = [json.loads(path.read_text()) for path in sorted((out / "tuning").glob("*.json"))]
     _write_json(out / "tuning.json", records)
-    return tuning_table(records)
+    floors = {(r["benchmark"], r["mode"]): bench.tuning_floor(r["benchmark"], r["mode"]) for r in records}
+    return tuning_table(records, floors)
 
 
 def _record_invocation(out: Path, began: str, seconds: float, ended: str) -> list[dict[str, Any]]:

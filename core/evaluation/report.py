@@ -257,9 +257,15 @@ def markdown_report(frames: Mapping[str, pd.DataFrame], plan, seconds: float | N
                   "ran every request of the tuning seed in that mode (every ratio and, in partial "
                   "mode, every partial setting: the requests column) and scored their mean UIS v2 "
                   "against each request's retrain oracle on the tuning part of val, on the tuning "
-                  "seed's base model; chosen = the best trial's configuration. still_improving: the "
-                  "best came in the last quarter of the study's trials (the curve had not flattened; "
-                  "the best-so-far curves are in report.html).", "", tuning_markdown(frames["tuning"])]
+                  "seed's base model (draw 0 of its forget sets). With more than one draw (the "
+                  "draws column) the search's best configurations were scored again on the other "
+                  "draws, each against its own oracle, and chosen = the lowest mean over the draws "
+                  "(best_uis is that mean); else chosen = the best trial's configuration. "
+                  "still_improving: the best came in the last quarter of the study's trials (the "
+                  "curve had not flattened; the best-so-far curves are in report.html). floor: the "
+                  "second oracle's score against the oracle on the same requests; plateaued: the "
+                  "best-so-far gained less than the floor over the last quarter.", "",
+                  tuning_markdown(frames["tuning"])]
         from core.evaluation.ablations import twin_gaps
 
         twins = twin_gaps(frames["tuning"])

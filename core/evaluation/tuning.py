@@ -51,6 +51,8 @@ from core.unlearning.base import (
 )
 from core.unlearning.search import Choice, Dimension, Range, describe, limits, search_space
 
+RESCORE_TOP = 4
+"""Configurations of a study's search that are scored again on the further tuning draws."""
 EDGE = 0.05
 """A chosen value this close to an end of its range (share of the range, sampling scale) widens it."""
 MAX_WIDENINGS = 2
@@ -91,6 +93,20 @@ def still_improving(record: Mapping[str, Any]) -> bool:
     tail = max(2, len(curve) // 4)
     before = curve[-tail - 1] if len(curve) > tail else None
     return before is None or curve[-1] < before
+
+
+def plateaued(record: Mapping[str, Any], floor: float) -> bool:
+    """Whether the study's best-so-far improved by less than `floor` over its last quarter of
+    trials (at least its last 2): below the retrain-vs-retrain floor a lower best is mostly a
+    luckier draw of the score's noise, so a curve that gains less than that has flattened
+    (benchmarks/DECISIONS.md section 14). False with no successful trial before the last
+    quarter (too few to tell)."""
+    curve = best_so_far(record)
+    if not curve or curve[-1] is None:
+        return False
+    tail = max(2, len(curve) // 4)
+    before = curve[-tail - 1] if len(curve) > tail else None
+    return before is not None and before - curve[-1] < floor
 
 
 def startup_trials(trials: int) -> int:
@@ -135,10 +151,28 @@ def score_config(method: str, config: Mapping[str, Any], model: torch.nn.Module,
     return float(sum(scores) / len(scores)), seconds
 
 
+Draw = tuple[Sequence[ForgetRequest], Sequence[torch.nn.Module] | None]
+"""One further tuning draw: its requests (the same settings as the search's, other forget
+instances) and their oracles (None: scored against the original)."""
+
+
+def _draw_scores(method: str, config: Mapping[str, Any], model: torch.nn.Module, draws: Sequence[Draw],
+                 data: UnlearningData, retain_sample: int, seed: int) -> list[float]:
+    """`score_config` of one configuration on each further draw; NaN for a run that diverges."""
+    found = []
+    for requests, oracles in draws:
+        try:
+            found.append(score_config(method, config, model, requests, data, retain_sample, seed, oracles)[0])
+        except DivergenceError:
+            found.append(math.nan)
+    return found
+
+
 def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest], data: UnlearningData,
          trials: int, seed: int = 0, retain_sample: int = 64,
          log: Callable[[str], None] | None = None, sampler_seed: int | None = None,
-         oracles: Sequence[torch.nn.Module] | None = None) -> dict[str, Any]:
+         oracles: Sequence[torch.nn.Module] | None = None, rescore: Sequence[Draw] = (),
+         top: int = RESCORE_TOP, rescore_at: Sequence[int] = ()) -> dict[str, Any]:
     """Tune `method` on `requests` (all of one mode) with `trials` trials, plus the widening rounds.
 
     Args:
@@ -151,20 +185,30 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
         retain_sample: size of the fixed retain sample ILI and UIS v2's retain term are read on.
         sampler_seed: the sampler's seed (`study_seed` gives one per study).
         oracles: the retrain oracle of each request (same order), the reference of UIS v2.
+        rescore: further tuning draws (`Draw`). When given, the search's `top` best distinct
+            configurations are scored again on every draw, and the one with the lowest mean
+            over all draws (the search's score included) is chosen: a best-of-N on one noisy
+            draw picks the luckiest configuration (benchmarks/DECISIONS.md section 14).
+        rescore_at: earlier budgets at which the same re-scoring is also read (the top
+            configurations among the trials up to each), for the plateau study; recorded only.
     Returns:
         A JSON-ready record: method, mode, seed, sampler_seed, requests (how many), score (what a
         trial's "uis" is), scored_on, budget, extra_trials, failed, rounds (each with its search
         space and trial count), widened (knob -> [first range, last range]), trials (number,
         round, params, uis (the trial's score) or None, error, seconds, run_seconds), chosen (the
         best trial's params; {} when every trial failed), best_uis (its score), best_so_far (the
-        curve), still_improving, seconds.
+        curve), still_improving, seconds. With `rescore`: draws (how many), best_trial_uis (the
+        search's best score), rescored ([{number, params, scores (one per draw), mean}], the
+        top configurations), chosen and best_uis from the lowest mean; with `rescore_at`:
+        rescored_at {budget: {rescored, chosen_number, mean}}.
     """
     import optuna
 
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
-    if oracles is not None and len(oracles) != len(requests):
-        raise ValueError(f"{len(oracles)} oracles for {len(requests)} requests; pass one per request")
+    for these, their_oracles in [(requests, oracles), *rescore]:
+        if their_oracles is not None and len(their_oracles) != len(these):
+            raise ValueError(f"{len(their_oracles)} oracles for {len(these)} requests; pass one per request")
     sampler_seed = seed if sampler_seed is None else sampler_seed
     modes = {request.mode for request in requests}
     if len(modes) != 1:
@@ -218,6 +262,41 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
         optuna.logging.set_verbosity(verbosity)
     done = [r for r in records if r["uis"] is not None]
     best = min(done, key=lambda r: r["uis"]) if done else None
+    again: dict[str, Any] = {}
+    if rescore and done:
+        scores: dict[int, list[float]] = {}
+
+        def rescored(budget: int) -> list[dict[str, Any]]:
+            ranked = sorted((r for r in done if r["number"] < budget), key=lambda r: r["uis"])
+            distinct = list({json.dumps(r["params"], sort_keys=True): r for r in reversed(ranked)}.values())
+            entries = []
+            for trial in sorted(distinct, key=lambda r: r["uis"])[:top]:
+                if trial["number"] not in scores:
+                    scores[trial["number"]] = [trial["uis"], *_draw_scores(
+                        method, {**trial["params"], "seed": seed}, model, rescore, data, retain_sample, seed)]
+                found = scores[trial["number"]]
+                mean = float(sum(found) / len(found))
+                entries.append({"number": trial["number"], "params": trial["params"],
+                                "scores": [x if math.isfinite(x) else None for x in found],
+                                "mean": mean if math.isfinite(mean) else None})
+            return entries
+
+        def pick(entries: list[dict[str, Any]]) -> dict[str, Any] | None:
+            finite = [e for e in entries if e["mean"] is not None]
+            return min(finite, key=lambda e: e["mean"]) if finite else None
+
+        at = {}
+        for budget in sorted(set(rescore_at)):
+            entries = rescored(budget)
+            chosen = pick(entries)
+            at[str(budget)] = {"rescored": entries, "chosen_number": chosen and chosen["number"],
+                               "mean": chosen and chosen["mean"]}
+        entries = rescored(len(records))
+        chosen = pick(entries)
+        again = {"draws": 1 + len(rescore), "best_trial_uis": best["uis"] if best else None,
+                 "rescored": entries, **({"rescored_at": at} if rescore_at else {})}
+        if chosen is not None:
+            best = {"params": chosen["params"], "uis": chosen["mean"]}
     widened = {name: [first[name].to_dict(), space[name].to_dict()] for name in space
                 if space[name] != first[name]}
     record = {"method": method, "mode": mode, "seed": seed, "sampler_seed": sampler_seed,
@@ -229,7 +308,8 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
               "budget": trials, "extra_trials": len(records) - trials,
               "failed": sum(r["uis"] is None for r in records), "rounds": rounds, "widened": widened,
               "trials": records, "chosen": dict(best["params"]) if best else {},
-              "best_uis": best["uis"] if best else None, "seconds": round(time.perf_counter() - start, 3)}
+              "best_uis": best["uis"] if best else None, **again,
+              "seconds": round(time.perf_counter() - start, 3)}
     record["best_so_far"] = best_so_far(record)
     record["still_improving"] = still_improving(record)
     return record
@@ -250,26 +330,33 @@ def _format_range(dimension: Mapping[str, Any]) -> str:
     return f"{_format_value(dimension['low'])}..{_format_value(dimension['high'])}"
 
 
-TUNING_COLUMNS = ["benchmark", "mode", "requests", "method", "sampler_seed", "trials", "extra_trials",
-                  "failed", "best_uis", "still_improving", "chosen", "widened", "seconds"]
+TUNING_COLUMNS = ["benchmark", "mode", "requests", "draws", "method", "sampler_seed", "trials",
+                  "extra_trials", "failed", "best_uis", "still_improving", "floor", "plateaued", "chosen",
+                  "widened", "seconds"]
 
 
-def tuning_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def tuning_table(records: Sequence[Mapping[str, Any]],
+                 floors: Mapping[tuple[Any, str], float] | None = None) -> pd.DataFrame:
     """One row per study: where it was tuned (benchmark, when the record has it; mode; requests
-    scored per trial), method, sampler_seed, trials (budget + extra), extra_trials, failed,
-    best_uis (the best trial's score), still_improving, the chosen config as text, the widened
-    ranges as text ("no" when none), seconds."""
+    scored per trial; draws its choice was scored on), method, sampler_seed, trials (budget +
+    extra), extra_trials, failed, best_uis (the chosen configuration's score: its mean over the
+    draws when re-scored), still_improving, the (benchmark, mode)'s tuning floor from `floors`
+    and whether the study `plateaued` against it (NaN without a floor), the chosen config as
+    text, the widened ranges as text ("no" when none), seconds."""
     rows = []
     for record in records:
+        floor = (floors or {}).get((record.get("benchmark"), record["mode"]), math.nan)
         widened = "; ".join(f"{name} {_format_range(a)} -> {_format_range(b)}"
                             for name, (a, b) in record["widened"].items())
         rows.append({"benchmark": record.get("benchmark"), "mode": record["mode"],
-                     "requests": record.get("requests", 1), "method": record["method"],
+                     "requests": record.get("requests", 1), "draws": record.get("draws", 1),
+                     "method": record["method"],
                      "sampler_seed": record.get("sampler_seed", record.get("seed")),
                      "trials": len(record["trials"]), "extra_trials": record["extra_trials"],
                      "failed": record["failed"],
                      "best_uis": math.nan if record["best_uis"] is None else record["best_uis"],
-                     "still_improving": still_improving(record),
+                     "still_improving": still_improving(record), "floor": floor,
+                     "plateaued": math.nan if math.isnan(floor) else plateaued(record, floor),
                      "chosen": format_config(record["chosen"]) or "defaults (every trial failed)",
                      "widened": widened or "no", "seconds": record["seconds"]})
     return pd.DataFrame(rows, columns=TUNING_COLUMNS)
@@ -459,12 +546,14 @@ def tuning_curves(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
 def tuning_effort(table: pd.DataFrame) -> pd.DataFrame:
     """Per method, from a `tuning_table`: studies, trials (budget + extra), extra trials, failed
-    trials, studies whose ranges were widened, studies still improving at their last trial, and
-    the sum of the trials' seconds."""
+    trials, studies whose ranges were widened, studies still improving at their last trial,
+    studies not plateaued against their floor (where the table has floors), and the sum of the
+    trials' seconds."""
     return table.groupby("method", sort=False).agg(
         studies=("trials", "size"), trials=("trials", "sum"), extra_trials=("extra_trials", "sum"),
         failed=("failed", "sum"), studies_widened=("widened", lambda w: int((w != "no").sum())),
         still_improving=("still_improving", lambda w: int(w.sum())),
+        not_plateaued=("plateaued", lambda w: int((w == False).sum())),  # noqa: E712 (NaN: no floor)
         seconds=("seconds", lambda s: round(float(s.sum())))).reset_index()
 
 

@@ -87,8 +87,9 @@ Dimension = Range | Choice
 
 LR = Range(1e-5, 1e-2, log=True)
 """The learning rate range of every method that takes optimiser steps."""
-STEPS = Range(5, 60, log=True, integer=True)
-"""The steps range of every method that takes optimiser steps."""
+STEPS = Range(5, 240, log=True, integer=True)
+"""The steps range of every method that takes optimiser steps (protocol 5, benchmarks/DECISIONS.md
+section 13: 5-60 capped the methods whose best runs took 87-156 steps)."""
 SHARED = {"lr": LR, "steps": STEPS}
 
 

@@ -19,7 +19,7 @@ from core.evaluation.benchmark import (
 
 MINI = BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1, 0.2), seeds=(1,),
                  methods=("grad_ascent", "interference_aware"), trials=2, n_train=12, n_val=10,
-                 size=(32, 32), epochs=1, width=4, retain_sample=8)
+                 size=(32, 32), epochs=1, width=4, retain_sample=8, draws=1, partial_only=())
 
 
 @pytest.fixture()
@@ -62,6 +62,37 @@ def test_the_full_plan():
             "neggrad_plus_calibrated", "gpm_calibrated"} <= set(plan.all_methods())
     with pytest.raises(BenchError, match="trials must be at least 1"):
         BenchPlan(trials=0)
+
+
+def test_the_plan_of_protocol_5():
+    """benchmarks/DECISIONS.md section 14: more tuning draws for the top configurations, the
+    sanity tier, v2's candidates and two of indoor's partial settings left out, and the
+    variants of ours run at ours' chosen configuration instead of studies of their own."""
+    from core.evaluation.benchmark import SANITY_TIER
+    from core.unlearning.ablations import VARIANTS
+
+    plan = BenchPlan()
+    assert plan.protocol == 5 and plan.draws == 3 and plan.rescore == 4
+    methods = plan.all_methods()
+    assert not set(SANITY_TIER) & set(methods)
+    assert not [m for m in methods if m.startswith("interference_aware_v2")]
+    assert "interference_aware_no_tgp" in methods and "gpm_calibrated" in methods
+    assert not set(plan.tuned_methods()) & set(VARIANTS) and "interference_aware" in plan.tuned_methods()
+    assert plan.settings("synthetic-indoor", ["segmentation", "depth", "normal"]) == [
+        "full", "partial:segmentation"]
+    assert plan.settings("synthetic-conflict-high", ["a", "b"]) == ["full", "partial:a", "partial:b"]
+    assert set(plan_with(plan, sanity=True).all_methods()) >= set(SANITY_TIER)
+    with pytest.raises(BenchError, match="draws must be at least 1"):
+        BenchPlan(draws=0)
+    with pytest.raises(BenchError, match="'synthetic-indoor:colour'.*tasks"):
+        BenchPlan(partial_only=("synthetic-indoor:colour",)).settings("synthetic-indoor", ["depth"])
+
+
+def test_forget_draws_on_the_tuning_seed():
+    ids = list(range(400))
+    assert forget_instances(ids, 0.1, 0, draw=0) == forget_instances(ids, 0.1, 0)
+    draws = [forget_instances(ids, 0.1, 0, draw=d) for d in range(3)]
+    assert len({tuple(d) for d in draws}) == 3 and draws[1] == forget_instances(ids, 0.1, 0, draw=1)
 
 
 def test_forget_instances_are_seeded_by_seed_and_ratio():
@@ -131,7 +162,7 @@ def test_headline_verdicts_from_intervals():
 def test_the_sanity_tier_runs_in_the_first_ratio_and_seed_only():
     from core.evaluation.benchmark import SANITY_TIER
 
-    plan = BenchPlan(ratios=(0.01, 0.1))
+    plan = BenchPlan(ratios=(0.01, 0.1), sanity=True)
     first = plan.cell_methods(plan.ratios[0], plan.seeds[0])
     assert set(SANITY_TIER) <= set(first) and first == plan.all_methods()
     for ratio, seed in ((plan.ratios[0], plan.seeds[1]), (plan.ratios[1], plan.seeds[0])):
@@ -188,9 +219,9 @@ def test_miniature_bench(tmp_path, use_cache, monkeypatch, few_steps):
     assert sorted(p.stem for p in (out / "models").glob("*.safetensors")) == [
         "synthetic-indoor__b0", "synthetic-indoor__b1"]
     assert set(board["base_seed"]) == {1}
-    # one oracle per cell and a second one per floor cell, one per tuning request: the ratios
-    # (whose names hold dots) never share a cached oracle
-    assert len(list((out / "oracles").glob("*.safetensors"))) == 8 + 8 + 8
+    # one oracle per cell and a second one per floor cell, one per tuning request and a second
+    # one for its floor: the ratios (whose names hold dots) never share a cached oracle
+    assert len(list((out / "oracles").glob("*.safetensors"))) == 8 + 8 + 8 + 8
     assert len(list((out / "oracles").glob("*__s0.safetensors"))) == 8
     oracles = board[board["model"] == "retrain"].set_index(["ratio", "setting"])["forget_gap"]
     assert oracles.loc[0.1].tolist() != oracles.loc[0.2].tolist()
@@ -279,3 +310,35 @@ def test_tune_only_touches_no_reported_seed(tmp_path, use_cache, few_steps):
     assert sorted(p.name for p in (out / "models").glob("*.json")) == ["synthetic-indoor__b0.json"]
     assert all("__s0" in p.name for p in (out / "oracles").glob("*.json"))
     assert not (out / "cells").exists() or not any((out / "cells").iterdir())
+
+
+@pytest.mark.slow
+def test_protocol_5_tuning_rescores_on_more_draws_and_measures_its_floor(tmp_path, use_cache, few_steps):
+    from core.unlearning.ablations import NoTGPConfig
+
+    methods = ("grad_ascent", "interference_aware", "interference_aware_no_tgp")
+    plan = plan_with(MINI, ratios=(0.1,), methods=methods, draws=2, rescore=2,
+                     partial_only=("synthetic-indoor:depth",))
+    out = tmp_path / "bench"
+    table = benchmark.tune_plan(plan, out, show_bars=False, log=lambda _: None)
+    # the variant of ours has no study: it runs at ours' choice
+    assert sorted(set(table["method"])) == ["grad_ascent", "interference_aware"] and len(table) == 4
+    records = json.loads((out / "tuning.json").read_text())
+    for record in records:
+        assert record["draws"] == 2 and record["requests"] == 1  # full; partial: depth only
+        assert 1 <= len(record["rescored"]) <= 2 and all(len(r["scores"]) == 2 for r in record["rescored"])
+        assert [d["instances"] for d in record["draws_tuned_on"][0]] != \
+            [d["instances"] for d in record["tuned_on"]]
+    # each draw's request has its own oracle; the floor's second oracles are draw 0's
+    names = sorted(p.stem for p in (out / "oracles").glob("*.safetensors"))
+    assert names == ["synthetic-indoor__r0.1__full__s0", "synthetic-indoor__r0.1__full__s0__2",
+                     "synthetic-indoor__r0.1__full__s0__d1", "synthetic-indoor__r0.1__partial-depth__s0",
+                     "synthetic-indoor__r0.1__partial-depth__s0__2",
+                     "synthetic-indoor__r0.1__partial-depth__s0__d1"]
+    floors = json.loads((out / "tuning_floor.json").read_text())
+    assert set(floors) == {"synthetic-indoor__full", "synthetic-indoor__partial"}
+    assert table["floor"].notna().all() and set(table["plateaued"]) <= {True, False}
+    bench = Bench(plan, out, show_bars=False)
+    ours = next(r for r in records if r["method"] == "interference_aware" and r["mode"] == "full")
+    variant = bench.tuned("synthetic-indoor", "full", "interference_aware_no_tgp")
+    assert variant == {k: v for k, v in ours["chosen"].items() if k in NoTGPConfig.__dataclass_fields__}

@@ -222,14 +222,16 @@ def test_mtu_tune_from_bench(tmp_path, capsys):
 
 
 def test_tuning_effort_sums_each_methods_studies():
-    rows = [("a", 4, 0, 0, "no", True, 1.2), ("a", 6, 2, 1, "lr 1e-05..0.01 -> 3e-07..0.01", False, 2.0),
-            ("b", 4, 0, 0, "no", False, 0.4)]
+    rows = [("a", 4, 0, 0, "no", True, 1.2, True),
+            ("a", 6, 2, 1, "lr 1e-05..0.01 -> 3e-07..0.01", False, 2.0, False),
+            ("b", 4, 0, 0, "no", False, 0.4, float("nan"))]  # b's group has no floor
     table = pd.DataFrame([{"benchmark": "x", "mode": "full", "requests": 2, "method": m, "trials": t,
                            "extra_trials": e, "failed": f, "best_uis": 1.0, "still_improving": i,
-                           "chosen": "", "widened": w, "seconds": s} for m, t, e, f, w, i, s in rows])
+                           "plateaued": p, "chosen": "", "widened": w, "seconds": s}
+                          for m, t, e, f, w, i, s, p in rows])
     effort = tuning.tuning_effort(table).set_index("method")
-    assert effort.loc["a"].tolist() == [2, 10, 2, 1, 1, 1, 3]
-    assert effort.loc["b"].tolist() == [1, 4, 0, 0, 0, 0, 0]
+    assert effort.loc["a"].tolist() == [2, 10, 2, 1, 1, 1, 1, 3]
+    assert effort.loc["b"].tolist() == [1, 4, 0, 0, 0, 0, 0, 0]
     assert "### Effort per method" in tuning.tuning_markdown(table)
 
 
@@ -296,3 +298,62 @@ def test_best_so_far_and_still_improving():
     row = tuning_table([{**late, "method": "m", "mode": "full", "extra_trials": 0, "failed": 0,
                          "best_uis": 3.0, "chosen": {}, "widened": {}, "seconds": 1.0}]).iloc[0]
     assert row["still_improving"]
+
+
+def test_the_top_configurations_are_rescored_on_more_draws_and_the_best_mean_chosen(monkeypatch):
+    """Protocol 5 (benchmarks/DECISIONS.md section 14): the search reads one draw; its best
+    `top` configurations are scored again on every further draw (each with its own requests and
+    oracles), and the chosen one has the lowest mean over all draws, not the luckiest first
+    score."""
+    draw0, draw1, draw2 = ([_FakeRequests._Full()] for _ in range(3))
+
+    def score(method, config, model, requests, data, retain_sample, seed, oracles):
+        lr = config["lr"]
+        if requests is draw0:  # the search's draw: lower lr looks better
+            return lr * 1000, 0.0
+        assert oracles == (["o1"] if requests is draw1 else ["o2"])
+        return (1 - lr * 100) * 10, 0.0  # the other draws: higher lr is better
+
+    monkeypatch.setattr(tuning, "score_config", score)
+    monkeypatch.setattr(GradAscent, "search_space", {"lr": Range(1e-4, 1e-2, log=True)})
+    record = tune("grad_ascent", None, draw0, None, trials=8, seed=0, oracles=["o0"],
+                  rescore=[(draw1, ["o1"]), (draw2, ["o2"])], top=3)
+    done = sorted((t for t in record["trials"] if t["uis"] is not None), key=lambda t: t["uis"])
+    top = done[:3]
+    assert [r["number"] for r in record["rescored"]] == [t["number"] for t in top]
+    for entry, trial in zip(record["rescored"], top):
+        lr = trial["params"]["lr"]
+        assert entry["scores"] == pytest.approx([lr * 1000, (1 - lr * 100) * 10, (1 - lr * 100) * 10])
+        assert entry["mean"] == pytest.approx(sum(entry["scores"]) / 3)
+    best = min(record["rescored"], key=lambda r: r["mean"])
+    assert record["chosen"] == best["params"] and record["best_uis"] == pytest.approx(best["mean"])
+    assert record["chosen"] != done[0]["params"]  # the first draw's best is not the chosen one
+    assert record["draws"] == 3 and record["best_trial_uis"] == done[0]["uis"]
+    assert record["best_so_far"] == tuning.best_so_far(record)  # the curve is the search's draw
+    # rescoring at an earlier budget reads only the trials up to it
+    early = tune("grad_ascent", None, draw0, None, trials=8, seed=0, oracles=["o0"],
+                 rescore=[(draw1, ["o1"]), (draw2, ["o2"])], top=2, rescore_at=[4])
+    at_4 = early["rescored_at"]["4"]
+    assert at_4["rescored"] and all(r["number"] < 4 for r in at_4["rescored"])
+    assert at_4["chosen_number"] in [r["number"] for r in at_4["rescored"]]
+    with pytest.raises(ValueError, match="1 oracles for 2 requests"):
+        tune("grad_ascent", None, draw0, None, trials=2, oracles=["o0"], rescore=[(draw1 * 2, ["o1"])])
+
+
+def test_a_study_has_plateaued_when_its_last_quarter_gained_less_than_the_floor():
+    def record(scores):
+        return {"trials": [{"uis": s} for s in scores]}
+
+    # 8 trials: the last quarter is trials 7-8; best before it 4.0, at the end 3.5
+    curve = record([6.0, 5.0, 4.5, 4.0, 4.2, 4.1, 3.5, 4.4])
+    assert tuning.plateaued(curve, floor=1.0)  # gained 0.5 < 1.0
+    assert not tuning.plateaued(curve, floor=0.4)  # gained 0.5 >= 0.4
+    assert not tuning.plateaued(record([None, None]), floor=1.0)
+    assert not tuning.plateaued(record([3.0, None]), floor=1.0)  # too few trials to tell
+    row = tuning_table([{**curve, "method": "m", "mode": "full", "extra_trials": 0, "failed": 0,
+                         "best_uis": 3.5, "chosen": {}, "widened": {}, "seconds": 1.0,
+                         "benchmark": "b"}], floors={("b", "full"): 1.0}).iloc[0]
+    assert row["plateaued"] and row["floor"] == 1.0
+    assert pd.isna(tuning_table([{**curve, "method": "m", "mode": "full", "extra_trials": 0,
+                                  "failed": 0, "best_uis": 3.5, "chosen": {}, "widened": {},
+                                  "seconds": 1.0}]).iloc[0]["plateaued"])

@@ -17,6 +17,10 @@ def test_every_method_declares_a_space_inside_its_knobs(method):
         assert all(isinstance(d, (Range, Choice)) for d in space.values())
 
 
+def test_every_method_searches_5_to_240_steps():
+    assert (STEPS.low, STEPS.high, STEPS.log) == (5, 240, True)  # protocol 5 (DECISIONS section 13)
+
+
 def test_mode_only_knobs_and_ours_own_knobs():
     full, partial = search_space("interference_aware", "full"), search_space("interference_aware", "partial")
     assert "backoff_full" in full and "backoff_partial" not in full and "kept_weight" not in full
