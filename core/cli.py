@@ -314,13 +314,15 @@ def cmd_bench(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     plan = plan_with(QUICK if args.quick else FULL, benchmarks=args.benchmarks, ratios=args.ratios,
-                     seeds=args.seeds, methods=args.methods, trials=args.trials)
+                     seeds=args.seeds, methods=args.methods, trials=args.trials,
+                     tune_variants=args.tune_variants or None)
     out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
     print(f"results folder: {out}")
     if args.tune_only:
         table = tune_plan(plan, out, workers=args.workers)
         print("tuning studies on the tuning seed (best tuning UIS v2, lower is better):")
-        print(table[["benchmark", "mode", "method", "trials", "best_uis", "still_improving"]]
+        print(table[["benchmark", "mode", "method", "trials", "draws", "best_uis", "still_improving", "floor",
+                     "plateaued"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"wrote {out}/tuning.json")
         return 0
@@ -574,7 +576,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--benchmarks", type=_csv(str), default=None, help="e.g. synthetic-indoor")
     bench.add_argument("--ratios", type=_csv(float), default=None, help="forget ratios, e.g. 0.01,0.1")
     bench.add_argument("--seeds", type=_csv(int), default=None, help="reported seeds, e.g. 1,2,3")
-    bench.add_argument("--methods", type=_csv(str), default=None, help="default: every method")
+    bench.add_argument("--methods", type=_csv(str), default=None,
+                       help="default: every method but the sanity tier and v2's candidates")
+    bench.add_argument("--tune-variants", action="store_true",
+                       help="give the variants of ours studies of their own (default: they run at ours' "
+                            "choice); for a decision between them with --tune-only")
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     bench.add_argument("--workers", type=int, default=1,
                        help="tuning studies and cells run in this many processes, sharing the threads")

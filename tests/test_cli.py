@@ -128,6 +128,27 @@ def test_set_device_is_not_ignored(street_copy, use_cache, capsys):
     assert "device='tpu' is not accepted" in capsys.readouterr().err
 
 
+def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from core.evaluation import benchmark
+    from core.evaluation.tuning import TUNING_COLUMNS
+
+    plans = []
+
+    def tune_plan(plan, out, workers=1):
+        plans.append(plan)
+        return pd.DataFrame(columns=TUNING_COLUMNS)
+
+    monkeypatch.setattr(benchmark, "tune_plan", tune_plan)
+    methods = "interference_aware,interference_aware_v2_metric"
+    assert main(["bench", "--tune-only", "--methods", methods, "--out", str(tmp_path / "b")]) == 0
+    assert main(["bench", "--tune-only", "--methods", methods, "--tune-variants",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert [p.tuned_methods() for p in plans] == [
+        ["interference_aware"], ["interference_aware", "interference_aware_v2_metric"]]
+
+
 def test_bench_fresh_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):
     folder = tmp_path / "mine"
     folder.mkdir()
