@@ -382,3 +382,39 @@ def attribution_figure(image: np.ndarray, before: np.ndarray, after: np.ndarray,
     for col, x_axis in ((1, "x"), (2, "x2"), (3, "x3")):  # square pixels, row 0 at the top
         figure.update_yaxes(autorange="reversed", scaleanchor=x_axis, showticklabels=False, row=1, col=col)
     return figure
+
+
+def class_iou_figure(table: pd.DataFrame, task: str) -> go.Figure:
+    """IoU per class of one task (`core.evaluation.per_class.per_class_table` rows), bars per model
+    in the model's colour, one panel per split."""
+    rows = table[table["task"] == task]
+    figure = px.bar(rows, x="class", y="iou", color="model", barmode="group", facet_col="split",
+                    labels={"iou": "IoU", "class": "class"},
+                    title=f"{task}: IoU per class, per split (higher is closer to the labels)")
+    figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return _painted(figure, model_colour)
+
+
+def confusion_change_figure(change: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
+    """A row-normalised confusion change (`core.evaluation.per_class.confusion_change`) as a
+    heatmap: rows the true class, columns the predicted one, red where a share grew."""
+    figure = go.Figure(go.Heatmap(z=change, x=list(classes), y=list(classes), zmid=0, colorscale="RdBu_r",
+                                  colorbar={"title": "change of share"},
+                                  hovertemplate="true %{y}, predicted %{x}: %{z:+.3f}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title="predicted class", yaxis_title="true class",
+                         yaxis_autorange="reversed")
+    return _painted(figure, {})
+
+
+def class_change_table(table: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
+    """One row per (split, class) of a task: true pixels, IoU before, after (`method`) and of the
+    oracle where scored, and after minus before; for a person (no raw column names)."""
+    rows = table[table["task"] == task]
+    wide = rows.pivot_table(index=["split", "class"], columns="model", values="iou", sort=False)
+    pixels = rows[rows["model"] == "original"].set_index(["split", "class"])["pixels"]
+    shown = pd.DataFrame({"true pixels": pixels, "IoU before": wide.get("original"),
+                          "IoU after": wide.get(method)})
+    if "retrain" in wide:
+        shown["IoU of the oracle"] = wide["retrain"]
+    shown["change"] = shown["IoU after"] - shown["IoU before"]
+    return shown.reset_index()

@@ -6,7 +6,17 @@ charts. A run's scores are computed once, under a status line, and kept beside t
 
 import streamlit as st
 
-from app.charts import KPIS, geometry_table, loss_curves_figure, person_table, shown_number, split_table
+from app.charts import (
+    KPIS,
+    class_change_table,
+    class_iou_figure,
+    confusion_change_figure,
+    geometry_table,
+    loss_curves_figure,
+    person_table,
+    shown_number,
+    split_table,
+)
 from app.report import download_name
 from app.state import (
     USER_ERRORS,
@@ -100,8 +110,9 @@ elif run.checkpoint:
 figures = result_figures(run)
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
-         "Instances": "at-risk retain instances, predictions before and after"}
-ADDRESSES = dict(zip(("shifts", "conflicts", "instances"), VIEWS))  # ?view=conflicts
+         "Instances": "at-risk retain instances, predictions before and after",
+         "Per class": "IoU per class and the change of the prediction matrix (segmentation-like tasks)"}
+ADDRESSES = dict(zip(("shifts", "conflicts", "instances", "classes"), VIEWS))  # ?view=conflicts
 asked = st.query_params.get("view")
 if "interference_view" not in st.session_state and asked is not None:  # opened from a link
     if asked.strip().lower() in ADDRESSES:
@@ -109,6 +120,48 @@ if "interference_view" not in st.session_state and asked is not None:  # opened 
     else:
         st.warning(f"The address names view '{asked}'; accepted: {', '.join(ADDRESSES)}. Showing "
                    f"{next(iter(VIEWS))}.")
+
+
+def per_class_view() -> None:
+    """IoU per class on forget / retain / test for before, after and the oracle, and the change of
+    the prediction matrix on a chosen split, for each segmentation-like task (computed once per run)."""
+    from core.evaluation.per_class import class_confusions, confusion_change, per_class_table
+
+    data = cached_data(run.model_path, run.data_root)
+    if "per_class" not in run.cache:
+        original, _ = cached_checkpoint(run.model_path)
+        models = {"original": original, run.method: run.model}
+        if run.oracle is not None:
+            models["retrain"] = run.oracle
+        with st.spinner("Counting each class's pixels on the forget, retain and test images..."):
+            confusions = class_confusions(models, run.request, data)
+        names = {name: task.class_names for name, task in data.train.tasks.items()}
+        run.cache["per_class"] = (confusions, per_class_table(confusions, names))
+    confusions, table = run.cache["per_class"]
+    if table.empty:
+        st.info("This model has no segmentation-like task (one whose metric counts classes), so there "
+                "is no per-class view.")
+        return
+    tasks = list(dict.fromkeys(table["task"]))
+    task = st.selectbox("Task", tasks, key="per_class_task") if len(tasks) > 1 else tasks[0]
+    st.plotly_chart(class_iou_figure(table, task), width="stretch", key="class_iou")
+    splits = list(dict.fromkeys(table[table["task"] == task]["split"]))
+    left, right = st.columns(2)
+    split = left.selectbox("Prediction matrix on", splits, key="per_class_split")
+    after = right.selectbox("Change of", [m for m in dict.fromkeys(table["model"]) if m != "original"],
+                            key="per_class_model",
+                            format_func=lambda m: "the retrain oracle" if m == "retrain" else m)
+    classes = list(dict.fromkeys(table[(table["task"] == task) & (table["model"] == "original")
+                                       & (table["split"] == split)]["class"]))
+    change = confusion_change(confusions, split, task, after)
+    st.plotly_chart(confusion_change_figure(change, classes, f"{task} on {split}: share of each true "
+                                            f"class's pixels predicted as each class, {after} minus before"),
+                    width="content", key="confusion_change")
+    st.caption("Each row is a true class and sums to 0: red where the model now predicts that class more "
+               "often, blue where less. On the forget images a useful change moves them toward how "
+               "the oracle treats them, while retain and test should barely change.")
+    st.dataframe(class_change_table(table, task, run.method).style.format(precision=3), hide_index=True,
+                 width="stretch")
 
 
 @st.fragment
@@ -144,6 +197,8 @@ def views() -> None:
                        "the batch cosine, the cosine of the tasks' gradients on the forget images, and "
                        "rank(V) / C_out of interference_aware's output basis when forgetting each task.")
             st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
+    elif view == "Per class":
+        per_class_view()
     else:
         st.subheader("At-risk retain instances")
         st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "
