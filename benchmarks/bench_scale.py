@@ -5,7 +5,10 @@ memory, interference_aware's subspace memory and set-up, and whether the memory 
         [--sizes 64x64,128x128,288x384] [--threads 2] [--memory-budget-mb 4096] [--no-retrain]
 
 The floor is one batched forward + backward of the same model on the same batch (every task's
-loss, BatchNorm in eval mode, as during unlearning). Each configuration (model, size, method)
+loss, BatchNorm in eval mode, as during unlearning), measured once per (model, size) and round in
+a subprocess of its own, before that configuration's methods: the median of `FLOOR_REPEATS`
+passes after `FLOOR_WARMUP` warm-up passes (a floor read on the first, cold pass had made one
+row's floor 3.6 times the next row's). Each configuration (model, size, method)
 runs in a subprocess of its own, so its peak memory is its own: on CUDA torch's
 max_memory_allocated, on CPU the growth of the process's peak resident set (ru_maxrss) over the
 model and data it starts with. Data are random tensors of the NYUv2 layout (13-class
@@ -134,21 +137,29 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def floor_seconds(model, batch, device, repeats: int) -> float:
-    """Fastest of `repeats` batched forward + backward passes of every task's loss."""
+FLOOR_WARMUP = 3
+"""Passes run, untimed, before the floor is timed."""
+FLOOR_REPEATS = 5
+"""Timed passes of the floor; their median is the floor."""
+
+
+def floor_seconds(model, batch, device, repeats: int = FLOOR_REPEATS, warmup: int = FLOOR_WARMUP) -> float:
+    """Median of `repeats` batched forward + backward passes of every task's loss, after
+    `warmup` untimed ones."""
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(True)
     times = []
-    for _ in range(repeats + 1):
+    for index in range(warmup + repeats):
         sync(device)
         start = time.perf_counter()
         out = model(batch["image"])
         sum(task.loss(out[task.name], batch[task.name]) for task in TASKS).backward()
         sync(device)
-        times.append(time.perf_counter() - start)
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
         model.zero_grad(set_to_none=True)
-    return min(times[1:])
+    return statistics.median(times)
 
 
 RETRAIN = {"epochs": 200, "images": 795, "batch": 8}
@@ -248,6 +259,9 @@ def child(job: dict) -> dict:
     params = sum(p.numel() for p in model.parameters())
     out = {**job, "device": describe_device(device), "params_m": params / 1e6}
     method = job["method"]
+    if method == "floor":
+        out["floor_s"] = floor_seconds(model, retain, device)
+        return out
     if method == "retrain":
         out["train_step_s"] = train_step_seconds(model, train, RETRAIN["batch"], device)
         return out
@@ -280,8 +294,6 @@ def child(job: dict) -> dict:
         extras = result.extras
         if "subspace_bytes" in extras:
             out["subspace_share"] = extras["subspace_bytes"] / (4 * params)
-    model.to(device)
-    out["floor_s"] = floor_seconds(model, retain, device, 2)
     return out
 
 
@@ -295,12 +307,17 @@ def run_child(job: dict, code: str | None = None) -> dict:
                           capture_output=True, text=True)
     if done.returncode != 0:
         return {**job, "error": done.stderr.strip().splitlines()[-1] if done.stderr else "failed"}
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    if "floor_s" in out:
-        out["step_floors"] = out["step_s"] / out["floor_s"]
-        if out.get("setup_s") is not None:
-            out["setup_floors"] = out["setup_s"] / out["floor_s"]
-    return out
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def against_floor(row: dict, floor: float | None) -> dict:
+    """The row with its (model, size)'s floor and its step and set-up in floors."""
+    if floor is None or "error" in row or "step_s" not in row:
+        return row
+    row = {**row, "floor_s": floor, "step_floors": row["step_s"] / floor}
+    if row.get("setup_s") is not None:
+        row["setup_floors"] = row["setup_s"] / floor
+    return row
 
 
 def median_row(rounds: list[dict]) -> dict:
@@ -321,23 +338,25 @@ def fmt(value, spec: str = ".2f", suffix: str = "") -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| model | size | batch | method (family) | step / floor | set-up / floor | "
+    lines = ["| model | size | batch | method (family) | steps / s | step / floor | set-up / floor | "
              "peak MB | budget held | subspaces / model | floor s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['model']} | {r['size']} | {r['batch']} | {r['method']} | "
-                         f"error: {r['error'][:60]} | | | | | |")
+                         f"error: {r['error'][:60]} | | | | | | |")
             continue
         if r["method"] == "retrain":
             continue
         held = ("yes" if r["peak_mb"] <= r["budget"] else "no") if r["method"] in BUDGETED else "-"
         label = f" [{r['label']}]" if r.get("label") else ""
+        rate = 1 / r["step_s"] if r.get("step_s") else None
         lines.append(
             f"| {r['model']} ({r['params_m']:.1f} M) | {r['size']} | {r['batch']} | "
-            f"{r['method']} ({FAMILY[r['method']]}){label} | {fmt(r['step_floors'])} | "
+            f"{r['method']} ({FAMILY[r['method']]}){label} | {fmt(rate)} | "
+            f"{fmt(r.get('step_floors'))} | "
             f"{fmt(r.get('setup_floors'), '.1f')} | {fmt(r['peak_mb'], '.0f')} | "
-            f"{held} | {fmt(r.get('subspace_share'), '.1%')} | {r['floor_s']:.3f} |")
+            f"{held} | {fmt(r.get('subspace_share'), '.1%')} | {fmt(r.get('floor_s'), '.3f')} |")
     return "\n".join(lines)
 
 
@@ -373,9 +392,16 @@ def main() -> None:
             methods = args.methods.split(",")
             if model == "resnet18" and size == "128x128" and not args.no_retrain:
                 methods.append("retrain")
+            base = {"model": model, "size": size, "threads": args.threads,
+                    "budget": args.memory_budget_mb, **plan(args.quick, size)}
+            floors = [run_child({**base, "method": "floor"}) for _ in range(args.rounds)]
+            measured = [f["floor_s"] for f in floors if "floor_s" in f]
+            floor = statistics.median(measured) if measured else None
+            print(f"floor of {model} at {size}: " + (f"{floor:.3f} s (median of {len(measured)} "
+                  f"rounds, each the median of {FLOOR_REPEATS} passes after {FLOOR_WARMUP} warm-up "
+                  "passes)" if floor else f"not measured: {floors[-1].get('error')}"), flush=True)
             for method in methods:
-                job = {"model": model, "size": size, "method": method, "threads": args.threads,
-                       "budget": args.memory_budget_mb, **plan(args.quick, size)}
+                job = {**base, "method": method}
                 if args.steps:
                     job["steps"] = args.steps
                 rounds = {label: [] for label, _ in codes}
@@ -383,7 +409,7 @@ def main() -> None:
                     for label, code in codes:
                         rounds[label].append({**run_child(job, code), "label": label})
                 for label, _ in codes:
-                    rows.append(median_row(rounds[label]))
+                    rows.append(against_floor(median_row(rounds[label]), floor))
                     print(table(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(table(rows))
