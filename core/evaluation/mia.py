@@ -56,9 +56,35 @@ def loss_features(model: torch.nn.Module, dataset, ids: Sequence[int], tasks: Ma
     return np.concatenate(rows) if rows else np.zeros((0, len(tasks)))
 
 
+def population_scores(member: np.ndarray, nonmember: np.ndarray, forget: np.ndarray, seed: int = 0,
+                      folds: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The population attack's member probability of every instance.
+
+    Args: as `mia_from_features`.
+    Returns:
+        (M,) out-of-fold probabilities of the members, (N,) out-of-fold probabilities of the
+        non-members (each from an attack fit without it), (F,) probabilities of the forget
+        instances from the attack fit on all members and non-members (balanced class weights).
+    """
+    member, nonmember, forget = (np.log(np.asarray(a, dtype=np.float64) + _LOG_EPS)
+                                 for a in (member, nonmember, forget))
+    splits = min(folds, len(member), len(nonmember))
+    if splits < 2:
+        raise ValueError(f"the attack needs at least 2 members and 2 non-members, got {len(member)} "
+                         f"and {len(nonmember)}; use a larger retain sample or val split")
+    x = np.concatenate([member, nonmember])
+    y = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
+    attack = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
+    cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
+    held_out = cross_val_predict(attack, x, y, cv=cv, method="predict_proba")[:, 1]
+    attack.fit(x, y)
+    forget_score = attack.predict_proba(forget)[:, 1] if len(forget) else np.zeros(0)
+    return held_out[:len(member)], held_out[len(member):], forget_score
+
+
 def mia_from_features(member: np.ndarray, nonmember: np.ndarray, forget: np.ndarray, seed: int = 0,
                       folds: int = 5) -> dict[str, float]:
-    """The population attack on hand-made or measured losses.
+    """The population attack on hand-made or measured losses (`population_scores`).
 
     Args:
         member: (M, T) losses of training instances; nonmember: (N, T) of unseen instances;
@@ -73,29 +99,28 @@ def mia_from_features(member: np.ndarray, nonmember: np.ndarray, forget: np.ndar
         forget_auc (with forget_auc_low / _high): AUC of the member probability of the forget
             instances (positives) against the out-of-fold probability of the non-members.
     """
-    member, nonmember, forget = (np.log(np.asarray(a, dtype=np.float64) + _LOG_EPS)
-                                 for a in (member, nonmember, forget))
-    splits = min(folds, len(member), len(nonmember))
-    if splits < 2:
-        raise ValueError(f"the attack needs at least 2 members and 2 non-members, got {len(member)} "
-                         f"and {len(nonmember)}; use a larger retain sample or val split")
-    x = np.concatenate([member, nonmember])
-    y = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
-    attack = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
-    cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
-    held_out = cross_val_predict(attack, x, y, cv=cv, method="predict_proba")[:, 1]
-    attack.fit(x, y)
-    forget_score = attack.predict_proba(forget)[:, 1]
-    auc, auc_low, auc_high = bootstrap_auc(forget_score, held_out[len(member):], seed=seed)
+    member_score, nonmember_score, forget_score = population_scores(member, nonmember, forget, seed, folds)
+    auc, auc_low, auc_high = bootstrap_auc(forget_score, nonmember_score, seed=seed)
     efficacy, eff_low, eff_high = bootstrap_mean((forget_score < 0.5).astype(np.float64), 2000, seed)
+    y = np.r_[np.ones(len(member_score)), np.zeros(len(nonmember_score))]
     return {"mia_efficacy": efficacy, "mia_efficacy_low": eff_low, "mia_efficacy_high": eff_high,
             "forget_auc": auc, "forget_auc_low": auc_low, "forget_auc_high": auc_high,
-            "cv_auc": float(roc_auc_score(y, held_out))}
+            "cv_auc": float(roc_auc_score(y, np.r_[member_score, nonmember_score]))}
+
+
+def calibrated_scores(loss: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """The reference attack's score of each instance: (n,) mean over tasks of
+    log(loss_ref) - log(loss), from (n, T) losses of the attacked model and of the reference.
+    Each instance is measured against its own difficulty (its loss under the reference): a
+    hard instance with a high loss under both scores 0, as an easy one that did not move."""
+    return (np.log(np.asarray(ref, np.float64) + _LOG_EPS)
+            - np.log(np.asarray(loss, np.float64) + _LOG_EPS)).mean(axis=1)
 
 
 def reference_attack(forget: np.ndarray, nonmember: np.ndarray, forget_ref: np.ndarray,
                      nonmember_ref: np.ndarray, seed: int = 0) -> dict[str, float]:
-    """The reference attack on losses: score = mean over tasks of log(loss_ref) - log(loss).
+    """The reference attack on losses: score = `calibrated_scores`, the mean over tasks of
+    log(loss_ref) - log(loss).
 
     Args:
         forget, nonmember: (F, T) and (N, T) losses of the attacked model; forget_ref,
@@ -105,15 +130,12 @@ def reference_attack(forget: np.ndarray, nonmember: np.ndarray, forget_ref: np.n
         ref_auc (with ref_auc_low / _high): AUC of the forget scores above the non-member
         scores; 0.5 = the forget instances look exactly as unseen as unseen data.
     """
-    def score(loss, ref):
-        return (np.log(np.asarray(ref, np.float64) + _LOG_EPS)
-                - np.log(np.asarray(loss, np.float64) + _LOG_EPS)).mean(axis=1)
-
     for name, a, b in (("forget", forget, forget_ref), ("nonmember", nonmember, nonmember_ref)):
         if np.shape(a) != np.shape(b):
             raise ValueError(f"{name} losses {np.shape(a)} and their reference losses {np.shape(b)} "
                              "must describe the same instances and tasks")
-    auc, low, high = bootstrap_auc(score(forget, forget_ref), score(nonmember, nonmember_ref), seed=seed)
+    auc, low, high = bootstrap_auc(calibrated_scores(forget, forget_ref),
+                                   calibrated_scores(nonmember, nonmember_ref), seed=seed)
     return {"ref_auc": auc, "ref_auc_low": low, "ref_auc_high": high}
 
 

@@ -237,8 +237,8 @@ def cluster_keys(cells: pd.DataFrame) -> tuple[list | None, list | None]:
     return clusters, list(cells["ratio"]) if "ratio" in cells else None
 
 
-def bootstrap_auc(positive: Sequence[float], negative: Sequence[float], draws: int = 2000, seed: int = 0,
-                  level: float = LEVEL) -> tuple[float, float, float]:
+def bootstrap_auc(positive: Sequence[float] | np.ndarray, negative: Sequence[float] | np.ndarray,
+                  draws: int = 2000, seed: int = 0, level: float = LEVEL) -> tuple[float, float, float]:
     """ROC AUC of scores `positive` (P,) above `negative` (N,) (ties count 1/2) and its interval,
     both groups resampled with replacement. Vectorised: AUC = w_p^T C w_n with C the (P, N) table
     of pairwise wins and w the resampled weights. NaN when a group is empty."""
