@@ -418,3 +418,43 @@ def class_change_table(table: pd.DataFrame, task: str, method: str) -> pd.DataFr
         shown["IoU of the oracle"] = wide["retrain"]
     shown["change"] = shown["IoU after"] - shown["IoU before"]
     return shown.reset_index()
+
+
+GROUP_COLOURS = {"forget": "crimson", "retain": "#7f7f7f", "unseen": "#1f77b4"}
+"""The twin maps' groups: the forget set in red, the retain sample in grey, unseen images in blue."""
+
+
+def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
+                    titles: Mapping[str, str] | None = None) -> go.Figure:
+    """One panel per model of a `core.explore.twin_map` frame, on shared axes (one projection),
+    WebGL points coloured by group, the `selected` ids ringed in every panel (linked). Every
+    point carries its id as customdata, so a box or lasso selection in any panel maps back to ids."""
+    models = list(dict.fromkeys(frame["model"]))
+    figure = make_subplots(rows=1, cols=len(models), shared_xaxes=True, shared_yaxes=True,
+                           subplot_titles=[(titles or {}).get(m, m) for m in models],
+                           horizontal_spacing=0.03)
+    for column, model in enumerate(models, 1):
+        rows = frame[frame["model"] == model]
+        for group, colour in GROUP_COLOURS.items():
+            points = rows[rows["group"] == group]
+            if points.empty:
+                continue
+            figure.add_trace(go.Scattergl(
+                x=points["x"], y=points["y"], mode="markers", name=group, legendgroup=group,
+                showlegend=column == 1, customdata=points["id"],
+                hovertemplate=f"{group} image %{{customdata}}<extra>{model}</extra>",
+                marker={"color": colour, "size": 6 if group == "retain" else 8, "opacity": 0.75}),
+                row=1, col=column)
+        chosen = rows[rows["id"].isin(list(selected)) & (rows["group"] != "unseen")]
+        if not chosen.empty:
+            figure.add_trace(go.Scattergl(
+                x=chosen["x"], y=chosen["y"], mode="markers", name="selected", legendgroup="selected",
+                showlegend=column == 1, customdata=chosen["id"],
+                hovertemplate="selected image %{customdata}<extra></extra>",
+                marker={"color": "rgba(0,0,0,0)", "size": 14, "line": {"color": "black", "width": 2}}),
+                row=1, col=column)
+    figure.update_layout(dragmode="lasso", height=420, legend={"orientation": "h", "y": 1.12},
+                         margin={"l": 10, "r": 10, "t": 60, "b": 10})
+    figure.update_xaxes(title_text="PC 1 of the original's features", row=1, col=1)
+    figure.update_yaxes(title_text="PC 2")
+    return _painted(figure, {})

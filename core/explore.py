@@ -7,7 +7,7 @@ The model is read only: it runs in eval mode under `torch.no_grad` and is left a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import cast
 
 import numpy as np
@@ -18,6 +18,25 @@ from core.models import ProvidesFeatures, has_features
 from core.training import iterate_batches
 
 
+def pca_axes(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), axes (k, D), k <= 2) of the rows' two leading principal components: the top
+    right singular vectors of the centred rows, each signed so that its largest-magnitude
+    loading is positive (equal input, equal axes); axes of numerical noise are dropped."""
+    rows = np.asarray(features, dtype=np.float64)
+    mean = rows.mean(0)
+    _, sigma, axes = np.linalg.svd(rows - mean, full_matrices=False)
+    axes = axes[:2][sigma[:2] > 1e-9 * sigma.max(initial=0.0)]
+    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])
+    return mean, axes * signs[:, None]
+
+
+def project(features: np.ndarray, mean: np.ndarray, axes: np.ndarray) -> np.ndarray:
+    """Rows on `pca_axes`' axes: (N, D) -> (N, 2) float64, 0 in a column without an axis."""
+    projection = np.zeros((len(features), 2))
+    projection[:, :len(axes)] = (np.asarray(features, dtype=np.float64) - mean) @ axes.T
+    return projection
+
+
 def pca_2d(features: np.ndarray) -> np.ndarray:
     """The two leading principal components of each row: (N, D) -> (N, 2) float64.
 
@@ -25,14 +44,7 @@ def pca_2d(features: np.ndarray) -> np.ndarray:
     signed so that its largest-magnitude loading is positive, so equal input gives equal output.
     Columns beyond the rank of the centred data (e.g. N = 1) are 0.
     """
-    centred = np.asarray(features, dtype=np.float64)
-    centred = centred - centred.mean(0)
-    _, sigma, axes = np.linalg.svd(centred, full_matrices=False)
-    axes = axes[:2][sigma[:2] > 1e-9 * sigma.max(initial=0.0)]  # drop axes of numerical noise
-    signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])
-    projection = np.zeros((len(centred), 2))
-    projection[:, :len(axes)] = centred @ (axes * signs[:, None]).T
-    return projection
+    return project(features, *pca_axes(features))
 
 
 def _pool(feature: torch.Tensor) -> torch.Tensor:
@@ -112,3 +124,87 @@ def predict(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: int
         raise ValueError("predict needs at least one instance id")
     parts = [outputs for _, _, outputs in _forward(model, dataset, ids, batch_size)]
     return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+
+
+def pooled_features(model: torch.nn.Module, dataset, ids: Sequence[int], batch_size: int = 64) -> np.ndarray:
+    """(N, D) float64: every encoder feature map of each image averaged over its pixels and
+    concatenated (what the instance map projects). ValueError for a model without features."""
+    rows = []
+    for _, pooled, _ in _forward(model, dataset, ids, batch_size):
+        if pooled is None:
+            raise ValueError(f"{type(model).__name__} provides no encoder features (ProvidesFeatures), "
+                             "so it has no instance map")
+        rows.append(pooled.double().numpy())
+    return np.concatenate(rows)
+
+
+MAP_COLUMNS = ["model", "id", "group", "x", "y"]
+
+
+def twin_map(models: Mapping[str, torch.nn.Module], dataset, groups: Mapping[str, Sequence[int]],
+             unseen: tuple[object, Sequence[int]] | None = None, batch_size: int = 64) -> pd.DataFrame:
+    """Every model's instances on one 2-D map: the PCA of the first model's pooled features (the
+    original) fixes the axes, and every model's features are projected on them, so a point moves
+    between models only where that model's features of the image moved.
+
+    Args:
+        models: {name: model}, the reference first (e.g. original, unlearned, oracle).
+        dataset: the training set holding the ids of `groups`.
+        groups: {group: ids} of `dataset`, e.g. {"forget": ..., "retain": a sample}.
+        unseen: (dataset, ids) of held-out images, the "unseen" group (e.g. the test part).
+    Returns:
+        `MAP_COLUMNS`: one row per model and image, models in order, then groups in order.
+    """
+    parts = [(group, dataset, list(ids)) for group, ids in groups.items() if len(ids)]
+    if unseen is not None and len(unseen[1]):
+        parts.append(("unseen", unseen[0], list(unseen[1])))
+    if not parts:
+        raise ValueError("twin_map needs at least one image in a group")
+    frames, axes = [], None
+    for name, model in models.items():
+        features = np.concatenate([pooled_features(model, source, ids, batch_size)
+                                   for _, source, ids in parts])
+        axes = axes or pca_axes(features)  # the first model's
+        xy = project(features, *axes)
+        labels = [(group, i) for group, _, ids in parts for i in ids]
+        frames.append(pd.DataFrame({"model": name, "id": [i for _, i in labels],
+                                    "group": [g for g, _ in labels], "x": xy[:, 0], "y": xy[:, 1]}))
+    return pd.concat(frames, ignore_index=True)[MAP_COLUMNS]
+
+
+def retain_damage(before: torch.nn.Module, after: torch.nn.Module, dataset, ids: Sequence[int],
+                  batch_size: int = 64) -> pd.DataFrame:
+    """Measured per-instance damage of unlearning on (retain) images: each task's primary
+    per-image metric (higher is better) before and after, their change (after - before), and
+    "worst change" (the lowest over the tasks); the most damaged first."""
+    if not len(ids):
+        raise ValueError("retain_damage needs at least one instance id")
+    columns: dict[str, np.ndarray] = {"id": np.asarray(ids, dtype=np.int64)}
+    for label, model in (("before", before), ("after", after)):
+        scores: dict[str, list[np.ndarray]] = {}
+        for batch, _, outputs in _forward(model, dataset, ids, batch_size):
+            for name, spec in dataset.tasks.items():
+                metric = spec.per_image_metrics(outputs[name], batch[name])[spec.primary]
+                scores.setdefault(f"{name}:{spec.primary}", []).append(metric.double().numpy())
+        for key, parts in scores.items():
+            columns[f"{key} {label}"] = np.concatenate(parts)
+    table = pd.DataFrame(columns)
+    keys = [c[:-len(" before")] for c in table.columns if c.endswith(" before")]
+    for key in keys:
+        table[f"{key} change"] = table[f"{key} after"] - table[f"{key} before"]
+    table["worst change"] = table[[f"{key} change" for key in keys]].min(axis=1)
+    return table.sort_values("worst change", kind="stable", na_position="last").reset_index(drop=True)
+
+
+def distance_to_unseen(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model and group of a `twin_map` frame, the mean distance of its points to the centroid
+    of that model's unseen points on the map (NaN without unseen points): unlearning should
+    bring the forget set closer while the retain set stays where it was."""
+    rows = []
+    for model, points in frame.groupby("model", sort=False):
+        unseen = points[points["group"] == "unseen"][["x", "y"]]
+        centre = unseen.mean().to_numpy() if len(unseen) else np.full(2, np.nan)
+        for group, members in points.groupby("group", sort=False):
+            distance = np.linalg.norm(members[["x", "y"]].to_numpy() - centre, axis=1).mean()
+            rows.append({"model": model, "group": group, "distance to unseen": float(distance)})
+    return pd.DataFrame(rows, columns=["model", "group", "distance to unseen"])

@@ -14,8 +14,10 @@ from app.charts import (
     geometry_table,
     loss_curves_figure,
     person_table,
+    selected_ids,
     shown_number,
     split_table,
+    twin_map_figure,
 )
 from app.report import download_name
 from app.state import (
@@ -111,8 +113,9 @@ figures = result_figures(run)
 VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
          "Instances": "at-risk retain instances, predictions before and after",
-         "Per class": "IoU per class and the change of the prediction matrix (segmentation-like tasks)"}
-ADDRESSES = dict(zip(("shifts", "conflicts", "instances", "classes"), VIEWS))  # ?view=conflicts
+         "Per class": "IoU per class and the change of the prediction matrix (segmentation-like tasks)",
+         "Twin maps": "the images on one map per model: does the forget set move toward unseen data?"}
+ADDRESSES = dict(zip(("shifts", "conflicts", "instances", "classes", "maps"), VIEWS))  # ?view=conflicts
 asked = st.query_params.get("view")
 if "interference_view" not in st.session_state and asked is not None:  # opened from a link
     if asked.strip().lower() in ADDRESSES:
@@ -164,6 +167,72 @@ def per_class_view() -> None:
                  width="stretch")
 
 
+MAP_SAMPLE = 64
+"""Retain and unseen images drawn on the twin maps (the whole forget set is)."""
+
+
+def twin_maps_view() -> None:
+    """The forget set, a retain sample and unseen (test) images on one projection per model
+    (original, unlearned, oracle), a selection linked across the panels with the selected
+    images' pictures, and the measured per-image damage on the retain sample."""
+    from core.evaluation.metrics import fixed_retain_sample
+    from core.explore import distance_to_unseen, retain_damage, twin_map
+    from core.requests import RequestError, parse_ids
+
+    data = cached_data(run.model_path, run.data_root)
+    if "maps" not in run.cache:
+        original, _ = cached_checkpoint(run.model_path)
+        models = {"original": original, run.method: run.model}
+        if run.oracle is not None:
+            models["retrain"] = run.oracle
+        test_set, test_ids = data.held_out("test")
+        retain = fixed_retain_sample(run.request, MAP_SAMPLE)
+        try:
+            with st.spinner("Projecting the images' features, one pass per model..."):
+                frame = twin_map(models, data.train, {"forget": list(run.request.instances),
+                                                      "retain": retain},
+                                 unseen=(test_set, list(test_ids)[:MAP_SAMPLE]))
+                damage = retain_damage(original, run.model, data.train, retain)
+        except ValueError as error:  # a model without encoder features
+            st.info(f"No twin maps for this model: {error}.")
+            return
+        run.cache["maps"] = (frame, distance_to_unseen(frame), damage)
+    frame, distances, damage = run.cache["maps"]
+    typed = st.text_input("Images to ring on every map (ids; or lasso points on a map)",
+                          key="twin_selected_ids", placeholder="e.g. 1, 2, 5-7")
+    try:
+        selected = set(parse_ids(typed, set(frame["id"][frame["group"] != "unseen"])))
+    except RequestError as error:
+        st.warning(f"{error}")
+        selected = set()
+    event = st.session_state.get("twin_maps")
+    if not selected and event and event.get("selection", {}).get("points"):
+        selected = selected_ids(event["selection"]["points"])
+    titles = {"original": "original", "retrain": "retrain oracle", run.method: f"after {run.method}"}
+    st.plotly_chart(twin_map_figure(frame, sorted(selected), titles), on_select="rerun",
+                    selection_mode=("lasso", "box"), key="twin_maps", width="stretch")
+    st.caption(f"One projection for every panel: the principal components of the original's features "
+               f"of these images, so a point moves only where a model's features of that image moved. "
+               f"Red: the forget set; grey: {MAP_SAMPLE} retain images; blue: unseen images (test part).")
+    st.dataframe(distances.pivot(index="group", columns="model", values="distance to unseen")
+                 .reset_index().style.format(precision=2), hide_index=True)
+    if selected:
+        shown = sorted(selected)[:8]
+        train = data.train
+        known = [i for i in shown if i in set(train.ids)]
+        if known:
+            predictions = {"before": predict(cached_checkpoint(run.model_path)[0], train, known),
+                           "after": predict(run.model, train, known)}
+            batch = train.batch(known)
+            for index, instance in enumerate(known):
+                panels = instance_panels(train.tasks, batch, predictions, index)
+                st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)
+    st.subheader("Measured damage on the retain sample")
+    st.caption("Each task's primary metric per retain image before and after (higher is better); the most "
+               "damaged images first.")
+    st.dataframe(damage.style.format(precision=3), hide_index=True, width="stretch")
+
+
 @st.fragment
 def views() -> None:
     """One view at a time, in a fragment: a change of view reruns and redraws only this part
@@ -199,6 +268,8 @@ def views() -> None:
             st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
     elif view == "Per class":
         per_class_view()
+    elif view == "Twin maps":
+        twin_maps_view()
     else:
         st.subheader("At-risk retain instances")
         st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "

@@ -1,0 +1,37 @@
+"""The Interference page's Twin maps view (issue 21 part 2): original and unlearned (and the oracle)
+on one projection, forget / retain / unseen images, a linked selection, the measured retain damage."""
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
+from core.ledger import Ledger
+from core.unlearning.runner import run_request
+
+MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+
+
+def test_the_twin_maps_view_draws_one_projection_per_model_and_the_retain_damage(mtu_home):
+    model, card = load_checkpoint(SAMPLE_MODELS_DIR / "synthetic-street")
+    ledger = Ledger()
+    run_request(model, card, SAMPLE_MODELS_DIR / "synthetic-street", [1, 2, 3], None, "grad_ascent",
+                {"steps": 2}, ledger.results_folder(), ledger=ledger, source="dashboard", store=True)
+    app = AppTest.from_file(MAIN, default_timeout=300)
+    app.session_state["model_name"] = "synthetic-street"
+    app.run()
+    app.switch_page("pages/interference.py").run()
+    app.radio(key="interference_view").set_value("Twin maps").run()
+    assert not app.exception, app.exception
+    (maps,) = app.get("plotly_chart")
+    spec = maps.proto.spec
+    assert spec.count('"scattergl"') >= 2 * 3  # two panels (original, grad_ascent) x three groups
+    for group in ("forget", "retain", "unseen"):
+        assert f'"name":"{group}"' in spec
+    distances, damage = app.dataframe[-2].value, app.dataframe[-1].value
+    assert set(distances["group"]) == {"forget", "retain", "unseen"}
+    assert "worst change" in damage.columns and len(damage) > 0
+    # a selection typed as ids rings the images in every panel (the linked selection)
+    app.text_input(key="twin_selected_ids").set_value("1, 2").run()
+    assert not app.exception
+    assert app.get("plotly_chart")[0].proto.spec.count('"name":"selected"') == 2
