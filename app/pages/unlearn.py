@@ -31,7 +31,7 @@ from core.evaluation import analyze_conflicts
 from core.evaluation.geometry import method_outlook, task_geometry
 from core.evaluation.tuning import tuned_config
 from core.importing import oracle_approximation, oracle_seconds
-from core.jobs import submit
+from core.jobs import recorded_oracle, submit
 from core.unlearning import get_unlearner, list_unlearners
 from core.unlearning.base import REGISTRY
 from core.unlearning.interference_aware import InterferenceAwareConfig
@@ -172,18 +172,25 @@ method = st.selectbox("Method", methods, index=methods.index("interference_aware
 retain_share = len(request.retain_ids) / len(loaded.data.train_ids)
 expected = oracle_seconds(loaded.card.training, retain_share)
 approximate = oracle_approximation(loaded.card.training)
+oracle = recorded_oracle(ledger(), loaded.card.weights_sha256, request.instances, request.tasks,
+                         loaded.data_root, done_only=False) if loaded.card.weights_sha256 else None
 tuned = tuned_entry(loaded.path)
 with st.form("config"):  # what a person sets every time first, the method's knobs under Advanced
     reason = st.text_input("Reason (kept in the ledger)", key="reason",
                            placeholder="e.g. the deletion request's ticket number")
-    when = (f"about {expected:.0f} s on the machine that trained the model" if expected is not None
-            else "time unknown: the model's card records no training time")
-    kind = "approximate; " if approximate else ""
-    with_oracle = st.checkbox(f"Also train the retrain oracle ({kind}{when})",
-                              key="with_oracle",
-                              help=(f"The retrain oracle is {approximate}." if approximate else
-                                    "Retrains the model from scratch with the model's own recipe, the forget "
-                                    "pairs masked: the exact reference."))
+    about = (f"The retrain oracle is {approximate}." if approximate else
+             "Retrains the model from scratch with the model's own recipe, the forget pairs masked: the "
+             "exact reference.")
+    if oracle is not None:  # jobs.submit reuses it: no training time to promise
+        label = (f"Use this request's retrain oracle, run #L{oracle['run']} ({oracle['status']}): it is not "
+                 "trained again")
+        about += (" The ledger keeps one oracle per request content (the same weights, instances, tasks and "
+                  "data), whichever page or command trained it.")
+    else:
+        when = (f"about {expected:.0f} s on the machine that trained the model" if expected is not None
+                else "time unknown: the model's card records no training time")
+        label = f"Also train the retrain oracle ({'approximate; ' if approximate else ''}{when})"
+    with_oracle = st.checkbox(label, key="with_oracle", help=about)
     submitted = st.form_submit_button("Run", type="primary")
     with st.expander(f"Advanced: the settings of {method}"):
         st.caption(tuned_note(tuned, request.mode, [method]) + " Numbers show three significant digits; "

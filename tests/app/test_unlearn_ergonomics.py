@@ -90,3 +90,26 @@ def test_the_tail_after_the_last_step_says_evaluating_and_saving():
     app = _unlearn(model_name="synthetic-street")
     first, _ = app.get("progress")  # the newest run first
     assert first.proto.text.endswith("step 3 / 3: evaluating the unlearned model and saving it")
+
+
+def test_the_oracle_box_says_when_the_requests_recorded_oracle_is_reused():
+    """One oracle per request content: when the ledger records a retrain oracle for the same
+    weights, instances, tasks and data (queued, running or done), the oracle box names that run
+    and says it is not trained again, instead of promising a training time."""
+    ledger = Ledger()
+    path = SAMPLE_MODELS_DIR / "synthetic-indoor"
+    _, card = load_checkpoint(path)
+    app = _unlearn(selection=[3, 17])
+    assert app.checkbox(key="with_oracle").label.startswith("Also train the retrain oracle (")
+    request = ForgetRequest.build([17, 3], None, card.train_ids, [t["name"] for t in card.tasks])
+    model = ledger.add_model(f"{path}.safetensors", card)
+    oracle = ledger.add_run(ledger.add_request(model, request, "cli"), "retrain", {}, status="queued")
+    app = _unlearn(selection=[3, 17])
+    box = app.checkbox(key="with_oracle")
+    assert box.label == f"Use this request's retrain oracle, run #L{oracle} (queued): it is not trained again"
+    assert "about" not in box.label and "one oracle per request content" in box.proto.help.lower()
+    ledger.start_run(oracle)
+    ledger.finish_run(oracle, [], card.weights_sha256, f"{path}.safetensors")
+    assert "(done): it is not trained again" in _unlearn(selection=[3, 17]).checkbox(key="with_oracle").label
+    other = _unlearn(selection=[3, 18])  # other instances: no oracle yet
+    assert other.checkbox(key="with_oracle").label.startswith("Also train the retrain oracle (")
