@@ -294,6 +294,66 @@ def subspace_ranks_figure(ranks: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     return figure
 
 
+def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str] | None = None
+                     ) -> go.Figure:
+    """One panel per model of a `core.evaluation.attack.attack_scores` frame: the distribution
+    of `score` in each group (forget, retain, unseen; density, overlaid), on shared axes."""
+    models = list(dict.fromkeys(scores["model"]))
+    figure = make_subplots(rows=1, cols=len(models), shared_yaxes=True, horizontal_spacing=0.03,
+                           subplot_titles=[(titles or {}).get(m, m) for m in models])
+    for column, model in enumerate(models, 1):
+        rows = scores[scores["model"] == model]
+        for group, colour in GROUP_COLOURS.items():
+            values = rows.loc[rows["group"] == group, score]
+            if values.empty:
+                continue
+            figure.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=column == 1,
+                                          histnorm="probability density", opacity=0.55, marker_color=colour,
+                                          nbinsx=40), row=1, col=column)
+    figure.update_layout(barmode="overlay", legend_title_text="", height=320,
+                         margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    figure.update_xaxes(title_text="score (higher = more member-like)", automargin=True)
+    figure.update_yaxes(title_text="density", row=1, col=1, automargin=True)
+    return figure
+
+
+def roc_figure(curves: pd.DataFrame, titles: Mapping[str, str] | None = None) -> go.Figure:
+    """ROC curves of the forget instances (positives) against the unseen ones: `curves` has
+    rows model, fpr, tpr (`core.evaluation.attack.roc_points` per model); one line per model in
+    its colour (`model_colour`), the chance diagonal dotted."""
+    figure = go.Figure()
+    for model, rows in curves.groupby("model", sort=False):
+        figure.add_trace(go.Scatter(x=rows["fpr"], y=rows["tpr"], mode="lines", line_shape="hv",
+                                    name=(titles or {}).get(str(model), str(model)),
+                                    line={"color": model_colour(str(model))}))
+    figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
+                                line={"dash": "dot", "color": "#bbbbbb"}))
+    figure.update_layout(xaxis_title="false positive rate (unseen scored member)",
+                         yaxis_title="true positive rate (forget scored member)", height=380,
+                         legend_title_text="", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return figure
+
+
+def cka_heatmap(similarity: pd.DataFrame, title: str | None = None) -> go.Figure:
+    """Linear CKA of a `core.evaluation.similarity.layer_similarity` frame: one row per layer
+    (model order, top to bottom), one column per compared pair and split, 0 (unrelated) to 1
+    (the same representation up to rotation and scale), the value written in each cell."""
+    table = similarity.assign(column=similarity["pair"] + " · " + similarity["split"]).pivot_table(
+        index="layer", columns="column", values="cka", sort=False)
+    layers = list(dict.fromkeys(similarity["layer"]))
+    columns = list(dict.fromkeys(similarity["pair"] + " · " + similarity["split"]))
+    table = table.reindex(index=layers, columns=columns)
+    figure = go.Figure(go.Heatmap(z=table.to_numpy(), x=columns, y=layers, zmin=0, zmax=1,
+                                  colorscale="Viridis", texttemplate="%{z:.2f}",
+                                  colorbar={"title": "CKA"},
+                                  hovertemplate="%{y}<br>%{x}<br>CKA %{z:.3f}<extra></extra>"))
+    figure.update_yaxes(autorange="reversed", automargin=True)
+    figure.update_xaxes(automargin=True, tickangle=-30)
+    figure.update_layout(title=title, height=max(300, 28 * len(layers) + 140),
+                         margin={"l": 10, "r": 10, "t": 40 if title else 10, "b": 10})
+    return figure
+
+
 def geometry_table(geometry: pd.DataFrame) -> pd.DataFrame:
     """A `core.evaluation.geometry.task_geometry` frame as one row per layer (model order) and one
     column per measure and task pair ("cross_task_cos segmentation/depth") or target task

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,12 +56,14 @@ from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_methods, compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
+from core.explore import predict
 from core.importing import oracle_approximation, with_recipe
 from core.jobs import allowed_plugins, check_plugins, needed_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
 from core.unlearning.base import UnlearningData
+from core.visual import instance_panels
 
 DEFAULT_MODEL = "synthetic-indoor"
 
@@ -651,9 +654,14 @@ def write_scores(path: Path, inputs: dict[str, Any], comparison: Comparison,
     """Store a run's scores at `path` as JSON, written to a temporary name and renamed (a reader
     never sees half a file). A folder that cannot be written is passed over: the scores are
     then computed again on the next visit."""
-    data = {"inputs": inputs, "comparison": comparison.to_dict(),
-            "conflicts": {**{name: _table(getattr(conflicts, name)) for name in _CONFLICT_FRAMES},
-                          "retain_ids": [int(i) for i in conflicts.retain_ids]}}
+    _write_json(path, {"inputs": inputs, "comparison": comparison.to_dict(),
+                       "conflicts": {**{name: _table(getattr(conflicts, name)) for name in _CONFLICT_FRAMES},
+                                     "retain_ids": [int(i) for i in conflicts.retain_ids]}})
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """`data` as strict JSON at `path`, written to a temporary name and renamed; a folder that
+    cannot be written is passed over."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -661,6 +669,57 @@ def write_scores(path: Path, inputs: dict[str, Any], comparison: Comparison,
         partial.replace(path)
     except (OSError, ValueError, TypeError):
         partial.unlink(missing_ok=True)
+
+
+def run_models(run: Run) -> dict[str, torch.nn.Module]:
+    """The models a run's views compare: "original", the run's method and, when the run has one,
+    "retrain" (the oracle), as the scores name them."""
+    original, _ = cached_checkpoint(run.model_path)
+    return {"original": original, run.method: run.model,
+            **({"retrain": run.oracle} if run.oracle is not None else {})}
+
+
+def kept_frame(run: Run, folder: str, compute: Callable[[], pd.DataFrame], **settings: Any) -> pd.DataFrame:
+    """A frame that a view computes from a run, once: kept with the run and, for a run of the
+    ledger, in `<folder>/<result hash>.json` beside the ledger (as `run_results` keeps the
+    scores), read back when it was computed from the same inputs (`score_inputs` and the
+    view's JSON-able `settings`); else `compute()` makes it and it is stored."""
+    if folder in run.cache:
+        return run.cache[folder]
+    _, card = cached_checkpoint(run.model_path)
+    inputs = {**score_inputs(run, card.weights_sha256), **settings}
+    path = ledger().path.parent / folder / f"{run.sha256}.json" if run.sha256 else None
+    frame = None
+    if path is not None:
+        try:
+            stored = json.loads(path.read_text())
+            frame = _frame(stored["frame"]) if stored["inputs"] == inputs else None
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            frame = None
+    if frame is None:
+        frame = compute()
+        if path is not None:
+            _write_json(path, {"inputs": inputs, "frame": _table(frame)})
+    run.cache[folder] = frame
+    return frame
+
+
+def instance_pictures(run: Run, ids: list[int]) -> dict[int, list[tuple[str, Any]]]:
+    """{training id: [(caption, picture)]}: the image, each task's target and the predictions
+    of the original ("before"), the unlearned model ("after") and the oracle when there is one
+    (`core.visual.instance_panels`), drawn once per run and instance."""
+    drawn = run.cache.setdefault("pictures", {})
+    missing = [i for i in ids if i not in drawn]
+    if missing:
+        train = cached_data(run.model_path, run.data_root).train
+        labels = {"original": "before", run.method: "after", "retrain": "oracle"}
+        with st.spinner("Predicting the instances with each model..."):
+            predictions = {labels[name]: predict(model, train, missing)
+                           for name, model in run_models(run).items()}
+        batch = train.batch(missing)
+        drawn.update({i: instance_panels(train.tasks, batch, predictions, index)
+                      for index, i in enumerate(missing)})
+    return {i: drawn[i] for i in ids}
 
 
 def _table(frame: pd.DataFrame) -> dict[str, list]:

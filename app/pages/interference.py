@@ -36,6 +36,8 @@ from app.state import (
     share,
     start_summary,
 )
+from app.views.attack import attack_view
+from app.views.similarity import similarity_view
 from core.checkpoints import checkpoint_zip
 from core.evaluation.geometry import conflict_label, peak_cross_task_cos, task_geometry
 from core.explore import predict
@@ -114,8 +116,11 @@ VIEWS = {"Shifts and UIS": "per-task metric shifts and the UIS breakdown",
          "Conflicts": "gradient angles overall and per layer, subspace ranks",
          "Instances": "at-risk retain instances, predictions before and after",
          "Per class": "IoU per class and the change of the prediction matrix (segmentation-like tasks)",
-         "Twin maps": "the images on one map per model: does the forget set move toward unseen data?"}
-ADDRESSES = dict(zip(("shifts", "conflicts", "instances", "classes", "maps"), VIEWS))  # ?view=conflicts
+         "Twin maps": "the images on one map per model: does the forget set move toward unseen data?",
+         "Attack": "per-instance membership scores, a threshold, the ROC curve, TPR at 1% and 0.1% FPR",
+         "Layer similarity": "linear CKA per layer and head: where the network changed"}
+ADDRESSES = dict(zip(("shifts", "conflicts", "instances", "classes", "maps", "attack", "layers"),
+                     VIEWS))  # ?view=conflicts
 asked = st.query_params.get("view")
 if "interference_view" not in st.session_state and asked is not None:  # opened from a link
     if asked.strip().lower() in ADDRESSES:
@@ -270,6 +275,10 @@ def views() -> None:
         per_class_view()
     elif view == "Twin maps":
         twin_maps_view()
+    elif view == "Attack":
+        attack_view(run)
+    elif view == "Layer similarity":
+        similarity_view(run)
     else:
         st.subheader("At-risk retain instances")
         st.caption("Per-sample gradients most aligned with (they gain) and most opposed to (they lose) "

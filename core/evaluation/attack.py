@@ -124,3 +124,21 @@ def attack_scores(models: Mapping[str, torch.nn.Module], data, request: ForgetRe
                 "calibrated": calibrated_scores(losses[key], features[reference][key])}))
     return pd.concat(frames, ignore_index=True)
 
+
+
+def most_member_like(scores: pd.DataFrame, score: str, model: str, top: int = 10) -> pd.DataFrame:
+    """The forget instances that `model` still scores most member-like.
+
+    Args:
+        scores: `attack_scores`'s frame; score: one of `SCORES`; model: a name among its models.
+    Returns:
+        At most `top` rows, highest `model` score first: id, the score under each model (one
+        column per model, in the frame's order), and "unseen below": the share of unseen
+        instances that `model` scores lower than this one (1 = above every unseen instance).
+    """
+    forget = scores[scores["group"] == "forget"].pivot(index="id", columns="model", values=score)
+    forget = forget[list(dict.fromkeys(scores["model"]))]
+    unseen = np.sort(scores.loc[(scores["group"] == "unseen") & (scores["model"] == model), score].to_numpy())
+    below = np.searchsorted(unseen, forget[model].to_numpy(), side="left") / max(len(unseen), 1)
+    table = forget.assign(**{"unseen below": below}).sort_values(model, ascending=False, kind="stable")
+    return table.head(top).reset_index().rename_axis(columns=None)

@@ -4,6 +4,7 @@ on hand-made scores with hand-counted rates, and on a tiny model."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
@@ -12,6 +13,7 @@ from core.evaluation.attack import (
     attack_scores,
     attack_summary,
     min_negatives,
+    most_member_like,
     rates_at,
     roc_points,
     tpr_at_fpr,
@@ -88,3 +90,16 @@ def test_attack_scores_of_a_tiny_model_against_itself(tiny_model, indoor_data, i
     assert frame["loss_attack"].between(0, 1).all()
     with pytest.raises(ValueError, match="reference 'oracle'.*accepted: original, unlearned"):
         attack_scores(models, indoor_data, request, reference="oracle")
+
+
+def test_most_member_like_ranks_the_forget_instances_of_one_model():
+    rows = [("after", "forget", 1, 0.2), ("after", "forget", 2, 0.9), ("after", "forget", 3, 0.5),
+            ("before", "forget", 1, 0.8), ("before", "forget", 2, 0.9), ("before", "forget", 3, 0.95),
+            *[("after", "unseen", 10 + i, s) for i, s in enumerate((0.1, 0.3, 0.6, 0.95))],
+            ("after", "retain", 20, 0.99)]
+    frame = pd.DataFrame(rows, columns=["model", "group", "id", "loss_attack"])
+    table = most_member_like(frame, "loss_attack", "after", top=2)
+    assert list(table.columns) == ["id", "after", "before", "unseen below"]
+    assert table["id"].tolist() == [2, 3]
+    assert table["unseen below"].tolist() == [0.75, 0.5]  # 0.9 is above 3 of 4 unseen scores
+    assert table["before"].tolist() == [0.9, 0.95]
