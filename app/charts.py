@@ -518,3 +518,31 @@ def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
     figure.update_xaxes(title_text="PC 1 of the original's features", row=1, col=1)
     figure.update_yaxes(title_text="PC 2")
     return _painted(figure, {})
+
+
+def settings_text(method: str, config: Mapping[str, Any]) -> str:
+    """A run's settings for a person: the knobs that differ from the method's defaults, rounded
+    ("defaults" when none; the seed and device left out)."""
+    from core.evaluation.tuning import format_config
+    from core.unlearning import get_unlearner
+
+    try:
+        defaults = get_unlearner(method).config.to_dict()
+    except (KeyError, ValueError):  # a method no longer registered (a plugin not loaded): every knob
+        defaults = {}
+    changed = {k: v for k, v in config.items()
+               if k not in ("seed", "device") and defaults.get(k, object()) != v}
+    return format_config(changed) or "defaults"
+
+
+def screened_table(table: pd.DataFrame, leaderboard: pd.DataFrame,
+                   runs: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A `person_table` of `leaderboard` (same row order) with each model's ledger run and its
+    settings (`settings_text`) beside its scores: the screening view of a comparison."""
+    by_method = {r["method"]: r for r in runs}
+    screened = table.copy()
+    screened.insert(1, "run", [f"#L{by_method[m]['run']}" if m in by_method else "–"
+                               for m in leaderboard["model"]])
+    screened["settings"] = [settings_text(m, by_method[m]["config"]) if m in by_method else "–"
+                            for m in leaderboard["model"]]
+    return screened

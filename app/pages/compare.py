@@ -9,7 +9,7 @@ leaderboard once it is done (`app.state.comparison_rows`)."""
 
 import streamlit as st
 
-from app.charts import comparison_figures, comparison_report, person_table
+from app.charts import comparison_figures, comparison_report, person_table, screened_table
 from app.forms import tuned_entry, tuned_note
 from app.state import (
     COMPARE_REASON,
@@ -127,9 +127,11 @@ except USER_ERRORS as error:
     st.stop()
 board = comparison.leaderboard.sort_values("uis2")
 approximate_oracle = oracle_approximation(loaded.card.training) is not None
-st.dataframe(person_table(board, approximate_oracle), hide_index=True, width="stretch")
+st.dataframe(screened_table(person_table(board, approximate_oracle), board, rows), hide_index=True,
+             width="stretch")
 st.caption("Sorted by UIS v2 (lower is better); hover over a score on the Interference page for its "
-           "definition. Each run is also on the Interference and History pages.")
+           "definition. Each run (its ledger id, its settings where they differ from the method's "
+           "defaults) is also on the Interference and History pages.")
 figures = comparison_figures(comparison)
 for index, figure in enumerate(figures.values()):
     st.plotly_chart(figure, width="stretch", key=f"compare_{index}")

@@ -45,6 +45,11 @@ def test_compare_queues_its_runs_and_rebuilds_the_leaderboard_from_the_ledger(mo
     board = reloaded.dataframe[0].value
     assert set(board["model"]) == {"original (before unlearning)", "grad_ascent", "ssd"}
     assert "UIS v2" in board.columns and "uis2" not in board.columns
+    # screening (issue 21 part 5): each run's ledger id and its settings beside its scores
+    settings = dict(zip(board["model"], board["settings"]))
+    assert settings["grad_ascent"].startswith("steps=2") and settings["ssd"] == "defaults"
+    assert settings["original (before unlearning)"] == "–"
+    assert set(board["run"]) - {"–"} == {f"#L{r['run']}" for r in Ledger().runs()}
     assert [s.label for s in reloaded.status] == ["Scored the comparison"]
     assert len(reloaded.get("plotly_chart")) == 4
     again = _compare(model_name="synthetic-street")  # read back from beside the ledger, not scored again
