@@ -17,6 +17,8 @@ def test_instance_scatter_colours_points_and_rings_the_forget_set():
     assert list(chosen.customdata) == [7] and list(chosen.x) == [1.0]
     assert figure.layout.dragmode == "lasso"
     assert points.marker.colorbar.title.text == "depth:loss"
+    # thousands of instances stay fast (issue 21 part 7): WebGL traces, not SVG
+    assert {trace.type for trace in figure.data} == {"scattergl"}
 
 
 def test_selected_ids_reads_customdata_of_either_trace():
