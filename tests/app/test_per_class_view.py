@@ -2,29 +2,9 @@
 tasks on forget, retain and test, before, after (and the oracle), and the change of the
 prediction matrix."""
 
-from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
-from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
-from core.ledger import Ledger
-from core.unlearning.runner import run_request
-
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-
-
-def test_the_per_class_view_shows_iou_per_class_and_the_confusion_change(mtu_home):
-    model, card = load_checkpoint(SAMPLE_MODELS_DIR / "synthetic-street")
-    ledger = Ledger()
-    run_request(model, card, SAMPLE_MODELS_DIR / "synthetic-street", [1, 2, 3], None, "grad_ascent",
-                {"steps": 1}, ledger.results_folder(), ledger=ledger, source="dashboard", store=True)
-    app = AppTest.from_file(MAIN, default_timeout=300)
-    app.session_state["model_name"] = "synthetic-street"
-    app.run()
-    app.switch_page("pages/interference.py").run()
-    assert not app.exception
-    app.radio(key="interference_view").set_value("Per class").run()
-    assert not app.exception, app.exception
+def test_the_per_class_view_shows_iou_per_class_and_the_confusion_change(street_run, interference_page):
+    app = interference_page("Per class")
     charts = app.get("plotly_chart")
     assert len(charts) == 2  # IoU per class, the change of the prediction matrix
     bars, heatmap = (chart.proto.spec for chart in charts)

@@ -1,28 +1,10 @@
 """The Interference page's Twin maps view (issue 21 part 2): original and unlearned (and the oracle)
 on one projection, forget / retain / unseen images, a linked selection, the measured retain damage."""
 
-from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
-
-from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
-from core.ledger import Ledger
-from core.unlearning.runner import run_request
-
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-
-
-def test_the_twin_maps_view_draws_one_projection_per_model_and_the_retain_damage(mtu_home):
-    model, card = load_checkpoint(SAMPLE_MODELS_DIR / "synthetic-street")
-    ledger = Ledger()
-    run_request(model, card, SAMPLE_MODELS_DIR / "synthetic-street", [1, 2, 3], None, "grad_ascent",
-                {"steps": 2}, ledger.results_folder(), ledger=ledger, source="dashboard", store=True)
-    app = AppTest.from_file(MAIN, default_timeout=300)
-    app.session_state["model_name"] = "synthetic-street"
-    app.run()
-    app.switch_page("pages/interference.py").run()
-    app.radio(key="interference_view").set_value("Twin maps").run()
-    assert not app.exception, app.exception
+def test_the_twin_maps_view_draws_one_projection_per_model_and_the_retain_damage(street_run,
+                                                                                 interference_page):
+    app = interference_page("Twin maps")
     (maps,) = app.get("plotly_chart")
     spec = maps.proto.spec
     assert spec.count('"scattergl"') >= 2 * 3  # two panels (original, grad_ascent) x three groups
