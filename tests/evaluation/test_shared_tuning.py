@@ -1,0 +1,157 @@
+"""The bench across processes: tuning studies in a shared Optuna storage (exact budgets, a killed
+process's trials redone) and the studies and cells of `mtu bench` claimed one process each."""
+
+import json
+import multiprocessing
+import threading
+
+import pandas as pd
+import pytest
+
+from core.evaluation import tuning
+from core.evaluation.tuning import open_storage, tune, widen_trials
+from core.unlearning.grad_ascent import GradAscent
+from core.unlearning.search import Range
+
+SPACE = {"lr": Range(1e-4, 1e-2, log=True), "steps": Range(5, 6, integer=True)}
+"""steps 5..6 always has its choice on an edge, so every study widens twice."""
+
+
+class _Full:
+    mode = "full"
+
+
+def _score(method, config, *args):
+    return config["lr"] * 100 + config["steps"], 0.0
+
+
+@pytest.fixture()
+def fake_scores(monkeypatch):
+    monkeypatch.setattr(GradAscent, "search_space", SPACE)
+    monkeypatch.setattr(tuning, "score_config", _score)
+
+
+def _comparable(record):
+    return {"trials": [(t["round"], t["params"], t["uis"], t.get("error")) for t in record["trials"]],
+            "rounds": record["rounds"], "chosen": record["chosen"], "best_uis": record["best_uis"],
+            "widened": record["widened"], "extra_trials": record["extra_trials"]}
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_study_in_a_storage_gives_the_in_memory_record(tmp_path, fake_scores, kind):
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    alone = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0)
+    shared = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+                  study_name="x__full__s0__grad_ascent")
+    assert len(alone["rounds"]) == 3 and _comparable(shared) == _comparable(alone)
+    # read back from the storage: nothing runs again, the same record
+    again = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+                 study_name="x__full__s0__grad_ascent")
+    assert _comparable(again) == _comparable(alone)
+    with pytest.raises(ValueError, match="study_name"):
+        tune("grad_ascent", None, [_Full()], None, trials=4, storage=open_storage(url))
+
+
+def test_processes_sharing_a_study_share_its_budget_exactly(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.setattr(GradAscent, "search_space", SPACE)
+    monkeypatch.setattr(tuning, "score_config", lambda *a: (time.sleep(0.05), _score(*a))[1])
+    url = str(tmp_path / "studies.log")
+    records = [None, None]
+
+    def worker(index):
+        records[index] = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0,
+                              storage=open_storage(url), study_name="shared")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    one, two = records
+    budget = 4 + 2 * widen_trials(4)
+    assert len(one["trials"]) == len(two["trials"]) == budget and one["extra_trials"] == 2 * widen_trials(4)
+    assert [t["round"] for t in one["trials"]] == [0] * 4 + [1] * 2 + [2] * 2
+    # every process took the same widening decisions from the same trials, and the same choice
+    assert _comparable(one) == _comparable(two)
+    assert one["rounds"][-1]["space"]["steps"]["low"] == 3
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_trial_left_running_by_a_killed_process_is_redone_on_resume(tmp_path, fake_scores, monkeypatch,
+                                                                        kind):
+    import optuna
+
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    monkeypatch.setattr(tuning, "GRACE_S", 1)
+    monkeypatch.setattr(tuning, "HEARTBEAT_S", 1)
+    storage = open_storage(url)
+    study = optuna.create_study(storage=storage, study_name="killed", direction="minimize")
+    left = study.ask()  # a killed process's trial: RUNNING, its heartbeat stops
+    storage.record_heartbeat(left._trial_id)
+    import time
+
+    time.sleep(2.5)
+    record = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+                  study_name="killed")
+    states = {t.number: t.state for t in optuna.load_study(study_name="killed", storage=url if kind == "sqlite"
+                                                           else open_storage(url)).trials}
+    assert states[left.number] == optuna.trial.TrialState.FAIL
+    assert len(record["trials"]) == 4 + 2 * widen_trials(4) and record["failed"] == 0
+    assert left.number not in [t["number"] for t in record["trials"]]
+
+
+def _mini_plan():
+    """test_benchmark's MINI plan at one ratio, one method and one partial setting."""
+    from core.evaluation.benchmark import BenchPlan
+
+    return BenchPlan(benchmarks=("synthetic-indoor",), ratios=(0.1,), seeds=(1,), methods=("grad_ascent",),
+                     trials=2, n_train=12, n_val=10, size=(32, 32), epochs=1, width=4, retain_sample=8,
+                     draws=2, rescore=2, partial_only=("synthetic-indoor:depth",))
+
+
+def _few_steps():
+    from core.unlearning.search import LR
+
+    return {"lr": LR, "steps": Range(1, 3, integer=True)}
+
+
+def _bench_process(out, storage, cache):
+    import os
+
+    os.environ["MTU_CACHE_DIR"] = cache
+    GradAscent.search_space = _few_steps()
+    from core.evaluation.benchmark import run_plan
+
+    run_plan(_mini_plan(), out, show_bars=False, log=lambda _: None, storage=storage)
+
+
+@pytest.mark.slow
+def test_two_processes_sharing_a_storage_give_the_one_process_bench(tmp_path, use_cache, monkeypatch):
+    from core.evaluation.benchmark import run_plan
+
+    monkeypatch.setattr(GradAscent, "search_space", _few_steps())
+
+    alone = run_plan(_mini_plan(), tmp_path / "alone", show_bars=False, log=lambda _: None)
+    shared, url = tmp_path / "shared", f"sqlite:///{tmp_path / 'studies.db'}"
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_bench_process, args=(str(shared), url, str(use_cache)))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(600)
+    assert [p.exitcode for p in processes] == [0, 0]
+
+    def tuning_of(folder):
+        return {(r["mode"], r["method"]): _comparable(r) for r in json.loads((folder / "tuning.json").read_text())}
+
+    assert tuning_of(shared) == tuning_of(tmp_path / "alone")
+    board = pd.read_csv(shared / "leaderboard.csv").drop(columns="seconds")
+    pd.testing.assert_frame_equal(board, alone["leaderboard"].drop(columns="seconds").reset_index(drop=True),
+                                  check_dtype=False)
+    # every study and cell was computed by one process: each claim names its owner
+    claims = [json.loads(p.read_text()) for p in (shared / "claims").glob("*.json")]
+    assert claims and all({"host", "pid", "time"} <= set(c) for c in claims)
+    assert len({c["pid"] for c in claims}) == 2
