@@ -112,11 +112,12 @@ def attack_view(run: Run) -> None:
     st.dataframe(table.style.format(precision=3), hide_index=True, width="stretch")
     unseen = len(group["unseen"])
     thin = [fpr for fpr in LOW_FPRS if unseen < min_negatives(fpr)]
+    rates = " and ".join(f"{fpr:.1%}" for fpr in thin)
+    needed = " and ".join(str(min_negatives(fpr)) for fpr in thin)
     st.caption("Forget (or retain) instances against the unseen ones; AUC 0.5 = indistinguishable. The TPR "
                "at a low FPR is the best single threshold that stays within it (no interpolation). "
-               + (f"With {unseen} unseen instances, {' and '.join(f'{f:.1%}' for f in thin)} FPR is less "
-                  f"than one false positive ({min_negatives(thin[0])} would be needed): that column is the "
-                  "TPR at FPR 0, not a measured rate." if thin else ""))
+               + (f"With {unseen} unseen instances, {rates} FPR is less than one false positive ({needed} "
+                  "would be needed): that column is the TPR at FPR 0, not a measured rate." if thin else ""))
 
     st.subheader("Forget instances that remain most member-like")
     ranked = most_member_like(scores, score, model)
