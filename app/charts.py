@@ -297,7 +297,8 @@ def subspace_ranks_figure(ranks: Mapping[str, Mapping[str, Any]]) -> go.Figure:
 def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str] | None = None
                      ) -> go.Figure:
     """One panel per model of a `core.evaluation.attack.attack_scores` frame: the distribution
-    of `score` in each group (forget, retain, unseen; density, overlaid), on shared axes."""
+    of `score` in each group (forget, retain, unseen; each group's share per bin, overlaid), on
+    shared axes."""
     models = list(dict.fromkeys(scores["model"]))
     figure = make_subplots(rows=1, cols=len(models), shared_yaxes=True, horizontal_spacing=0.03,
                            subplot_titles=[(titles or {}).get(m, m) for m in models])
@@ -308,12 +309,12 @@ def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str]
             if values.empty:
                 continue
             figure.add_trace(go.Histogram(x=values, name=group, legendgroup=group, showlegend=column == 1,
-                                          histnorm="probability density", opacity=0.55, marker_color=colour,
+                                          histnorm="percent", opacity=0.55, marker_color=colour,
                                           nbinsx=40), row=1, col=column)
     figure.update_layout(barmode="overlay", legend_title_text="", height=320,
                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
     figure.update_xaxes(title_text="score (higher = more member-like)", automargin=True)
-    figure.update_yaxes(title_text="density", row=1, col=1, automargin=True)
+    figure.update_yaxes(title_text="share of the group (%)", row=1, col=1, automargin=True)
     return figure
 
 
@@ -344,7 +345,7 @@ def cka_heatmap(similarity: pd.DataFrame, title: str | None = None) -> go.Figure
     columns = list(dict.fromkeys(similarity["pair"] + " · " + similarity["split"]))
     table = table.reindex(index=layers, columns=columns)
     figure = go.Figure(go.Heatmap(z=table.to_numpy(), x=columns, y=layers, zmin=0, zmax=1,
-                                  colorscale="Viridis", texttemplate="%{z:.2f}",
+                                  colorscale="Viridis", texttemplate="%{z:.3f}",
                                   colorbar={"title": "CKA"},
                                   hovertemplate="%{y}<br>%{x}<br>CKA %{z:.3f}<extra></extra>"))
     figure.update_yaxes(autorange="reversed", automargin=True)
