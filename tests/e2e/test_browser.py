@@ -249,7 +249,9 @@ PAGES = {  # a page's title and what shows once it is drawn, on the data the tes
 }
 VIEWS = {"Conflicts": ("Forget vs retain gradient angle", "Per shared layer"),
          "Instances": ("At-risk retain instances", "Predictions before"),
-         "Shifts and UIS": ("Primary metric per split", "UIS v2 by task, stacked by component")}
+         "Shifts and UIS": ("Primary metric per split", "UIS v2 by task, stacked by component"),
+         "Attack": ("Forget instances that remain most member-like", "TPR on forget"),
+         "Layer similarity": ("Linear CKA per layer",)}
 ROUNDS = 5
 
 
