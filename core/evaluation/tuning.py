@@ -19,6 +19,19 @@ more trials search the widened space, with TPE reading every trial so far; up to
 `MAX_WIDENINGS` times. The same rule holds for every method; its extra trials are counted in
 the record (`extra_trials`) and shown in the report.
 
+Shared studies: given an Optuna `storage` (`core.evaluation.storage.open_storage`: a journal
+file on a shared folder, or a database URL) and a stable `study_name`, a study lives in the
+storage, so several processes and machines can run it and a killed one's work is kept. Each
+trial's record goes into its user attributes and every process rebuilds the records from the
+storage. The budget stays exact: a trial runs only while fewer than its round's budget of
+trials with a smaller number are finished or running (a trial started over it fails before it
+draws a configuration and stops its process's search); a round's widening is decided once all
+its trials have finished, by every process from the same trials. A trial whose process stopped
+beating (Optuna's heartbeat, `core.evaluation.storage`) is marked failed and not counted, so it
+is run again. A study run by one process at a time gives the in-memory record; one that
+processes run side by side keeps its budget but not its configurations (TPE reads the trials
+finished when each one starts), so `mtu bench` claims each study for one process.
+
 `tune_checkpoint` (the `mtu tune` command) tunes every method for each mode of a trained
 checkpoint and writes the choices as the dashboard's starting settings (`tuned.json` beside
 the checkpoint); `tuned_settings` reads them back.
@@ -39,6 +52,7 @@ import pandas as pd
 import torch
 
 from core.evaluation.compare import compare_models
+from core.evaluation.storage import counted, stored_records
 from core.outputs import check_settings_output, write_text_atomic
 from core.plugins import load_plugins
 from core.requests import ForgetRequest
@@ -62,6 +76,8 @@ SCORED_ON = "tuning"
 """The part of the val split every trial is scored on (`core.data.split_val`)."""
 SCORE = "uis2"
 """The leaderboard column a trial minimises: UIS v2 (benchmarks/DECISIONS.md section 10)."""
+POLL_S = 5.0
+"""Seconds between two looks at a shared study whose last trials other processes are running."""
 
 
 def study_seed(seed: int, *names: str) -> int:
@@ -151,6 +167,54 @@ def score_config(method: str, config: Mapping[str, Any], model: torch.nn.Module,
     return float(sum(scores) / len(scores)), seconds
 
 
+class _OverBudget(Exception):
+    """A trial of a shared study started once its round's budget was taken: failed unrun."""
+
+
+def _open_study(storage: Any, study_name: str | None, sampler_seed: int, startup: int):
+    """A minimising study with TPE seeded by `sampler_seed`: in memory, or in `storage` under
+    `study_name` (created, or loaded when it exists). A process that joins a stored study
+    already holding trials (another process's, or a killed one's on resume) seeds its sampler
+    with (`sampler_seed`, that count), so it does not draw the first process's configurations
+    again."""
+    import optuna
+
+    def sampler(seed: int):
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+    if storage is None:
+        return optuna.create_study(direction="minimize", sampler=sampler(sampler_seed))
+    study = optuna.create_study(direction="minimize", sampler=sampler(sampler_seed), storage=storage,
+                                study_name=study_name, load_if_exists=True)
+    held = len(study.get_trials(deepcopy=False))
+    if held:
+        study = optuna.load_study(study_name=study_name, storage=storage,
+                                  sampler=sampler(study_seed(sampler_seed, "joined", str(held))))
+    return study
+
+
+def _shared_round(study, objective: Callable, total: int) -> None:
+    """Run a shared study until `total` of its trials have finished, other processes' included:
+    this process runs trials while fewer than `total` are finished or running, and otherwise
+    waits for the running ones, failing those whose process stopped beating."""
+    import warnings
+
+    import optuna
+
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        if sum("record" in t.user_attrs for t in trials) >= total:
+            return
+        free = total - sum(counted(t) for t in trials)
+        if free > 0:
+            study.optimize(objective, n_trials=free, catch=(_OverBudget,))
+        else:
+            time.sleep(POLL_S)
+
+
 Draw = tuple[Sequence[ForgetRequest], Sequence[torch.nn.Module] | None]
 """One further tuning draw: its requests (the same settings as the search's, other forget
 instances) and their oracles (None: scored against the original)."""
@@ -172,7 +236,8 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
          trials: int, seed: int = 0, retain_sample: int = 64,
          log: Callable[[str], None] | None = None, sampler_seed: int | None = None,
          oracles: Sequence[torch.nn.Module] | None = None, rescore: Sequence[Draw] = (),
-         top: int = RESCORE_TOP, rescore_at: Sequence[int] = ()) -> dict[str, Any]:
+         top: int = RESCORE_TOP, rescore_at: Sequence[int] = (), storage: Any = None,
+         study_name: str | None = None) -> dict[str, Any]:
     """Tune `method` on `requests` (all of one mode) with `trials` trials, plus the widening rounds.
 
     Args:
@@ -191,6 +256,10 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
             draw picks the luckiest configuration (benchmarks/DECISIONS.md section 14).
         rescore_at: earlier budgets at which the same re-scoring is also read (the top
             configurations among the trials up to each), for the plateau study; recorded only.
+        storage: an Optuna storage that processes share (`core.evaluation.storage.open_storage`);
+            None: the study lives in this process's memory.
+        study_name: the study's name in `storage`, the same in every process that runs it
+            (e.g. its benchmark, mode, tuning seed and method); required with a storage.
     Returns:
         A JSON-ready record: method, mode, seed, sampler_seed, requests (how many), score (what a
         trial's "uis" is), scored_on, budget, extra_trials, failed, rounds (each with its search
@@ -216,15 +285,23 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
     mode = modes.pop()
     space = search_space(method, mode)
     first = dict(space)
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=startup_trials(trials))
+    if storage is not None and not study_name:
+        raise ValueError("a study in a shared storage needs a study_name, the same in every process "
+                         "(e.g. benchmark__mode__s<tuning seed>__method)")
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(direction="minimize", sampler=sampler)
+    study = _open_study(storage, study_name, sampler_seed, startup_trials(trials))
     records: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
+    total = [trials]
+    """The trials the study holds once the current round is over (budget plus widening rounds)."""
     start = time.perf_counter()
 
     def objective(trial) -> float:
+        if storage is not None and sum(counted(t) for t in study.get_trials(deepcopy=False)
+                                       if t.number < trial.number) >= total[0]:
+            study.stop()
+            raise _OverBudget(f"trial {trial.number} is over the round's budget of {total[0]} trials")
         params = {name: _suggest(trial, name, dimension) for name, dimension in space.items()}
         began = time.perf_counter()
         record = {"number": trial.number, "round": len(rounds) - 1, "params": params}
@@ -237,7 +314,10 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
             uis = math.nan
             record.update(uis=None, error=str(error))
         record["seconds"] = round(time.perf_counter() - began, 3)
-        records.append(record)
+        if storage is None:
+            records.append(record)
+        else:
+            trial.set_user_attr("record", record)
         if log:
             log(f"{method} {mode} trial {trial.number}: UIS {record['uis']}")
         return uis
@@ -246,7 +326,12 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
         budget = trials
         while True:
             rounds.append({"space": describe(space), "trials": budget})
-            study.optimize(objective, n_trials=budget)
+            if storage is None:
+                study.optimize(objective, n_trials=budget)
+            else:
+                total[0] = trials + (len(rounds) - 1) * widen_trials(trials)
+                _shared_round(study, objective, total[0])
+                records = stored_records(study)[:total[0]]  # on a resume, later rounds are there too
             done = [r for r in records if r["uis"] is not None]
             if not done or len(rounds) > MAX_WIDENINGS:
                 break
@@ -266,8 +351,10 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
     if rescore and done:
         scores: dict[int, list[float]] = {}
 
+        position = {r["number"]: index for index, r in enumerate(records)}  # numbers skip failed stale trials
+
         def rescored(budget: int) -> list[dict[str, Any]]:
-            ranked = sorted((r for r in done if r["number"] < budget), key=lambda r: r["uis"])
+            ranked = sorted((r for r in done if position[r["number"]] < budget), key=lambda r: r["uis"])
             distinct = list({json.dumps(r["params"], sort_keys=True): r for r in reversed(ranked)}.values())
             entries = []
             for trial in sorted(distinct, key=lambda r: r["uis"])[:top]:
