@@ -83,8 +83,9 @@ def attack_view(run: Run) -> None:
     if score not in charts:
         curves = pd.concat([roc_points(*_groups(rows, score, ("forget", "unseen"))).assign(model=model)
                             for model, rows in scores.groupby("model", sort=False)])
-        charts[score] = (attack_histogram(scores, score, titles), roc_figure(curves, titles))
-    histogram, roc = charts[score]
+        charts[score] = (attack_histogram(scores, score, titles), roc_figure(curves, titles),
+                         summary_table(scores, score, titles))
+    histogram, roc, table = charts[score]
     st.plotly_chart(histogram, width="stretch", key="attack_histogram")
 
     models = list(dict.fromkeys(scores["model"]))
@@ -108,7 +109,6 @@ def attack_view(run: Run) -> None:
     tiles[2].metric("FPR on unseen", f"{fpr:.1%}", help="share of unseen instances called members")
 
     st.plotly_chart(roc, width="stretch", key="attack_roc")
-    table = summary_table(scores, score, titles)
     st.dataframe(table.style.format(precision=3), hide_index=True, width="stretch")
     unseen = len(group["unseen"])
     thin = [fpr for fpr in LOW_FPRS if unseen < min_negatives(fpr)]
