@@ -71,6 +71,12 @@ if request is not None:
             (run for run in ids if requests[run] != max(requests.values())), None)
 
 
+@st.cache_resource(max_entries=4, show_spinner="Drawing the charts of the comparison...")
+def drawn(ledger_path: str, runs: tuple[int, ...], _comparison) -> dict:
+    """The comparison's charts, built once per comparison (its runs), not on every rerun."""
+    return comparison_figures(_comparison)
+
+
 def latest() -> list[dict]:
     """The runs of this session's comparison, else of the latest one on this model (ledger)."""
     return comparison_rows(loaded, st.session_state.get("compare_request"),
@@ -132,13 +138,13 @@ st.dataframe(screened_table(person_table(board, approximate_oracle), board, rows
 st.caption("Sorted by UIS v2 (lower is better); hover over a score on the Interference page for its "
            "definition. Each run (its ledger id, its settings where they differ from the method's "
            "defaults) is also on the Interference and History pages.")
-figures = comparison_figures(comparison)
+figures = drawn(str(ledger().path), tuple(r["run"] for r in rows), comparison)
 for index, figure in enumerate(figures.values()):
     st.plotly_chart(figure, width="stretch", key=f"compare_{index}")
 left, right = st.columns(2)
 left.download_button("Download the leaderboard (CSV)", board.to_csv(index=False), "leaderboard.csv",
                      "text/csv")
 intro = f"{first['mode']}-task request, {len(first['instances'])} instances of {loaded.card.benchmark}"
-right.download_button("Download the report (HTML)",
-                      comparison_report(person_table(board, approximate_oracle), figures, intro),
+right.download_button("Download the report (HTML)",  # written when clicked: several MB with plotly.js
+                      lambda: comparison_report(person_table(board, approximate_oracle), figures, intro),
                       "comparison.html", "text/html")

@@ -43,9 +43,11 @@ if picked is not None:
     if ("comparison" in picked.cache or (stored is not None and stored.is_file())
             or st.button("Score this run for its report", key="history_score")):
         report_download(picked, key=f"history_report_{picked.id}")
-    if picked.history:  # the losses it reported per step, kept in the ledger
-        curves = loss_curves_figure(picked.history).update_layout(title=f"Losses per step of #{picked.id}")
-        st.plotly_chart(curves, width="stretch", key="history_losses")
+    if picked.history:  # the losses it reported per step, kept in the ledger (drawn once per run)
+        if "history_losses" not in picked.cache:
+            picked.cache["history_losses"] = loss_curves_figure(picked.history).update_layout(
+                title=f"Losses per step of #{picked.id}")
+        st.plotly_chart(picked.cache["history_losses"], width="stretch", key="history_losses")
 st.subheader("This session")
 if not runs():
     st.info("No run yet in this session. Runs from the Unlearn and Compare pages appear here.")

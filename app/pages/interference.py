@@ -89,10 +89,13 @@ referenced = "the retrain oracle" if has_oracle else "the original model (no ora
 st.caption(f"UIS v2 is referenced to {referenced}"
            "; hover over a score for its definition. Lower is better for every score but the attack's "
            "AUC, whose target is 0.5 (unseen) or the oracle's value.")
-st.dataframe(person_table(comparison.leaderboard, approximate is not None), hide_index=True, width="stretch")
+if "tables" not in run.cache:  # built once per run, not on every rerun
+    run.cache["tables"] = (person_table(comparison.leaderboard, approximate is not None),
+                           split_table(comparison.scores, run.method, approximate is not None))
+scores_table, splits_table = run.cache["tables"]
+st.dataframe(scores_table, hide_index=True, width="stretch")
 with st.expander("Before, after and the oracle, per task and split"):
-    st.dataframe(split_table(comparison.scores, run.method, approximate is not None), hide_index=True,
-                 width="stretch")
+    st.dataframe(splits_table, hide_index=True, width="stretch")
 ticket = run.reason or f"run{run.id}"
 left, right = st.columns(2)
 with left:
@@ -102,7 +105,10 @@ if run.checkpoint and (missing := missing_result(run.checkpoint)):
                   "download; the scores above were computed while it was loaded.")
 elif run.checkpoint:
     try:
-        archive = run.cache["zip"] = run.cache.get("zip") or checkpoint_zip(run.checkpoint)
+        if "zip" not in run.cache:
+            with st.spinner("Packing the unlearned model for its download..."):
+                run.cache["zip"] = checkpoint_zip(run.checkpoint)
+        archive = run.cache["zip"]
     except USER_ERRORS as error:
         right.warning(f"The unlearned model saved as {run.checkpoint} cannot be downloaded: {explain(error)}")
     else:

@@ -95,6 +95,12 @@ model, card = loaded.model, loaded.card
 
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def metric_chart(path: str, weights: str | None, _frame: pd.DataFrame, _primary: dict[str, str]):
+    """The chart of a model's recorded metrics, built once per checkpoint, not on every rerun."""
+    return primary_metric_chart(_frame, _primary)
+
+
 def training_line(training: dict) -> str:
     origin = f"**Imported from:** {training['imported_from']}  \n" if "imported_from" in training else ""
     if "epochs" not in training:
@@ -182,7 +188,7 @@ with left:
 with right:
     st.subheader("Primary metric per task")
     primary = {task.name: task.primary for task in card.task_specs()}
-    st.plotly_chart(primary_metric_chart(frame, primary), width="stretch")
+    st.plotly_chart(metric_chart(loaded.path, card.weights_sha256, frame, primary), width="stretch")
 st.subheader("Per-task metrics")
 table = frame.pivot_table(index=["task", "metric"], columns="split", values="value")
 st.dataframe(pd.DataFrame(table).style.format("{:.4f}"), width="stretch")

@@ -24,6 +24,13 @@ def thumbnails(weights: str, root: str, _model, _dataset, ids: tuple[int, ...]) 
             for index in range(len(ids))]
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def instance_map(path: str, root: str, colour: str, picked: tuple[int, ...], _table: pd.DataFrame):
+    """The instance map of a model's training instances, coloured by `colour`, with the forget
+    set `picked` marked: built once per model, colour and forget set, not on every rerun."""
+    return instance_scatter(_table, colour, list(picked))
+
+
 THUMBNAILS = 8  # forget instances shown as thumbnails (input, truth and prediction per task)
 
 st.title("Select")
@@ -43,7 +50,8 @@ if table["x"].isna().all():
     st.info("This model provides no encoder features (`features` / `decode`, see "
             "core/models/protocol.py), so there is no instance map: pick rows of the table or type ids.")
 colour = st.selectbox("Colour by", [c for c in table.columns if c not in ("id", "x", "y")], key="colour")
-chart = st.plotly_chart(instance_scatter(table, colour, selection()), on_select="rerun", key="scatter",
+chart = st.plotly_chart(instance_map(loaded.path, str(train.root), colour, tuple(selection()), table),
+                        on_select="rerun", key="scatter",
                         selection_mode=("points", "box", "lasso"))
 st.caption("Lasso or box points on the map, tick rows of the table or type ids; then add them.")
 rows = st.dataframe(table, on_select="rerun", selection_mode="multi-row", key="table", hide_index=True)

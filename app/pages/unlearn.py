@@ -41,7 +41,7 @@ start_summary()  # the sidebar line: model, forget set, tasks
 loaded = current_or_stop()
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
+@st.cache_data(max_entries=4, show_spinner="Packing the unlearned model for its download...")
 def zipped(path: str) -> bytes:
     return checkpoint_zip(path)
 
