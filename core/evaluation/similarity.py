@@ -26,7 +26,6 @@ from torch import nn
 from core.evaluation.metrics import fixed_retain_sample
 from core.models import check_model
 from core.requests import ForgetRequest
-from core.training import iterate_batches
 from core.unlearning.subspaces import layers_of, shared_names
 
 SPLITS = ("forget", "retain", "test")
@@ -38,11 +37,17 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.detach().reshape(x.shape[0], -1).double()
 
 
-def centered_gram(x: torch.Tensor) -> torch.Tensor:
-    """H X X^T H of activations x (N, ...) flattened per instance: (N, N) float64."""
-    x = _flat(x)
-    x = x - x.mean(dim=0, keepdim=True)
-    return x @ x.T
+def centered_gram(x: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
+    """H X X^T H of activations x (N, ...) flattened per instance: (N, N) float64 on the CPU.
+    X X^T is summed over blocks of `chunk` features, so a float64 copy of at most N x chunk
+    values exists at a time (a dense layer's maps can hold millions of values per instance)."""
+    flat = x.detach().reshape(x.shape[0], -1)
+    gram = torch.zeros(flat.shape[0], flat.shape[0], dtype=torch.float64, device=flat.device)
+    for start in range(0, flat.shape[1], chunk):
+        block = flat[:, start:start + chunk].double()
+        gram += block @ block.T
+    centring = torch.eye(flat.shape[0], dtype=torch.float64, device=flat.device) - 1.0 / flat.shape[0]
+    return (centring @ gram @ centring).cpu()
 
 
 def gram_cka(k: torch.Tensor, l_: torch.Tensor) -> float:
@@ -83,20 +88,18 @@ def similarity_layers(model: nn.Module) -> dict[str, tuple[nn.Module | None, str
 
 
 @torch.no_grad()
-def layer_grams(model: nn.Module, dataset, ids: Sequence[int], batch_size: int = 64
-                ) -> dict[str, torch.Tensor]:
+def layer_grams(model: nn.Module, dataset, ids: Sequence[int]) -> dict[str, torch.Tensor]:
     """{layer name (`similarity_layers`): centred Gram (N, N)} of `model`'s activations on the
-    instances `ids` of `dataset`, in eval mode on the model's device. A module called more than
-    once per forward keeps its first output."""
+    instances `ids` of `dataset`, in one forward pass (eval mode, the model's device); each
+    layer's Gram is taken in its hook, so no activation outlives its layer. A module called
+    more than once per forward keeps its first output."""
     layers = similarity_layers(model)
-    captured: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    seen: set[str] = set()
+    grams: dict[str, torch.Tensor] = {}
 
     def hook(name):
         def keep(_module, _inputs, output):
-            if name not in seen:
-                seen.add(name)
-                captured[name].append(_flat(output[0] if isinstance(output, (tuple, list)) else output).cpu())
+            if name not in grams:
+                grams[name] = centered_gram(output[0] if isinstance(output, (tuple, list)) else output)
         return keep
 
     handles = [module.register_forward_hook(hook(name)) for name, (module, _) in layers.items()
@@ -105,16 +108,14 @@ def layer_grams(model: nn.Module, dataset, ids: Sequence[int], batch_size: int =
     model.eval()
     device = next(model.parameters()).device
     try:
-        for batch in iterate_batches(dataset, ids, batch_size):
-            seen.clear()
-            outputs = model(batch["image"].to(device))
-            for task in check_model(model).tasks:
-                captured[f"{task} {OUTPUT}"].append(_flat(outputs[task]).cpu())
+        outputs = model(dataset.batch(list(ids))["image"].to(device))
+        for task in check_model(model).tasks:
+            grams[f"{task} {OUTPUT}"] = centered_gram(outputs[task])
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return {name: centered_gram(torch.cat(parts)) for name, parts in captured.items() if parts}
+    return {name: grams[name] for name in layers if name in grams}
 
 
 def split_ids(data, request: ForgetRequest, sample: int = 32, seed: int = 0, heldout: str = "test"

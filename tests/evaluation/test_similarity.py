@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from core.evaluation.similarity import layer_similarity, linear_cka, similarity_layers
+from core.evaluation.similarity import centered_gram, layer_similarity, linear_cka, similarity_layers
 
 
 def _features(n=50, p=20, seed=0):
@@ -80,3 +80,10 @@ def test_a_changed_head_shows_in_its_own_rows(tiny_model, indoor_data, indoor_re
     shared = frame[frame["part"] == "shared"]
     assert shared["cka"].to_numpy() == pytest.approx(1.0)
     assert frame[frame["part"] == task]["cka"].min() < 0.99
+
+
+def test_the_gram_matrix_summed_over_feature_blocks_is_the_whole_one():
+    maps = _features(n=6, p=40, seed=8).reshape(6, 5, 2, 4).float()
+    whole = centered_gram(maps, chunk=1 << 16)
+    assert torch.allclose(centered_gram(maps, chunk=3), whole)
+    assert whole.dtype == torch.float64 and torch.allclose(whole.sum(0), torch.zeros(6, dtype=torch.float64))
