@@ -313,20 +313,24 @@ def cmd_bench(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fresh and args.storage:
+        raise SystemExit("mtu bench: --fresh discards a folder that other invocations sharing --storage "
+                         "may be writing into, and the studies in the storage stay; pass a new --out and "
+                         "a new --storage instead")
     plan = plan_with(QUICK if args.quick else FULL, benchmarks=args.benchmarks, ratios=args.ratios,
                      seeds=args.seeds, methods=args.methods, trials=args.trials,
                      tune_variants=args.tune_variants or None)
     out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
     print(f"results folder: {out}")
     if args.tune_only:
-        table = tune_plan(plan, out, workers=args.workers)
+        table = tune_plan(plan, out, workers=args.workers, storage=args.storage)
         print("tuning studies on the tuning seed (best tuning UIS v2, lower is better):")
         print(table[["benchmark", "mode", "method", "trials", "draws", "best_uis", "still_improving", "floor",
                      "plateaued"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"wrote {out}/tuning.json")
         return 0
-    frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers)
+    frames = run_plan(plan, out, fresh=args.fresh, workers=args.workers, storage=args.storage)
     from core.evaluation.geometry import CONFLICT_THRESHOLD, benchmark_labels
 
     print(f"task geometry of the tuning seed's base models (low task conflict: peak |cos| < "
@@ -584,6 +588,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     bench.add_argument("--workers", type=int, default=1,
                        help="tuning studies and cells run in this many processes, sharing the threads")
+    bench.add_argument("--storage", default=None, metavar="URL",
+                       help="an Optuna storage that several `mtu bench --out SAME_FOLDER` invocations share, "
+                            "on one machine or several: a journal file on the shared folder (a path) or a "
+                            "database URL (sqlite:///..., postgresql://...); they split the studies and "
+                            "cells, and a killed one's work is redone")
     bench.set_defaults(func=cmd_bench)
 
     worker = command("worker", help="run the dashboard's queued unlearning jobs (mtu app starts one)")

@@ -34,6 +34,13 @@ ours against every baseline and the headline with 95% intervals and verdicts
 Everything is written under one results folder and reused when present, so an interrupted run
 resumes where it stopped: the base models, the tuning studies (per benchmark, mode and method),
 the oracles and the finished cells; each invocation's wall time is added to invocations.json.
+
+Across processes and machines (`storage`, `mtu bench --storage URL`): the tuning studies live in
+that shared Optuna storage (`core.evaluation.storage`; a study keeps its trials when its process
+is killed, and a killed trial is redone) and every base model, oracle, study and cell is computed
+by the one process that claims it in the results folder (`core.evaluation.claims`); each
+invocation does what it can claim, waits for what others hold (taking over a stopped process's
+claims), then writes the tables, the same from every invocation.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -53,6 +61,7 @@ from tqdm.auto import tqdm
 
 from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
 from core.data.sources import DataSource
+from core.evaluation import claims
 from core.evaluation.ablations import ablation_table
 from core.evaluation.compare import Comparison, compare_methods
 from core.evaluation.conflict import analyze_conflicts
@@ -252,8 +261,13 @@ class Bench:
     """One results folder and the plan that fills it. `run()` does what is missing."""
 
     def __init__(self, plan: BenchPlan, out: str | Path, log: Callable[[str], None] = print,
-                 show_bars: bool = True, check_folder: bool = True):
+                 show_bars: bool = True, check_folder: bool = True, storage: str | None = None):
+        """`storage`: the URL of an Optuna storage that several processes share (a database URL
+        or a journal file's path, `core.evaluation.storage.open_storage`); with it, the studies
+        live there and every piece of work is claimed (`core.evaluation.claims`)."""
         self.plan, self.out, self.log, self.show_bars = plan, Path(out), log, show_bars
+        self.storage = storage
+        self._storage: Any = None
         self._models: dict[str, tuple[torch.nn.Module, ModelCard, UnlearningData]] = {}
         if check_folder:
             self._check_folder()
@@ -261,7 +275,8 @@ class Bench:
     def _check_folder(self) -> None:
         path = self.out / "plan.json"
         foreign = sorted(entry.name for entry in self.out.iterdir()
-                         if entry.name not in (*RESULT_FILES, *RESULT_FOLDERS)) if self.out.is_dir() else []
+                         if entry.name not in (*RESULT_FILES, *RESULT_FOLDERS)
+                         and not _result_temporary(entry.name)) if self.out.is_dir() else []
         if foreign and not path.exists():
             raise BenchError(f"{self.out} is not a results folder of mtu bench (no plan.json, and it "
                              f"holds {', '.join(foreign[:5])}); choose a new or empty --out")
@@ -345,10 +360,12 @@ class Bench:
                      for d in range(self.plan.draws)]
             oracles = [[self.oracle(benchmark, r, s, seed, draw=d)[0] for r, s in cells]
                        for d in range(self.plan.draws)]
+            shared = {} if self.storage is None else {"storage": self.shared_storage(),
+                                                      "study_name": self.study_name(benchmark, mode, method)}
             record = tune(method, model, draws[0], data, self.plan.trials, seed, self.plan.retain_sample,
                           sampler_seed=study_seed(seed, benchmark, mode, method), oracles=oracles[0],
                           rescore=list(zip(draws[1:], oracles[1:])), top=self.plan.rescore,
-                          rescore_at=self.plan.rescore_at)
+                          rescore_at=self.plan.rescore_at, **shared)
 
             def described(requests: Sequence[ForgetRequest]) -> list[dict[str, Any]]:
                 return [{"ratio": r, "setting": s, "instances": list(q.instances)}
@@ -357,6 +374,20 @@ class Bench:
             _write_json(path, {"benchmark": benchmark, "tuned_on": described(draws[0]),
                                "draws_tuned_on": [described(d) for d in draws[1:]], **record})
         return dict(json.loads(path.read_text())["chosen"])
+
+    def study_name(self, benchmark: str, mode: str, method: str) -> str:
+        """A study's name in the shared storage: its record's name and the plan's fingerprint
+        (CRC-32), so two plans never share a study."""
+        fingerprint = zlib.crc32(json.dumps(self.plan.fingerprint(), sort_keys=True).encode())
+        return f"{self.tuning_path(benchmark, mode, method).stem}__{fingerprint:08x}"
+
+    def shared_storage(self) -> Any:
+        """The Optuna storage at `storage`, opened once per process."""
+        if self._storage is None:
+            from core.evaluation.storage import open_storage
+
+            self._storage = open_storage(self.storage)
+        return self._storage
 
     def tuning_floor(self, benchmark: str, mode: str) -> float:
         """The retrain-vs-retrain floor of a study's score: the mean UIS v2 of the second oracle
@@ -403,8 +434,10 @@ class Bench:
                    for second, draw in [(True, 0), *((False, d) for d in range(self.plan.draws))]]
         self._in_workers(_worker_oracle, [o for o in oracles if not checkpoint_paths(self.oracle_path(*o))[1]
                                           .is_file()], workers, "tuning oracles")
+        self._share("oracle", oracles)
         todo = [study for study in studies if not self.tuning_path(*study).is_file()]
         self._in_workers(_worker_tune, todo, workers, "tuning")
+        self._share("study", studies)
         for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
             self.tuned(*study)
 
@@ -516,6 +549,46 @@ class Bench:
                              "val_test": parts["test"]})
         return pd.DataFrame(rows)
 
+    # -- sharing the work between processes ----------------------------------------------------
+    def _output(self, kind: str, job: tuple) -> Path:
+        """The file whose presence says a piece of work ("base", "oracle", "study", "cell") is done."""
+        if kind in ("base", "oracle"):
+            return checkpoint_paths(self._path(kind, job))[1]
+        return self._path(kind, job)
+
+    def _path(self, kind: str, job: tuple) -> Path:
+        paths = {"base": self.base_path, "oracle": self.oracle_path, "study": self.tuning_path,
+                 "cell": self.cell_path}
+        return paths[kind](*job)
+
+    def work(self, kind: str, job: tuple) -> bool:
+        """Do one piece of work unless it is done; with a storage only under this process's claim
+        on it. Returns whether this process did it."""
+        run = {"base": self.base, "oracle": self.oracle, "study": self.tuned, "cell": self.cell}[kind]
+        output = self._output(kind, job)
+        if self.storage is None:
+            run(*job)
+            return True
+        name = self._path(kind, job).name.removesuffix(".json")
+        with claims.claim(self.out / "claims", f"{kind}__{name}") as mine:
+            if mine and not output.is_file():
+                run(*job)
+                return True
+        return False
+
+    def _share(self, kind: str, jobs: Sequence[tuple]) -> None:
+        """With a storage: every piece of `jobs` not done yet, each by the process that claims it;
+        then wait (`SHARE_POLL_S` at a time) for those other processes hold, taking over a
+        stopped process's claims. Nothing without a storage."""
+        if self.storage is None:
+            return
+        while True:
+            left = [job for job in jobs if not self._output(kind, job).is_file()]
+            if not left:
+                return
+            if not [job for job in left if self.work(kind, job)]:
+                time.sleep(SHARE_POLL_S)
+
     def _in_workers(self, function: Callable, jobs: Sequence, workers: int, desc: str) -> None:
         """`function(job)` for every job in `workers` spawned processes, each with its share of
         torch's threads; nothing when workers is 1 or there is at most one job (the caller runs
@@ -529,7 +602,7 @@ class Bench:
         context = multiprocessing.get_context("spawn")
         plugins = method_plugins(self.plan.all_methods())  # a spawned process imports them again
         with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(self.plan, str(self.out), threads, plugins)) as pool:
+                                 initargs=(self.plan, str(self.out), threads, plugins, self.storage)) as pool:
             futures = [pool.submit(function, job) for job in jobs]
             for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
                                disable=not self.show_bars):
@@ -543,12 +616,14 @@ class Bench:
                  for seed in (self.plan.tuning_seed, *self.plan.seeds)]
         self._in_workers(_worker_base, [job for job in bases if not checkpoint_paths(self.base_path(*job))[1]
                                         .is_file()], workers, "base models")
+        self._share("base", bases)
         for benchmark, seed in bases:
             self.base(benchmark, seed)
         self.tune_all(workers)
         cells = self.cells()
         todo = [c for c in cells if not self.cell_path(*c).is_file()]
         self._in_workers(_worker_cell, todo, workers, "cells")
+        self._share("cell", cells)
         bars = self.show_bars and workers == 1
         records = [self.cell(*c) for c in tqdm(cells, desc="cells", disable=not bars)]
         self.log(f"bench: {len(records)} cells in {time.perf_counter() - start:.0f} s")
@@ -558,27 +633,28 @@ class Bench:
 _WORKER: Bench | None = None
 
 
-def _start_worker(plan: BenchPlan, out: str, threads: int, plugins: Sequence[str] = ()) -> None:
+def _start_worker(plan: BenchPlan, out: str, threads: int, plugins: Sequence[str] = (),
+                  storage: str | None = None) -> None:
     global _WORKER
     torch.set_num_threads(threads)
     load_plugins(plugins)  # the plan's methods that plugins registered
-    _WORKER = Bench(plan, out, log=lambda _: None, show_bars=False, check_folder=False)
+    _WORKER = Bench(plan, out, log=lambda _: None, show_bars=False, check_folder=False, storage=storage)
 
 
 def _worker_cell(cell: tuple[str, float, str, int]) -> None:
-    _WORKER.cell(*cell)
+    _WORKER.work("cell", cell)
 
 
 def _worker_tune(study: tuple[str, str, str]) -> None:
-    _WORKER.tuned(*study)
+    _WORKER.work("study", study)
 
 
 def _worker_oracle(cell: tuple) -> None:
-    _WORKER.oracle(*cell)
+    _WORKER.work("oracle", cell)
 
 
 def _worker_base(job: tuple[str, int]) -> None:
-    _WORKER.base(*job)
+    _WORKER.work("base", job)
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -757,8 +833,16 @@ TUNING_FLOOR = "tuning_floor.json"
 RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", TUNING_FLOOR, INVOCATIONS, "summary.md",
                 "report.html",
                 *(f"{name}.csv" for name in FRAMES))
-RESULT_FOLDERS = ("models", "tuning", "oracles", "cells")
+RESULT_FOLDERS = ("models", "tuning", "oracles", "cells", "claims")
 """The folders the bench writes JSON records and checkpoints into."""
+SHARE_POLL_S = 5.0
+"""Seconds between two looks at the pieces of work other processes hold (`Bench._share`)."""
+
+
+def _result_temporary(name: str) -> bool:
+    """Whether `name` is a temporary file of a result file being written (`write_text_atomic`'s
+    ".NAME.<pid>-<hex>.tmp"), e.g. another process's plan.json as it starts."""
+    return name.endswith(".tmp") and any(name.startswith(f".{file}.") for file in RESULT_FILES)
 
 
 def read_plan_file(out: str | Path) -> dict[str, Any]:
@@ -804,7 +888,8 @@ def clear_results(out: str | Path) -> list[Path]:
 
 
 def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: bool = True,
-             log: Callable[[str], None] = print, workers: int = 1) -> dict[str, pd.DataFrame]:
+             log: Callable[[str], None] = print, workers: int = 1,
+             storage: str | None = None) -> dict[str, pd.DataFrame]:
     """Run `plan` into `out` (resuming what is there unless `fresh`) and write the CSVs, the
     Markdown summary and the HTML report. Returns the frames of `cell_frames` plus "summary",
     "details", "headline", "paired" (ours against each baseline), "noise_floor", "counts",
@@ -812,7 +897,8 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
     (`core.evaluation.tuning.tuning_curves`), "ablations"
     (`core.evaluation.ablations.ablation_table`) and "geometry" (`Bench.geometry`). Each
     invocation's wall time goes to invocations.json (also when it is interrupted), and the
-    report prints their sum."""
+    report prints their sum. `storage`: the URL of an Optuna storage that several invocations on
+    the same `out` share (`Bench`): they split the work, and each writes the same tables."""
     from core.evaluation.report import write_report
 
     out = Path(out)
@@ -821,7 +907,7 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
         if kept:
             log(f"--fresh kept what the bench did not write: {', '.join(p.name for p in kept[:10])}")
     start = time.perf_counter()
-    bench = Bench(plan, out, log, show_bars)
+    bench = Bench(plan, out, log, show_bars, storage=storage)
     began = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     try:
         records = bench.run(workers)
@@ -853,13 +939,14 @@ def run_plan(plan: BenchPlan, out: str | Path, fresh: bool = False, show_bars: b
 
 
 def tune_plan(plan: BenchPlan, out: str | Path, show_bars: bool = True, log: Callable[[str], None] = print,
-              workers: int = 1) -> pd.DataFrame:
+              workers: int = 1, storage: str | None = None) -> pd.DataFrame:
     """Only the tuning studies of `plan` (and the tuning seed's base models and oracles they
     need) into `out`, resuming what is there; writes tuning.json (every study the folder holds,
     the plan's methods or not) and returns its `tuning_table`. No reported seed is touched, so a
-    decision read from it has seen no reported cell (`mtu bench --tune-only`)."""
+    decision read from it has seen no reported cell (`mtu bench --tune-only`). `storage`: as
+    `run_plan`'s."""
     out = Path(out)
-    bench = Bench(plan, out, log, show_bars)
+    bench = Bench(plan, out, log, show_bars, storage=storage)
     bench.tune_all(workers)
     records = [json.loads(path.read_text()) for path in sorted((out / "tuning").glob("*.json"))]
     _write_json(out / "tuning.json", records)

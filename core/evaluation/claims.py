@@ -1,0 +1,116 @@
+"""Claims on the bench's pieces of work in a results folder that several processes and machines
+share (`mtu bench --storage`): each base model, oracle, tuning study and cell is computed by the
+one process that claims it.
+
+A claim is a file `claims/<piece>.json`, created with O_CREAT | O_EXCL (one process wins), that
+names its owner (host, pid) and the time. While the owner works it touches the file every
+`HEARTBEAT_S` seconds; when it finishes it writes the finishing time into the file, which stays
+as the record of who computed the piece; when its work raises, it deletes the file so another
+process can try. A claim is stale, and may be taken over, when its owner is a process of this
+host that no longer exists, or when the file has not been touched for `GRACE_S` seconds (a
+killed process on another machine; the machines' clocks must agree to well within that). Two
+processes that take over the same stale claim at the same instant may both compute its piece:
+the bench's pieces are deterministic and written through temporary files, so that costs time,
+never a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.outputs import write_text_atomic
+
+HEARTBEAT_S = 30.0
+"""Seconds between two touches of a held claim."""
+GRACE_S = 300.0
+"""A claim untouched this long is a stopped process's."""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def owner() -> dict[str, object]:
+    """This process: {"host", "pid"}."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def stale(path: Path) -> bool:
+    """Whether the unfinished claim at `path` belongs to a stopped process: one of this host
+    that no longer runs, or one that has not touched it for `GRACE_S` seconds."""
+    try:
+        held = json.loads(path.read_text())
+        touched = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    except (json.JSONDecodeError, UnicodeDecodeError):  # being written, or cut off by a kill
+        return time.time() - path.stat().st_mtime > GRACE_S
+    if "finished" in held:
+        return False
+    if held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0))):
+        return True
+    return time.time() - touched > GRACE_S
+
+
+def _take(path: Path) -> bool:
+    """Create the claim at `path` for this process; False when it exists."""
+    try:
+        handle = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(handle, "w") as file:
+        json.dump({**owner(), "time": time.time()}, file)
+    return True
+
+
+@contextmanager
+def claim(folder: str | Path, piece: str) -> Iterator[bool]:
+    """Hold the claim on `piece` in `folder` while the block runs: yields True when this process
+    holds it (taken now, or taken over from a stopped process), False when another live process
+    does (the block should then leave the piece alone)."""
+    path = Path(folder) / f"{piece}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mine = _take(path)
+    if not mine and stale(path):
+        try:
+            os.replace(path, path.with_name(f".{path.name}.{os.getpid()}.stale"))  # one process wins
+        except FileNotFoundError:
+            pass
+        else:
+            path.with_name(f".{path.name}.{os.getpid()}.stale").unlink(missing_ok=True)
+            mine = _take(path)
+    if not mine:
+        yield False
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_S):
+            os.utime(path)
+
+    heart = threading.Thread(target=beat, daemon=True)
+    heart.start()
+    try:
+        yield True
+    except BaseException:
+        stop.set()
+        heart.join()
+        path.unlink(missing_ok=True)
+        raise
+    stop.set()
+    heart.join()
+    held = json.loads(path.read_text())
+    write_text_atomic(path, json.dumps({**held, "finished": time.time()}))
