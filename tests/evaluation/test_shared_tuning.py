@@ -165,3 +165,35 @@ def test_two_processes_sharing_a_storage_give_the_one_process_bench(tmp_path, us
     claims = [json.loads(p.read_text()) for p in (shared / "claims").glob("*.json")]
     assert claims and all({"host", "pid", "time"} <= set(c) for c in claims)
     assert len({c["pid"] for c in claims}) == 2
+
+
+def test_a_claim_is_held_by_one_process_and_taken_over_when_its_owner_stopped(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from core.evaluation import claims
+
+    folder = tmp_path / "claims"
+    with claims.claim(folder, "cell__a") as mine:
+        assert mine
+        with claims.claim(folder, "cell__a") as again:  # held by a live process (this one)
+            assert not again
+    finished = json.loads((folder / "cell__a.json").read_text())
+    assert {"host", "pid", "time", "finished"} <= set(finished)
+    # a killed process's claim on this host: its pid is gone, so the claim is taken over
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (folder / "cell__b.json").write_text(json.dumps({**claims.owner(), "pid": int(dead), "time": 0}))
+    with claims.claim(folder, "cell__b") as mine:
+        assert mine and json.loads((folder / "cell__b.json").read_text())["pid"] == claims.owner()["pid"]
+    # another machine's claim is stale once untouched for GRACE_S
+    (folder / "cell__c.json").write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
+    with claims.claim(folder, "cell__c") as mine:
+        assert not mine
+    monkeypatch.setattr(claims, "GRACE_S", -1.0)
+    with claims.claim(folder, "cell__c") as mine:
+        assert mine
+    # work that raises gives its claim back
+    with pytest.raises(RuntimeError), claims.claim(folder, "cell__d"):
+        raise RuntimeError("a method failed")
+    assert not (folder / "cell__d.json").exists()
