@@ -381,6 +381,16 @@ def config_fields(config_class) -> list[dict[str, Any]]:
     return out
 
 
+WEBGL_FROM = 1000
+"""Points from which a map draws with WebGL (`points_trace`): below it SVG, whose chart opens
+faster in a browser without a GPU (a WebGL context costs about 0.1 s there)."""
+
+
+def points_trace(count: int):
+    """The scatter trace class for a map of `count` points: WebGL from `WEBGL_FROM` points on."""
+    return go.Scattergl if count >= WEBGL_FROM else go.Scatter
+
+
 def instance_scatter(table: pd.DataFrame, colour: str, selected: list[int]) -> go.Figure:
     """The instance map: one point per row at (x, y), coloured by column `colour`, with the
     `selected` ids ringed in a second trace.
@@ -390,17 +400,18 @@ def instance_scatter(table: pd.DataFrame, colour: str, selected: list[int]) -> g
         colour: the column to colour by, e.g. "depth:loss".
         selected: ids to highlight (ids not in `table` are skipped).
     Both traces carry the ids as `customdata`, so a box or lasso selection event maps back to
-    ids whichever trace its points come from. Drag mode is lasso. WebGL traces, so a map of
-    thousands of instances draws and pans quickly.
+    ids whichever trace its points come from. Drag mode is lasso. WebGL traces for a map of
+    thousands of instances (`points_trace`), so it draws and pans quickly.
     """
     chosen = table[table["id"].isin(selected)]
+    trace = points_trace(len(table))
     figure = go.Figure([
-        go.Scattergl(x=table["x"], y=table["y"], mode="markers", name="instances",
+        trace(x=table["x"], y=table["y"], mode="markers", name="instances",
                    customdata=table["id"], hovertemplate=f"id %{{customdata}}<br>{colour} "
                    "%{marker.color:.3f}<extra></extra>",
                    marker={"color": table[colour], "colorscale": "Viridis", "size": 7,
                            "colorbar": {"title": {"text": colour}}}),
-        go.Scattergl(x=chosen["x"], y=chosen["y"], mode="markers", name="forget set",
+        trace(x=chosen["x"], y=chosen["y"], mode="markers", name="forget set",
                    customdata=chosen["id"], hovertemplate="id %{customdata}, to forget<extra></extra>",
                    marker={"color": "rgba(0,0,0,0)", "size": 12, "line": {"color": "crimson", "width": 2}}),
     ])
@@ -489,9 +500,11 @@ GROUP_COLOURS = {"forget": "crimson", "retain": "#7f7f7f", "unseen": "#1f77b4"}
 def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
                     titles: Mapping[str, str] | None = None) -> go.Figure:
     """One panel per model of a `core.explore.twin_map` frame, on shared axes (one projection),
-    WebGL points coloured by group, the `selected` ids ringed in every panel (linked). Every
-    point carries its id as customdata, so a box or lasso selection in any panel maps back to ids."""
+    points coloured by group (WebGL for thousands, `points_trace`), the `selected` ids ringed in
+    every panel (linked). Every point carries its id as customdata, so a box or lasso selection
+    in any panel maps back to ids."""
     models = list(dict.fromkeys(frame["model"]))
+    trace = points_trace(len(frame))
     figure = make_subplots(rows=1, cols=len(models), shared_xaxes=True, shared_yaxes=True,
                            subplot_titles=[(titles or {}).get(m, m) for m in models],
                            horizontal_spacing=0.03)
@@ -501,7 +514,7 @@ def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
             points = rows[rows["group"] == group]
             if points.empty:
                 continue
-            figure.add_trace(go.Scattergl(
+            figure.add_trace(trace(
                 x=points["x"], y=points["y"], mode="markers", name=group, legendgroup=group,
                 showlegend=column == 1, customdata=points["id"],
                 hovertemplate=f"{group} image %{{customdata}}<extra>{model}</extra>",
@@ -509,7 +522,7 @@ def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
                 row=1, col=column)
         chosen = rows[rows["id"].isin(list(selected)) & (rows["group"] != "unseen")]
         if not chosen.empty:
-            figure.add_trace(go.Scattergl(
+            figure.add_trace(trace(
                 x=chosen["x"], y=chosen["y"], mode="markers", name="selected", legendgroup="selected",
                 showlegend=column == 1, customdata=chosen["id"],
                 hovertemplate="selected image %{customdata}<extra></extra>",

@@ -7,7 +7,7 @@ def test_the_twin_maps_view_draws_one_projection_per_model_and_the_retain_damage
     app = interference_page("Twin maps")
     (maps,) = app.get("plotly_chart")
     spec = maps.proto.spec
-    assert spec.count('"scattergl"') >= 2 * 3  # two panels (original, grad_ascent) x three groups
+    assert spec.count('"type":"scatter"') >= 2 * 3  # two panels (original, grad_ascent) x three groups
     for group in ("forget", "retain", "unseen"):
         assert f'"name":"{group}"' in spec
     distances, damage = app.dataframe[-2].value, app.dataframe[-1].value
