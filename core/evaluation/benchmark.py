@@ -429,6 +429,7 @@ class Bench:
         studies = self.studies() if studies is None else list(studies)
         groups = dict.fromkeys((b, mode) for b, mode, _ in studies)
         seed = self.plan.tuning_seed
+        self._share("base", [(b, seed) for b in dict.fromkeys(b for b, _ in groups)])
         oracles = [(b, r, s, seed, second, draw) for b, mode in groups
                    for r, s in self.tuning_requests(b, mode)
                    for second, draw in [(True, 0), *((False, d) for d in range(self.plan.draws))]]

@@ -52,7 +52,6 @@ import pandas as pd
 import torch
 
 from core.evaluation.compare import compare_models
-from core.evaluation.storage import counted, stored_records
 from core.outputs import check_settings_output, write_text_atomic
 from core.plugins import load_plugins
 from core.requests import ForgetRequest
@@ -201,6 +200,8 @@ def _shared_round(study, objective: Callable, total: int) -> None:
 
     import optuna
 
+    from core.evaluation.storage import counted
+
     while True:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -271,7 +272,9 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
         top configurations), chosen and best_uis from the lowest mean; with `rescore_at`:
         rescored_at {budget: {rescored, chosen_number, mean}}.
     """
-    import optuna
+    import optuna  # here and below, not at the top: the dashboard imports this module
+
+    from core.evaluation.storage import counted, stored_records
 
     if trials < 1:
         raise ValueError(f"trials must be at least 1, got {trials}")
@@ -293,8 +296,7 @@ def tune(method: str, model: torch.nn.Module, requests: Sequence[ForgetRequest],
     study = _open_study(storage, study_name, sampler_seed, startup_trials(trials))
     records: list[dict[str, Any]] = []
     rounds: list[dict[str, Any]] = []
-    total = [trials]
-    """The trials the study holds once the current round is over (budget plus widening rounds)."""
+    total = [trials]  # the trials the study holds once this round is over (budget plus widenings)
     start = time.perf_counter()
 
     def objective(trial) -> float:
