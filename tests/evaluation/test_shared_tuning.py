@@ -197,3 +197,22 @@ def test_a_claim_is_held_by_one_process_and_taken_over_when_its_owner_stopped(tm
     with pytest.raises(RuntimeError), claims.claim(folder, "cell__d"):
         raise RuntimeError("a method failed")
     assert not (folder / "cell__d.json").exists()
+
+
+def test_mtu_bench_passes_its_storage_and_refuses_fresh_with_it(tmp_path, monkeypatch):
+    from core.cli import main
+    from core.evaluation import benchmark
+
+    seen = {}
+
+    def tune_plan(plan, out, workers=1, storage=None):
+        seen.update(out=out, storage=storage)
+        return pd.DataFrame(columns=["benchmark", "mode", "method", "trials", "draws", "best_uis",
+                                     "still_improving", "floor", "plateaued"])
+
+    monkeypatch.setattr(benchmark, "tune_plan", tune_plan)
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    assert main(["bench", "--quick", "--tune-only", "--out", str(tmp_path / "b"), "--storage", url]) == 0
+    assert seen == {"out": str(tmp_path / "b"), "storage": url}
+    with pytest.raises(SystemExit, match="--fresh.*new --storage"):
+        main(["bench", "--quick", "--fresh", "--out", str(tmp_path / "b"), "--storage", url])
