@@ -571,6 +571,8 @@ class Bench:
             run(*job)
             return True
         name = self._path(kind, job).name.removesuffix(".json")
+        if output.is_file():  # finished by another process since the caller looked
+            return False
         with claims.claim(self.out / "claims", f"{kind}__{name}") as mine:
             if mine and not output.is_file():
                 run(*job)

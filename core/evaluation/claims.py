@@ -8,7 +8,8 @@ names its owner (host, pid) and the time. While the owner works it touches the f
 as the record of who computed the piece; when its work raises, it deletes the file so another
 process can try. A claim is stale, and may be taken over, when its owner is a process of this
 host that no longer exists, or when the file has not been touched for `GRACE_S` seconds (a
-killed process on another machine; the machines' clocks must agree to well within that). Two
+killed process on another machine; the machines' clocks must agree to well within that), or
+when it is finished yet its piece is asked for again (its output was deleted). Two
 processes that take over the same stale claim at the same instant may both compute its piece:
 the bench's pieces are deterministic and written through temporary files, so that costs time,
 never a result.
@@ -49,8 +50,9 @@ def owner() -> dict[str, object]:
 
 
 def stale(path: Path) -> bool:
-    """Whether the unfinished claim at `path` belongs to a stopped process: one of this host
-    that no longer runs, or one that has not touched it for `GRACE_S` seconds."""
+    """Whether the claim at `path` may be taken over: a finished one (the bench asks only for a
+    piece whose output is missing), or one of a stopped process: of this host and no longer
+    running, or silent (untouched) for `GRACE_S` seconds."""
     try:
         held = json.loads(path.read_text())
         touched = path.stat().st_mtime
@@ -58,8 +60,8 @@ def stale(path: Path) -> bool:
         return False
     except (json.JSONDecodeError, UnicodeDecodeError):  # being written, or cut off by a kill
         return time.time() - path.stat().st_mtime > GRACE_S
-    if "finished" in held:
-        return False
+    if "finished" in held:  # asked for again, so its output is gone: the piece is free
+        return True
     if held.get("host") == socket.gethostname() and not _alive(int(held.get("pid", 0))):
         return True
     return time.time() - touched > GRACE_S

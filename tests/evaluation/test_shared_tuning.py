@@ -180,6 +180,7 @@ def test_a_claim_is_held_by_one_process_and_taken_over_when_its_owner_stopped(tm
             assert not again
     finished = json.loads((folder / "cell__a.json").read_text())
     assert {"host", "pid", "time", "finished"} <= set(finished)
+    assert claims.stale(folder / "cell__a.json")  # finished: asked for again only when its output is gone
     # a killed process's claim on this host: its pid is gone, so the claim is taken over
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
