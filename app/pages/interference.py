@@ -8,16 +8,11 @@ import streamlit as st
 
 from app.charts import (
     KPIS,
-    class_change_table,
-    class_iou_figure,
-    confusion_change_figure,
     geometry_table,
     loss_curves_figure,
     person_table,
-    selected_ids,
     shown_number,
     split_table,
-    twin_map_figure,
 )
 from app.report import download_name
 from app.state import (
@@ -37,6 +32,8 @@ from app.state import (
     start_summary,
 )
 from app.views.attack import attack_view
+from app.views.maps import twin_maps_view
+from app.views.per_class import per_class_view
 from app.views.similarity import similarity_view
 from core.checkpoints import checkpoint_zip
 from core.evaluation.geometry import conflict_label, peak_cross_task_cos, task_geometry
@@ -136,114 +133,6 @@ if "interference_view" not in st.session_state and asked is not None:  # opened 
                    f"{next(iter(VIEWS))}.")
 
 
-def per_class_view() -> None:
-    """IoU per class on forget / retain / test for before, after and the oracle, and the change of
-    the prediction matrix on a chosen split, for each segmentation-like task (computed once per run)."""
-    from core.evaluation.per_class import class_confusions, confusion_change, per_class_table
-
-    data = cached_data(run.model_path, run.data_root)
-    if "per_class" not in run.cache:
-        original, _ = cached_checkpoint(run.model_path)
-        models = {"original": original, run.method: run.model}
-        if run.oracle is not None:
-            models["retrain"] = run.oracle
-        with st.spinner("Counting each class's pixels on the forget, retain and test images..."):
-            confusions = class_confusions(models, run.request, data)
-        names = {name: task.class_names for name, task in data.train.tasks.items()}
-        run.cache["per_class"] = (confusions, per_class_table(confusions, names))
-    confusions, table = run.cache["per_class"]
-    if table.empty:
-        st.info("This model has no segmentation-like task (one whose metric counts classes), so there "
-                "is no per-class view.")
-        return
-    tasks = list(dict.fromkeys(table["task"]))
-    task = st.selectbox("Task", tasks, key="per_class_task") if len(tasks) > 1 else tasks[0]
-    st.plotly_chart(class_iou_figure(table, task), width="stretch", key="class_iou")
-    splits = list(dict.fromkeys(table[table["task"] == task]["split"]))
-    left, right = st.columns(2)
-    split = left.selectbox("Prediction matrix on", splits, key="per_class_split")
-    after = right.selectbox("Change of", [m for m in dict.fromkeys(table["model"]) if m != "original"],
-                            key="per_class_model",
-                            format_func=lambda m: "the retrain oracle" if m == "retrain" else m)
-    classes = list(dict.fromkeys(table[(table["task"] == task) & (table["model"] == "original")
-                                       & (table["split"] == split)]["class"]))
-    change = confusion_change(confusions, split, task, after)
-    st.plotly_chart(confusion_change_figure(change, classes, f"{task} on {split}: share of each true "
-                                            f"class's pixels predicted as each class, {after} minus before"),
-                    width="content", key="confusion_change")
-    st.caption("Each row is a true class and sums to 0: red where the model now predicts that class more "
-               "often, blue where less. On the forget images a useful change moves them toward how "
-               "the oracle treats them, while retain and test should barely change.")
-    st.dataframe(class_change_table(table, task, run.method).style.format(precision=3), hide_index=True,
-                 width="stretch")
-
-
-MAP_SAMPLE = 64
-"""Retain and unseen images drawn on the twin maps (the whole forget set is)."""
-
-
-def twin_maps_view() -> None:
-    """The forget set, a retain sample and unseen (test) images on one projection per model
-    (original, unlearned, oracle), a selection linked across the panels with the selected
-    images' pictures, and the measured per-image damage on the retain sample."""
-    from core.evaluation.metrics import fixed_retain_sample
-    from core.explore import distance_to_unseen, retain_damage, twin_map
-    from core.requests import RequestError, parse_ids
-
-    data = cached_data(run.model_path, run.data_root)
-    if "maps" not in run.cache:
-        original, _ = cached_checkpoint(run.model_path)
-        models = {"original": original, run.method: run.model}
-        if run.oracle is not None:
-            models["retrain"] = run.oracle
-        test_set, test_ids = data.held_out("test")
-        retain = fixed_retain_sample(run.request, MAP_SAMPLE)
-        try:
-            with st.spinner("Projecting the images' features, one pass per model..."):
-                frame = twin_map(models, data.train, {"forget": list(run.request.instances),
-                                                      "retain": retain},
-                                 unseen=(test_set, list(test_ids)[:MAP_SAMPLE]))
-                damage = retain_damage(original, run.model, data.train, retain)
-        except ValueError as error:  # a model without encoder features
-            st.info(f"No twin maps for this model: {error}.")
-            return
-        run.cache["maps"] = (frame, distance_to_unseen(frame), damage)
-    frame, distances, damage = run.cache["maps"]
-    typed = st.text_input("Images to ring on every map (ids; or lasso points on a map)",
-                          key="twin_selected_ids", placeholder="e.g. 1, 2, 5-7")
-    try:
-        selected = set(parse_ids(typed, set(frame["id"][frame["group"] != "unseen"])))
-    except RequestError as error:
-        st.warning(f"{error}")
-        selected = set()
-    event = st.session_state.get("twin_maps")
-    if not selected and event and event.get("selection", {}).get("points"):
-        selected = selected_ids(event["selection"]["points"])
-    titles = {"original": "original", "retrain": "retrain oracle", run.method: f"after {run.method}"}
-    st.plotly_chart(twin_map_figure(frame, sorted(selected), titles), on_select="rerun",
-                    selection_mode=("lasso", "box"), key="twin_maps", width="stretch")
-    st.caption(f"One projection for every panel: the principal components of the original's features "
-               f"of these images, so a point moves only where a model's features of that image moved. "
-               f"Red: the forget set; grey: {MAP_SAMPLE} retain images; blue: unseen images (test part).")
-    st.dataframe(distances.pivot(index="group", columns="model", values="distance to unseen")
-                 .reset_index().style.format(precision=2), hide_index=True)
-    if selected:
-        shown = sorted(selected)[:8]
-        train = data.train
-        known = [i for i in shown if i in set(train.ids)]
-        if known:
-            predictions = {"before": predict(cached_checkpoint(run.model_path)[0], train, known),
-                           "after": predict(run.model, train, known)}
-            batch = train.batch(known)
-            for index, instance in enumerate(known):
-                panels = instance_panels(train.tasks, batch, predictions, index)
-                st.image([p for _, p in panels], caption=[f"{instance} {c}" for c, _ in panels], width=96)
-    st.subheader("Measured damage on the retain sample")
-    st.caption("Each task's primary metric per retain image before and after (higher is better); the most "
-               "damaged images first.")
-    st.dataframe(damage.style.format(precision=3), hide_index=True, width="stretch")
-
-
 @st.fragment
 def views() -> None:
     """One view at a time, in a fragment: a change of view reruns and redraws only this part
@@ -278,9 +167,9 @@ def views() -> None:
                        "rank(V) / C_out of interference_aware's output basis when forgetting each task.")
             st.dataframe(geometry_table(geometry).style.format(precision=2), hide_index=True, width="stretch")
     elif view == "Per class":
-        per_class_view()
+        per_class_view(run)
     elif view == "Twin maps":
-        twin_maps_view()
+        twin_maps_view(run)
     elif view == "Attack":
         attack_view(run)
     elif view == "Layer similarity":
