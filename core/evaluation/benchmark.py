@@ -563,8 +563,9 @@ class Bench:
         return paths[kind](*job)
 
     def work(self, kind: str, job: tuple) -> bool:
-        """Do one piece of work unless it is done; with a storage only under this process's claim
-        on it. Returns whether this process did it."""
+        """One piece of work ("base", "oracle", "study", "cell": the method that computes it or
+        reads it back); with a storage only when its output is missing and this process claims
+        it. Returns whether this process ran it."""
         run = {"base": self.base, "oracle": self.oracle, "study": self.tuned, "cell": self.cell}[kind]
         output = self._output(kind, job)
         if self.storage is None:
