@@ -136,7 +136,7 @@ def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeyp
 
     plans = []
 
-    def tune_plan(plan, out, workers=1):
+    def tune_plan(plan, out, workers=1, **options):
         plans.append(plan)
         return pd.DataFrame(columns=TUNING_COLUMNS)
 
