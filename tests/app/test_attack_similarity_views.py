@@ -4,9 +4,6 @@ member-like with their pictures) and the Layer similarity view (linear CKA per l
 with a retrain oracle; both computed once per run and kept beside the ledger."""
 
 import json
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
 
 import app.views.attack
 import app.views.similarity
@@ -14,7 +11,6 @@ from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint, read_card
 from core.ledger import Ledger
 from core.unlearning.runner import run_request
 
-MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 STREET = SAMPLE_MODELS_DIR / "synthetic-street"
 
 
@@ -35,16 +31,7 @@ def _recorded_run_with_oracle() -> dict:
     return next(row for row in ledger.runs() if row["method"] == "grad_ascent")
 
 
-def _interference() -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=600)
-    app.session_state["model_name"] = "synthetic-street"
-    app.run()
-    app.switch_page("pages/interference.py").run()
-    assert not app.exception
-    return app
-
-
-def test_attack_and_layer_similarity_views(mtu_home, monkeypatch):
+def test_attack_and_layer_similarity_views(mtu_home, monkeypatch, interference_page):
     row = _recorded_run_with_oracle()
     calls = []
 
@@ -54,7 +41,7 @@ def test_attack_and_layer_similarity_views(mtu_home, monkeypatch):
     for module, name in ((app.views.attack, "attack_scores"), (app.views.similarity, "layer_similarity")):
         monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
 
-    page = _interference()
+    page = interference_page()
     page.radio(key="interference_view").set_value("Attack").run()
     assert not page.exception and not page.error
     assert len(page.get("plotly_chart")) == 2  # the score distributions and the ROC curve
@@ -96,7 +83,7 @@ def test_attack_and_layer_similarity_views(mtu_home, monkeypatch):
     for folder in ("attack", "similarity"):  # kept beside the ledger by the result's hash
         stored = json.loads((mtu_home / folder / f"{row['result_sha256']}.json").read_text())
         assert stored["inputs"]["oracle"] is not None and stored["frame"]["rows"]
-    again = _interference()  # another session reads both back
+    again = interference_page()  # another session reads both back
     again.radio(key="interference_view").set_value("Attack").run()
     again.radio(key="interference_view").set_value("Layer similarity").run()
     assert not again.exception and calls == ["attack_scores", "layer_similarity"]
