@@ -30,6 +30,11 @@ HEARTBEAT_S = 30
 """Seconds between two heartbeats of a running trial."""
 GRACE_S = 300
 """A running trial whose last heartbeat is older than this is failed and run again."""
+OPEN_TRIES = 5
+"""Attempts at opening a database storage: processes that open a new database at once race to
+create its schema, and the losers' first attempt fails (then finds the schema made)."""
+OPEN_PAUSE_S = 0.5
+"""Seconds between two attempts (times the attempt's number)."""
 
 
 class HeartbeatJournalStorage(JournalStorage, BaseHeartbeat):
@@ -63,9 +68,18 @@ def open_storage(url: str | Path) -> BaseStorage:
     path, with heartbeats every `HEARTBEAT_S` and a grace of `GRACE_S` seconds."""
     text = str(url)
     if "://" in text:
-        with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(text, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        import sqlalchemy.exc
+
+        for attempt in range(1, OPEN_TRIES + 1):
+            try:
+                with warnings.catch_warnings():  # the heartbeat arguments are marked experimental
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(text, heartbeat_interval=HEARTBEAT_S,
+                                                      grace_period=GRACE_S)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError):
+                if attempt == OPEN_TRIES:  # not a race: a database that cannot be opened
+                    raise
+                time.sleep(OPEN_PAUSE_S * attempt)
     Path(text).parent.mkdir(parents=True, exist_ok=True)
     return HeartbeatJournalStorage(text, HEARTBEAT_S, GRACE_S)
 
