@@ -9,7 +9,6 @@ from streamlit.testing.v1 import AppTest
 import app.charts
 from core.checkpoints import SAMPLE_MODELS_DIR, load_checkpoint
 from core.ledger import Ledger
-from core.unlearning.runner import run_request
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 STREET = SAMPLE_MODELS_DIR / "synthetic-street"
@@ -37,11 +36,7 @@ def built(monkeypatch) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("page", list(BUILT))
-def test_a_rerun_on_cached_data_builds_no_figure_or_table_again(page, built):
-    model, card = load_checkpoint(STREET)
-    ledger = Ledger()
-    run_request(model, card, STREET, [1, 2, 3], None, "grad_ascent", {"steps": 2}, ledger.results_folder(),
-                ledger=ledger, source="dashboard", store=True)
+def test_a_rerun_on_cached_data_builds_no_figure_or_table_again(page, built, street_run):
     app = AppTest.from_file(MAIN, default_timeout=300)
     app.session_state["model_name"] = "synthetic-street"
     app.session_state["selection"] = [1, 2, 3]
@@ -82,7 +77,7 @@ def test_a_finished_comparison_draws_its_charts_once_and_writes_its_report_on_a_
     assert {name: built.get(name, 0) for name in drawn} == drawn
 
 
-def test_packing_the_unlearned_model_for_its_download_shows_a_spinner(monkeypatch):
+def test_packing_the_unlearned_model_for_its_download_shows_a_spinner(monkeypatch, street_run):
     """No blank wait without a status: the Interference page hashes and zips the unlearned model
     (seconds for a large one) under a spinner, once per run."""
     import streamlit
@@ -95,10 +90,6 @@ def test_packing_the_unlearned_model_for_its_download_shows_a_spinner(monkeypatc
         return spinner(text, *args, **kwargs)
 
     monkeypatch.setattr(streamlit, "spinner", recorded)
-    model, card = load_checkpoint(STREET)
-    ledger = Ledger()
-    run_request(model, card, STREET, [1, 2, 3], None, "grad_ascent", {"steps": 1}, ledger.results_folder(),
-                ledger=ledger, source="dashboard", store=True)
     dashboard = AppTest.from_file(MAIN, default_timeout=300)
     dashboard.session_state["model_name"] = "synthetic-street"
     dashboard.run()
