@@ -33,6 +33,28 @@ EXAMPLE = ROOT / "examples" / "own_model"
 OPENED: list[float] = []
 """Seconds from opening the dashboard to its Model page, per browser session (the first on a
 server that has not drawn a page yet)."""
+BLANK_WATCH = """
+window.__blank = {since: null, stretches: [], frames: 0};
+const SHOWN = '[data-testid=stMain] [data-testid=stHeading], [data-testid=stSpinner], '
+    + '[data-testid=stExpanderIconSpinner], [data-testid=stSkeleton], [data-testid=stAppSkeleton]';
+const frame = () => {
+    const now = performance.now(), watch = window.__blank;
+    watch.frames += 1;
+    if (!document.querySelector(SHOWN)) {
+        if (watch.since === null) watch.since = now;
+    } else if (watch.since !== null) {
+        watch.stretches.push([(now - watch.since) / 1000, location.pathname]);
+        watch.since = null;
+    }
+    requestAnimationFrame(frame);
+};
+requestAnimationFrame(frame);
+"""
+"""Issue 19's "no blank page for more than 0.5 s without a status", watched in every frame the
+browser draws: a frame is blank when its main area shows neither a title nor a status (spinner,
+running status, skeleton); each run of blank frames, in seconds from its first frame to the next
+frame that shows something (a main thread busy between them keeps the blank frame on screen), is
+kept in window.__blank.stretches with the page's path."""
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
          "--disable-background-networking", "--disable-component-update"]
 
@@ -98,6 +120,7 @@ def page(server):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(BLANK_WATCH)
         start = time.perf_counter()
         page.goto(server)
         page.get_by_role("heading", name="Model", exact=True).wait_for(timeout=120_000)
@@ -210,6 +233,20 @@ def test_select_unlearn_and_see_interference(page, server, tmp_path):
     _print_the_report(page, sentence, tmp_path)
     _measure_switches(page, first_interference=seconds)
     _open_a_shared_result(page, server, sentence)
+    _print_blank_stretches(page)
+
+
+def _print_blank_stretches(page) -> None:
+    """The blank stretches BLANK_WATCH saw in this browser session (opening the dashboard,
+    first visits, the measured switches), longest first. Printed, never asserted (the host's
+    load sets them); that the watch runs is asserted."""
+    watch = page.evaluate("window.__blank")
+    assert watch["frames"] > 0, "the blank watch saw no frame: it does not run"
+    stretches = sorted(watch["stretches"], reverse=True) or [[0.0, "-"]]
+    over = [f"{seconds:.2f} s on {path}" for seconds, path in stretches if seconds > 0.5]
+    print(f"blank stretches (no title, no status) in {watch['frames']} frames: longest "
+          f"{stretches[0][0]:.2f} s; "
+          f"over 0.5 s (target: none): {', '.join(over) or 'none'}")
 
 
 def _open_a_shared_result(page, server: str, sentence: str) -> None:
