@@ -52,9 +52,11 @@ if len(recorded) < 2:
             "methods on the Unlearn or Compare page (one request, two methods or two settings).")
     st.stop()
 options = list(recorded)
-for name, default in (("a", options[1]), ("b", options[0])):  # A the older, B the newer
+chosen = [st.session_state.get(f"contrast_{name}") for name in ("a", "b")]
+free = [o for o in options if o not in chosen]
+for name in ("b", "a"):  # a run not picked yet: B the newest free run, A the next (older) one
     if st.session_state.get(f"contrast_{name}") not in recorded:
-        st.session_state[f"contrast_{name}"] = default
+        st.session_state[f"contrast_{name}"] = free.pop(0)
 left, right = st.columns(2)
 
 

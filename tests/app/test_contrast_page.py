@@ -17,10 +17,10 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 STREET = SAMPLE_MODELS_DIR / "synthetic-street"
 
 
-def _record(instances: list[int], method: str, config: dict) -> None:
-    model, card = load_checkpoint(STREET)
+def _record(instances: list[int], method: str, config: dict, path: Path = STREET) -> None:
+    model, card = load_checkpoint(path)
     ledger = Ledger()
-    run_request(model, card, STREET, instances, None, method, config, ledger.results_folder(), ledger=ledger,
+    run_request(model, card, path, instances, None, method, config, ledger.results_folder(), ledger=ledger,
                 source="dashboard", store=True)
 
 
@@ -78,3 +78,32 @@ def test_two_runs_of_one_request_in_every_view_a_against_b(street_run):
     assert app.query_params["b"] == "L3"
     app.selectbox(key="contrast_b").set_value("L1").run()
     assert not app.exception and "same run" in app.warning[0].value
+
+
+def test_a_contrast_link_to_runs_of_two_models_or_to_no_run_is_a_message(street_run):
+    _record([1, 2, 3], "grad_ascent", {"steps": 1}, SAMPLE_MODELS_DIR / "synthetic-indoor")  # L2
+    app = AppTest.from_file(MAIN, default_timeout=600)
+    app.query_params.update(a="L1", b="L2")
+    app.run()
+    assert not app.exception and app.title[0].value == "Contrast"
+    refusal = app.error[0].value
+    assert "#L1 and #L2" in refusal and "the base model" in refusal
+    assert "synthetic-street" in refusal and "synthetic-indoor" in refusal
+    assert not app.get("plotly_chart")
+
+    app = AppTest.from_file(MAIN, default_timeout=600)
+    app.query_params.update(a="L1", b="L9")
+    app.run()
+    assert not app.exception and "run 'L9'" in app.warning[0].value
+    assert any("needs two finished runs" in i.value for i in app.info)  # one run on the street model
+
+    _record([1, 2, 3], "grad_ascent", {"steps": 1})  # L3: a second run on the street model
+    app = AppTest.from_file(MAIN, default_timeout=600)
+    app.query_params.update(a="L9", b="L1", view="sideways")
+    app.run()
+    assert not app.exception and app.title[0].value == "Contrast"
+    warnings = " ".join(w.value for w in app.warning)
+    assert "run 'L9'" in warnings and "view 'sideways'" in warnings and "attack" in warnings
+    assert app.selectbox(key="contrast_a").value == "L3" and app.selectbox(key="contrast_b").value == "L1"
+    assert app.radio(key="contrast_view").value == "Attack"
+    assert app.query_params == {"a": "L3", "b": "L1", "view": "attack"}
