@@ -55,6 +55,16 @@ def model_colour(name: str) -> str:
     return METHOD_COLOURS[index % len(METHOD_COLOURS)]
 
 
+def contrast_colours(method_a: str, method_b: str) -> dict[str, str]:
+    """The colours of a contrast of two runs whose models are named "A" and "B" (beside "original"
+    and "retrain"): each run in its method's colour (`model_colour`); when both runs are of one
+    method, B takes the next method colour, so A and B always differ."""
+    colour_a, colour_b = model_colour(method_a), model_colour(method_b)
+    if colour_b == colour_a:
+        colour_b = METHOD_COLOURS[(METHOD_COLOURS.index(colour_a) + 1) % len(METHOD_COLOURS)]
+    return {"original": ORIGINAL_COLOUR, "A": colour_a, "B": colour_b, "retrain": ORACLE_COLOUR}
+
+
 def _painted(figure: go.Figure, colours) -> go.Figure:
     """Every trace named in `colours` (a mapping or a function of the name) in its colour, and
     room for the axis labels (automargin)."""
@@ -294,11 +304,11 @@ def subspace_ranks_figure(ranks: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     return figure
 
 
-def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str] | None = None
-                     ) -> go.Figure:
+def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str] | None = None,
+                     colours: Mapping[str, str] | None = None) -> go.Figure:
     """One panel per model of a `core.evaluation.attack.attack_scores` frame: the distribution
     of `score` in each group (forget, retain, unseen; each group's share per bin, overlaid), on
-    shared axes."""
+    shared axes; each panel's title in its model's colour (`panel_title_colours`)."""
     models = list(dict.fromkeys(scores["model"]))
     figure = make_subplots(rows=1, cols=len(models), shared_yaxes=True, horizontal_spacing=0.03,
                            subplot_titles=[(titles or {}).get(m, m) for m in models])
@@ -315,18 +325,29 @@ def attack_histogram(scores: pd.DataFrame, score: str, titles: Mapping[str, str]
                          margin={"l": 10, "r": 10, "t": 40, "b": 10})
     figure.update_xaxes(title_text="score (higher = more member-like)", automargin=True)
     figure.update_yaxes(title_text="share of the group (%)", row=1, col=1, automargin=True)
+    return panel_title_colours(figure, models, colours)
+
+
+def panel_title_colours(figure: go.Figure, models: Sequence[str],
+                        colours: Mapping[str, str] | None = None) -> go.Figure:
+    """The subplot titles of a figure with one panel per model (`models`, in panel order) in each
+    model's colour: `colours[model]`, else `model_colour`."""
+    for annotation, model in zip(figure.layout.annotations, models):
+        annotation.font.color = (colours or {}).get(model) or model_colour(model)
     return figure
 
 
-def roc_figure(curves: pd.DataFrame, titles: Mapping[str, str] | None = None) -> go.Figure:
+def roc_figure(curves: pd.DataFrame, titles: Mapping[str, str] | None = None,
+               colours: Mapping[str, str] | None = None) -> go.Figure:
     """ROC curves of the forget instances (positives) against the unseen ones: `curves` has
     rows model, fpr, tpr (`core.evaluation.attack.roc_points` per model); one line per model in
-    its colour (`model_colour`), the chance diagonal dotted."""
+    its colour (`colours[model]`, else `model_colour`), the chance diagonal dotted."""
     figure = go.Figure()
     for model, rows in curves.groupby("model", sort=False):
         figure.add_trace(go.Scatter(x=rows["fpr"], y=rows["tpr"], mode="lines", line_shape="hv",
                                     name=(titles or {}).get(str(model), str(model)),
-                                    line={"color": model_colour(str(model))}))
+                                    line={"color": (colours or {}).get(str(model))
+                                          or model_colour(str(model))}))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance",
                                 line={"dash": "dot", "color": "#bbbbbb"}))
     figure.update_layout(xaxis_title="false positive rate (unseen scored member)",
@@ -457,15 +478,18 @@ def attribution_figure(image: np.ndarray, before: np.ndarray, after: np.ndarray,
     return figure
 
 
-def class_iou_figure(table: pd.DataFrame, task: str) -> go.Figure:
+def class_iou_figure(table: pd.DataFrame, task: str, titles: Mapping[str, str] | None = None,
+                     colours: Mapping[str, str] | None = None) -> go.Figure:
     """IoU per class of one task (`core.evaluation.per_class.per_class_table` rows), bars per model
-    in the model's colour, one panel per split."""
+    in the model's colour (`colours[model]`, else `model_colour`) named by `titles[model]`, one
+    panel per split."""
     rows = table[table["task"] == task]
     figure = px.bar(rows, x="class", y="iou", color="model", barmode="group", facet_col="split",
                     labels={"iou": "IoU", "class": "class"},
                     title=f"{task}: IoU per class, per split (higher is closer to the labels)")
     figure.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    return _painted(figure, model_colour)
+    _painted(figure, lambda model: (colours or {}).get(model) or model_colour(model))
+    return figure.for_each_trace(lambda trace: trace.update(name=(titles or {}).get(trace.name, trace.name)))
 
 
 def confusion_change_figure(change: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
@@ -479,17 +503,19 @@ def confusion_change_figure(change: np.ndarray, classes: Sequence[str], title: s
     return _painted(figure, {})
 
 
-def class_change_table(table: pd.DataFrame, task: str, method: str) -> pd.DataFrame:
-    """One row per (split, class) of a task: true pixels, IoU before, after (`method`) and of the
-    oracle where scored, and after minus before; for a person (no raw column names)."""
+def class_change_table(table: pd.DataFrame, task: str, methods: Sequence[str]) -> pd.DataFrame:
+    """One row per (split, class) of a task: true pixels, IoU before, the IoU of each of `methods`
+    (the unlearned models, as the table names them) and of the oracle where scored, then each
+    method's IoU minus before ("change <method>"); for a person (no raw column names)."""
     rows = table[table["task"] == task]
     wide = rows.pivot_table(index=["split", "class"], columns="model", values="iou", sort=False)
     pixels = rows[rows["model"] == "original"].set_index(["split", "class"])["pixels"]
     shown = pd.DataFrame({"true pixels": pixels, "IoU before": wide.get("original"),
-                          "IoU after": wide.get(method)})
+                          **{f"IoU {m}": wide.get(m) for m in methods}})
     if "retrain" in wide:
         shown["IoU of the oracle"] = wide["retrain"]
-    shown["change"] = shown["IoU after"] - shown["IoU before"]
+    for method in methods:
+        shown[f"change {method}"] = shown[f"IoU {method}"] - shown["IoU before"]
     return shown.reset_index()
 
 
@@ -498,11 +524,12 @@ GROUP_COLOURS = {"forget": "crimson", "retain": "#7f7f7f", "unseen": "#1f77b4"}
 
 
 def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
-                    titles: Mapping[str, str] | None = None) -> go.Figure:
+                    titles: Mapping[str, str] | None = None,
+                    colours: Mapping[str, str] | None = None) -> go.Figure:
     """One panel per model of a `core.explore.twin_map` frame, on shared axes (one projection),
     points coloured by group (WebGL for thousands, `points_trace`), the `selected` ids ringed in
-    every panel (linked). Every point carries its id as customdata, so a box or lasso selection
-    in any panel maps back to ids."""
+    every panel (linked), each panel's title in its model's colour (`panel_title_colours`). Every
+    point carries its id as customdata, so a box or lasso selection in any panel maps back to ids."""
     models = list(dict.fromkeys(frame["model"]))
     trace = points_trace(len(frame))
     figure = make_subplots(rows=1, cols=len(models), shared_xaxes=True, shared_yaxes=True,
@@ -532,7 +559,7 @@ def twin_map_figure(frame: pd.DataFrame, selected: Sequence[int] = (),
                          margin={"l": 10, "r": 10, "t": 60, "b": 10})
     figure.update_xaxes(title_text="PC 1 of the original's features", row=1, col=1)
     figure.update_yaxes(title_text="PC 2")
-    return _painted(figure, {})
+    return panel_title_colours(_painted(figure, {}), models, colours)
 
 
 def settings_text(method: str, config: Mapping[str, Any]) -> str:

@@ -56,14 +56,12 @@ from core.data import DatasetError
 from core.evaluation import Comparison, ConflictReport, analyze_conflicts, compare_methods, compare_models
 from core.evaluation.compare import LEADERBOARD_COLUMNS
 from core.evaluation.verdict import run_verdict as verdict_sentence
-from core.explore import predict
 from core.importing import oracle_approximation, with_recipe
 from core.jobs import allowed_plugins, check_plugins, needed_plugins
 from core.ledger import Ledger, default_path
 from core.models import load_plugins
 from core.requests import ForgetRequest
 from core.unlearning.base import UnlearningData
-from core.visual import instance_panels
 
 DEFAULT_MODEL = "synthetic-indoor"
 
@@ -501,12 +499,13 @@ def from_ledger(row: dict[str, Any], loaded: Loaded) -> Run:
 LINK_HELP = "accepted: the id of a finished unlearning run, such as L3 (the History page lists them)"
 
 
-def linked_run(loaded: Loaded) -> tuple[Loaded, str | None]:
-    """The run the page's address names (?run=L3, a shared result) and the model to show it on:
+def linked_run(loaded: Loaded, name: str = "run") -> tuple[Loaded, str | None]:
+    """The run the page's address names (?run=L3, a shared result; `name`: the query parameter,
+    e.g. "a" and "b" on the Contrast page) and the model to show it on:
     when the run was made on another model than the loaded one, that model is opened (its data
     folder and the plugin its card records) and becomes the session's model. (loaded, None), with
     a message naming the value, when the address names no run or one that cannot be shown."""
-    value = st.query_params.get("run")
+    value = st.query_params.get(name)
     if value is None:
         return loaded, None
     found = re.fullmatch(r"L?(\d{1,18})", value.strip())
@@ -543,6 +542,33 @@ def share(**values: str | None) -> None:
             st.query_params[name] = value
 
 
+def ledger_label(row: dict[str, Any]) -> str:
+    """A ledger run in a picker: its id, method, request and date."""
+    return (f"#L{row['run']} {row['method']}, {row['mode']}-task, {len(row['instances'])} instances, "
+            f"forget {', '.join(row['tasks'])} ({row['created']})")
+
+
+def done_runs(loaded: Loaded) -> dict[str, dict[str, Any]]:
+    """{"L<id>": row}: the ledger's finished unlearning runs on the loaded model (not the oracles),
+    newest first, as the run pickers list them."""
+    return {f"L{row['run']}": row for row in recorded_runs(loaded)
+            if row["status"] == "done" and row["method"] != "retrain" and row["result_path"]}
+
+
+def linked_view(addresses: dict[str, str], key: str) -> None:
+    """When the page was just opened (the view picker `key` not drawn yet) from an address naming a
+    view (?view=attack; `addresses`: {address: view name}), make it the picker's value; a name it
+    does not know is a warning naming the accepted ones."""
+    asked = st.query_params.get("view")
+    if key in st.session_state or asked is None:
+        return
+    if asked.strip().lower() in addresses:
+        st.session_state[key] = addresses[asked.strip().lower()]
+    else:
+        st.warning(f"The address names view '{asked}'; accepted: {', '.join(addresses)}. Showing "
+                   f"{next(iter(addresses.values()))}.")
+
+
 def run_picker(key: str = "run_picker") -> Run | None:
     """A selectbox over the finished runs on the loaded model: those of the ledger (every
     session's, newest first) and this session's own; None (with a hint) when there are none.
@@ -553,11 +579,8 @@ def run_picker(key: str = "run_picker") -> Run | None:
         loaded, linked = linked_run(loaded)
         if linked is not None:
             st.session_state["current_run"] = linked
-    recorded = {f"L{row['run']}": row for row in recorded_runs(loaded)
-                if row["status"] == "done" and row["method"] != "retrain" and row["result_path"]}
-    labels = {key_: (f"#{key_} {row['method']}, {row['mode']}-task, {len(row['instances'])} "
-                     f"instances, forget {', '.join(row['tasks'])} ({row['created']})")
-              for key_, row in recorded.items()}
+    recorded = done_runs(loaded)
+    labels = {key_: ledger_label(row) for key_, row in recorded.items()}
     labels.update({r.id: r.label for r in runs() if r.model_path == loaded.path})
     if not labels:
         st.info("No run yet: pick instances on the Select page, then run a method on the Unlearn page.")
@@ -702,24 +725,6 @@ def kept_frame(run: Run, folder: str, compute: Callable[[], pd.DataFrame], **set
             _write_json(path, {"inputs": inputs, "frame": _table(frame)})
     run.cache[folder] = frame
     return frame
-
-
-def instance_pictures(run: Run, ids: list[int]) -> dict[int, list[tuple[str, Any]]]:
-    """{training id: [(caption, picture)]}: the image, each task's target and the predictions
-    of the original ("before"), the unlearned model ("after") and the oracle when there is one
-    (`core.visual.instance_panels`), drawn once per run and instance."""
-    drawn = run.cache.setdefault("pictures", {})
-    missing = [i for i in ids if i not in drawn]
-    if missing:
-        train = cached_data(run.model_path, run.data_root).train
-        labels = {"original": "before", run.method: "after", "retrain": "oracle"}
-        with st.spinner("Predicting the instances with each model..."):
-            predictions = {labels[name]: predict(model, train, missing)
-                           for name, model in run_models(run).items()}
-        batch = train.batch(missing)
-        drawn.update({i: instance_panels(train.tasks, batch, predictions, index)
-                      for index, i in enumerate(missing)})
-    return {i: drawn[i] for i in ids}
 
 
 def _table(frame: pd.DataFrame) -> dict[str, list]:

@@ -1,7 +1,8 @@
 """The Attack view: per-instance membership scores of the forget, retain and unseen instances
 under the original, the unlearned model and the oracle (`core.evaluation.attack`), their
 distributions, a threshold with its true and false positive rates, the ROC curve with AUC and
-TPR at 1% and 0.1% FPR, and the forget instances that stay most member-like, with pictures."""
+TPR at 1% and 0.1% FPR, and the forget instances that stay most member-like, with pictures. For
+a contrast, the same with runs A and B (`app.views.Shown`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from app.charts import attack_histogram, roc_figure, shown_number
-from app.state import Run, cached_data, instance_pictures, kept_frame, run_models
+from app.state import Run
+from app.views import Shown, as_shown
 from core.evaluation.attack import (
     GROUPS,
     LOW_FPRS,
@@ -26,16 +28,10 @@ RETAIN_SAMPLE = 64
 """Retain instances scored (`fixed_retain_sample`): the members of the population attack."""
 
 
-def _titles(run: Run) -> dict[str, str]:
-    return {"original": "original", run.method: f"after {run.method}", "retrain": "retrain oracle"}
-
-
-def _scores(run: Run) -> pd.DataFrame:
-    reference = "retrain" if run.oracle is not None else "original"
-    models = run_models(run)
+def _scores(shown: Shown) -> pd.DataFrame:
     with st.spinner(f"Scoring the forget, {RETAIN_SAMPLE} retain and the unseen (test) instances under "
-                    f"{', '.join(models)} (once per run)..."):
-        return attack_scores(models, cached_data(run.model_path, run.data_root), run.request, reference,
+                    f"{', '.join(shown.titles.values())} (once)..."):
+        return attack_scores(shown.models, shown.data(), shown.request, shown.reference,
                              retain_sample=RETAIN_SAMPLE)
 
 
@@ -59,10 +55,15 @@ def summary_table(scores: pd.DataFrame, score: str, titles: dict[str, str]) -> p
     return pd.DataFrame(rows)
 
 
-def attack_view(run: Run) -> None:
-    scores = kept_frame(run, "attack", lambda: _scores(run), retain_sample=RETAIN_SAMPLE)
-    titles = _titles(run)
-    reference = "retrain oracle" if run.oracle is not None else "original model"
+def attack_view(subject: Run | Shown) -> None:
+    shown = as_shown(subject)
+    scores = shown.keep("attack", lambda: _scores(shown), {"retain_sample": RETAIN_SAMPLE})
+    titles, colours = shown.titles, shown.colours
+    reference = "retrain oracle" if shown.oracle else "original model"
+    if not shown.oracle:
+        st.info("No retrain oracle is recorded for this request, so there is no oracle reference: the "
+                "original is the calibration reference. Train the oracle with a run (Unlearn page) "
+                "to see where a model that never saw the forget set scores.")
     kinds = {"loss_attack": "loss attack (the leaderboard's)",
              "calibrated": f"calibrated by the {reference} (LiRA-style)"}
     score = st.radio("Score", list(kinds), format_func=kinds.__getitem__, horizontal=True,
@@ -75,22 +76,22 @@ def attack_view(run: Run) -> None:
         st.caption(f"Mean over tasks of log loss under the {reference} minus log loss under the model: each "
                    "instance against its own difficulty, so a hard instance is not taken for forgotten. "
                    + ("The oracle never saw the forget nor the unseen instances (it scores 0 everywhere): "
-                      "a forgotten forget set scores like the unseen one." if run.oracle is not None else
+                      "a forgotten forget set scores like the unseen one." if shown.oracle else
                       "Without an oracle the reference is the original (it scores 0 everywhere): the score "
                       "reads how far each instance's loss moved from where it started; train the oracle "
                       "with the run for the membership reading."))
-    charts = run.cache.setdefault("attack_charts", {})
+    charts = shown.cache.setdefault("attack_charts", {})
     if score not in charts:
         curves = pd.concat([roc_points(*_groups(rows, score, ("forget", "unseen"))).assign(model=model)
                             for model, rows in scores.groupby("model", sort=False)])
-        charts[score] = (attack_histogram(scores, score, titles), roc_figure(curves, titles),
-                         summary_table(scores, score, titles))
+        charts[score] = (attack_histogram(scores, score, titles, colours),
+                         roc_figure(curves, titles, colours), summary_table(scores, score, titles))
     histogram, roc, table = charts[score]
     st.plotly_chart(histogram, width="stretch", key="attack_histogram")
 
     models = list(dict.fromkeys(scores["model"]))
-    model = st.selectbox("Threshold the scores of", models, index=models.index(run.method),
-                         format_func=titles.__getitem__, key="attack_model") or run.method
+    model = st.selectbox("Threshold the scores of", models, index=models.index(shown.focus[0]),
+                         format_func=titles.__getitem__, key="attack_model") or shown.focus[0]
     mine = scores[scores["model"] == model]
     group = dict(zip(GROUPS, _groups(mine, score, GROUPS)))
     low, high = float(mine[score].min()), float(mine[score].max())
@@ -125,12 +126,12 @@ def attack_view(run: Run) -> None:
     st.dataframe(ranked.style.format(precision=3), hide_index=True, width="stretch")
     st.caption(f"Ranked by the score under {titles[model]}; 'unseen below': the share of unseen instances "
                "it scores lower (near 1 = still looks like training data).")
-    shown = st.selectbox("Show a forget instance: its picture and each model's predictions",
-                         ranked["id"].tolist(), key="attack_instance")
-    if shown is not None:
-        panels = instance_pictures(run, [int(shown)])[int(shown)]
-        st.image([p for _, p in panels], caption=[f"{shown} {c}" for c, _ in panels], width=96)
-        st.caption(f"Scores of instance {shown}: " + ", ".join(
+    picked = st.selectbox("Show a forget instance: its picture and each model's predictions",
+                          ranked["id"].tolist(), key="attack_instance")
+    if picked is not None:
+        panels = shown.pictures([int(picked)])[int(picked)]
+        st.image([p for _, p in panels], caption=[f"{picked} {c}" for c, _ in panels], width=96)
+        st.caption(f"Scores of instance {picked}: " + ", ".join(
             f"{titles.get(m, m)} {shown_number(v, 3)}"
-            for m, v in scores.loc[(scores["group"] == "forget") & (scores["id"] == shown)]
+            for m, v in scores.loc[(scores["group"] == "forget") & (scores["id"] == picked)]
             .set_index("model")[score].items()))

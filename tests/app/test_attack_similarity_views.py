@@ -87,3 +87,20 @@ def test_attack_and_layer_similarity_views(mtu_home, monkeypatch, interference_p
     again.radio(key="interference_view").set_value("Attack").run()
     again.radio(key="interference_view").set_value("Layer similarity").run()
     assert not again.exception and calls == ["attack_scores", "layer_similarity"]
+
+
+def test_the_attack_view_of_a_run_without_an_oracle(street_run, interference_page):
+    """No retrain oracle recorded: the distributions and the ROC curve of the original and the
+    unlearned model, the original as the calibration reference, and a note that the oracle's
+    reference is absent."""
+    page = interference_page("Attack")
+    assert not page.exception and not page.error
+    histogram, roc = (json.loads(chart.proto.spec) for chart in page.get("plotly_chart"))
+    assert [note["text"] for note in histogram["layout"]["annotations"]] == ["original", "after grad_ascent"]
+    assert [t["name"] for t in roc["data"]] == ["original", "after grad_ascent", "chance"]
+    assert set(page.dataframe[-2].value["model"]) == {"original", "after grad_ascent"}
+    assert any("no oracle reference" in i.value for i in page.info)
+    assert any("calibrated by the original model" in str(o) for o in page.radio(key="attack_score").options)
+    page.radio(key="attack_score").set_value("calibrated").run()
+    assert not page.exception and len(page.get("plotly_chart")) == 2
+    assert all(not c.endswith("oracle") for c in page.image[0].captions)

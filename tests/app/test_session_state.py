@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = ["model", "select", "unlearn", "interference", "compare", "explain", "history"]
+PAGES = ["model", "select", "unlearn", "interference", "compare", "contrast", "explain", "history"]
 
 
 def _app(**state) -> AppTest:

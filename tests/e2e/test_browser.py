@@ -2,6 +2,7 @@
 
 Starts `streamlit run app/main.py` on a free port, selects instances on the Select page, runs a
 few steps of grad_ascent on the Unlearn page, and checks the Interference page draws its charts;
+then a second method on the same request and the Contrast page, A against B, in each view;
 also the two paths AppTest cannot drive: a lasso on the instance map, and checkpoint upload; and
 a model of the user's own (examples/own_model), imported from a torch.save state dict.
 Screenshots go to test-artifacts/. Outside CI the test is skipped when Chromium or Playwright is
@@ -233,6 +234,7 @@ def test_select_unlearn_and_see_interference(page, server, tmp_path):
     _print_the_report(page, sentence, tmp_path)
     _measure_switches(page, first_interference=seconds)
     _open_a_shared_result(page, server, sentence)
+    _contrast_two_runs(page, server)
     _print_blank_stretches(page)
 
 
@@ -273,6 +275,57 @@ def _open_a_shared_result(page, server: str, sentence: str) -> None:
     assert shared.get_by_text("Traceback").count() == 0
     shared.close()
     print(f"a shared result (?run={run[1]}&view=conflicts) opened in a new session in {seconds:.2f} s")
+
+
+CONTRAST_VIEWS = {"Attack": ("Forget instances that remain most member-like", "TPR on forget"),
+                  "Twin maps": ("Measured damage on the retain sample",),
+                  "Layer similarity": ("Linear CKA per layer",),
+                  "Per class": ("Prediction matrix on",)}
+
+
+def _contrast_two_runs(page, server: str) -> None:
+    """Issue 21 part 5: a second method on the same request, then the Contrast page draws the two
+    runs, A against B, in each view (a screenshot of each, the seconds of the first draw, which
+    computes, and the median of three switches on cached data, printed); its address opens it in
+    a new session."""
+    _goto(page, "Unlearn")
+    page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
+    _choose(page, "Method", "neggrad_plus")
+    _set_number(page, "steps", "2")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("neggrad_plus, full-task, 5 instances): finished").wait_for(timeout=300_000)
+    _goto(page, "Contrast")
+    first: dict[str, float] = {}
+    cached: dict[str, list[float]] = {name: [] for name in CONTRAST_VIEWS}
+    start = time.perf_counter()  # the page opens on the Attack view
+    for round_ in range(4):
+        for name, texts in CONTRAST_VIEWS.items():
+            if round_ or name != "Attack":
+                start = time.perf_counter()
+                _view(page, name)
+            for text in texts:
+                page.get_by_text(text).first.wait_for(timeout=300_000)
+            seconds = time.perf_counter() - start
+            if round_ == 0:
+                first[name] = seconds
+                shot = ARTIFACTS / f"contrast-{name.split()[0].lower()}.png"
+                page.screenshot(path=str(shot), full_page=True)
+            else:
+                cached[name].append(seconds)
+    assert page.get_by_text("cannot be contrasted").count() == 0
+    assert page.get_by_text("Traceback").count() == 0
+    page.wait_for_url(re.compile(r"a=L\d+.*b=L\d+|b=L\d+.*a=L\d+"), timeout=30_000)
+    query = page.url.split("?", 1)[1]
+    shared = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    shared.goto(f"{server}/?{query}")
+    shared.get_by_role("heading", name="Contrast", exact=True).wait_for(timeout=120_000)
+    shared.get_by_text(CONTRAST_VIEWS["Per class"][0]).wait_for(timeout=300_000)  # the view it names
+    assert shared.get_by_text("Traceback").count() == 0
+    shared.close()
+    print("contrast of two runs, first draw of each view (computes): "
+          + ", ".join(f"{name} {s:.2f}" for name, s in first.items()))
+    print("contrast view switches on cached data, median of 3: "
+          + ", ".join(f"{name} {statistics.median(s):.2f}" for name, s in cached.items()))
 
 
 PAGES = {  # a page's title and what shows once it is drawn, on the data the test has made
