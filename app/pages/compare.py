@@ -138,6 +138,14 @@ st.dataframe(screened_table(person_table(board, approximate_oracle), board, rows
 st.caption("Sorted by UIS v2 (lower is better); hover over a score on the Interference page for its "
            "definition. Each run (its ledger id, its settings where they differ from the method's "
            "defaults) is also on the Interference and History pages.")
+ranked = [row for model in board["model"] for row in rows
+          if row["method"] == model != "retrain" and row["status"] == "done"]
+if len(ranked) >= 2 and st.button(f"Contrast the two best runs: #L{ranked[0]['run']} ({ranked[0]['method']}) "
+                                  f"against #L{ranked[1]['run']} ({ranked[1]['method']})",
+                                  help="Every view of a run (attack, twin maps, layer similarity, per class) "
+                                  "with these two side by side, on the Contrast page."):
+    st.session_state["contrast_pick"] = (f"L{ranked[0]['run']}", f"L{ranked[1]['run']}")
+    st.switch_page("pages/contrast.py")
 figures = drawn(str(ledger().path), tuple(r["run"] for r in rows), comparison)
 for index, figure in enumerate(figures.values()):
     st.plotly_chart(figure, width="stretch", key=f"compare_{index}")

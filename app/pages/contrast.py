@@ -31,7 +31,10 @@ from core.evaluation.contrast import run_differences
 st.title("Contrast")
 start_summary()
 loaded = current_or_stop()
-if "contrast_a" not in st.session_state:  # the page was just opened: from a link, maybe
+picked = st.session_state.pop("contrast_pick", None)  # the Compare page's two best runs
+if picked is not None:
+    st.session_state["contrast_a"], st.session_state["contrast_b"] = picked
+elif "contrast_a" not in st.session_state:  # the page was just opened: from a link, maybe
     linked = {}
     for name in ("a", "b"):
         model = loaded.card.weights_sha256

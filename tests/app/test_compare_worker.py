@@ -55,6 +55,15 @@ def test_compare_queues_its_runs_and_rebuilds_the_leaderboard_from_the_ledger(mo
     again = _compare(model_name="synthetic-street")  # read back from beside the ledger, not scored again
     assert not again.status and again.dataframe[0].value.equals(board)
 
+    # issue 21 part 5: from the leaderboard to the Contrast page, the two best runs as A and B
+    best = [m for m in board["model"] if m in ("grad_ascent", "ssd")]
+    ids = {r["method"]: f"L{r['run']}" for r in Ledger().runs()}
+    next(b for b in again.button if b.label.startswith("Contrast the two best runs")).click().run()
+    assert not again.exception, again.exception
+    assert [t.value for t in again.title] == ["Contrast"]
+    assert (again.selectbox(key="contrast_a").value, again.selectbox(key="contrast_b").value) == \
+        (ids[best[0]], ids[best[1]])
+
 
 def _recorded_oracle(instances, tasks=None) -> int:
     """A done retrain run on the street sample, recorded by another request (the CLI's) with the
