@@ -480,7 +480,9 @@ def test_lasso_on_the_map_picks_instances(page):
 
 def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
     """examples/own_model's architecture, imported from a plain torch.save state dict, opens
-    from its path once its plugin module is named, and its instance map draws."""
+    from its path once its plugin module is named, and its instance map draws; a run on it (in
+    the worker, which loads the plugin) shows the Attack, Twin maps, Layer similarity and Per
+    class views."""
     import torch
 
     sys.path.insert(0, str(EXAMPLE))
@@ -508,6 +510,22 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
     page.screenshot(path=str(ARTIFACTS / "imported-model.png"), full_page=True)
     _goto(page, "Select")
     page.locator(".js-plotly-plot").first.wait_for(timeout=120_000)
+    assert page.get_by_text("Traceback").count() == 0
+    # issue 21: the run's views on the plugin architecture, a screenshot of each
+    _forget(page, "1-3", 3, go=False)
+    _goto(page, "Unlearn")
+    page.get_by_text("Full-task unlearning of 3 instances").wait_for(timeout=60_000)
+    _choose(page, "Method", "grad_ascent")
+    _set_number(page, "steps", "2")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("grad_ascent, full-task, 3 instances): finished").wait_for(timeout=300_000)
+    _goto(page, "Interference")
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=300_000)
+    for name, texts in CONTRAST_VIEWS.items():
+        _view(page, name)
+        for text in texts:
+            page.get_by_text(text).first.wait_for(timeout=300_000)
+        page.screenshot(path=str(ARTIFACTS / f"imported-view-{name.split()[0].lower()}.png"), full_page=True)
     assert page.get_by_text("Traceback").count() == 0
 
 
