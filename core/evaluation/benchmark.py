@@ -595,22 +595,17 @@ class Bench:
 
     def _in_workers(self, function: Callable, jobs: Sequence, workers: int, desc: str) -> None:
         """`function(job)` for every job in `workers` spawned processes, each with its share of
-        torch's threads; nothing when workers is 1 or there is at most one job (the caller runs
-        what is left, reading back what the processes wrote)."""
+        torch's threads (`core.evaluation.processes.in_processes`: Ctrl-C stops them all);
+        nothing when workers is 1 or there is at most one job (the caller runs what is left,
+        reading back what the processes wrote)."""
         if workers <= 1 or len(jobs) <= 1:
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from core.evaluation.processes import in_processes
 
         threads = max(1, torch.get_num_threads() // workers)
-        context = multiprocessing.get_context("spawn")
         plugins = method_plugins(self.plan.all_methods())  # a spawned process imports them again
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(self.plan, str(self.out), threads, plugins, self.storage)) as pool:
-            futures = [pool.submit(function, job) for job in jobs]
-            for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
-                               disable=not self.show_bars):
-                future.result()
+        in_processes(function, jobs, workers, _start_worker,
+                     (self.plan, str(self.out), threads, plugins, self.storage), desc, self.show_bars)
 
     def run(self, workers: int = 1) -> list[dict[str, Any]]:
         """Train the base models, tune, then run every cell (in `workers` processes, each with

@@ -539,15 +539,13 @@ def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int,
         return [tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler)
                 for method, requests, sampler in jobs]
     import functools
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+
+    from core.evaluation.processes import in_processes
 
     threads = max(1, torch.get_num_threads() // workers)
     plugins = method_plugins([method for method, _, _ in jobs])  # a spawned process imports them again
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                             initargs=(model, data, threads, plugins)) as pool:
-        return list(pool.map(functools.partial(_study, trials=trials, seed=seed,
-                                               retain_sample=retain_sample), jobs))
+    return in_processes(functools.partial(_study, trials=trials, seed=seed, retain_sample=retain_sample),
+                        jobs, workers, _start, (model, data, threads, plugins))
 
 
 def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[str] | None = None,

@@ -342,3 +342,62 @@ def test_protocol_5_tuning_rescores_on_more_draws_and_measures_its_floor(tmp_pat
     ours = next(r for r in records if r["method"] == "interference_aware" and r["mode"] == "full")
     variant = bench.tuned("synthetic-indoor", "full", "interference_aware_no_tgp")
     assert variant == {k: v for k, v in ours["chosen"].items() if k in NoTGPConfig.__dataclass_fields__}
+
+
+def _held(job):
+    """A worker's job for the stop tests: job 0 waits until another job has started, then stops
+    as Ctrl-C stops it; every other job waits for the "release" file (the guard's, or never)
+    and marks that it ran to its end. "ignore" jobs also ignore SIGTERM (a worker stuck in C code)."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    index, folder, ignore = job
+    folder = Path(folder)
+    (folder / f"started-{index}-{os.getpid()}").touch()
+    if ignore:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    while not (folder / "release").exists():
+        if index == 0 and len(list(folder.glob("started-*"))) > 1:
+            raise KeyboardInterrupt
+        time.sleep(0.05)
+    (folder / f"finished-{index}").touch()
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("ignore", [False, True])
+def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, ignore):
+    """A KeyboardInterrupt in one worker's job (Ctrl-C reaches every process of the terminal)
+    stops `_in_workers`: it raises KeyboardInterrupt, the other workers' running jobs and the
+    queued ones never run to their end, and no worker process is left; one that ignores SIGTERM
+    is killed after `STOP_GRACE_S`. Before, the workers went on with every queued job and the
+    pool waited for them. A guard releases the jobs after 120 s, so that a regression fails
+    instead of hanging."""
+    import threading
+
+    from core.evaluation import processes
+
+    monkeypatch.setattr(processes, "STOP_GRACE_S", 2.0)
+    bench = Bench(MINI, tmp_path / "out", log=lambda _: None, show_bars=False)
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    guard = threading.Timer(120, (folder / "release").touch)
+    guard.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench._in_workers(_held, [(i, str(folder), ignore) for i in range(6)], 2, "jobs")
+    finally:
+        guard.cancel()
+    assert not list(folder.glob("finished-*"))
+    pids = {int(path.name.split("-")[2]) for path in folder.glob("started-*")}
+    assert len(pids) == 2 and not [pid for pid in pids if _alive(pid)]

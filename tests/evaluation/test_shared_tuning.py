@@ -248,3 +248,33 @@ def test_processes_opening_a_new_database_at_once_both_get_the_storage(monkeypat
     monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
     with pytest.raises(sqlalchemy.exc.OperationalError):
         storage.open_storage("sqlite:///nowhere/studies.db")
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_study_stopped_by_ctrl_c_mid_trial_resumes_at_once(tmp_path, fake_scores, monkeypatch, kind):
+    """Ctrl-C (or a stopped bench worker's SIGTERM, `core.evaluation.processes`) in the middle
+    of a shared study's trial: Optuna marks that trial failed, so the next run redoes it at once
+    (no wait for its heartbeat to go stale) and the study keeps its exact budget."""
+    import optuna
+
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    calls = []
+
+    def stopped_at_the_third(method, config, *args):
+        calls.append(config)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _score(method, config)
+
+    monkeypatch.setattr(tuning, "score_config", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+             study_name="stopped")
+    monkeypatch.setattr(tuning, "score_config", _score)
+    monkeypatch.setattr(tuning.time, "sleep", lambda _: pytest.fail("the resume waited for a trial"))
+    record = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+                  study_name="stopped")
+    stored = optuna.load_study(study_name="stopped", storage=open_storage(url))
+    assert stored.trials[2].state == optuna.trial.TrialState.FAIL
+    assert len(record["trials"]) == 4 + 2 * widen_trials(4) and record["failed"] == 0
+    assert 2 not in [t["number"] for t in record["trials"]]
