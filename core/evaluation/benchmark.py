@@ -257,6 +257,16 @@ def _write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=str))
 
 
+def _add_entry(path: Path, key: str, value: Any) -> dict[str, Any]:
+    """Set `key` in the JSON object at `path` (a cache of the bench's folder) and return the
+    object, reading it again under `claims.locked`: other invocations sharing the folder may
+    add their keys at once."""
+    with claims.locked(path):
+        record = {**(json.loads(path.read_text()) if path.is_file() else {}), key: value}
+        _write_json(path, record)
+    return record
+
+
 class Bench:
     """One results folder and the plan that fills it. `run()` does what is missing."""
 
@@ -409,8 +419,7 @@ class Bench:
                 board = compare_models(models, request, data, retain_sample=self.plan.retain_sample,
                                        seed=seed, mia=False, heldout="tuning").leaderboard
                 scores.append(float(board.set_index("model").at[SECOND_ORACLE, SCORE]))
-            record = {**(json.loads(path.read_text()) if path.is_file() else {}), key: float(np.mean(scores))}
-            _write_json(path, record)
+            record = _add_entry(path, key, float(np.mean(scores)))
         return float(record[key])
 
     def tuning_floors(self) -> dict[tuple[str, str], float]:
@@ -519,8 +528,7 @@ class Bench:
                     setting = "full" if row["task"] == "all" else f"partial:{row['task']}"
                     row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
                     rows.append({"benchmark": benchmark, "ratio": ratio, "setting": setting, **row})
-            record[key] = rows
-            _write_json(path, record)
+            record = _add_entry(path, key, rows)
         return record[key]
 
     def geometry(self) -> pd.DataFrame:
@@ -954,11 +962,13 @@ def tune_plan(plan: BenchPlan, out: str | Path, show_bars: bool = True, log: Cal
 
 
 def _record_invocation(out: Path, began: str, seconds: float, ended: str) -> list[dict[str, Any]]:
-    """Append one invocation to invocations.json; returns them all."""
+    """Append one invocation to invocations.json (under `claims.locked`: invocations sharing the
+    folder append at once); returns them all."""
     path = out / INVOCATIONS
-    invocations = json.loads(path.read_text()) if path.is_file() else []
-    invocations.append({"started": began, "seconds": round(seconds, 1), "ended": ended})
-    _write_json(path, invocations)
+    with claims.locked(path):
+        invocations = json.loads(path.read_text()) if path.is_file() else []
+        invocations.append({"started": began, "seconds": round(seconds, 1), "ended": ended})
+        _write_json(path, invocations)
     return invocations
 
 

@@ -13,6 +13,12 @@ when it is finished yet its piece is asked for again (its output was deleted). T
 processes that take over the same stale claim at the same instant may both compute its piece:
 the bench's pieces are deterministic and written through temporary files, so that costs time,
 never a result.
+
+`locked` holds the lock on a shared file's folder for a read-modify-write of that file (the
+bench's invocations.json and floor caches, `mtu tune`'s settings file), so processes that update
+it at once lose none of each other's changes; the lock is an advisory one on the folder
+(`core.checkpoints`' own, released when its process dies), so across machines the folder must
+support file locks, as sqlite's does.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.checkpoints import _folder_lock
 from core.outputs import write_text_atomic
 
 HEARTBEAT_S = 30.0
@@ -116,3 +123,14 @@ def claim(folder: str | Path, piece: str) -> Iterator[bool]:
     heart.join()
     held = json.loads(path.read_text())
     write_text_atomic(path, json.dumps({**held, "finished": time.time()}))
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold the lock on the folder of `path` (created when missing) while the block reads,
+    changes and writes `path`; write it with `write_text_atomic`, so that readers that take no
+    lock never see half a file. Not re-entrant: the block must not take it again."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        yield

@@ -509,9 +509,7 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
         if record["widened"]:
             entry["widened"].setdefault(mode, {})[method] = sorted(record["widened"])
     entry["seconds"] = round(time.perf_counter() - start, 1)
-    document = check_settings_output(out, checkpoint_paths(path))  # read again: it may have changed
-    document[weights.stem] = entry
-    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    _merge_settings(out, [*checkpoint_paths(path)], {weights.stem: entry})
     return entry
 
 
@@ -561,7 +559,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
     """
     folder, out = Path(folder), Path(out)
     plan_file = folder / "plan.json"
-    document = check_settings_output(out, [plan_file])
+    check_settings_output(out, [plan_file])
     if not plan_file.is_file():
         raise ValueError(f"{folder} is not a bench results folder (no plan.json); "
                          "pass the folder `mtu bench` printed")
@@ -571,6 +569,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
     found = sorted({r["benchmark"] for r in records})
     if not found:
         raise ValueError(f"{folder} holds no finished tuning study yet; run `mtu bench` first")
+    entries: dict[str, Any] = {}
     for name in benchmarks or found:
         mine = [r for r in records if r["benchmark"] == name]
         if not mine:
@@ -588,8 +587,20 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
         for record in mine:
             entry["modes"].setdefault(record["mode"], {})[record["method"]] = record["chosen"]
             entry["best_uis"].setdefault(record["mode"], {})[record["method"]] = record["best_uis"]
-        document[name] = entry
-    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
+        entries[name] = entry
+    return _merge_settings(out, [plan_file], entries)
+
+
+def _merge_settings(out: Path, inputs: Sequence[Path], entries: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `entries` into the settings document at `out`, read again under `claims.locked`
+    (other commands may have changed it meanwhile, or be writing it now) and checked
+    (`check_settings_output`); returns the document written."""
+    from core.evaluation.claims import locked
+
+    with locked(out):
+        document = check_settings_output(out, inputs)
+        document.update(entries)
+        write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
     return document
 
 

@@ -250,6 +250,46 @@ def test_processes_opening_a_new_database_at_once_both_get_the_storage(monkeypat
         storage.open_storage("sqlite:///nowhere/studies.db")
 
 
+def _record_invocations(out, index, count):
+    """A process of the test below: once the "go" file exists, append `count` invocations."""
+    import os
+    import time
+    from pathlib import Path
+
+    from core.evaluation.benchmark import _record_invocation
+
+    out = Path(out)
+    (out / f"ready-{index}").touch()
+    while not (out / "go").exists():
+        time.sleep(0.01)
+    for i in range(count):
+        _record_invocation(out, f"{index}-{i}-{os.getpid()}", 1.0, "finished")
+
+
+def test_invocations_appended_at_once_by_several_processes_are_all_kept(tmp_path):
+    """invocations.json is read, extended and written again by every invocation on a folder:
+    processes sharing --out do so at once, and unlocked they lost each other's entries."""
+    count, workers = 25, 4
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_record_invocations, args=(str(tmp_path), i, count))
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    import time
+
+    for _ in range(6000):  # each process imports the bench first; start them together
+        if len(list(tmp_path.glob("ready-*"))) == workers:
+            break
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    for process in processes:
+        process.join(300)
+    assert [p.exitcode for p in processes] == [0] * workers
+    entries = json.loads((tmp_path / "invocations.json").read_text())
+    started = sorted(entry["started"].rsplit("-", 1)[0] for entry in entries)
+    assert started == sorted(f"{i}-{j}" for i in range(workers) for j in range(count))
+
+
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_a_study_stopped_by_ctrl_c_mid_trial_resumes_at_once(tmp_path, fake_scores, monkeypatch, kind):
     """Ctrl-C (or a stopped bench worker's SIGTERM, `core.evaluation.processes`) in the middle
