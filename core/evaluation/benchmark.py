@@ -570,36 +570,27 @@ class Bench:
                  "cell": self.cell_path}
         return paths[kind](*job)
 
-    def work(self, kind: str, job: tuple) -> bool:
-        """One piece of work ("base", "oracle", "study", "cell": the method that computes it or
-        reads it back); with a storage only when its output is missing and this process claims
-        it. Returns whether this process ran it."""
+    def _piece(self, kind: str, job: tuple) -> claims.Piece:
+        """A piece of work ("base", "oracle", "study", "cell") as `claims` takes it: its claim's
+        name, whether its output is there, and the method that computes it or reads it back."""
         run = {"base": self.base, "oracle": self.oracle, "study": self.tuned, "cell": self.cell}[kind]
-        output = self._output(kind, job)
-        if self.storage is None:
-            run(*job)
-            return True
         name = self._path(kind, job).name.removesuffix(".json")
-        if output.is_file():  # finished by another process since the caller looked
-            return False
-        with claims.claim(self.out / "claims", f"{kind}__{name}") as mine:
-            if mine and not output.is_file():
-                run(*job)
-                return True
-        return False
+        return f"{kind}__{name}", self._output(kind, job).is_file, lambda: run(*job)
+
+    def work(self, kind: str, job: tuple) -> bool:
+        """One piece of work (`_piece`); with a storage only when its output is missing and this
+        process claims it (`claims.work`). Returns whether this process ran it."""
+        name, done, run = self._piece(kind, job)
+        if self.storage is None:
+            run()
+            return True
+        return claims.work(self.out / "claims", name, done, run)
 
     def _share(self, kind: str, jobs: Sequence[tuple]) -> None:
-        """With a storage: every piece of `jobs` not done yet, each by the process that claims it;
-        then wait (`SHARE_POLL_S` at a time) for those other processes hold, taking over a
-        stopped process's claims. Nothing without a storage."""
-        if self.storage is None:
-            return
-        while True:
-            left = [job for job in jobs if not self._output(kind, job).is_file()]
-            if not left:
-                return
-            if not [job for job in left if self.work(kind, job)]:
-                time.sleep(SHARE_POLL_S)
+        """With a storage: every piece of `jobs` not done yet, each by the process that claims
+        it, then wait for those other processes hold (`claims.share`). Nothing without one."""
+        if self.storage is not None:
+            claims.share(self.out / "claims", [self._piece(kind, job) for job in jobs])
 
     def _in_workers(self, function: Callable, jobs: Sequence, workers: int, desc: str) -> None:
         """`function(job)` for every job in `workers` spawned processes, each with its share of
@@ -842,8 +833,6 @@ RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", TUNING_FLOOR, IN
                 *(f"{name}.csv" for name in FRAMES))
 RESULT_FOLDERS = ("models", "tuning", "oracles", "cells", "claims")
 """The folders the bench writes JSON records and checkpoints into."""
-SHARE_POLL_S = 5.0
-"""Seconds between two looks at the pieces of work other processes hold (`Bench._share`)."""
 
 
 def _result_temporary(name: str) -> bool:

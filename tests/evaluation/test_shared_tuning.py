@@ -318,3 +318,63 @@ def test_a_study_stopped_by_ctrl_c_mid_trial_resumes_at_once(tmp_path, fake_scor
     assert stored.trials[2].state == optuna.trial.TrialState.FAIL
     assert len(record["trials"]) == 4 + 2 * widen_trials(4) and record["failed"] == 0
     assert 2 not in [t["number"] for t in record["trials"]]
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_mtu_tune_sharing_a_storage_run_the_budget_once_and_choose_as_one(tmp_path, use_cache,
+                                                                             monkeypatch, kind):
+    """`mtu tune --storage URL` twice at once (two threads here; processes and machines alike):
+    the studies are split between them (each claimed by one, `core.evaluation.claims`), so
+    together they run each study's budget once, not twice, and both write the choices one
+    `mtu tune` makes alone."""
+    from core.cli import main
+    from core.evaluation import claims
+
+    model = tmp_path / "tiny"
+    assert main(["train", "--benchmark", "synthetic-street", "--n-train", "12", "--n-val", "30", "--size",
+                 "32x32", "--arg", "width=4", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    monkeypatch.setattr(GradAscent, "search_space", SPACE)
+    monkeypatch.setattr(claims, "POLL_S", 0.05)
+    runs = []
+
+    def counted_score(method, config, *args):
+        import time
+
+        runs.append(config)
+        time.sleep(0.02)  # so that the two invocations overlap
+        return _score(method, config)
+
+    monkeypatch.setattr(tuning, "score_config", counted_score)
+    tune = ["tune", "--model", str(model), "--trials", "4", "--methods", "grad_ascent", "--ratio", "0.2"]
+    assert main([*tune, "--out", str(tmp_path / "alone.json")]) == 0
+    alone, budget = json.loads((tmp_path / "alone.json").read_text())["tiny"], len(runs)
+    assert budget == 2 * (4 + 2 * widen_trials(4))  # full and partial, each widened twice
+    runs.clear()
+    shared = tmp_path / "shared.json"
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(main([*tune, "--out", str(shared), "--storage",
+                                                                  url])))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [0, 0] and len(runs) == budget
+    entry = json.loads(shared.read_text())["tiny"]
+    assert entry["modes"] == alone["modes"] and entry["best_uis"] == alone["best_uis"]
+    assert entry["extra_trials"] == alone["extra_trials"]
+    held = [json.loads(p.read_text()) for p in (tmp_path / "shared.json.claims").glob("study__tiny__*.json")]
+    assert len(held) == 2 and all("finished" in claim for claim in held)  # one claim per study
+    # a third invocation finds every study done: it runs nothing and writes the same choices
+    assert main([*tune, "--out", str(shared), "--storage", url]) == 0
+    assert len(runs) == budget and json.loads(shared.read_text())["tiny"]["modes"] == alone["modes"]
+
+
+def test_mtu_tune_refuses_storage_with_from_bench(tmp_path):
+    from core.cli import main
+
+    with pytest.raises(SystemExit, match="--from-bench tunes nothing.*--storage"):
+        main(["tune", "--from-bench", str(tmp_path), "--out", str(tmp_path / "t.json"), "--storage",
+              str(tmp_path / "studies.log")])
