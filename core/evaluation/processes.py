@@ -96,8 +96,8 @@ def in_processes(function: Callable[[Any], Any], jobs: Sequence[Any], workers: i
         futures = [pool.submit(_run, function, job) for job in jobs]
         for future in tqdm(as_completed(futures), total=len(futures), desc=desc, disable=not show_bar):
             future.result()
+        pool.shutdown()  # Ctrl-C may come while it waits for the workers to end, too
     except BaseException:
         _stop_pool(pool)
         raise
-    pool.shutdown()
     return [future.result() for future in futures]
