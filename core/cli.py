@@ -376,6 +376,10 @@ def cmd_tune(args) -> int:
     if args.from_bench:
         from core.evaluation.tuning import tuned_from_bench
 
+        if args.storage:
+            raise SystemExit("mtu tune: --from-bench tunes nothing, so there are no studies to share in "
+                             "--storage; pass one of them")
+
         if not args.out:
             raise SystemExit("mtu tune: --from-bench needs --out (e.g. sample_models/tuned.json)")
         document = tuned_from_bench(args.from_bench, args.out, args.benchmarks, command)
@@ -384,7 +388,8 @@ def cmd_tune(args) -> int:
     if not args.model:
         raise SystemExit("mtu tune: pass --model CHECKPOINT (or --from-bench FOLDER --out FILE)")
     entry = tune_checkpoint(args.model, args.trials, args.out, args.methods, args.ratio, args.seed,
-                            command=command, data_root=args.data, workers=args.workers)
+                            command=command, data_root=args.data, workers=args.workers,
+                            storage=args.storage)
     pairs = sum(len(methods) for methods in entry["modes"].values())
     print(f"tuned {pairs} (mode, method) pairs with {args.trials} trials each in {entry['seconds']:.0f} s; "
           f"wrote {args.out or 'tuned.json beside the model'}")
@@ -475,6 +480,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, **kwargs) -> argparse.ArgumentParser:
         return commands.add_parser(name, parents=[common], **kwargs)
+
+    def storage_argument(parser: argparse.ArgumentParser, sharers: str, split: str) -> None:
+        parser.add_argument("--storage", default=None, metavar="URL",
+                            help=f"an Optuna storage that several `{sharers}` invocations share, on one "
+                                 "machine or several: a journal file on a shared folder (a path) or a "
+                                 "database URL (sqlite:///..., postgresql://...); they split "
+                                 f"{split}, and a killed one's work is redone")
 
     def architecture_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--arch", default="small_cnn",
@@ -588,11 +600,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     bench.add_argument("--workers", type=int, default=1,
                        help="tuning studies and cells run in this many processes, sharing the threads")
-    bench.add_argument("--storage", default=None, metavar="URL",
-                       help="an Optuna storage that several `mtu bench --out SAME_FOLDER` invocations share, "
-                            "on one machine or several: a journal file on the shared folder (a path) or a "
-                            "database URL (sqlite:///..., postgresql://...); they split the studies and "
-                            "cells, and a killed one's work is redone")
+    storage_argument(bench, "mtu bench --out SAME_FOLDER", "the studies and cells")
     bench.set_defaults(func=cmd_bench)
 
     worker = command("worker", help="run the dashboard's queued unlearning jobs (mtu app starts one)")
@@ -616,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="dataset folder (.npy layout); default: the data the model card names")
     tune.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     tune.add_argument("--workers", type=int, default=1, help="studies run in this many processes")
+    storage_argument(tune, "mtu tune --model SAME --out SAME_FILE", "the studies")
     tune.set_defaults(func=cmd_tune)
 
     app = command("app", help="start the Streamlit dashboard and its worker")

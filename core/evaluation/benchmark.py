@@ -257,6 +257,16 @@ def _write_json(path: Path, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, allow_nan=False, default=str))
 
 
+def _add_entry(path: Path, key: str, value: Any) -> dict[str, Any]:
+    """Set `key` in the JSON object at `path` (a cache of the bench's folder) and return the
+    object, reading it again under `claims.locked`: other invocations sharing the folder may
+    add their keys at once."""
+    with claims.locked(path):
+        record = {**(json.loads(path.read_text()) if path.is_file() else {}), key: value}
+        _write_json(path, record)
+    return record
+
+
 class Bench:
     """One results folder and the plan that fills it. `run()` does what is missing."""
 
@@ -409,8 +419,7 @@ class Bench:
                 board = compare_models(models, request, data, retain_sample=self.plan.retain_sample,
                                        seed=seed, mia=False, heldout="tuning").leaderboard
                 scores.append(float(board.set_index("model").at[SECOND_ORACLE, SCORE]))
-            record = {**(json.loads(path.read_text()) if path.is_file() else {}), key: float(np.mean(scores))}
-            _write_json(path, record)
+            record = _add_entry(path, key, float(np.mean(scores)))
         return float(record[key])
 
     def tuning_floors(self) -> dict[tuple[str, str], float]:
@@ -519,8 +528,7 @@ class Bench:
                     setting = "full" if row["task"] == "all" else f"partial:{row['task']}"
                     row = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
                     rows.append({"benchmark": benchmark, "ratio": ratio, "setting": setting, **row})
-            record[key] = rows
-            _write_json(path, record)
+            record = _add_entry(path, key, rows)
         return record[key]
 
     def geometry(self) -> pd.DataFrame:
@@ -562,55 +570,41 @@ class Bench:
                  "cell": self.cell_path}
         return paths[kind](*job)
 
-    def work(self, kind: str, job: tuple) -> bool:
-        """One piece of work ("base", "oracle", "study", "cell": the method that computes it or
-        reads it back); with a storage only when its output is missing and this process claims
-        it. Returns whether this process ran it."""
+    def _piece(self, kind: str, job: tuple) -> claims.Piece:
+        """A piece of work ("base", "oracle", "study", "cell") as `claims` takes it: its claim's
+        name, whether its output is there, and the method that computes it or reads it back."""
         run = {"base": self.base, "oracle": self.oracle, "study": self.tuned, "cell": self.cell}[kind]
-        output = self._output(kind, job)
-        if self.storage is None:
-            run(*job)
-            return True
         name = self._path(kind, job).name.removesuffix(".json")
-        if output.is_file():  # finished by another process since the caller looked
-            return False
-        with claims.claim(self.out / "claims", f"{kind}__{name}") as mine:
-            if mine and not output.is_file():
-                run(*job)
-                return True
-        return False
+        return f"{kind}__{name}", self._output(kind, job).is_file, lambda: run(*job)
+
+    def work(self, kind: str, job: tuple) -> bool:
+        """One piece of work (`_piece`); with a storage only when its output is missing and this
+        process claims it (`claims.work`). Returns whether this process ran it."""
+        name, done, run = self._piece(kind, job)
+        if self.storage is None:
+            run()
+            return True
+        return claims.work(self.out / "claims", name, done, run)
 
     def _share(self, kind: str, jobs: Sequence[tuple]) -> None:
-        """With a storage: every piece of `jobs` not done yet, each by the process that claims it;
-        then wait (`SHARE_POLL_S` at a time) for those other processes hold, taking over a
-        stopped process's claims. Nothing without a storage."""
-        if self.storage is None:
-            return
-        while True:
-            left = [job for job in jobs if not self._output(kind, job).is_file()]
-            if not left:
-                return
-            if not [job for job in left if self.work(kind, job)]:
-                time.sleep(SHARE_POLL_S)
+        """With a storage: every piece of `jobs` not done yet, each by the process that claims
+        it, then wait for those other processes hold (`claims.share`). Nothing without one."""
+        if self.storage is not None:
+            claims.share(self.out / "claims", [self._piece(kind, job) for job in jobs])
 
     def _in_workers(self, function: Callable, jobs: Sequence, workers: int, desc: str) -> None:
         """`function(job)` for every job in `workers` spawned processes, each with its share of
-        torch's threads; nothing when workers is 1 or there is at most one job (the caller runs
-        what is left, reading back what the processes wrote)."""
+        torch's threads (`core.evaluation.processes.in_processes`: Ctrl-C stops them all);
+        nothing when workers is 1 or there is at most one job (the caller runs what is left,
+        reading back what the processes wrote)."""
         if workers <= 1 or len(jobs) <= 1:
             return
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from core.evaluation.processes import in_processes
 
         threads = max(1, torch.get_num_threads() // workers)
-        context = multiprocessing.get_context("spawn")
         plugins = method_plugins(self.plan.all_methods())  # a spawned process imports them again
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(self.plan, str(self.out), threads, plugins, self.storage)) as pool:
-            futures = [pool.submit(function, job) for job in jobs]
-            for future in tqdm(as_completed(futures), total=len(futures), desc=desc,
-                               disable=not self.show_bars):
-                future.result()
+        in_processes(function, jobs, workers, _start_worker,
+                     (self.plan, str(self.out), threads, plugins, self.storage), desc, self.show_bars)
 
     def run(self, workers: int = 1) -> list[dict[str, Any]]:
         """Train the base models, tune, then run every cell (in `workers` processes, each with
@@ -839,8 +833,6 @@ RESULT_FILES = ("plan.json", "tuning.json", "noise_floor.json", TUNING_FLOOR, IN
                 *(f"{name}.csv" for name in FRAMES))
 RESULT_FOLDERS = ("models", "tuning", "oracles", "cells", "claims")
 """The folders the bench writes JSON records and checkpoints into."""
-SHARE_POLL_S = 5.0
-"""Seconds between two looks at the pieces of work other processes hold (`Bench._share`)."""
 
 
 def _result_temporary(name: str) -> bool:
@@ -959,11 +951,13 @@ def tune_plan(plan: BenchPlan, out: str | Path, show_bars: bool = True, log: Cal
 
 
 def _record_invocation(out: Path, began: str, seconds: float, ended: str) -> list[dict[str, Any]]:
-    """Append one invocation to invocations.json; returns them all."""
+    """Append one invocation to invocations.json (under `claims.locked`: invocations sharing the
+    folder append at once); returns them all."""
     path = out / INVOCATIONS
-    invocations = json.loads(path.read_text()) if path.is_file() else []
-    invocations.append({"started": began, "seconds": round(seconds, 1), "ended": ended})
-    _write_json(path, invocations)
+    with claims.locked(path):
+        invocations = json.loads(path.read_text()) if path.is_file() else []
+        invocations.append({"started": began, "seconds": round(seconds, 1), "ended": ended})
+        _write_json(path, invocations)
     return invocations
 
 

@@ -13,6 +13,15 @@ when it is finished yet its piece is asked for again (its output was deleted). T
 processes that take over the same stale claim at the same instant may both compute its piece:
 the bench's pieces are deterministic and written through temporary files, so that costs time,
 never a result.
+
+`work` runs one piece when this process claims it; `share` runs every piece it can claim, then
+waits for those others hold (the bench's phases, `mtu tune --storage`'s studies).
+
+`locked` holds the lock on a shared file's folder for a read-modify-write of that file (the
+bench's invocations.json and floor caches, `mtu tune`'s settings file), so processes that update
+it at once lose none of each other's changes; the lock is an advisory one on the folder
+(`core.checkpoints`' own, released when its process dies), so across machines the folder must
+support file locks, as sqlite's does.
 """
 
 from __future__ import annotations
@@ -22,16 +31,22 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.checkpoints import _folder_lock
 from core.outputs import write_text_atomic
 
 HEARTBEAT_S = 30.0
 """Seconds between two touches of a held claim."""
 GRACE_S = 300.0
 """A claim untouched this long is a stopped process's."""
+POLL_S = 5.0
+"""Seconds between two looks at the pieces other processes hold (`share`)."""
+
+Piece = tuple[str, Callable[[], bool], Callable[[], object]]
+"""A piece of work: (its name in the claims folder, whether it is done, what computes it)."""
 
 
 def _alive(pid: int) -> bool:
@@ -116,3 +131,38 @@ def claim(folder: str | Path, piece: str) -> Iterator[bool]:
     heart.join()
     held = json.loads(path.read_text())
     write_text_atomic(path, json.dumps({**held, "finished": time.time()}))
+
+
+def work(folder: str | Path, name: str, done: Callable[[], bool], run: Callable[[], object]) -> bool:
+    """`run()` when the piece `name` is not `done()` and this process claims it in `folder`
+    (done is asked again once claimed: another process may have finished it meanwhile).
+    Returns whether this process ran it."""
+    if done():
+        return False
+    with claim(folder, name) as mine:
+        if mine and not done():
+            run()
+            return True
+    return False
+
+
+def share(folder: str | Path, pieces: Sequence[Piece]) -> None:
+    """Every piece not done yet, each by the process that claims it (`work`); then wait
+    (`POLL_S` at a time) for those other processes hold, taking over a stopped process's claims."""
+    while True:
+        left = [piece for piece in pieces if not piece[1]()]
+        if not left:
+            return
+        if not [piece for piece in left if work(folder, *piece)]:
+            time.sleep(POLL_S)
+
+
+@contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """Hold the lock on the folder of `path` (created when missing) while the block reads,
+    changes and writes `path`; write it with `write_text_atomic`, so that readers that take no
+    lock never see half a file. Not re-entrant: the block must not take it again."""
+    folder = Path(path).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with _folder_lock(folder):
+        yield

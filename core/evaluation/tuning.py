@@ -46,7 +46,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -467,7 +467,8 @@ def mode_requests(instances: Sequence[int], train_ids: Sequence[int], tasks: Seq
 def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None,
                     methods: Sequence[str] | None = None, ratio: float = 0.01, seed: int = 0,
                     retain_sample: int = 64, command: str = "", data_root: str | None = None,
-                    log: Callable[[str], None] = print, workers: int = 1) -> dict[str, Any]:
+                    log: Callable[[str], None] = print, workers: int = 1,
+                    storage: str | None = None) -> dict[str, Any]:
     """Tune every method (or `methods`) for both modes of the checkpoint at `path` and merge the
     choices into `out` (default: tuned.json beside the checkpoint) under the checkpoint's name.
 
@@ -476,6 +477,11 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
     over them), each trial scored by UIS v2 against the original (a checkpoint has no oracle) on
     the tuning part of the val split, each study with its own sampler seed (`study_seed`). The
     (mode, method) studies run in `workers` processes, each with its share of torch's threads.
+    `storage`: the URL of an Optuna storage (`core.evaluation.storage.open_storage`) that several
+    invocations with the same checkpoint, options and `out` share: each study lives there under
+    `checkpoint_study_name` and is run by the invocation that claims it in the folder
+    `<out>.claims` (`core.evaluation.claims`), the others wait for it and read its record back,
+    so together they run each study's budget once and every one writes the same choices.
     Returns the entry written:
     {"command", "date", "seconds", "trials", "seed", "ratio", "instances", "scored_on", "modes":
     {mode: {method: config}}, "best_uis": {mode: {method: uis}}, "extra_trials", "widened"}.
@@ -498,9 +504,12 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
                              "modes": {}, "best_uis": {}, "extra_trials": {}, "widened": {}}
     studies = [(mode, method) for mode in ("full", "partial") for method in methods or tunable_methods()]
     jobs = [(method, mode_requests(instances, card.train_ids, tasks, mode),
-             study_seed(seed, weights.stem, mode, method)) for mode, method in studies]
+             study_seed(seed, weights.stem, mode, method),
+             checkpoint_study_name(weights.stem, card.weights_sha256, mode, method, trials, ratio, seed,
+                                   retain_sample)) for mode, method in studies]
+    folder = out.with_name(f"{out.name}.claims") if storage else None
     for (mode, method), record in zip(studies, _in_processes(
-            model, data, jobs, trials, seed, retain_sample, workers)):
+            model, data, jobs, trials, seed, retain_sample, workers, storage, folder)):
         log(f"{weights.stem} {mode} {method}: best UIS {record['best_uis']} "
             f"({len(record['trials'])} trials, {record['seconds']:.0f} s)")
         entry["modes"].setdefault(mode, {})[method] = record["chosen"]
@@ -509,13 +518,23 @@ def tune_checkpoint(path: str | Path, trials: int, out: str | Path | None = None
         if record["widened"]:
             entry["widened"].setdefault(mode, {})[method] = sorted(record["widened"])
     entry["seconds"] = round(time.perf_counter() - start, 1)
-    document = check_settings_output(out, checkpoint_paths(path))  # read again: it may have changed
-    document[weights.stem] = entry
-    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    _merge_settings(out, [*checkpoint_paths(path)], {weights.stem: entry})
     return entry
 
 
+def checkpoint_study_name(name: str, weights_sha256: str, mode: str, method: str, trials: int, ratio: float,
+                          seed: int, retain_sample: int) -> str:
+    """A `tune_checkpoint` study's name in a shared storage: the checkpoint's name, the mode, the
+    tuning seed, the method and a CRC-32 of what changes its trials (the weights' SHA-256, the
+    budget, the forget ratio, the seed, the retain sample), so two tunings never share a study."""
+    options = {"weights": weights_sha256, "trials": trials, "ratio": ratio, "seed": seed,
+               "retain_sample": retain_sample}
+    fingerprint = zlib.crc32(json.dumps(options, sort_keys=True).encode())
+    return f"{name}__{mode}__s{seed}__{method}__{fingerprint:08x}"
+
+
 _SHARED: tuple[Any, Any] | None = None
+_STORAGES: dict[str, Any] = {}
 
 
 def _start(model, data, threads: int, plugins: Sequence[str] = ()) -> None:
@@ -525,29 +544,87 @@ def _start(model, data, threads: int, plugins: Sequence[str] = ()) -> None:
     _SHARED = (model, data)
 
 
-def _study(job, trials: int, seed: int, retain_sample: int) -> dict[str, Any]:
-    method, requests, sampler_seed = job
+def _storage(url: str) -> Any:
+    """The shared storage at `url`, opened once per process."""
+    from core.evaluation.storage import open_storage
+
+    if url not in _STORAGES:
+        _STORAGES[url] = open_storage(url)
+    return _STORAGES[url]
+
+
+def _result(url: str, name: str) -> dict[str, Any] | None:
+    """The record of the shared study `name` once a process has finished it (the study's
+    "result" attribute); None before."""
+    storage = _storage(url)
+    try:
+        study = storage.get_study_id_from_name(name)
+    except KeyError:  # not created yet
+        return None
+    return storage.get_study_user_attrs(study).get("result")
+
+
+def _piece(model, data, job, trials: int, seed: int, retain_sample: int, storage: str) -> Any:
+    """One shared study as `claims` takes it: its claim's name, whether it is finished, and
+    what runs it (`tune` in the storage, then its record kept as the study's "result")."""
+    method, requests, sampler_seed, name = job
+
+    def run() -> None:
+        shared = _storage(storage)
+        record = tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler_seed,
+                      storage=shared, study_name=name)
+        shared.set_study_user_attr(shared.get_study_id_from_name(name), "result", record)
+
+    return f"study__{name}", lambda: _result(storage, name) is not None, run
+
+
+def _run_study(model, data, job, trials: int, seed: int, retain_sample: int, storage: str | None = None,
+               folder: Path | None = None) -> dict[str, Any] | None:
+    """`tune` on one (method, requests, sampler seed, study name) job; with `storage` only when
+    this process claims the study in `folder` (then None: the record is read from the storage)."""
+    if storage is None:
+        method, requests, sampler_seed, _ = job
+        return tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler_seed)
+    from core.evaluation.claims import work
+
+    assert folder is not None, "a shared study is claimed in a folder"
+    work(folder, *_piece(model, data, job, trials, seed, retain_sample, storage))
+    return None
+
+
+def _study(job, **options: Any) -> dict[str, Any] | None:
+    """`_run_study` in a worker process, on the model and data `_start` received."""
     assert _SHARED is not None, "_start runs first in every worker process"
-    model, data = _SHARED
-    return tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler_seed)
+    return _run_study(*_SHARED, job, **options)
 
 
-def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int, workers: int):
-    """`tune` on each (method, requests, sampler seed) job, in order: here when `workers` is 1,
-    else in that many spawned processes sharing torch's threads."""
-    if workers <= 1:
-        return [tune(method, model, requests, data, trials, seed, retain_sample, sampler_seed=sampler)
-                for method, requests, sampler in jobs]
-    import functools
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _in_processes(model, data, jobs, trials: int, seed: int, retain_sample: int, workers: int,
+                  storage: str | None = None, folder: Path | None = None) -> list[dict[str, Any]]:
+    """The `tune` record of each (method, requests, sampler seed, study name) job, in order:
+    here when `workers` is 1, else in that many spawned processes sharing torch's threads.
+    With `storage`, each study is run by the process that claims it in `folder`, after which
+    this one waits for those other invocations hold (`claims.share`) and reads every record
+    from the storage."""
+    options: dict[str, Any] = {"trials": trials, "seed": seed, "retain_sample": retain_sample,
+                               "storage": storage, "folder": folder}
+    if workers <= 1 or len(jobs) <= 1:
+        records = [_run_study(model, data, job, **options) for job in jobs]
+    else:
+        import functools
 
-    threads = max(1, torch.get_num_threads() // workers)
-    plugins = method_plugins([method for method, _, _ in jobs])  # a spawned process imports them again
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_start,
-                             initargs=(model, data, threads, plugins)) as pool:
-        return list(pool.map(functools.partial(_study, trials=trials, seed=seed,
-                                               retain_sample=retain_sample), jobs))
+        from core.evaluation.processes import in_processes
+
+        threads = max(1, torch.get_num_threads() // workers)
+        plugins = method_plugins([job[0] for job in jobs])  # a spawned process imports them again
+        records = in_processes(functools.partial(_study, **options), jobs, workers, _start,
+                               (model, data, threads, plugins))
+    if storage is None:
+        return cast(list[dict[str, Any]], records)
+    from core.evaluation.claims import share
+
+    assert folder is not None, "shared studies are claimed in a folder"
+    share(folder, [_piece(model, data, job, trials, seed, retain_sample, storage) for job in jobs])
+    return [cast(dict[str, Any], _result(storage, job[3])) for job in jobs]  # every study is finished
 
 
 def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[str] | None = None,
@@ -563,7 +640,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
     """
     folder, out = Path(folder), Path(out)
     plan_file = folder / "plan.json"
-    document = check_settings_output(out, [plan_file])
+    check_settings_output(out, [plan_file])
     if not plan_file.is_file():
         raise ValueError(f"{folder} is not a bench results folder (no plan.json); "
                          "pass the folder `mtu bench` printed")
@@ -573,6 +650,7 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
     found = sorted({r["benchmark"] for r in records})
     if not found:
         raise ValueError(f"{folder} holds no finished tuning study yet; run `mtu bench` first")
+    entries: dict[str, Any] = {}
     for name in benchmarks or found:
         mine = [r for r in records if r["benchmark"] == name]
         if not mine:
@@ -590,8 +668,20 @@ def tuned_from_bench(folder: str | Path, out: str | Path, benchmarks: Sequence[s
         for record in mine:
             entry["modes"].setdefault(record["mode"], {})[record["method"]] = record["chosen"]
             entry["best_uis"].setdefault(record["mode"], {})[record["method"]] = record["best_uis"]
-        document[name] = entry
-    write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
+        entries[name] = entry
+    return _merge_settings(out, [plan_file], entries)
+
+
+def _merge_settings(out: Path, inputs: Sequence[Path], entries: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `entries` into the settings document at `out`, read again under `claims.locked`
+    (other commands may have changed it meanwhile, or be writing it now) and checked
+    (`check_settings_output`); returns the document written."""
+    from core.evaluation.claims import locked
+
+    with locked(out):
+        document = check_settings_output(out, inputs)
+        document.update(entries)
+        write_text_atomic(out, json.dumps(document, indent=1, allow_nan=False) + "\n")
     return document
 
 

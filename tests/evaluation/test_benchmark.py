@@ -342,3 +342,83 @@ def test_protocol_5_tuning_rescores_on_more_draws_and_measures_its_floor(tmp_pat
     ours = next(r for r in records if r["method"] == "interference_aware" and r["mode"] == "full")
     variant = bench.tuned("synthetic-indoor", "full", "interference_aware_no_tgp")
     assert variant == {k: v for k, v in ours["chosen"].items() if k in NoTGPConfig.__dataclass_fields__}
+
+
+def _held(job):
+    """A worker's job for the stop tests: job 0 waits until another job has started, then stops
+    as Ctrl-C stops it; every other job waits for the "release" file (the guard's, or never)
+    and marks that it ran to its end, or that it unwound when stopped. "ignore" jobs also ignore
+    SIGTERM (a worker stuck in C code)."""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    index, folder, ignore, raises = job
+    folder = Path(folder)
+    (folder / f"started-{index}-{os.getpid()}").touch()
+    if ignore:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        while not (folder / "release").exists():
+            if raises and index == 0 and len(list(folder.glob("started-*"))) > 1:
+                raise KeyboardInterrupt
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        (folder / f"unwound-{index}").touch()  # a `finally` or `except` of the job ran
+        raise
+    (folder / f"finished-{index}").touch()
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("ignore, where", [(False, "job"), (True, "job"), (False, "main")])
+def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, ignore, where):
+    """A KeyboardInterrupt in one worker's job (Ctrl-C reaches every process of the terminal),
+    or in the main process alone (where="main": SIGINT to it only), stops `_in_workers`: it
+    raises KeyboardInterrupt, the other workers' running jobs and the queued ones never run to
+    their end, and no worker process is left; one that ignores SIGTERM is killed after
+    `STOP_GRACE_S`, the others stop their job as Ctrl-C does (so its clean-up runs). Before,
+    the workers went on with every queued job and the pool waited for them. A guard releases
+    the jobs after 120 s, so that a regression fails instead of hanging."""
+    import threading
+
+    from core.evaluation import processes
+
+    monkeypatch.setattr(processes, "STOP_GRACE_S", 2.0)
+    bench = Bench(MINI, tmp_path / "out", log=lambda _: None, show_bars=False)
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    guard = threading.Timer(120, (folder / "release").touch)
+    guard.start()
+
+    def interrupt_main():
+        import os
+        import signal
+        import time
+
+        while len(list(folder.glob("started-*"))) < 2 and not (folder / "release").exists():
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)  # raised in the main thread, inside _in_workers
+
+    if where == "main":
+        threading.Thread(target=interrupt_main, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            bench._in_workers(_held, [(i, str(folder), ignore, where == "job") for i in range(6)], 2, "jobs")
+    finally:
+        guard.cancel()
+    assert not list(folder.glob("finished-*"))
+    pids = {int(path.name.split("-")[2]) for path in folder.glob("started-*")}
+    assert len(pids) == 2 and not [pid for pid in pids if _alive(pid)]
+    started = {path.name.split("-")[1] for path in folder.glob("started-*")}
+    unwound = {path.name.split("-")[1] for path in folder.glob("unwound-*")}
+    assert unwound == ({"0"} if ignore else started) and len(started) >= 2

@@ -248,3 +248,133 @@ def test_processes_opening_a_new_database_at_once_both_get_the_storage(monkeypat
     monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
     with pytest.raises(sqlalchemy.exc.OperationalError):
         storage.open_storage("sqlite:///nowhere/studies.db")
+
+
+def _record_invocations(out, index, count):
+    """A process of the test below: once the "go" file exists, append `count` invocations."""
+    import os
+    import time
+    from pathlib import Path
+
+    from core.evaluation.benchmark import _record_invocation
+
+    out = Path(out)
+    (out / f"ready-{index}").touch()
+    while not (out / "go").exists():
+        time.sleep(0.01)
+    for i in range(count):
+        _record_invocation(out, f"{index}-{i}-{os.getpid()}", 1.0, "finished")
+
+
+def test_invocations_appended_at_once_by_several_processes_are_all_kept(tmp_path):
+    """invocations.json is read, extended and written again by every invocation on a folder:
+    processes sharing --out do so at once, and unlocked they lost each other's entries."""
+    count, workers = 25, 4
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_record_invocations, args=(str(tmp_path), i, count))
+                 for i in range(workers)]
+    for process in processes:
+        process.start()
+    import time
+
+    for _ in range(6000):  # each process imports the bench first; start them together
+        if len(list(tmp_path.glob("ready-*"))) == workers:
+            break
+        time.sleep(0.05)
+    (tmp_path / "go").touch()
+    for process in processes:
+        process.join(300)
+    assert [p.exitcode for p in processes] == [0] * workers
+    entries = json.loads((tmp_path / "invocations.json").read_text())
+    started = sorted(entry["started"].rsplit("-", 1)[0] for entry in entries)
+    assert started == sorted(f"{i}-{j}" for i in range(workers) for j in range(count))
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_study_stopped_by_ctrl_c_mid_trial_resumes_at_once(tmp_path, fake_scores, monkeypatch, kind):
+    """Ctrl-C (or a stopped bench worker's SIGTERM, `core.evaluation.processes`) in the middle
+    of a shared study's trial: Optuna marks that trial failed, so the next run redoes it at once
+    (no wait for its heartbeat to go stale) and the study keeps its exact budget."""
+    import optuna
+
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    calls = []
+
+    def stopped_at_the_third(method, config, *args):
+        calls.append(config)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return _score(method, config)
+
+    monkeypatch.setattr(tuning, "score_config", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+             study_name="stopped")
+    monkeypatch.setattr(tuning, "score_config", _score)
+    monkeypatch.setattr(tuning.time, "sleep", lambda _: pytest.fail("the resume waited for a trial"))
+    record = tune("grad_ascent", None, [_Full()], None, trials=4, seed=0, storage=open_storage(url),
+                  study_name="stopped")
+    stored = optuna.load_study(study_name="stopped", storage=open_storage(url))
+    assert stored.trials[2].state == optuna.trial.TrialState.FAIL
+    assert len(record["trials"]) == 4 + 2 * widen_trials(4) and record["failed"] == 0
+    assert 2 not in [t["number"] for t in record["trials"]]
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_mtu_tune_sharing_a_storage_run_the_budget_once_and_choose_as_one(tmp_path, use_cache,
+                                                                             monkeypatch, kind):
+    """`mtu tune --storage URL` twice at once (two threads here; processes and machines alike):
+    the studies are split between them (each claimed by one, `core.evaluation.claims`), so
+    together they run each study's budget once, not twice, and both write the choices one
+    `mtu tune` makes alone."""
+    from core.cli import main
+    from core.evaluation import claims
+
+    model = tmp_path / "tiny"
+    assert main(["train", "--benchmark", "synthetic-street", "--n-train", "12", "--n-val", "30", "--size",
+                 "32x32", "--arg", "width=4", "--epochs", "1", "--batch-size", "4", "--device", "cpu",
+                 "--out", str(model)]) == 0
+    monkeypatch.setattr(GradAscent, "search_space", SPACE)
+    monkeypatch.setattr(claims, "POLL_S", 0.05)
+    runs = []
+
+    def counted_score(method, config, *args):
+        import time
+
+        runs.append(config)
+        time.sleep(0.02)  # so that the two invocations overlap
+        return _score(method, config)
+
+    monkeypatch.setattr(tuning, "score_config", counted_score)
+    tune = ["tune", "--model", str(model), "--trials", "4", "--methods", "grad_ascent", "--ratio", "0.2"]
+    assert main([*tune, "--out", str(tmp_path / "alone.json")]) == 0
+    alone, budget = json.loads((tmp_path / "alone.json").read_text())["tiny"], len(runs)
+    assert budget == 2 * (4 + 2 * widen_trials(4))  # full and partial, each widened twice
+    runs.clear()
+    shared = tmp_path / "shared.json"
+    url = str(tmp_path / "studies.log") if kind == "journal" else f"sqlite:///{tmp_path / 'studies.db'}"
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(main([*tune, "--out", str(shared), "--storage",
+                                                                  url])))
+               for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert codes == [0, 0] and len(runs) == budget
+    entry = json.loads(shared.read_text())["tiny"]
+    assert entry["modes"] == alone["modes"] and entry["best_uis"] == alone["best_uis"]
+    assert entry["extra_trials"] == alone["extra_trials"]
+    held = [json.loads(p.read_text()) for p in (tmp_path / "shared.json.claims").glob("study__tiny__*.json")]
+    assert len(held) == 2 and all("finished" in claim for claim in held)  # one claim per study
+    # a third invocation finds every study done: it runs nothing and writes the same choices
+    assert main([*tune, "--out", str(shared), "--storage", url]) == 0
+    assert len(runs) == budget and json.loads(shared.read_text())["tiny"]["modes"] == alone["modes"]
+
+
+def test_mtu_tune_refuses_storage_with_from_bench(tmp_path):
+    from core.cli import main
+
+    with pytest.raises(SystemExit, match="--from-bench tunes nothing.*--storage"):
+        main(["tune", "--from-bench", str(tmp_path), "--out", str(tmp_path / "t.json"), "--storage",
+              str(tmp_path / "studies.log")])
