@@ -72,6 +72,13 @@ Sign convention: `.grad` holds the direction the optimiser descends, so the forg
 task t is -grad L_F,t (ascent) below its target and +grad L_F,t above it; IGO's conflict test
 (<direction, retain sample gradient> < 0) is taken on that signed direction.
 
+Memory: `memory_budget_mb` covers the whole run beyond the model passed in. What the run holds
+(model copies, optimiser state, bases, gradients: `gradients.held_bytes`) is counted first; the
+calibration forwards, the forget batch's forward and backward (micro-batches, gradients summed,
+where its graph would not fit), the retain per-sample gradients and the TGP passes get the rest;
+a budget below the least that works raises `gradients.MemoryBudgetError` (docs/ARCHITECTURE.md
+section 8.5).
+
 Why the defaults are what they are, measured how and on which split:
 benchmarks/DECISIONS.md. The ablations (`core.unlearning.ablations`) are this method with one
 part switched off.
