@@ -16,8 +16,11 @@ segmentation, depth, normals); timings do not depend on the values.
 
 Methods, by family: grad_ascent (first order), interference_aware (per-sample gradients for IGO,
 TGP bases), gpm and orthograd (projection), ssd (per-sample importances), scrub (teacher-student).
-A "per_sample" row times the per-sample gradients of a retain batch alone; "ssd" and
-"per_sample" rows report whether their chunked computation stayed within the memory budget.
+A "per_sample" row times the per-sample gradients of a retain batch alone. The
+"interference_aware" and "ssd" rows report whether the whole run stayed within the memory
+budget (which covers the run's model copies, optimiser state and gradients as well as its
+chunked computations, docs/ARCHITECTURE.md section 8.5), the "per_sample" row whether the
+per-sample gradients did.
 Batches shrink with the image (16 at 64x64 and 128x128, 4 at 288x384; --quick halves them and
 takes fewer steps); interference_aware's subspace and calibration batches keep the defaults'
 ratios to the retain batch (2x and 4x).

@@ -4,6 +4,8 @@ keep to a memory budget, flattening, and the losses every method combines.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
@@ -17,8 +19,11 @@ SampleLoss = Callable[[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]], 
 """(outputs {task: (1, ...)}, sample {key: (1, ...)}) -> scalar loss of one sample."""
 
 DEFAULT_MEMORY_BUDGET_MB = 4096.0
-"""Default memory budget of the chunked computations (per-sample gradients, SSD's importances,
-TGP's layer signals, calibration losses): 4 GiB, which a laptop and any GPU have to spare."""
+"""Default memory budget of a method's whole run (the methods with a `memory_budget_mb` knob):
+4 GiB, which a laptop and any GPU have to spare. What the run holds throughout (its model
+copies, optimiser state, gradients, bases: `held_bytes`) is counted first, and its chunked
+computations (per-sample gradients, SSD's importances, TGP's layer signals, calibration losses,
+the forget batch's forward and backward) get what remains (`room_mb`)."""
 
 WORKING_FACTOR = 2.0
 """Working memory of one sample's forward + backward, as a multiple of what autograd saves for
@@ -55,6 +60,59 @@ def saved_bytes(model: torch.nn.Module, image: torch.Tensor) -> int:
     return cache[key]
 
 
+class MemoryBudgetError(ValueError):
+    """A memory budget below the least a run can work in."""
+
+
+def held_bytes(*objects) -> int:
+    """Bytes of the distinct tensor storages that `objects` hold, each storage once: a tensor
+    (and its .grad), a module (its parameters, their .grad, its buffers), an optimiser (its
+    state), a dataclass (its fields), a mapping or a sequence of these; None and anything else
+    count 0. Measured from the tensors themselves, so copies, views and shared storages are
+    counted as what they are."""
+    storages: dict[int, int] = {}
+
+    def visit(obj) -> None:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            if storage.nbytes():
+                storages[storage.data_ptr()] = storage.nbytes()
+            if obj.is_leaf and obj.grad is not None:
+                visit(obj.grad)
+        elif isinstance(obj, torch.nn.Module):
+            for tensor in (*obj.parameters(), *obj.buffers()):
+                visit(tensor)
+        elif isinstance(obj, torch.optim.Optimizer):
+            visit(list(obj.state.values()))
+        elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            visit(vars(obj))
+        elif isinstance(obj, Mapping):
+            for value in obj.values():
+                visit(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                visit(value)
+
+    for obj in objects:
+        visit(obj)
+    return sum(storages.values())
+
+
+def room_mb(budget_mb: float, held: int, least: float, what: str) -> float:
+    """MB of a run's `budget_mb` left to a chunked computation after the `held` bytes the run
+    keeps through it (`held_bytes`). `least`: the bytes of that computation's smallest chunk
+    (one sample); when held + least exceed the budget, MemoryBudgetError names the budget and
+    the least that would work."""
+    need = (held + least) / 2**20
+    if need > budget_mb:
+        raise MemoryBudgetError(
+            f"memory_budget_mb={budget_mb:g} is below the {math.ceil(need)} MB that {what} needs "
+            f"at least ({held / 2**20:.0f} MB the run holds throughout: model copies, optimiser "
+            f"state, gradients, bases; {least / 2**20:.0f} MB for one sample); give "
+            f"memory_budget_mb of at least {math.ceil(need)}")
+    return budget_mb - held / 2**20
+
+
 def budget_chunk(budget_mb: float, per_item: float, fixed: float = 0.0, total: int = 1) -> int:
     """Items per chunk so that fixed + chunk * per_item bytes stay within `budget_mb`: at least
     1 (the budget then cannot hold, which `fits` tells), at most `total`."""
@@ -77,6 +135,17 @@ def per_sample_chunk(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
     fixed = count * grad_bytes if keep_result else grad_bytes  # the result, or an accumulator
     chunk = budget_chunk(memory_budget_mb, per_sample, fixed, count)
     return chunk, fixed + chunk * per_sample
+
+
+def per_sample_room(model: torch.nn.Module, batch: Mapping[str, torch.Tensor],
+                    names: Iterable[str] | None, budget_mb: float, held: int,
+                    keep_result: bool = True) -> float:
+    """The `memory_budget_mb` to give the per-sample gradients of `batch` in a run with
+    `budget_mb` in all, of which `held` bytes are held throughout (`held_bytes`; the result of
+    this computation is not among them, `per_sample_chunk` counts it). MemoryBudgetError when
+    not even chunks of one sample fit."""
+    least = per_sample_chunk(model, batch, names, 0.0, keep_result)[1]
+    return room_mb(budget_mb, held, least, "the per-sample gradients")
 
 
 def _per_sample_fn(model: torch.nn.Module, loss_fn: SampleLoss, names: Iterable[str] | None,
@@ -189,64 +258,62 @@ def _layer_grads(module: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor,
 def _hooked_fn(model: torch.nn.Module, loss_fn: SampleLoss,
                layers: Mapping[torch.nn.Module, list[tuple[str, str]]], has_aux: bool,
                out: Grads | None = None):
-    """Per-sample gradients without vmap: one batched forward that records each hooked layer's
-    input and one backward of the summed per-sample losses that records the gradient at its
-    output (no parameter gradient is formed there), then each layer's per-sample gradients from
-    the two (`_layer_grads`). Equal to vmap's up to float rounding, where `_hooked_layers`
-    allows it; vmap's grouped convolutions for the weight gradients took 70% of a ResNet-18's
-    per-sample pass on CPU. `out`: tensors of the result's shapes to write it into (those of
-    another shape are ignored)."""
-    calls: list[tuple[torch.nn.Module, torch.Tensor, list]] = []
-
-    def record(module, inputs, output):
-        signal: list = []
-        node = output.grad_fn
-        if node is not None:
-            index = output.output_nr
-
-            def keep(grad_outputs):
-                signal.append(grad_outputs[index])
-
-            node.register_prehook(keep)
-        calls.append((module, inputs[0].detach(), signal))
-
+    """Per-sample gradients without vmap: one batched forward that keeps each hooked layer's
+    input, and one backward of the summed per-sample losses in which each layer's per-sample
+    gradients are formed from that input and the gradient at its output as soon as that
+    gradient arrives (`_layer_grads`; no parameter gradient is formed), after which the layer's
+    input and output gradient are let go: the pass holds about what autograd saves, not that
+    and every layer's output gradient besides. Equal to vmap's up to float rounding, where
+    `_hooked_layers` allows it; vmap's grouped convolutions for the weight gradients took 70% of
+    a ResNet-18's per-sample pass on CPU. `out`: tensors of the result's shapes to write it into
+    (those of another shape are ignored)."""
     params = {n: p.detach() for n, p in model.named_parameters()}
     buffers = dict(model.named_buffers())
     owned = {name for own in layers.values() for _, name in own}
     wanted = [n for n in params if n in owned]
 
     def compute(samples: Mapping[str, torch.Tensor]):
-        calls.clear()
         images = samples["image"].detach().requires_grad_(True)
+        count = images.shape[0]
+        into = {n: t for n, t in (out or {}).items() if n in params and t.is_contiguous()
+                and t.shape == (count, *params[n].shape) and t.dtype == params[n].dtype}
+        grads: Grads = {}
+
+        def record(module, inputs, output):
+            node = output.grad_fn
+            if node is None:
+                return
+            index, kept = output.output_nr, [inputs[0].detach()]
+
+            def layer_grads(grad_outputs):
+                if not kept or grad_outputs[index] is None:
+                    return
+                x = kept.pop()  # let go of once used
+                names = dict(layers[module])
+                weight = names.get("weight")
+                weight = into.get(weight) if weight is not None and weight not in grads else None
+                with torch.no_grad():
+                    for attr, value in _layer_grads(module, x, grad_outputs[index].detach(),
+                                                    weight).items():
+                        name = names.get(attr)
+                        if name is not None:
+                            grads[name] = grads[name] + value if name in grads else value
+
+            node.register_prehook(layer_grads)
+
         handles = [module.register_forward_hook(record) for module in layers]
         try:
             with torch.enable_grad():
                 outputs = functional_call(model, (params, buffers), (images,))
                 results = [loss_fn({t: o[b:b + 1] for t, o in outputs.items()},
                                    {k: v[b:b + 1] for k, v in samples.items()})
-                           for b in range(images.shape[0])]
+                           for b in range(count)]
                 losses = [r[0] if has_aux else r for r in results]
+                del outputs
                 torch.autograd.grad(sum(losses), images, allow_unused=True)
         finally:
             for handle in handles:
                 handle.remove()
-        count = images.shape[0]
-        into = {n: t for n, t in (out or {}).items() if n in params and t.is_contiguous()
-                and t.shape == (count, *params[n].shape) and t.dtype == params[n].dtype}
-        grads: Grads = {}
-        for module, x, signal in calls:
-            if not signal or signal[0] is None:
-                continue
-            names = dict(layers[module])
-            weight = names.get("weight")
-            weight = into.get(weight) if weight is not None and weight not in grads else None
-            with torch.no_grad():
-                for attr, value in _layer_grads(module, x, signal[0].detach(), weight).items():
-                    name = names.get(attr)
-                    if name is None:
-                        continue
-                    grads[name] = grads[name] + value if name in grads else value
-        calls.clear()
         grads = {n: grads[n].contiguous() if n in grads else
                  params[n].new_zeros((count, *params[n].shape)) for n in wanted}
         if not has_aux:

@@ -72,6 +72,13 @@ Sign convention: `.grad` holds the direction the optimiser descends, so the forg
 task t is -grad L_F,t (ascent) below its target and +grad L_F,t above it; IGO's conflict test
 (<direction, retain sample gradient> < 0) is taken on that signed direction.
 
+Memory: `memory_budget_mb` covers the whole run beyond the model passed in. What the run holds
+(model copies, optimiser state, bases, gradients: `gradients.held_bytes`) is counted first; the
+calibration forwards, the forget batch's forward and backward (micro-batches, gradients summed,
+where its graph would not fit), the retain per-sample gradients and the TGP passes get the rest;
+a budget below the least that works raises `gradients.MemoryBudgetError` (docs/ARCHITECTURE.md
+section 8.5).
+
 Why the defaults are what they are, measured how and on which split:
 benchmarks/DECISIONS.md. The ablations (`core.unlearning.ablations`) are this method with one
 part switched off.
@@ -88,9 +95,14 @@ from core import distributed
 from core.unlearning.base import UnlearnConfig, Unlearner, knob, register
 from core.unlearning.gradients import (
     DEFAULT_MEMORY_BUDGET_MB,
+    WORKING_FACTOR,
     budget_chunk,
     gradients,
+    held_bytes,
+    per_sample_chunk,
     per_sample_grads,
+    per_sample_room,
+    room_mb,
     saved_bytes,
     set_grads,
 )
@@ -181,22 +193,38 @@ class InterferenceAwareConfig(UnlearnConfig):
     target: str = knob("calibrated", help="forget towards the calibrated target and stop there "
                        "(calibrated), or ascend every forget loss for all steps (fixed)",
                        choices=("calibrated", "fixed"))
-    memory_budget_mb: float = knob(DEFAULT_MEMORY_BUDGET_MB, 64.0, 1e7, "MB the per-sample "
-                                   "gradients, the TGP passes and the calibration forwards may "
-                                   "each take; they run in chunks of samples to stay inside")
+    memory_budget_mb: float = knob(DEFAULT_MEMORY_BUDGET_MB, 64.0, 1e7, "MB the whole run may "
+                                   "take beyond the model it is given: what it holds throughout "
+                                   "(model copies, optimiser state, gradients, bases) is counted "
+                                   "first, and the per-sample gradients, the forget batch's "
+                                   "forward and backward, the TGP passes and the calibration "
+                                   "forwards get the rest, in chunks of samples (micro-batches "
+                                   "for the forget batch); too small a budget is refused, naming "
+                                   "the least that works")
 
 
-def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB
-                       ) -> dict[str, torch.Tensor]:
+def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                       held: int = 0) -> dict[str, torch.Tensor]:
     """`model`'s per-instance loss of each target task on a calibration batch, sorted
-    ascending: {task: (N,)}. No-grad forwards in chunks of images within `memory_budget_mb`
-    (an image counted at what autograd would save for it, an upper bound without a graph).
-    Under torchrun each rank computes its share of the batch and the losses are put together
-    before they are sorted (`core.distributed.rows_of`, `gather_rows`)."""
+    ascending: {task: (N,)} (`instance_losses`)."""
+    losses = instance_losses(ctx, batch, model, memory_budget_mb, held)
+    return {t: values.sort().values for t, values in losses.items()}
+
+
+def instance_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+                    held: int = 0) -> dict[str, torch.Tensor]:
+    """`model`'s per-instance loss of each target task on `batch`, without a graph: {task: (N,)}.
+    No-grad forwards in chunks of images within what `memory_budget_mb` leaves beside the
+    `held` bytes the run holds meanwhile (an image counted at what autograd would save for it,
+    an upper bound without a graph; `gradients.room_mb`). Under torchrun each rank computes its
+    share of the batch and the losses are put together (`core.distributed.rows_of`,
+    `gather_rows`)."""
     images = batch["image"]
     share = distributed.rows_of(images)
     first, last = (0, len(images)) if share is None else (share.start, share.stop)
-    chunk = budget_chunk(memory_budget_mb, saved_bytes(model, images[:1]), total=max(last - first, 1))
+    per_image = saved_bytes(model, images[:1])
+    room = room_mb(memory_budget_mb, held, per_image, "the no-grad forwards")
+    chunk = budget_chunk(room, per_image, total=max(last - first, 1))
     parts: dict[str, list[torch.Tensor]] = {t: [] for t in ctx.target_tasks}
     with torch.no_grad():
         for start in range(first, last, chunk):
@@ -208,7 +236,7 @@ def calibration_losses(ctx, batch, model, memory_budget_mb: float = DEFAULT_MEMO
     losses = {t: torch.cat(values) for t, values in parts.items()}
     if share is not None:
         losses = {t: distributed.gather_rows(values, share, len(images)) for t, values in losses.items()}
-    return {t: values.sort().values for t, values in losses.items()}
+    return losses
 
 
 def saturated(subspace, threshold: float):
@@ -310,8 +338,8 @@ class InterferenceAware(Unlearner):
         cfg = self.config
         self._stopped_at = 0
         unseen = ctx.calibration_batch(cfg.calibration_batch)
-        calibration = original = calibration_losses(ctx, unseen, ctx.original,
-                                                    cfg.memory_budget_mb)
+        calibration = original = calibration_losses(ctx, unseen, ctx.original, cfg.memory_budget_mb,
+                                                    held_bytes(ctx.model, ctx.original))
         unseen_metric = primary_per_image(ctx, ctx.original, unseen) if cfg.stop == "metric" else {}
         model = ctx.model
         params = dict(model.named_parameters())
@@ -320,28 +348,36 @@ class InterferenceAware(Unlearner):
         generator = torch.Generator().manual_seed(cfg.seed)
         optimizer = ctx.make_optimizer()
         repair = ctx.make_optimizer() if cfg.repair == "separate" else None
-        lr, sides, taken, samples, before = cfg.lr, {}, 0, None, None
+        lr, sides, taken, samples, before, subspaces = cfg.lr, {}, 0, None, None, {}
         self.set_lr(optimizer, repair, lr)
+
+        def held(*more) -> int:  # what the run holds beside the computation about to run
+            return held_bytes(model, ctx.original, optimizer, repair, before, subspaces, *more)
+
         for step in range(1, cfg.steps + 1):
+            # the last step's gradients are spent: freed before this step's passes
+            optimizer.zero_grad(set_to_none=True)
+            if repair is not None:
+                repair.zero_grad(set_to_none=True)
             if step == 1 or (cfg.refresh and (step - 1) % cfg.refresh == 0):
-                subspaces = (self.kept_subspaces(ctx, layers, budget, generator)
+                subspaces, projected = {}, {}  # the old bases are not held beside the new
+                subspaces = (self.kept_subspaces(ctx, layers, budget, generator, held(samples))
                              if runs_in(cfg.tgp, ctx) else {})
                 projected = {f"{layer}.{suffix}": subspace for layer, subspace in subspaces.items()
                              for suffix, _ in layers[layer].named_parameters(recurse=False)}
             forget, retain = ctx.forget_batch(), ctx.retain_batch()
             if cfg.track and step > 1:
-                calibration = calibration_losses(ctx, unseen, model, cfg.memory_budget_mb)
-            forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
-            means = {t: loss.mean() for t, loss in forget_losses.items()}
-            # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
-            # mode), their span is what IGO removes; the same pass gives the retain losses
-            # (hooks: a batched pass instead of vmap where that is exact; the last step's
-            # gradients, no longer needed, take the new ones instead of a fresh B x P allocation)
-            samples, retain_parts = per_sample_grads(model, retain, sample_task_losses(ctx.tasks),
-                                                     has_aux=True,
-                                                     memory_budget_mb=cfg.memory_budget_mb,
-                                                     hooks=True, out=samples)
-            retain_losses = {t: part.mean() for t, part in retain_parts.items()}
+                calibration = calibration_losses(ctx, unseen, model, cfg.memory_budget_mb, held(samples))
+            # the forget batch in one forward whose graph gives the gradients below, or, where
+            # that graph would not fit the budget, its losses without a graph and the gradients
+            # micro-batch by micro-batch
+            micro = self.forget_micro_batch(ctx, forget, held(samples))
+            if micro >= len(forget["image"]):
+                forget_losses, kept_gaps = self.forget_losses_and_kept_gaps(ctx, forget)
+            else:
+                forget_losses = instance_losses(ctx, forget, model, cfg.memory_budget_mb, held(samples))
+                kept_gaps = {}
+            means = {t: loss.detach().mean() for t, loss in forget_losses.items()}
             targets = {t: instance_targets(loss, calibration[t], cfg.match)
                        for t, loss in forget_losses.items()}
             if cfg.target == "fixed":
@@ -350,7 +386,26 @@ class InterferenceAware(Unlearner):
                 signs = metric_signs(primary_per_image(ctx, model, forget), unseen_metric, cfg.band)
             else:
                 signs = forget_signs(forget_losses, targets, cfg.tolerance, cfg.match)
-            if step > 1 and not any(bool(s.any()) for s in signs.values()):
+            stopping = step > 1 and not any(bool(s.any()) for s in signs.values())
+            # the forget gradients before the per-sample pass, so that the forget graph is freed
+            # before it (they do not depend on it)
+            direction, kept = ({}, {}) if stopping else self.forget_gradients(
+                ctx, forget, signs, micro, forget_losses, kept_gaps)
+            forget_losses = {t: loss.detach() for t, loss in forget_losses.items()}
+            kept_gaps = {}
+            # per-sample retain gradients: their mean is the retain gradient (BatchNorm in eval
+            # mode), their span is what IGO removes; the same pass gives the retain losses
+            # (hooks: a batched pass instead of vmap where that is exact; the last step's
+            # gradients, no longer needed, take the new ones instead of a fresh B x P allocation
+            # when one chunk takes the whole batch)
+            room = per_sample_room(model, retain, None, cfg.memory_budget_mb, held(direction, kept))
+            if per_sample_chunk(model, retain, None, room)[0] < len(retain["image"]):
+                samples = None
+            samples, retain_parts = per_sample_grads(model, retain, sample_task_losses(ctx.tasks),
+                                                     has_aux=True, memory_budget_mb=room,
+                                                     hooks=True, out=samples)
+            retain_losses = {t: part.mean() for t, part in retain_parts.items()}
+            if stopping:
                 self._stopped_at = step
                 report(step, means, retain_losses)
                 break
@@ -365,19 +420,21 @@ class InterferenceAware(Unlearner):
                     repair.state.clear()
             sides = new_sides
             keep = {n: g.mean(0) for n, g in samples.items()}
-            if kept_gaps:
-                kept = gradients(cfg.kept_weight * sum(kept_gaps.values()), params, retain_graph=True)
+            if kept:
                 keep = {n: keep[n] + kept[n] for n in params}
-            spans = self.kept_sample_grads(ctx, forget) if cfg.igo_kept and ctx.kept_tasks else {}
-            direction = self.forget_direction(ctx, forget_losses, signs, samples, subspaces,
-                                              layers, spans)
-            optimizer.zero_grad(set_to_none=True)
+            kept = {}
+            spans = (self.kept_sample_grads(ctx, forget, held(samples, direction, keep))
+                     if cfg.igo_kept and ctx.kept_tasks else {})
+            if any(bool(s.any()) for s in signs.values()):
+                direction = self.forget_direction(ctx, direction, samples, subspaces, layers, spans)
+            spans = {}
             with torch.no_grad():  # keep[n] is this step's own tensor: scaled in place
                 if repair is None:
                     set_grads(model, {n: keep[n].mul_(cfg.alpha).add_(direction[n], alpha=1 - cfg.alpha)
                                       for n in params}, copy=False)
                 else:  # the forget step first, alone (projected below); the repair after it
                     set_grads(model, direction, copy=False)
+            direction = {}
             if cfg.project_step:
                 with torch.no_grad():
                     if before is None or before.keys() != projected.keys():
@@ -390,9 +447,9 @@ class InterferenceAware(Unlearner):
             else:
                 optimizer.step()
             if repair is not None:
-                repair.zero_grad(set_to_none=True)
                 set_grads(model, keep, copy=False)
                 repair.step()
+            keep = {}
             taken += 1
             report(step, means, retain_losses)
         return {"targets": {t: float(c.mean()) for t, c in original.items()},
@@ -438,11 +495,12 @@ class InterferenceAware(Unlearner):
             gaps = {t: (outputs[t].float() - anchor[t].float()).pow(2).mean() for t in ctx.kept_tasks}
         return forget_losses, gaps
 
-    def kept_subspaces(self, ctx, layers, budget, generator):
+    def kept_subspaces(self, ctx, layers, budget, generator, held: int = 0):
         """TGP bases on kept data: a retain sample (every task, or with `output_basis="kept"`
         only the kept tasks' backward signals), plus in partial mode the forget instances (kept
         tasks). A layer whose output basis spans more than `saturation` of its channels keeps
-        its input basis alone (GPM's projection there)."""
+        its input basis alone (GPM's projection there). The passes get what `memory_budget_mb`
+        leaves beside the `held` bytes the run holds meanwhile."""
         cfg = self.config
         kept_only = cfg.output_basis == "kept"
         groups = {"retain": (ctx.retain_batch(cfg.subspace_batch),
@@ -450,32 +508,90 @@ class InterferenceAware(Unlearner):
         if ctx.kept_tasks:
             groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
         eps_out = None if kept_only and not ctx.kept_tasks else cfg.eps_out
+        images = groups["retain"][0]["image"]
+        least = (WORKING_FACTOR + 1) * saved_bytes(ctx.model, images[:1])  # one signal image
+        room = room_mb(cfg.memory_budget_mb, held, least, "the TGP passes")
         subspaces = layer_subspaces(ctx.model, layers, groups, cfg.eps_in, eps_out, budget,
-                                    cfg.max_rows, generator, cfg.memory_budget_mb,
+                                    cfg.max_rows, generator, room,
                                     {"retain": cfg.signal_batch}, cfg.solver)
         return {name: saturated(subspace, cfg.saturation) for name, subspace in subspaces.items()}
 
-    def kept_sample_grads(self, ctx, forget) -> dict[str, torch.Tensor]:
+    def kept_sample_grads(self, ctx, forget, held: int = 0) -> dict[str, torch.Tensor]:
         """Per-sample gradients of the kept tasks' losses on the forget images, on the shared
-        parameters: {name: (B, *shape)} (what IGO also removes with `igo_kept`)."""
+        parameters: {name: (B, *shape)} (what IGO also removes with `igo_kept`), within what
+        `memory_budget_mb` leaves beside the `held` bytes the run holds meanwhile."""
+        names = shared_names(ctx.model)
+        room = per_sample_room(ctx.model, forget, names, self.config.memory_budget_mb, held)
         grads = per_sample_grads(ctx.model, forget, sample_task_losses(ctx.kept_tasks),
-                                 names=shared_names(ctx.model), has_aux=True,
-                                 memory_budget_mb=self.config.memory_budget_mb, hooks=True)[0]
+                                 names=names, has_aux=True, memory_budget_mb=room, hooks=True)[0]
         return {name: value.detach() for name, value in grads.items()}
 
-    def forget_direction(self, ctx, forget_losses, signs, samples, subspaces, layers, spans=None):
-        """TGP(IGO(grad sum_t mean_i sign_t,i * l_t,i)), l_t,i the forget loss of task t on
-        instance i; zeros when every forget loss is in its dead zone.
+    def forget_micro_batch(self, ctx, forget, held: int) -> int:
+        """Forget instances per forward + backward (`forget_gradients`) within what
+        `memory_budget_mb` leaves beside the `held` bytes the run holds meanwhile: an instance
+        counted at what autograd saves for it x `WORKING_FACTOR` (its graph and backward), the
+        gradients formed (one parameter-sized set, two in partial mode) once. The whole batch
+        where it fits; MemoryBudgetError when not even one instance does."""
+        per_image = WORKING_FACTOR * saved_bytes(ctx.model, forget["image"][:1])
+        grads = held_bytes(*ctx.model.parameters()) * (2 if ctx.kept_tasks else 1)
+        room = room_mb(self.config.memory_budget_mb, held, grads + per_image,
+                       "the forget batch's forward and backward")
+        return budget_chunk(room, per_image, grads, len(forget["image"]))
+
+    def forget_gradients(self, ctx, forget, signs, micro: int, losses=None, kept_gaps=None
+                         ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(grad sum_t mean_i sign_t,i * l_t,i, grad kept_weight x sum of the kept gaps), l_t,i
+        the forget loss of task t on instance i: the first zeros when every sign is 0, the second
+        {} in full mode. With `losses` and `kept_gaps` from one forward of the whole batch
+        (`forget_losses_and_kept_gaps`), from that graph; else forward + backward `micro`
+        instances at a time, the gradients summed over the micro-batches (each term a sum over
+        instances / the batch's count, so the sum is the whole batch's gradient up to float
+        rounding)."""
+        cfg, model = self.config, ctx.model
+        params = dict(model.named_parameters())
+        active = any(bool(s.any()) for s in signs.values())
+        count = len(forget["image"])
+        if losses is not None and micro >= count:
+            kept = (gradients(cfg.kept_weight * sum(kept_gaps.values()), params, retain_graph=True)
+                    if kept_gaps else {})
+            if not active:
+                return {n: torch.zeros_like(p) for n, p in params.items()}, kept
+            objective = sum((signs[t].to(loss.dtype) * loss).mean() for t, loss in losses.items())
+            return gradients(objective, params), kept
+        direction = {n: torch.zeros_like(p) for n, p in params.items()}
+        kept = {n: torch.zeros_like(p) for n, p in params.items()} if ctx.kept_tasks else {}
+        if not active and not kept:
+            return direction, kept
+        for start in range(0, count, micro):
+            rows = slice(start, min(start + micro, count))
+            part = {key: value[rows] for key, value in forget.items()}
+            distributed.mark(part["image"])
+            with ctx.autocast():
+                outputs = model(part["image"])
+                if kept:
+                    with torch.no_grad():
+                        anchor = ctx.original(part["image"])
+                    gap = sum((outputs[t].float() - anchor[t].float()).pow(2).sum()
+                              / (count * outputs[t][0].numel()) for t in ctx.kept_tasks)
+                    for n, g in gradients(cfg.kept_weight * gap, params, retain_graph=active).items():
+                        kept[n] += g
+                if active:
+                    losses = {t: spec.per_sample_loss(outputs[t], part[t])
+                              for t, spec in ctx.target_tasks.items()}
+                    objective = sum((signs[t][rows].to(loss.dtype) * loss).sum() / count
+                                    for t, loss in losses.items())
+                    for n, g in gradients(objective, params).items():
+                        direction[n] += g
+        return direction, kept
+
+    def forget_direction(self, ctx, direction, samples, subspaces, layers, spans=None):
+        """TGP(IGO(`direction`)), `direction` the forget gradient (`forget_gradients`; the
+        caller leaves out the zeros of a step whose every sign is 0), in place.
 
         IGO acts on every tensor the forget losses reach (shared encoder, target heads), against
         the retain per-sample gradients `samples` and, where given, the rows of `spans` too
         (`kept_sample_grads`); TGP on the shared Conv2d / Linear layers.
         """
-        params = dict(ctx.model.named_parameters())
-        if not any(bool(s.any()) for s in signs.values()):
-            return {n: torch.zeros_like(p) for n, p in params.items()}
-        objective = sum((signs[t].to(loss.dtype) * loss).mean() for t, loss in forget_losses.items())
-        direction = gradients(objective, params)
         for name in reached_names(ctx.model, ctx.target_tasks) if runs_in(self.config.igo, ctx) else ():
             rows = samples[name].reshape(samples[name].shape[0], -1)
             if spans and name in spans:

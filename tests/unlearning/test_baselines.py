@@ -188,6 +188,45 @@ def test_ssd_only_shrinks_weights(street_model, street_data, request_mode):
     assert [h["step"] for h in result.history] == [1]
 
 
+def test_ssd_budget_counts_what_the_run_holds_and_chunks_the_rest(street_model, street_data,
+                                                                 request_mode, monkeypatch):
+    import core.unlearning.gradients as gradients_module
+    import core.unlearning.ssd as ssd
+    from core.unlearning.gradients import MemoryBudgetError
+
+    rooms = []
+    chunks = ssd.per_sample_grad_chunks
+
+    def spy(model, batch, loss, **options):
+        rooms.append(options["memory_budget_mb"])
+        return chunks(model, batch, loss, **options)
+
+    monkeypatch.setattr(ssd, "per_sample_grad_chunks", spy)
+    ample = get_unlearner("ssd", FEW).run(street_model, request_mode, street_data)
+    model_mb = sum(t.nbytes for t in street_model.state_dict().values()) / 2**20
+    maps_mb = sum(p.nbytes for p in street_model.parameters()) / 2**20
+    # the budget less the working model, the original (parameters and buffers) and the two
+    # importance maps
+    assert rooms and all(abs(room - (4096 - 2 * model_mb - 2 * maps_mb)) < 1e-9 for room in rooms)
+    # every image counted at 20 MB: one sample's per-sample pass takes about 40 of 64 MB
+    monkeypatch.setattr(gradients_module, "saved_bytes", lambda model, image: 20 * 2**20)
+    sizes = []
+    split = gradients_module.budget_chunk
+    monkeypatch.setattr(gradients_module, "budget_chunk",
+                        lambda *args, **kwargs: sizes.append(split(*args, **kwargs)) or sizes[-1])
+    tight = get_unlearner("ssd", {**FEW, "memory_budget_mb": 64.0}).run(
+        street_model, request_mode, street_data)
+    assert sizes and set(sizes) == {1}
+    after = tight.model.state_dict()
+    for name, value in ample.model.state_dict().items():
+        assert torch.allclose(after[name], value, rtol=1e-5, atol=1e-7), name
+    monkeypatch.setattr(gradients_module, "saved_bytes", lambda model, image: 40 * 2**20)
+    with pytest.raises(MemoryBudgetError, match=r"memory_budget_mb=64 is below the \d+ MB that "
+                       r"the per-sample gradients needs at least"):
+        get_unlearner("ssd", {**FEW, "memory_budget_mb": 64.0}).run(
+            street_model, request_mode, street_data)
+
+
 FORGET_TERM_ONLY = {"neggrad_plus": {"beta": 0.0}, "random_label": {"retain_weight": 0.0},
                     "salun": {"retain_weight": 0.0, "top_k": 100.0}, "ssd": {"alpha": 0.0}}
 

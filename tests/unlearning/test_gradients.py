@@ -23,3 +23,37 @@ def test_per_sample_grads_match_a_loop_and_aux_gives_the_task_losses(street_mode
             assert torch.equal(grads[name][i], plain[name][i]), name
         for task, value in parts.items():
             assert torch.allclose(losses[task][i], value.detach(), atol=1e-6), task
+
+
+def test_held_bytes_counts_each_storage_once_with_grads_optimiser_state_and_bases():
+    import copy
+
+    from core.unlearning.gradients import held_bytes
+    from core.unlearning.subspaces import LayerSubspace
+
+    model = torch.nn.Linear(10, 5)  # 55 floats
+    assert held_bytes(model) == 220
+    assert held_bytes(model, copy.deepcopy(model), model) == 440  # the same model twice: once
+    assert held_bytes(model, {"row": model.weight[0], "whole": model.weight}) == 220  # a view: no more
+    optimizer = torch.optim.Adam(model.parameters())
+    assert held_bytes(optimizer) == 0  # no state before the first step
+    model(torch.randn(2, 10)).sum().backward()
+    assert held_bytes(model) == 440  # the parameters and their .grad
+    optimizer.step()
+    steps = sum(state["step"].nbytes for state in optimizer.state.values())
+    assert held_bytes(optimizer) == 440 + steps  # Adam's two moments
+    basis = LayerSubspace(torch.zeros(6, 2), None, {"input": {"union": 2}})
+    assert held_bytes([basis, None, "text"]) == 48
+
+
+def test_room_mb_leaves_the_rest_or_names_the_least_budget_that_works():
+    import pytest
+
+    from core.unlearning.gradients import MemoryBudgetError, room_mb
+
+    assert room_mb(100.0, 30 * 2**20, 10 * 2**20, "the pass") == 70.0
+    assert room_mb(80.5, 70 * 2**20, 10.5 * 2**20, "the pass") == 10.5  # exactly full
+    with pytest.raises(MemoryBudgetError, match=r"memory_budget_mb=64 is below the 81 MB that "
+                       r"the pass needs at least \(70 MB the run holds .* 10 MB for one sample\); "
+                       r"give memory_budget_mb of at least 81"):
+        room_mb(64.0, 70 * 2**20, 10.5 * 2**20, "the pass")

@@ -223,3 +223,81 @@ def test_target_variants_raise_the_forget_losses(toy, match, track):
     assert set(result.extras["final_targets"]) == set(request.tasks)
     if not track:
         assert result.extras["final_targets"] == result.extras["targets"]
+
+
+def test_forget_gradients_by_micro_batches_equal_those_of_one_batch(street_model, street_data,
+                                                                   request_mode):
+    import copy
+
+    from core.unlearning.base import UnlearningContext
+
+    method = get_unlearner("interference_aware", {**FEW, "forget_batch": 3})
+    ctx = UnlearningContext(copy.deepcopy(street_model), street_model, request_mode, street_data,
+                            method.config)
+    forget = ctx.forget_batch()
+    losses, gaps = method.forget_losses_and_kept_gaps(ctx, forget)
+    signs = {t: torch.tensor([-1.0, 1.0, 0.0]) for t in losses}  # one of each, per instance
+    whole, whole_kept = method.forget_gradients(ctx, forget, signs, 3, losses, gaps)
+    assert bool(request_mode.kept_tasks) == bool(whole_kept)
+    # within float rounding of the terms summed: the instances' terms of opposite signs cancel
+    # (to 1e-6 in a head's bias, from terms near 1), so the tolerance is set by the same sum
+    # with every sign positive
+    terms, _ = method.forget_gradients(ctx, forget, {t: s.abs() for t, s in signs.items()}, 3,
+                                       *method.forget_losses_and_kept_gaps(ctx, forget))
+    for micro in (1, 2):
+        direction, kept = method.forget_gradients(ctx, forget, signs, micro)
+        assert kept.keys() == whole_kept.keys()
+        for name, value in whole.items():
+            tolerance = 1e-5 * float(terms[name].abs().max()) + 1e-9
+            assert float((direction[name] - value).abs().max()) <= tolerance, (micro, name)
+        for name, value in whole_kept.items():
+            tolerance = 1e-5 * float(value.abs().max()) + 1e-9
+            assert float((kept[name] - value).abs().max()) <= tolerance, (micro, name)
+
+def _big_images(monkeypatch, mb: float):
+    """Every image counted at `mb` MB of saved activations: the tiny model planned as a big one."""
+    import core.unlearning.gradients as gradients_module
+    import core.unlearning.interference_aware as ia
+    import core.unlearning.subspaces as subspaces
+
+    for module in (gradients_module, ia, subspaces):
+        monkeypatch.setattr(module, "saved_bytes", lambda model, image: int(mb * 2**20))
+
+
+def test_a_tight_budget_micro_batches_and_chunks_to_the_same_weights(street_model, street_data,
+                                                                    request_mode, monkeypatch):
+    import core.unlearning.interference_aware as ia
+
+    config = {**FEW, "steps": 3, "lr": 1e-3, "optimizer": "sgd", "forget_batch": 3,
+              "tgp": "always", "igo_kept": True}
+    micro_batches = []
+    forget_gradients = ia.InterferenceAware.forget_gradients
+
+    def spy(self, ctx, forget, signs, micro, *args):
+        micro_batches.append(micro)
+        return forget_gradients(self, ctx, forget, signs, micro, *args)
+
+    monkeypatch.setattr(ia.InterferenceAware, "forget_gradients", spy)
+    ample = get_unlearner("interference_aware", config).run(street_model, request_mode, street_data)
+    assert micro_batches == [3] * 3  # the whole forget batch at once, as before the budget
+    micro_batches.clear()
+    _big_images(monkeypatch, 20.0)  # one forget image's forward and backward: 40 MB of 64
+    tight = get_unlearner("interference_aware", {**config, "memory_budget_mb": 64.0}).run(
+        street_model, request_mode, street_data)
+    assert micro_batches == [1] * 3
+    assert tight.extras["steps_taken"] == ample.extras["steps_taken"] == 3
+    start, after = street_model.state_dict(), tight.model.state_dict()
+    for name, value in ample.model.state_dict().items():
+        moved = float((value - start[name]).abs().max())
+        assert float((after[name] - value).abs().max()) <= 1e-3 * moved + 1e-6, name
+
+
+def test_a_budget_below_the_least_that_works_is_refused_naming_both(street_model, street_data,
+                                                                   request_mode, monkeypatch):
+    from core.unlearning.gradients import MemoryBudgetError
+
+    _big_images(monkeypatch, 100.0)
+    with pytest.raises(MemoryBudgetError, match=r"memory_budget_mb=64 is below the 10\d MB that "
+                       r"the no-grad forwards needs at least .* memory_budget_mb of at least 10\d"):
+        get_unlearner("interference_aware", {**FEW, "memory_budget_mb": 64.0}).run(
+            street_model, request_mode, street_data)

@@ -22,8 +22,8 @@ def _capture_subspaces(monkeypatch):
     seen = {}
     original = ia.InterferenceAware.kept_subspaces
 
-    def capture(self, ctx, layers, budget, generator):
-        seen.update(original(self, ctx, layers, budget, generator))
+    def capture(self, ctx, layers, budget, generator, held=0):
+        seen.update(original(self, ctx, layers, budget, generator, held))
         return seen
 
     monkeypatch.setattr(ia.InterferenceAware, "kept_subspaces", capture)
@@ -103,10 +103,11 @@ def test_igo_against_the_kept_pairs_leaves_no_component_along_them(street_model,
     forget = ctx.forget_batch()
     spans = method.kept_sample_grads(ctx, forget)
     assert set(spans) == set(shared_names(ctx.model)) and all(v.shape[0] == 3 for v in spans.values())
-    losses, _ = method.forget_losses_and_kept_gaps(ctx, forget)
+    losses, gaps = method.forget_losses_and_kept_gaps(ctx, forget)
     signs = {t: -torch.ones_like(loss.detach()) for t, loss in losses.items()}
     samples = {n: torch.zeros(1, *p.shape) for n, p in ctx.model.named_parameters()}
-    direction = method.forget_direction(ctx, losses, signs, samples, {}, {}, spans)
+    raw, _ = method.forget_gradients(ctx, forget, signs, len(forget["image"]), losses, gaps)
+    direction = method.forget_direction(ctx, raw, samples, {}, {}, spans)
     for name, rows in spans.items():
         flat, rows = direction[name].reshape(-1), rows.reshape(rows.shape[0], -1)
         scale = flat.norm() * rows.norm(dim=1).clamp_min(1e-12)
