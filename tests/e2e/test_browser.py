@@ -283,17 +283,23 @@ CONTRAST_VIEWS = {"Attack": ("Forget instances that remain most member-like", "T
                   "Per class": ("Prediction matrix on",)}
 
 
+def _run_in_worker(page, method: str, count: int) -> None:
+    """On the Unlearn page, a full-task run of `method` (2 steps) on the forget set of `count`
+    instances, until the worker has finished it."""
+    _goto(page, "Unlearn")
+    page.get_by_text(f"Full-task unlearning of {count} instances").wait_for(timeout=60_000)
+    _choose(page, "Method", method)
+    _set_number(page, "steps", "2")
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text(f"{method}, full-task, {count} instances): finished").wait_for(timeout=300_000)
+
+
 def _contrast_two_runs(page, server: str) -> None:
     """Issue 21 part 5: a second method on the same request, then the Contrast page draws the two
     runs, A against B, in each view (a screenshot of each, the seconds of the first draw, which
     computes, and the median of three switches on cached data, printed); its address opens it in
     a new session."""
-    _goto(page, "Unlearn")
-    page.get_by_text("Full-task unlearning of 5 instances").wait_for(timeout=60_000)
-    _choose(page, "Method", "neggrad_plus")
-    _set_number(page, "steps", "2")
-    page.get_by_role("button", name="Run").click()
-    page.get_by_text("neggrad_plus, full-task, 5 instances): finished").wait_for(timeout=300_000)
+    _run_in_worker(page, "neggrad_plus", 5)
     _goto(page, "Contrast")
     first: dict[str, float] = {}
     cached: dict[str, list[float]] = {name: [] for name in CONTRAST_VIEWS}
@@ -520,12 +526,7 @@ def test_open_an_imported_model_of_a_plugin_architecture(page, tmp_path):
     assert page.get_by_text("Traceback").count() == 0
     # issue 21: the run's views on the plugin architecture, a screenshot of each
     _forget(page, "1-3", 3, go=False)
-    _goto(page, "Unlearn")
-    page.get_by_text("Full-task unlearning of 3 instances").wait_for(timeout=60_000)
-    _choose(page, "Method", "grad_ascent")
-    _set_number(page, "steps", "2")
-    page.get_by_role("button", name="Run").click()
-    page.get_by_text("grad_ascent, full-task, 3 instances): finished").wait_for(timeout=300_000)
+    _run_in_worker(page, "grad_ascent", 3)
     _goto(page, "Interference")
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=300_000)
     for name, texts in CONTRAST_VIEWS.items():
