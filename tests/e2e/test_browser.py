@@ -145,8 +145,9 @@ def _choose(page, label: str, option: str) -> None:
 
     for attempt in range(3):
         page.get_by_role("combobox", name=label).click()
+        page.keyboard.type(option)  # the list is virtualised: an option out of sight is not there
         try:
-            page.get_by_role("option", name=option).click(timeout=10_000)
+            page.get_by_role("option", name=re.compile(rf"^{re.escape(option)}(:|$)")).click(timeout=10_000)
             return
         except PlaywrightTimeout:
             if attempt == 2:

@@ -388,7 +388,8 @@ def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, ignore, where):
     their end, and no worker process is left; one that ignores SIGTERM is killed after
     `STOP_GRACE_S`, the others stop their job as Ctrl-C does (so its clean-up runs). Before,
     the workers went on with every queued job and the pool waited for them. A guard releases
-    the jobs after 120 s, so that a regression fails instead of hanging."""
+    the jobs after 600 s (spawned workers can take minutes to start on a loaded host), so that a
+    regression fails instead of hanging."""
     import threading
 
     from core.evaluation import processes
@@ -397,7 +398,7 @@ def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, ignore, where):
     bench = Bench(MINI, tmp_path / "out", log=lambda _: None, show_bars=False)
     folder = tmp_path / "jobs"
     folder.mkdir()
-    guard = threading.Timer(120, (folder / "release").touch)
+    guard = threading.Timer(600, (folder / "release").touch)
     guard.start()
 
     def interrupt_main():
