@@ -59,7 +59,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, save_checkpoint
+from core.checkpoints import ModelCard, checkpoint_paths, load_checkpoint, read_card, save_checkpoint
 from core.data.sources import DataSource
 from core.evaluation import claims
 from core.evaluation.ablations import ablation_table
@@ -248,6 +248,37 @@ def forget_instances(train_ids: Sequence[int], ratio: float, seed: int, draw: in
     return sorted(int(i) for i in rng.choice(np.asarray(train_ids), size=count, replace=False))
 
 
+def stored(path: Path) -> bool:
+    """Whether the checkpoint at `path` is there, weights and card (the card is written last).
+    A card without its weights is a results folder carried without them (`save_as_recorded`)."""
+    weights, card = checkpoint_paths(path)
+    return card.is_file() and weights.is_file()
+
+
+def save_as_recorded(train: Callable[[], tuple[torch.nn.Module, ModelCard]], path: Path) -> None:
+    """Train a bench checkpoint and save it at `path`. The JSON files of a results folder are its
+    record and the checkpoints caches, so a folder may travel without its .safetensors: where a
+    card is there without its weights, the retrained weights must be the ones it names (same
+    SHA-256: training is seeded and deterministic on one platform and library versions), or
+    BenchError, with the card as it was and no new weights left beside it."""
+    weights, card_path = checkpoint_paths(path)
+    before = card_path.read_text() if card_path.is_file() else None
+    expected = read_card(card_path) if before is not None else None
+    model, card = train()
+    save_checkpoint(model, card, path)
+    if expected is None or card.weights_sha256 == expected.weights_sha256:
+        return
+    weights.unlink(missing_ok=True)
+    write_text_atomic(card_path, before or "")
+    changed = {k: f"{v} -> {card.versions.get(k)}" for k, v in expected.versions.items()
+               if card.versions.get(k) != v}
+    raise BenchError(f"{path} was trained again (its weights were missing), but its card names weights "
+                     f"{expected.weights_sha256[:12]}... and the new ones are {card.weights_sha256[:12]}...: "
+                     f"not the checkpoint the recorded results used (library versions changed: "
+                     f"{changed or 'none'}); bring its .safetensors file or start the folder afresh "
+                     "(--fresh)")
+
+
 def cell_key(benchmark: str, ratio: float, setting: str, seed: int) -> str:
     return f"{benchmark}__r{ratio:g}__{setting.replace(':', '-')}__s{seed}"
 
@@ -310,14 +341,17 @@ class Bench:
         key = f"{benchmark}__b{seed}"
         if key not in self._models:
             path = self.base_path(benchmark, seed)
-            if not checkpoint_paths(path)[1].is_file():
+            if not stored(path):
                 self.log(f"training the {benchmark} base model of seed {seed} ({self.plan.epochs} epochs)")
-                source = self.plan.source(benchmark)
-                source.resolve()
-                architecture = {"name": "small_cnn", "args": {"width": self.plan.width}}
-                recipe = TrainConfig(epochs=self.plan.epochs, seed=seed)
-                model, card = train_checkpoint(source, architecture, recipe, show_bar=self.show_bars)
-                save_checkpoint(model, card, path)
+
+                def train() -> tuple[torch.nn.Module, ModelCard]:
+                    source = self.plan.source(benchmark)
+                    source.resolve()
+                    architecture = {"name": "small_cnn", "args": {"width": self.plan.width}}
+                    recipe = TrainConfig(epochs=self.plan.epochs, seed=seed)
+                    return train_checkpoint(source, architecture, recipe, show_bar=self.show_bars)
+
+                save_as_recorded(train, path)
             model, card = load_checkpoint(path)
             self._models[key] = (model, card, UnlearningData.from_card(card))
         return self._models[key]
@@ -436,16 +470,21 @@ class Bench:
         """Run every study of the plan (or only `studies`, (benchmark, mode, method) each) that
         tuning/ has no record of, after the tuning seed's oracles they need."""
         studies = self.studies() if studies is None else list(studies)
-        groups = dict.fromkeys((b, mode) for b, mode, _ in studies)
+        todo = [study for study in studies if not self.tuning_path(*study).is_file()]
+        floor_file = self.out / TUNING_FLOOR
+        floors = json.loads(floor_file.read_text()) if floor_file.is_file() else {}
+        # the oracles of the groups with a study to run or a floor to measure (none for a
+        # finished folder carried without its weights)
+        groups = dict.fromkeys((b, mode) for b, mode, method in studies
+                               if (b, mode, method) in todo or f"{b}__{mode}" not in floors)
         seed = self.plan.tuning_seed
         self._share("base", [(b, seed) for b in dict.fromkeys(b for b, _ in groups)])
         oracles = [(b, r, s, seed, second, draw) for b, mode in groups
                    for r, s in self.tuning_requests(b, mode)
                    for second, draw in [(True, 0), *((False, d) for d in range(self.plan.draws))]]
-        self._in_workers(_worker_oracle, [o for o in oracles if not checkpoint_paths(self.oracle_path(*o))[1]
-                                          .is_file()], workers, "tuning oracles")
+        self._in_workers(_worker_oracle, [o for o in oracles if not stored(self.oracle_path(*o))],
+                         workers, "tuning oracles")
         self._share("oracle", oracles)
-        todo = [study for study in studies if not self.tuning_path(*study).is_file()]
         self._in_workers(_worker_tune, todo, workers, "tuning")
         self._share("study", studies)
         for study in tqdm(todo, desc="tuning", disable=not self.show_bars or workers > 1):
@@ -467,15 +506,17 @@ class Bench:
         cached under oracles/; `second`: the second oracle, trained with the base recipe's
         seed + 1."""
         path = self.oracle_path(benchmark, ratio, setting, seed, second, draw)
-        if not checkpoint_paths(path)[1].is_file():
-            from core.unlearning.runner import unlearned_card
+        if not stored(path):
+            def train() -> tuple[torch.nn.Module, ModelCard]:
+                from core.unlearning.runner import unlearned_card
 
-            model, card, data = self.base(benchmark, seed)
-            request = self.request(benchmark, ratio, setting, seed, draw)
-            config = {"train_seed": int(card.training["seed"]) + 1} if second else {}
-            result = get_unlearner(ORACLE, config).run(model, request, data)
-            card = unlearned_card(card, f"models/{benchmark}__b{seed}", result, [])
-            save_checkpoint(result.model, card, path)
+                model, card, data = self.base(benchmark, seed)
+                request = self.request(benchmark, ratio, setting, seed, draw)
+                config = {"train_seed": int(card.training["seed"]) + 1} if second else {}
+                result = get_unlearner(ORACLE, config).run(model, request, data)
+                return result.model, unlearned_card(card, f"models/{benchmark}__b{seed}", result, [])
+
+            save_as_recorded(train, path)
         oracle, card = load_checkpoint(path)
         return oracle, float(card.request["seconds"])
 
@@ -562,7 +603,7 @@ class Bench:
     def _output(self, kind: str, job: tuple) -> Path:
         """The file whose presence says a piece of work ("base", "oracle", "study", "cell") is done."""
         if kind in ("base", "oracle"):
-            return checkpoint_paths(self._path(kind, job))[1]
+            return checkpoint_paths(self._path(kind, job))[0]  # with its card (`stored`)
         return self._path(kind, job)
 
     def _path(self, kind: str, job: tuple) -> Path:
@@ -575,7 +616,9 @@ class Bench:
         name, whether its output is there, and the method that computes it or reads it back."""
         run = {"base": self.base, "oracle": self.oracle, "study": self.tuned, "cell": self.cell}[kind]
         name = self._path(kind, job).name.removesuffix(".json")
-        return f"{kind}__{name}", self._output(kind, job).is_file, lambda: run(*job)
+        done = (lambda: stored(self._path(kind, job))) if kind in ("base", "oracle") \
+            else self._output(kind, job).is_file
+        return f"{kind}__{name}", done, lambda: run(*job)
 
     def work(self, kind: str, job: tuple) -> bool:
         """One piece of work (`_piece`); with a storage only when its output is missing and this
@@ -612,8 +655,8 @@ class Bench:
         start = time.perf_counter()
         bases = [(b, seed) for b in self.plan.benchmarks
                  for seed in (self.plan.tuning_seed, *self.plan.seeds)]
-        self._in_workers(_worker_base, [job for job in bases if not checkpoint_paths(self.base_path(*job))[1]
-                                        .is_file()], workers, "base models")
+        self._in_workers(_worker_base, [job for job in bases if not stored(self.base_path(*job))],
+                         workers, "base models")
         self._share("base", bases)
         for benchmark, seed in bases:
             self.base(benchmark, seed)

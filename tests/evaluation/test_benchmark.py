@@ -423,3 +423,49 @@ def test_ctrl_c_stops_every_worker(tmp_path, monkeypatch, ignore, where):
     started = {path.name.split("-")[1] for path in folder.glob("started-*")}
     unwound = {path.name.split("-")[1] for path in folder.glob("unwound-*")}
     assert unwound == ({"0"} if ignore else started) and len(started) >= 2
+
+
+def test_a_results_folder_travels_without_its_weights(tmp_path, use_cache, monkeypatch, few_steps):
+    """The JSON of a results folder is its record; the checkpoints are caches. A copy without the
+    .safetensors files resumes: only what unfinished work needs is trained again, and each
+    retrained checkpoint must be the one its card names (same SHA-256), or the run stops with
+    the card as it was."""
+    import shutil
+
+    from core.checkpoints import read_card
+
+    plan = plan_with(MINI, ratios=(0.1,), methods=("grad_ascent",))
+    out, carried = tmp_path / "bench", tmp_path / "carried"
+    frames = run_plan(plan, out, show_bars=False, log=lambda _: None)
+    shutil.copytree(out, carried, ignore=shutil.ignore_patterns("*.safetensors"))
+    assert not list(carried.rglob("*.safetensors"))
+
+    trained = []
+    real = benchmark.get_unlearner
+
+    def counted(name, config=None):
+        trained.append(name)
+        return real(name, config)
+
+    monkeypatch.setattr(benchmark, "get_unlearner", counted)
+    monkeypatch.setattr(benchmark, "tune", lambda *a, **k: pytest.fail("a finished study ran again"))
+    again = run_plan(plan, carried, show_bars=False, log=lambda _: None)
+    pd.testing.assert_frame_equal(again["leaderboard"], frames["leaderboard"])
+    assert trained == []  # every study and cell is finished: no oracle is needed again
+    for card in (carried / "models").glob("*.json"):  # the base models the report reads, retrained
+        weights = card.with_suffix(".safetensors")
+        assert weights.is_file() and read_card(card).weights_sha256 == read_card(out / "models" / card.name) \
+            .weights_sha256
+
+    # a retrained checkpoint that differs from its card: stop, and keep the card as it was
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("*.safetensors"))
+    card_path = broken / "models" / "synthetic-indoor__b1.json"
+    card = json.loads(card_path.read_text())
+    card["weights_sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    before = card_path.read_text()
+    with pytest.raises(BenchError, match=r"synthetic-indoor__b1.*000000000000.*not the checkpoint"):
+        run_plan(plan, broken, show_bars=False, log=lambda _: None)
+    assert card_path.read_text() == before
+    assert not (broken / "models" / "synthetic-indoor__b1.safetensors").exists()
