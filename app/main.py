@@ -19,6 +19,14 @@ ICONS = {"model": "deployed_code", "select": "select", "unlearn": "content_cut",
 pages = {name: st.Page(str(PAGES / f"{name}.py"), title=name.capitalize(), icon=f":material/{icon}:",
                       url_path=name, default=name == "model") for name, icon in ICONS.items()}
 page = st.navigation(list(pages.values()))
+if "app.state" not in sys.modules:
+    # the first page this server draws imports PyTorch and the engine (seconds): say so at once
+    # rather than leave the page blank
+    starting = st.empty()
+    with starting.status("Starting the dashboard: loading PyTorch and the unlearning engine "
+                         "(once per server)", expanded=False):
+        import app.state  # noqa: F401
+    starting.empty()
 # a shared result (?run=L3&view=..., or a contrast ?a=L1&b=L2&view=...) opens its page; outside a
 # Streamlit run (a process spawned from one that ran this file as __main__) the page has no title,
 # and nothing is switched

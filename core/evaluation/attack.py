@@ -27,7 +27,6 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 from core.evaluation.metrics import fixed_retain_sample
 from core.evaluation.mia import attack_features, calibrated_scores, population_scores
@@ -53,6 +52,8 @@ def roc_points(positive: np.ndarray, negative: np.ndarray) -> pd.DataFrame:
     """The ROC curve of positives (P,) above negatives (N,): columns fpr, tpr, threshold from
     `sklearn.metrics.roc_curve` (every threshold kept; the first row is (0, 0) at +inf)."""
     labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
+    from sklearn.metrics import roc_curve  # sklearn's import costs seconds: on use only
+
     fpr, tpr, threshold = roc_curve(labels, np.r_[positive, negative], drop_intermediate=False)
     return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": threshold})
 
@@ -81,6 +82,8 @@ def attack_summary(positive: np.ndarray, negative: np.ndarray) -> dict[str, floa
     """auc, "tpr_at_1%", "tpr_at_0.1%" of positives (P,) above negatives (N,), and for each FPR
     "enough_1%" / "enough_0.1%": whether there are `min_negatives` of it (else the TPR is that
     at FPR 0, too few unseen instances to measure the rate). NaN figures for an empty group."""
+    from sklearn.metrics import roc_auc_score  # on use only, as in roc_points
+
     both = len(positive) and len(negative)
     labels = np.r_[np.ones(len(positive)), np.zeros(len(negative))]
     out: dict[str, float | bool] = {

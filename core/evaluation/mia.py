@@ -25,11 +25,6 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from core.evaluation.metrics import fixed_retain_sample
 from core.evaluation.stats import bootstrap_auc, bootstrap_mean
@@ -74,6 +69,11 @@ def population_scores(member: np.ndarray, nonmember: np.ndarray, forget: np.ndar
                          f"and {len(nonmember)}; use a larger retain sample or val split")
     x = np.concatenate([member, nonmember])
     y = np.r_[np.ones(len(member)), np.zeros(len(nonmember))]
+    from sklearn.linear_model import LogisticRegression  # sklearn's import costs seconds: on use only
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     attack = make_pipeline(StandardScaler(), LogisticRegression(class_weight="balanced"))
     cv = StratifiedKFold(n_splits=splits, shuffle=True, random_state=seed)
     held_out = cross_val_predict(attack, x, y, cv=cv, method="predict_proba")[:, 1]
@@ -99,6 +99,8 @@ def mia_from_features(member: np.ndarray, nonmember: np.ndarray, forget: np.ndar
         forget_auc (with forget_auc_low / _high): AUC of the member probability of the forget
             instances (positives) against the out-of-fold probability of the non-members.
     """
+    from sklearn.metrics import roc_auc_score  # on use only, as in population_scores
+
     member_score, nonmember_score, forget_score = population_scores(member, nonmember, forget, seed, folds)
     auc, auc_low, auc_high = bootstrap_auc(forget_score, nonmember_score, seed=seed)
     efficacy, eff_low, eff_high = bootstrap_mean((forget_score < 0.5).astype(np.float64), 2000, seed)

@@ -25,7 +25,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 LEVEL = 0.95
 DRAWS = 10_000
@@ -285,6 +284,8 @@ def wilcoxon_p(differences: Sequence[float]) -> float:
     diffs = diffs[np.isfinite(diffs)]
     if not np.any(diffs != 0):
         return math.nan
+    from scipy import stats  # scipy.stats' import costs a second or more: on use only
+
     return float(stats.wilcoxon(diffs, zero_method="wilcox").pvalue)
 
 

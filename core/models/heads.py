@@ -9,7 +9,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models.segmentation.deeplabv3 import ASPP
 
 
 def conv_bn_relu(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -48,6 +47,10 @@ class ASPPHead(nn.Module):
     def __init__(self, in_channels: Sequence[int], out_channels: int, width: int,
                  rates: Sequence[int] = (12, 24, 36)):
         super().__init__()
+        # imported here: torchvision's import costs seconds (torch._dynamo through its ops), which
+        # every process that never builds this head (the dashboard's first page) would pay
+        from torchvision.models.segmentation.deeplabv3 import ASPP
+
         self.aspp = ASPP(in_channels[-1], list(rates), width)
         self.refine = conv_bn_relu(width, width)
         self.predict = nn.Conv2d(width, out_channels, 1)
