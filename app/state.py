@@ -707,23 +707,41 @@ def kept_frame(run: Run, folder: str, compute: Callable[[], pd.DataFrame], **set
     ledger, in `<folder>/<result hash>.json` beside the ledger (as `run_results` keeps the
     scores), read back when it was computed from the same inputs (`score_inputs` and the
     view's JSON-able `settings`); else `compute()` makes it and it is stored."""
-    if folder in run.cache:
-        return run.cache[folder]
-    _, card = cached_checkpoint(run.model_path)
-    inputs = {**score_inputs(run, card.weights_sha256), **settings}
-    path = ledger().path.parent / folder / f"{run.sha256}.json" if run.sha256 else None
-    frame = None
+    if folder not in run.cache:
+        _, card = cached_checkpoint(run.model_path)
+        inputs = {**score_inputs(run, card.weights_sha256), **settings}
+        path = ledger().path.parent / folder / f"{run.sha256}.json" if run.sha256 else None
+        run.cache[folder] = stored_frame(path, inputs, compute)
+    return run.cache[folder]
+
+
+def kept_pair_frame(a: Run, b: Run, folder: str, compute: Callable[[], pd.DataFrame],
+                    **settings: Any) -> pd.DataFrame:
+    """`kept_frame` for a contrast of ledger runs `a` and `b` (one request on one model), in
+    `<folder>/<A's result hash>-<B's>.json` (16 hex digits each; the inputs hold both in full and
+    the oracle the pair is shown with); not kept on disk unless both have a recorded result."""
+    _, card = cached_checkpoint(a.model_path)
+    inputs = {**score_inputs(a, card.weights_sha256), "result_b": b.sha256,
+              "oracle": a.oracle_sha256 or b.oracle_sha256, **settings}
+    path = (ledger().path.parent / folder / f"{a.sha256[:16]}-{b.sha256[:16]}.json"
+            if a.sha256 and b.sha256 else None)
+    return stored_frame(path, inputs, compute)
+
+
+def stored_frame(path: Path | None, inputs: dict[str, Any],
+                 compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    """The frame stored at `path` when it was computed from `inputs`; else (a missing, damaged
+    or outdated file, or no path) `compute()`'s, stored there."""
     if path is not None:
         try:
             stored = json.loads(path.read_text())
-            frame = _frame(stored["frame"]) if stored["inputs"] == inputs else None
+            if stored["inputs"] == inputs:
+                return _frame(stored["frame"])
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
-            frame = None
-    if frame is None:
-        frame = compute()
-        if path is not None:
-            _write_json(path, {"inputs": inputs, "frame": _table(frame)})
-    run.cache[folder] = frame
+            pass
+    frame = compute()
+    if path is not None:
+        _write_json(path, {"inputs": inputs, "frame": _table(frame)})
     return frame
 
 

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from app.charts import contrast_colours, model_colour
-from app.state import Run, cached_checkpoint, cached_data, kept_frame, run_models
+from app.state import Run, cached_checkpoint, cached_data, kept_frame, kept_pair_frame, run_models
 from core.evaluation.contrast import NAMES
 from core.explore import predict
 from core.requests import ForgetRequest
@@ -101,7 +101,7 @@ def pair_shown(a: Run, b: Run) -> Shown:
     """Runs `a` and `b` (of one request on one model: `core.evaluation.contrast.run_differences`)
     as "A" and "B", with the original and the oracle of their request (when one is recorded) as
     references; A and B in their methods' colours (`contrast_colours`). Frames are computed once
-    per pair and kept in the session."""
+    per pair, kept in the session and beside the ledger (`kept_pair_frame`)."""
     oracle = a.oracle if a.oracle is not None else b.oracle
     key = (a.id, b.id, a.oracle_sha256 or b.oracle_sha256)
     pairs = st.session_state.setdefault("contrasts", {})
@@ -118,7 +118,7 @@ def pair_shown(a: Run, b: Run) -> Shown:
 
         def keep(folder: str, compute: Callable[[], pd.DataFrame], settings: dict[str, Any]) -> pd.DataFrame:
             if folder not in cache:
-                cache[folder] = compute()
+                cache[folder] = kept_pair_frame(a, b, folder, compute, **settings)
             return cache[folder]
 
         pairs[key] = Shown(models, {n: titles[n] for n in models}, {n: colours[n] for n in models},

@@ -107,3 +107,33 @@ def test_a_contrast_link_to_runs_of_two_models_or_to_no_run_is_a_message(street_
     assert app.selectbox(key="contrast_a").value == "L3" and app.selectbox(key="contrast_b").value == "L1"
     assert app.radio(key="contrast_view").value == "Attack"
     assert app.query_params == {"a": "L3", "b": "L1", "view": "attack"}
+
+
+def test_a_pairs_view_frames_are_kept_beside_the_ledger_and_read_back(street_run, mtu_home, monkeypatch):
+    """Issue 21 part 7 for a contrast: a pair's attack scores and layer similarity are computed
+    once, kept by the two results' hashes beside the ledger, and read back by another session."""
+    import app.views.similarity
+
+    _record([1, 2, 3], "neggrad_plus", {"steps": 1})  # L2: the same request, another method
+    calls = []
+    real = app.views.similarity.layer_similarity
+    monkeypatch.setattr(app.views.similarity, "layer_similarity",
+                        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+
+    def contrast() -> AppTest:
+        page = AppTest.from_file(MAIN, default_timeout=600)
+        page.query_params.update(a="L1", b="L2", view="layers")
+        page.run()
+        assert not page.exception and page.radio(key="contrast_view").value == "Layer similarity"
+        return page
+
+    first = contrast()
+    rows = {f"L{row['run']}": row for row in Ledger().runs()}
+    a, b = rows["L1"]["result_sha256"], rows["L2"]["result_sha256"]
+    kept = mtu_home / "similarity" / f"{a[:16]}-{b[:16]}.json"
+    assert calls == [1] and kept.is_file()
+    assert json.loads(kept.read_text())["inputs"]["result_b"] == rows["L2"]["result_sha256"]
+    second = contrast()  # another session: read back, not computed again
+    assert calls == [1]
+    assert _charts(second) == _charts(first)
+    assert (mtu_home / "attack").is_dir() is False  # only the views shown are computed
