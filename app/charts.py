@@ -11,6 +11,7 @@ report) goes through `exported`.
 
 from __future__ import annotations
 
+import textwrap
 import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -492,14 +493,22 @@ def class_iou_figure(table: pd.DataFrame, task: str, titles: Mapping[str, str] |
     return figure.for_each_trace(lambda trace: trace.update(name=(titles or {}).get(trace.name, trace.name)))
 
 
-def confusion_change_figure(change: np.ndarray, classes: Sequence[str], title: str) -> go.Figure:
+def confusion_change_figure(change: np.ndarray, classes: Sequence[str], title: str, models: str,
+                            explanation: str) -> go.Figure:
     """A row-normalised confusion change (`core.evaluation.per_class.confusion_change`) as a
-    heatmap: rows the true class, columns the predicted one, red where a share grew."""
+    heatmap: rows the true class, columns the predicted one, red where a share grew. The title
+    (`title`, then `models`: which model minus which, then a smaller `explanation`) is wrapped
+    into lines the figure's width holds (about 9 px a character at the title's size)."""
+    width = max(600, 120 + 60 * len(classes))
+    per_line = (width - 60) // 9
+    lines = textwrap.wrap(f"{title}:", per_line) + textwrap.wrap(models, per_line) + [
+        f"<span style='font-size:12px'>{line}</span>" for line in textwrap.wrap(explanation, per_line)]
     figure = go.Figure(go.Heatmap(z=change, x=list(classes), y=list(classes), zmid=0, colorscale="RdBu_r",
                                   colorbar={"title": "change of share"},
                                   hovertemplate="true %{y}, predicted %{x}: %{z:+.3f}<extra></extra>"))
-    figure.update_layout(title=title, xaxis_title="predicted class", yaxis_title="true class",
-                         yaxis_autorange="reversed")
+    figure.update_layout(title={"text": "<br>".join(lines), "font": {"size": 15}}, width=width,
+                         height=width - 60 + 22 * len(lines), margin={"t": 40 + 22 * len(lines)},
+                         xaxis_title="predicted class", yaxis_title="true class", yaxis_autorange="reversed")
     return _painted(figure, {})
 
 

@@ -43,9 +43,9 @@ def per_class_view(subject: Run | Shown) -> None:
                                        & (table["split"] == split)]["class"]))
     change = confusion_change(confusions, split, task, after, before)
     against = "before" if before == "original" else shown.titles[before]
-    st.plotly_chart(confusion_change_figure(change, classes, f"{task} on {split}: share of each true "
-                                            f"class's pixels predicted as each class, {shown.titles[after]} "
-                                            f"minus {against}"),
+    st.plotly_chart(confusion_change_figure(change, classes, f"{task} on {split}",
+                                            f"{shown.titles[after]} minus {against}",
+                                            "share of each true class's pixels predicted as each class"),
                     width="content", key="confusion_change")
     st.caption("Each row is a true class and sums to 0: red where the model now predicts that class more "
                "often, blue where less. On the forget images a useful change moves them toward how "

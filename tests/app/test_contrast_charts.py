@@ -56,3 +56,23 @@ def test_per_class_iou_and_table_with_both_runs():
     assert list(shown.columns) == ["split", "class", "true pixels", "IoU before", "IoU A", "IoU B",
                                    "IoU of the oracle", "change A", "change B"]
     assert np.allclose(shown["change B"], [-0.3, -0.2]) and np.allclose(shown["change A"], [-0.1, 0.0])
+
+
+def test_the_prediction_matrix_title_fits_its_figure():
+    """Issue 21: a contrast's long title (task, split, B's and A's runs) was cut at the figure's
+    right edge; it is wrapped into lines the figure's width holds, with the explanation below."""
+    import re
+
+    import numpy as np
+
+    from app.charts import confusion_change_figure
+
+    classes = ["road", "sky", "building"]
+    figure = confusion_change_figure(np.zeros((3, 3)), classes, "segmentation on forget",
+                                     "B: neggrad_plus_calibrated (#L12) minus A: interference_aware (#L11)",
+                                     "share of each true class's pixels predicted as each class")
+    lines = re.sub(r"<[^>]+>", "\n", figure.layout.title.text.replace("<br>", "\n")).split("\n")
+    width = figure.layout.width
+    assert width and all(len(line) * 9 <= width - 40 for line in lines), (width, lines)
+    assert "neggrad_plus_calibrated (#L12)" in figure.layout.title.text
+    assert figure.layout.margin.t >= 30 * len([line for line in lines if line])
