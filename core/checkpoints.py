@@ -180,7 +180,7 @@ def _sha256(path: Path) -> str:
 
 
 @contextlib.contextmanager
-def _folder_lock(folder: Path):
+def folder_lock(folder: Path):
     """An exclusive advisory lock on `folder` (released when the process dies); none where the
     platform has no fcntl."""
     try:
@@ -245,7 +245,7 @@ def save_checkpoint(model: MultiTaskModel, card: ModelCard, path: str | Path,
         _fsync(card_tmp)
         if if_exists == "content":
             weights, card_path = checkpoint_paths(weights.parent / content_name(card.weights_sha256))
-        with _folder_lock(weights.parent):
+        with folder_lock(weights.parent):
             if if_exists == "content" and card_path.is_file() and weights.is_file():
                 if on_commit is not None:
                     on_commit(weights, card.weights_sha256)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from core.checkpoints import _folder_lock
+from core.checkpoints import folder_lock
 from core.outputs import write_text_atomic
 
 HEARTBEAT_S = 30.0
@@ -164,5 +164,5 @@ def locked(path: str | Path) -> Iterator[None]:
     lock never see half a file. Not re-entrant: the block must not take it again."""
     folder = Path(path).parent
     folder.mkdir(parents=True, exist_ok=True)
-    with _folder_lock(folder):
+    with folder_lock(folder):
         yield

@@ -237,16 +237,27 @@ class UnlearningData:
 
 class UnlearningContext:
     """What a method works with during one run: the working model, the frozen original, the
-    request, batches of forget / retain instances on the device, and the loss helpers."""
+    request, batches of forget / retain instances on the device, and the loss helpers.
+
+    `original`: the frozen original, or a function that builds it: it is then built the first
+    time a method reads `ctx.original` (a method that never does, ssd or grad_ascent, holds no
+    second copy of the model)."""
 
     def __init__(self, model, original, request: ForgetRequest, data: UnlearningData, config):
-        self.model, self.original, self.request, self.data = model, original, request, data
+        self.model, self.request, self.data = model, request, data
+        self._original = original
         self.config = config
         self.device = select_device(config.device)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.tasks: dict[str, TaskSpec] = dict(data.train.tasks)
         self.target_tasks = {t: self.tasks[t] for t in request.tasks}
         self.kept_tasks = {t: self.tasks[t] for t in request.kept_tasks}
+
+    @property
+    def original(self) -> torch.nn.Module:
+        if not isinstance(self._original, torch.nn.Module):
+            self._original = self._original()
+        return self._original
 
     def _sample(self, ids: Sequence[int], size: int) -> list[int]:
         if len(ids) <= size:
@@ -367,10 +378,14 @@ class Unlearner(ABC):
         working = copy.deepcopy(model).to(device).eval()
         for parameter in working.parameters():
             parameter.requires_grad_(True)
-        original = copy.deepcopy(model).to(device).eval()
-        for parameter in original.parameters():
-            parameter.requires_grad_(False)
-        ctx = UnlearningContext(working, original, request, data.for_method(), self.config)
+
+        def frozen() -> torch.nn.Module:
+            original = copy.deepcopy(model).to(device).eval()
+            for parameter in original.parameters():
+                parameter.requires_grad_(False)
+            return original
+
+        ctx = UnlearningContext(working, frozen, request, data.for_method(), self.config)
         history: list[dict[str, float]] = []
 
         def report(step: int, forget: Mapping[str, torch.Tensor],
@@ -383,7 +398,8 @@ class Unlearner(ABC):
 
         start = time.perf_counter()
         try:
-            with distributed.replicated(working, original):
+            # under torchrun the original is built now, so that its forwards are shared too
+            with distributed.replicated(working, *((ctx.original,) if distributed.active() else ())):
                 extras = self.unlearn(ctx, report) or {}
         except torch.linalg.LinAlgError as error:  # a decomposition of blown-up gradients
             self.check_finite(ProgressEvent(len(history) + 1, self.total_steps()), working)

@@ -8,9 +8,10 @@ fairly; the reference code squares per-batch gradients instead):
 - retain importance I_R: every task's loss on `steps` random retain batches, plus (partial mode)
   the kept tasks' losses on the forget instances, which are kept data. The paper uses the whole
   training set here; we use only what must stay, as the request defines it.
-`memory_budget_mb` covers the whole run: the working model and the frozen original, the two
-importance maps and the running sum are counted first (`gradients.held_bytes`), and the
-per-sample gradients get what remains, in chunks of samples squared and summed as they come.
+`memory_budget_mb` covers the whole run: the working model (ssd never reads the frozen
+original, so the run holds no copy of it), the two importance maps and the running sum are
+counted first (`gradients.held_bytes`), and the per-sample gradients get what remains, in
+chunks of samples squared and summed as they come.
 Every weight with I_F > alpha * I_R is multiplied by min(lambda * I_R / I_F, 1); the others
 are left bitwise untouched. Kept-task heads have I_F = 0, so they are never dampened.
 """
@@ -67,7 +68,7 @@ def importances(ctx: UnlearningContext, retain_batches: int,
     `memory_budget_mb` for the whole run (the model copies and these two maps counted first)."""
     forget = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in ctx.model.named_parameters()}
     retain = {n: torch.zeros_like(t) for n, t in forget.items()}
-    held = held_bytes(ctx.model, ctx.original, forget, retain)
+    held = held_bytes(ctx.model, forget, retain)
     ids, retain_count = list(ctx.request.instances), 0
     for start in range(0, len(ids), ctx.config.forget_batch):
         batch = ctx.batch(ctx.data.train, ids[start:start + ctx.config.forget_batch])

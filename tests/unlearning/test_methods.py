@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from core.requests import ForgetRequest
 from core.unlearning import get_unlearner, list_unlearners
 
 FEW_STEPS = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
@@ -80,3 +81,23 @@ def test_the_oracle_trains_with_the_recipe_seed_unless_given_another(street_mode
     assert any(not torch.equal(weights[0][k], weights[2][k]) for k in weights[0])
     with pytest.raises(ValueError, match="train_seed=-2 is out of range"):
         get_unlearner("retrain", {"train_seed": -2})
+
+
+@pytest.mark.parametrize(("name", "built"), [("ssd", False), ("grad_ascent", False), ("scrub", True)])
+def test_the_frozen_original_is_copied_only_for_a_method_that_reads_it(name, built, street_model, street_data,
+                                                                        monkeypatch):
+    """Issue 22: a run copies the model once to change it and, only when the method reads the
+    frozen original (scrub's teacher, ours' anchor), once more: ssd and grad_ascent never read it,
+    and a copy of ResNet-50 is 288 MB of the run's memory budget."""
+    import copy
+
+    import core.unlearning.base as base
+
+    copies = []
+    real = copy.deepcopy
+    monkeypatch.setattr(base.copy, "deepcopy",
+                        lambda obj, *a: (obj is street_model and copies.append(1)) or real(obj, *a))
+    ids = street_data.train.ids
+    request = ForgetRequest.build(ids[:3], None, ids, list(street_data.train.tasks))
+    get_unlearner(name, {"steps": 1}).run(street_model, request, street_data)
+    assert len(copies) == (2 if built else 1), copies
