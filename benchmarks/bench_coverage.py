@@ -11,7 +11,7 @@ how often the interval holds the true reduction (benchmarks/DECISIONS.md section
 - forget sets, percentile: every (ratio, seed) with all its settings, within its ratio;
 - forget sets, studentized: the same draws, bootstrap-t interval (what the bench uses).
 
-    .venv/bin/python benchmarks/bench_coverage.py --sims 4000 --draws 2000
+    .venv/bin/python benchmarks/bench_coverage.py --sims 4000 --draws 2000 [--protocol-5]
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ RATIO_UIS = np.array([6.0, 9.0, 12.0])
 SETTING_SHIFT = np.array([0.0, 2.0, -1.0, 1.0])
 
 
-def simulate(sims: int, settings: int, seeds: int = 5, skewed: bool = False, seed: int = 0):
-    """Baseline and ours (sims, 3 x seeds x settings), the true reduction (percent), and each
-    cell's ratio, forget set and setting (cells,). `skewed`: multiplicative log-normal effects
-    in place of additive normal ones."""
+def simulate(sims: int, settings: int, seeds: int = 5, skewed: bool = False, seed: int = 0, ratios: int = 3):
+    """Baseline and ours (sims, ratios x seeds x settings), the true reduction (percent), and
+    each cell's ratio, forget set and setting (cells,). `skewed`: multiplicative log-normal
+    effects in place of additive normal ones. A forget set's shared effect stands for all that
+    its cells share: its instances and, from protocol 4 on, its own base model."""
     rng = np.random.default_rng(seed)
-    ratio, forget_set, setting = (a.ravel() for a in np.meshgrid(range(3), range(seeds), range(settings),
+    ratio, forget_set, setting = (a.ravel() for a in np.meshgrid(range(ratios), range(seeds), range(settings),
                                                                  indexing="ij"))
     mean = RATIO_UIS[ratio] + SETTING_SHIFT[setting]
-    shared, own = rng.normal(size=(2, sims, 3 * seeds))[:, :, ratio * seeds + forget_set]
+    shared, own = rng.normal(size=(2, sims, ratios * seeds))[:, :, ratio * seeds + forget_set]
     noise = rng.normal(size=(2, sims, len(mean)))
     if skewed:
         baseline = mean * np.exp(0.3 * shared + 0.1 * noise[0])
@@ -51,8 +52,9 @@ def simulate(sims: int, settings: int, seeds: int = 5, skewed: bool = False, see
     return baseline, ours, truth, ratio, forget_set, setting
 
 
-def coverages(sims: int, draws: int, settings: int, seeds: int, skewed: bool, seed: int) -> dict[str, float]:
-    baseline, ours, truth, ratio, forget_set, setting = simulate(sims, settings, seeds, skewed, seed)
+def coverages(sims: int, draws: int, settings: int, seeds: int, skewed: bool, seed: int,
+              ratios: int = 3) -> dict[str, float]:
+    baseline, ours, truth, ratio, forget_set, setting = simulate(sims, settings, seeds, skewed, seed, ratios)
     forget_sets, ratios = list(zip(ratio, forget_set)), list(ratio)
     ways = {"cells": dict(strata=list(zip(ratio, setting)), studentized=False),
             "forget sets, percentile": dict(clusters=forget_sets, strata=ratios, studentized=False),
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--sims", type=int, default=4000, help="simulated groups per row")
     parser.add_argument("--draws", type=int, default=2000, help="bootstrap draws per interval")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--protocol-5", action="store_true", help="only protocol 5's shapes (one ratio)")
     args = parser.parse_args()
     start = time.perf_counter()
     print(f"coverage of the nominal 95% interval, percent of {args.sims} simulated groups "
@@ -77,10 +80,13 @@ def main() -> None:
     print("| cells: ratios x forget sets x settings | effects | cells (old) | forget sets, percentile "
           "| forget sets, studentized (new) |")
     print("|---|---|---|---|---|")
-    for settings, seeds in ((1, 5), (2, 5), (3, 5), (4, 5), (3, 10)):
+    # protocols 3-4's shapes (3 ratios), then protocol 5's (one ratio, 5 seeds, 1 or 2 settings:
+    # full mode, conflict-high partial)
+    shapes = ((3, 1, 5), (3, 2, 5), (3, 3, 5), (3, 4, 5), (3, 3, 10), (1, 1, 5), (1, 2, 5), (1, 1, 10))
+    for ratios, settings, seeds in shapes[-3:] if args.protocol_5 else shapes:
         for skewed in (False, True):
-            row = coverages(args.sims, args.draws, settings, seeds, skewed, args.seed)
-            print(f"| 3 x {seeds} x {settings} | {'log-normal' if skewed else 'normal'} | "
+            row = coverages(args.sims, args.draws, settings, seeds, skewed, args.seed, ratios)
+            print(f"| {ratios} x {seeds} x {settings} | {'log-normal' if skewed else 'normal'} | "
                   + " | ".join(f"{value:.1f}" for value in row.values()) + " |")
     print(f"\n{time.perf_counter() - start:.0f} s")
 
