@@ -257,7 +257,9 @@ def child(job: dict) -> dict:
     train.keep(train.ids)
     val.keep(calibration)
     data = UnlearningData(train=train, val=val, calibration_ids=calibration)
-    request = ForgetRequest.build(train.ids[:batch_size], None, train.ids, [t.name for t in TASKS])
+    # full-task, or with "partial": forget the first task only (ours' TGP runs in partial mode)
+    tasks = [TASKS[0].name] if job.get("partial") else None
+    request = ForgetRequest.build(train.ids[:batch_size], tasks, train.ids, [t.name for t in TASKS])
     retain = {k: v.to(device) for k, v in train.batch(train.ids[batch_size:2 * batch_size]).items()}
     params = sum(p.numel() for p in model.parameters())
     out = {**job, "device": describe_device(device), "params_m": params / 1e6}
@@ -353,6 +355,7 @@ def table(rows: list[dict]) -> str:
             continue
         held = ("yes" if r["peak_mb"] <= r["budget"] else "no") if r["method"] in BUDGETED else "-"
         label = f" [{r['label']}]" if r.get("label") else ""
+        label += ", partial" if r.get("partial") else ""
         rate = 1 / r["step_s"] if r.get("step_s") else None
         lines.append(
             f"| {r['model']} ({r['params_m']:.1f} M) | {r['size']} | {r['batch']} | "
@@ -379,6 +382,8 @@ def main() -> None:
                         "round by round, rows marked [before]")
     parser.add_argument("--no-retrain", action="store_true",
                         help="skip the unlearn-vs-retrain estimate (ResNet-18 at 128x128)")
+    parser.add_argument("--partial", action="store_true",
+                        help="requests forget the first task only (partial mode: ours runs TGP)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -396,7 +401,7 @@ def main() -> None:
             if model == "resnet18" and size == "128x128" and not args.no_retrain:
                 methods.append("retrain")
             base = {"model": model, "size": size, "threads": args.threads,
-                    "budget": args.memory_budget_mb, **plan(args.quick, size)}
+                    "budget": args.memory_budget_mb, "partial": args.partial, **plan(args.quick, size)}
             floors = [run_child({**base, "method": "floor"}) for _ in range(args.rounds)]
             measured = [f["floor_s"] for f in floors if "floor_s" in f]
             floor = statistics.median(measured) if measured else None
