@@ -51,14 +51,13 @@ from typing import Any, cast
 import pandas as pd
 import torch
 
-from core.evaluation.compare import compare_models
+from core.evaluation.compare import compare_models, run_here
 from core.outputs import check_settings_output, write_text_atomic
 from core.plugins import load_plugins
 from core.requests import ForgetRequest
 from core.unlearning.base import (
     DivergenceError,
     UnlearningData,
-    get_unlearner,
     list_unlearners,
     method_plugins,
 )
@@ -155,14 +154,14 @@ def score_config(method: str, config: Mapping[str, Any], model: torch.nn.Module,
     when given, else to the original."""
     scores, seconds = [], 0.0
     for index, request in enumerate(requests):
-        result = get_unlearner(method, config).run(model, request, data)
-        models = {"original": model, method: result.model}
+        unlearned, took = run_here(model, request, data)(method, config)  # the one run path
+        models = {"original": model, method: unlearned}
         if oracles:
             models[ORACLE] = oracles[index]
         board = compare_models(models, request, data, retain_sample=retain_sample, seed=seed, mia=False,
                                heldout=SCORED_ON).leaderboard
         scores.append(float(board.set_index("model").at[method, SCORE]))
-        seconds += result.seconds
+        seconds += took
     return float(sum(scores) / len(scores)), seconds
 
 

@@ -259,18 +259,12 @@ def test_a_pooled_study_scores_every_request_against_its_oracle(monkeypatch):
             scores = [0.0, float(len(calls)), 0.0][:len(models)]  # the method's: 1, 2, 3
             self.leaderboard = pd.DataFrame({"model": list(models), "uis2": scores})
 
-    class Result:
-        model, seconds = "unlearned", 0.5
-
-    class Method:
-        def run(self, model, request, data):
-            return Result()
-
     def compare(models, request, *args, **kwargs):
         calls.append((request, dict(models)))
         return Board(models)
 
-    monkeypatch.setattr(tuning, "get_unlearner", lambda name, config: Method())
+    monkeypatch.setattr(tuning, "run_here",
+                        lambda model, request, data: lambda method, config: ("unlearned", 0.5))
     monkeypatch.setattr(tuning, "compare_models", compare)
     requests = [_FakeRequests._Full(), _FakeRequests._Full(), _FakeRequests._Full()]
     score, seconds = tuning.score_config("gpm", {}, "model", requests, None, oracles=["o1", "o2", "o3"])
@@ -357,3 +351,22 @@ def test_a_study_has_plateaued_when_its_last_quarter_gained_less_than_the_floor(
     assert pd.isna(tuning_table([{**curve, "method": "m", "mode": "full", "extra_trials": 0,
                                   "failed": 0, "best_uis": 3.5, "chosen": {}, "widened": {},
                                   "seconds": 1.0}]).iloc[0]["plateaued"])
+
+
+def test_a_trial_runs_each_request_through_the_one_run_path(trained, monkeypatch):
+    """Issue 19 part 5: "run and record" has one path, `run_request` (the bench's cells, the CLI,
+    the worker); a tuning trial's runs take it too (nothing recorded, nothing written)."""
+    import core.evaluation.compare as compare
+
+    model, data = trained
+    calls = []
+    real = compare.run_request
+
+    def spy(*args, **kwargs):
+        calls.append((kwargs["ledger"], kwargs["out"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(compare, "run_request", spy)
+    requests = _requests(data, "partial")
+    tuning.score_config("grad_ascent", {"steps": 1}, model, requests, data)
+    assert calls == [(None, None)] * len(requests)
