@@ -114,6 +114,7 @@ from core.unlearning.subspaces import (
     reached_names,
     sample_task_losses,
     shared_names,
+    signal_bytes,
 )
 
 PART_MODES = ("partial", "full", "always", "never")
@@ -509,7 +510,11 @@ class InterferenceAware(Unlearner):
             groups["kept"] = (ctx.forget_batch(), ctx.kept_tasks)
         eps_out = None if kept_only and not ctx.kept_tasks else cfg.eps_out
         images = groups["retain"][0]["image"]
-        least = (WORKING_FACTOR + 1) * saved_bytes(ctx.model, images[:1])  # one signal image
+        # one signal image, with every group's rows and spectra (`layer_subspaces`)
+        task_aware = eps_out is not None
+        least = (WORKING_FACTOR + 1) * saved_bytes(ctx.model, images[:1]) + sum(
+            sum(signal_bytes(layers, tasks if task_aware else {}, cfg.max_rows))
+            for _, tasks in groups.values())
         room = room_mb(cfg.memory_budget_mb, held, least, "the TGP passes")
         subspaces = layer_subspaces(ctx.model, layers, groups, cfg.eps_in, eps_out, budget,
                                     cfg.max_rows, generator, room,

@@ -23,7 +23,13 @@ from torch import Tensor, nn
 
 from core import distributed
 from core.tasks import TaskSpec
-from core.unlearning.gradients import DEFAULT_MEMORY_BUDGET_MB, WORKING_FACTOR, budget_chunk, saved_bytes
+from core.unlearning.gradients import (
+    DEFAULT_MEMORY_BUDGET_MB,
+    WORKING_FACTOR,
+    budget_chunk,
+    release_freed_memory,
+    saved_bytes,
+)
 from core.unlearning.projections import (
     Spectrum,
     allocate_ranks,
@@ -360,6 +366,19 @@ def collect_signals(model: nn.Module, layers: Mapping[str, nn.Module],
                     for task, per_layer in outputs.items()})
 
 
+def signal_bytes(layers: Mapping[str, nn.Module], tasks: Mapping[str, Any], max_rows: int
+                 ) -> tuple[int, int]:
+    """(rows, spectra): at most the bytes of the rows `collect_signals` keeps for one group (up
+    to `max_rows` float32 rows per layer of its input and, per task, of its output channels),
+    and of the `Spectrum` of each (rows of width d > n kept with their n x n Gram eigenvectors,
+    else the d x d directions), so that a budget can count them before they exist."""
+    widths = [module.weight[0].numel() for module in layers.values() if _has_input_rows(module)]
+    widths += [module.weight.shape[0] for module in layers.values()] * len(tasks)
+    rows = sum(4 * max_rows * d for d in widths)
+    spectra = sum(4 * (max_rows * d + max_rows**2 if d > max_rows else d * d) for d in widths)
+    return rows, spectra
+
+
 @dataclass
 class LayerSubspace:
     """The kept subspaces of one layer.
@@ -427,7 +446,8 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
         eps_in, eps_out: energy thresholds; eps_out None records no output side (GPM), so
             `LayerSubspace.outputs` is None (every output direction).
         budget: floats all bases may take together, shared out by `allocate_ranks`.
-        memory_budget_mb: what the passes over each group may take (`collect_signals`).
+        memory_budget_mb: what the passes over each group, the rows they keep and the spectra
+            of the groups before may take together (`collect_signals`, `signal_bytes`).
         signal_images: {group: images of its batch the backward signals come from}
             (`collect_signals`); a group not named uses all of its batch.
         solver: "exact", or "leading": each basis is the fewest leading directions found that
@@ -438,15 +458,21 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
         {layer name: LayerSubspace}, bases unions over groups (and tasks).
     """
     task_aware = eps_out is not None
-    candidates = []
+    candidates, found = [], 0  # found: the bytes of the spectra of the groups done
     for group, (batch, tasks) in groups.items():
-        signals = collect_signals(model, layers, batch, tasks if task_aware else {}, max_rows,
-                                  generator, memory_budget_mb, (signal_images or {}).get(group))
+        tasks = tasks if task_aware else {}
+        kept, spectra = signal_bytes(layers, tasks, max_rows)
+        signals = collect_signals(model, layers, batch, tasks, max_rows, generator,
+                                  memory_budget_mb - (found + kept) / 2**20,
+                                  (signal_images or {}).get(group))
         candidates += [_candidate(layer, "input", group, rows, eps_in, solver)
                        for layer, rows in signals.inputs.items()]
         candidates += [_candidate(layer, "output", f"{group}/{task}", rows, eps_out, solver)
                        for task, per_layer in signals.outputs.items()
                        for layer, rows in per_layer.items()]
+        del signals  # the spectra keep what they need: the rows are not held through the next passes
+        release_freed_memory()
+        found += spectra
     ranks = allocate_ranks([c.energy for c in candidates],
                            [c.spectrum.dim for c in candidates],
                            [(c.layer, c.side) for c in candidates], budget)
