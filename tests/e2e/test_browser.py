@@ -348,7 +348,8 @@ VIEWS = {"Conflicts": ("Forget vs retain gradient angle", "Per shared layer"),
          "Instances": ("At-risk retain instances", "Predictions before"),
          "Shifts and UIS": ("Primary metric per split", "UIS v2 by task, stacked by component"),
          "Attack": ("Forget instances that remain most member-like", "TPR on forget"),
-         "Layer similarity": ("Linear CKA per layer",)}
+         "Layer similarity": ("Linear CKA per layer",),
+         "Twin maps": CONTRAST_VIEWS["Twin maps"], "Per class": CONTRAST_VIEWS["Per class"]}
 ROUNDS = 5
 
 
