@@ -31,8 +31,7 @@ the forget batch's forward and backward) get what remains (`room_mb`)."""
 UNTRACKED_SHARE = 0.05
 """Share of a run's memory budget that no chunked computation gets: what the count of held
 tensors does not see (the data batches, small tensors, the interpreter, the C allocator's
-fragmented free lists). Measured at ResNet-50 288x384: 2-4% of a 4-4.5 GB budget
-(benchmarks/RESULTS.md, "Whole-run memory budget")."""
+fragmented free lists). A choice, with its measurements in benchmarks/DECISIONS.md section 16."""
 
 WORKING_FACTOR = 2.0
 """Working memory of one sample's forward + backward, as a multiple of what autograd saves for

@@ -461,9 +461,9 @@ def layer_subspaces(model: nn.Module, layers: Mapping[str, nn.Module],
     candidates, found = [], 0  # found: the bytes of the spectra of the groups done
     for group, (batch, tasks) in groups.items():
         tasks = tasks if task_aware else {}
-        kept, spectra = signal_bytes(layers, tasks, max_rows)
+        collected, spectra = signal_bytes(layers, tasks, max_rows)
         signals = collect_signals(model, layers, batch, tasks, max_rows, generator,
-                                  memory_budget_mb - (found + kept) / 2**20,
+                                  memory_budget_mb - (found + collected) / 2**20,
                                   (signal_images or {}).get(group))
         candidates += [_candidate(layer, "input", group, rows, eps_in, solver)
                        for layer, rows in signals.inputs.items()]
