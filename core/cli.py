@@ -593,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ratios", type=_csv(float), default=None, help="forget ratios, e.g. 0.01,0.1")
     bench.add_argument("--seeds", type=_csv(int), default=None, help="reported seeds, e.g. 1,2,3")
     bench.add_argument("--methods", type=_csv(str), default=None,
-                       help="default: every method but the sanity tier and v2's candidates")
+                       help="default: every method but the sanity tier")
     bench.add_argument("--tune-variants", action="store_true",
                        help="give the variants of ours studies of their own (default: they run at ours' "
                             "choice); for a decision between them with --tune-only")

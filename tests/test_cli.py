@@ -141,12 +141,12 @@ def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeyp
         return pd.DataFrame(columns=TUNING_COLUMNS)
 
     monkeypatch.setattr(benchmark, "tune_plan", tune_plan)
-    methods = "interference_aware,interference_aware_v2_metric"
+    methods = "interference_aware,interference_aware_loss_stop"
     assert main(["bench", "--tune-only", "--methods", methods, "--out", str(tmp_path / "b")]) == 0
     assert main(["bench", "--tune-only", "--methods", methods, "--tune-variants",
                  "--out", str(tmp_path / "b")]) == 0
     assert [p.tuned_methods() for p in plans] == [
-        ["interference_aware"], ["interference_aware", "interference_aware_v2_metric"]]
+        ["interference_aware"], ["interference_aware", "interference_aware_loss_stop"]]
 
 
 def test_bench_fresh_never_deletes_a_folder_it_did_not_write(tmp_path, capsys):

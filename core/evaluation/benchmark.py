@@ -98,9 +98,6 @@ SANITY_TIER = ("finetune", "grad_ascent", "pcgrad", "ssd")
 """Methods never competitive (benchmarks/DECISIONS.md, section 8): in a plan that names no
 methods they run, and are tuned, only in the first ratio and seed of each benchmark, and only
 when the plan keeps its `sanity` tier (protocol 5 leaves it out to fit the budget, section 14)."""
-CANDIDATES = tuple(v for v in VARIANTS if v.startswith(f"{OURS}_v2"))
-"""interference_aware v2's candidates: decided on the tuning seed (`mtu bench --tune-only`),
-never in a plan that names no methods."""
 
 
 class BenchError(ValueError):
@@ -171,11 +168,11 @@ class BenchPlan:
                              "tuning must never see the reported seeds")
 
     def all_methods(self) -> list[str]:
-        """The plan's methods, or every registered one but the oracle, v2's `CANDIDATES` and
+        """The plan's methods, or every registered one but the oracle and
         (unless the plan keeps its `sanity` tier) the `SANITY_TIER`."""
         if self.methods:
             return list(self.methods)
-        left_out = {ORACLE, *CANDIDATES, *(() if self.sanity else SANITY_TIER)}
+        left_out = {ORACLE, *(() if self.sanity else SANITY_TIER)}
         return [m for m in list_unlearners() if m not in left_out]
 
     def tuned_methods(self) -> list[str]:

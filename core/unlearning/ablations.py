@@ -1,40 +1,37 @@
-"""Ablations of interference_aware, and controls that lend its calibrated target to baselines.
+"""Variants of interference_aware, each the method with one part changed, and controls that lend its
+calibrated target to baselines.
 
-Each is a registered method, tuned like every other (its own search space, the same number of
-trials), so the benchmark can say what each part of interference_aware contributes:
+Each is a registered method (its own search space; in the bench a variant runs at ours' tuned
+choice unless the plan tunes variants), so the benchmark can say what each part of
+interference_aware contributes. Ours runs TGP and IGO in every mode, a separate repair step, the
+kept tasks' output basis, IGO against the kept pairs and the target in metric space; a variant
+fixes its switches (each accepts only the variant's own value):
 
-- `interference_aware_both`: TGP and IGO in every mode (ours picks one part per mode);
-- `interference_aware_no_tgp`: IGO in every mode, no TGP (`tgp="never"`): ours in full mode;
-- `interference_aware_no_igo`: TGP in every mode, no IGO (`igo="never"`): ours in partial mode;
-- `interference_aware_fixed`: `interference_aware_both` without the calibrated target: plain
-  ascent on the forget pairs for `steps` steps, no dead zone, no stop, no back-off
-  (`target="fixed"`);
-- `neggrad_plus_calibrated`, `gpm_calibrated`: NegGrad+ and GPM with interference_aware's
-  calibrated target and stopping rule in place of plain ascent: tau_t = the original model's
-  mean loss on `calibration_batch` calibration instances per target task; each step the forget
-  term of task t ascends its mean forget loss while it is below tau_t (1 - tolerance), descends
-  it while above tau_t (1 + tolerance) and is off in between; the run stops once every target
-  task is inside its dead zone (the first step always runs), or after `steps` steps.
+- `interference_aware_no_tgp`: no task-aware gradient projection (`tgp="never"`);
+- `interference_aware_no_igo`: no instance orthogonalisation (`igo="never"`);
+- `interference_aware_fixed`: no calibrated target: plain ascent on the forget pairs for
+  `steps` steps, no band, no stop, no back-off (`target="fixed"`);
+- `interference_aware_joint`: one optimiser step for the repair and the forget direction,
+  projected together (`repair="projected"`);
+- `interference_aware_every`: every task's output basis, the target task's included, and no
+  saturation rule (`output_basis="every"`, `saturation=1`);
+- `interference_aware_retain_igo`: IGO against the retain samples only (`igo_kept=False`);
+  in full mode it runs ours' code (there are no kept pairs);
+- `interference_aware_loss_stop`: the target in loss space (`stop="loss"`, `tolerance` and
+  `match` searched in place of `band`);
+- `interference_aware_by_mode`: TGP in partial-task requests only and IGO in full-task ones
+  (`tgp="partial"`, `igo="full"`): in each mode it is ours less the other part;
+- `interference_aware_v1`: all of the above at once: the first version of the method.
 
-The v2 candidates (each part of interference_aware v2 as a switch of the same method, kept or
-dropped by a decision on the tuning seed, benchmarks/DECISIONS.md):
+Controls:
+- `neggrad_plus_calibrated`, `gpm_calibrated`: NegGrad+ and GPM with a calibrated target and
+  stopping rule in place of plain ascent: tau_t = the original model's mean loss on
+  `calibration_batch` calibration instances per target task; each step the forget term of task
+  t ascends its mean forget loss while it is below tau_t (1 - tolerance), descends it while
+  above tau_t (1 + tolerance) and is off in between; the run stops once every target task is
+  inside its dead zone (the first step always runs), or after `steps` steps.
 
-- `interference_aware_v2`: TGP and IGO in every mode, with all three v2 parts: the forget step
-  and the repair each with its own optimiser, only the forget step projected
-  (`repair="separate"`); the output-side basis from the kept tasks only, dropped (GPM's
-  input-side projection) in layers where it spans more than `saturation` of the channels
-  (`output_basis="kept"`, `saturation` searched); IGO also against the kept tasks' per-sample
-  gradients on the forget images in partial mode (`igo_kept`);
-- `interference_aware_v2_metric`: v2 with its target in metric space (`stop="metric"`): the
-  forget images' mean primary metric steered into the band where an unseen set of their size
-  would be, and the run stopped there;
-- `interference_aware_v2_joint`, `interference_aware_v2_every`, `interference_aware_v2_retain_igo`:
-  v2 less one part (one projected step; every task's output basis and no saturation rule; IGO
-  against the retain samples only).
-
-In a variant the parts are fixed: each switch accepts only the variant's own value.
-
-`VARIANTS`: these variants of ours, which are not baselines (`core.evaluation.benchmark.headline`
+`VARIANTS`: the variants of ours, which are not baselines (`core.evaluation.benchmark.headline`
 leaves them out of the strongest-baseline pool).
 """
 
@@ -52,74 +49,97 @@ from core.unlearning.interference_aware import (
     forget_signs,
 )
 from core.unlearning.neggrad_plus import NegGradPlus, NegGradPlusConfig
-from core.unlearning.search import Range, without
+from core.unlearning.search import Choice, Range, without
 
-_OFF = "switched off in this ablation"
-
-
-_EVERY = "on in every mode in this variant"
+_OFF = "changed in this variant"
 
 
-@dataclass
-class BothConfig(InterferenceAwareConfig):
-    tgp: str = knob("always", help=_EVERY, choices=("always",))
-    igo: str = knob("always", help=_EVERY, choices=("always",))
+def _fixed(value: Any, **kwargs: Any) -> Any:
+    """A switch the variant fixes at `value`."""
+    return knob(value, help=_OFF, choices=(value,), **kwargs)
 
 
 @dataclass
 class NoTGPConfig(InterferenceAwareConfig):
-    tgp: str = knob("never", help=_OFF, choices=("never",))
-    igo: str = knob("always", help=_EVERY, choices=("always",))
+    tgp: str = _fixed("never")
 
 
 @dataclass
 class NoIGOConfig(InterferenceAwareConfig):
-    tgp: str = knob("always", help=_EVERY, choices=("always",))
-    igo: str = knob("never", help=_OFF, choices=("never",))
+    igo: str = _fixed("never")
 
 
 @dataclass
-class FixedTargetConfig(BothConfig):
-    steps: int = knob(25, 1, 100_000, "optimisation steps (all of them run: there is no target to stop at)")
-    target: str = knob("fixed", help=_OFF + ": plain ascent on the forget pairs", choices=("fixed",))
+class FixedTargetConfig(InterferenceAwareConfig):
+    target: str = _fixed("fixed")
 
 
-_BASES = {"basis_budget": Range(0.02, 1.0, log=True)}
-"""TGP's basis memory budget (it sets the ranks; the energy thresholds act only above it),
-searched in every mode where TGP runs in every mode."""
+@dataclass
+class JointConfig(InterferenceAwareConfig):
+    repair: str = _fixed("projected")
 
 
-@register
-class InterferenceAwareBoth(InterferenceAware):
-    name = "interference_aware_both"
-    config_class = BothConfig
-    summary = "ablation: interference_aware with TGP and IGO in every mode"
-    search_space = {**InterferenceAware.search_space, **_BASES}
+@dataclass
+class EveryConfig(InterferenceAwareConfig):
+    output_basis: str = _fixed("every")
+    saturation: float = knob(1.0, 1.0, 1.0, _OFF)
 
 
-@register
-class InterferenceAwareNoTGP(InterferenceAware):
-    name = "interference_aware_no_tgp"
-    config_class = NoTGPConfig
-    summary = "ablation: interference_aware with IGO in every mode and no task-aware gradient projection"
-    search_space = without(InterferenceAware.search_space, ("basis_budget",))
+@dataclass
+class RetainIGOConfig(InterferenceAwareConfig):
+    igo_kept: bool = _fixed(False)
 
 
-@register
-class InterferenceAwareNoIGO(InterferenceAware):
-    name = "interference_aware_no_igo"
-    config_class = NoIGOConfig
-    summary = "ablation: interference_aware with TGP in every mode and no instance orthogonalisation"
-    search_space = InterferenceAwareBoth.search_space
+@dataclass
+class LossStopConfig(InterferenceAwareConfig):
+    stop: str = _fixed("loss")
 
 
-@register
-class InterferenceAwareFixed(InterferenceAware):
-    name = "interference_aware_fixed"
-    config_class = FixedTargetConfig
-    summary = "ablation: interference_aware_both without the calibrated target (plain ascent, fixed steps)"
-    search_space = without(InterferenceAwareBoth.search_space,
-                           ("tolerance", "backoff_full", "backoff_partial", "match"))
+@dataclass
+class ByModeConfig(InterferenceAwareConfig):
+    tgp: str = _fixed("partial")
+    igo: str = _fixed("full")
+
+
+@dataclass
+class V1Config(ByModeConfig):
+    repair: str = _fixed("projected")
+    output_basis: str = _fixed("every")
+    saturation: float = knob(1.0, 1.0, 1.0, _OFF)
+    igo_kept: bool = _fixed(False)
+    stop: str = _fixed("loss")
+
+
+_OURS = InterferenceAware.search_space
+_LOSS_TARGET = {"tolerance": Range(0.0, 0.3), "match": Choice(("mean", "quantiles"))}
+
+
+def _variant(name: str, config: type, summary: str, space: dict) -> type:
+    """Register `interference_aware_<name>`: ours with `config`'s switches."""
+    title = f"InterferenceAware_{name}"
+    cls = type(title, (InterferenceAware,),
+               {"__qualname__": title, "name": f"interference_aware_{name}", "config_class": config,
+                "summary": f"variant of ours: {summary}", "search_space": space,
+                "__doc__": f"interference_aware with {summary}."})
+    return register(cls)
+
+
+_variant("no_tgp", NoTGPConfig, "no task-aware gradient projection",
+         without(_OURS, ("basis_budget", "saturation")))
+_variant("no_igo", NoIGOConfig, "no instance orthogonalisation", _OURS)
+_variant("fixed", FixedTargetConfig, "no calibrated target (plain ascent, all steps)",
+         without(_OURS, ("band", "backoff_full", "backoff_partial")))
+_variant("joint", JointConfig, "one projected step for the repair and the forget direction", _OURS)
+_variant("every", EveryConfig, "every task's output basis and no saturation rule",
+         without(_OURS, ("saturation",)))
+_variant("retain_igo", RetainIGOConfig, "IGO against the retain samples only", _OURS)
+_variant("loss_stop", LossStopConfig, "the target in loss space",
+         {**without(_OURS, ("band",)), **_LOSS_TARGET})
+_variant("by_mode", ByModeConfig, "TGP in partial-task requests only and IGO in full-task ones", _OURS)
+_variant("v1", V1Config, "the first version's parts (TGP by mode, one projected step, every task's "
+         "output basis, IGO against the retain samples, the target in loss space)",
+         {**without(_OURS, ("band", "saturation")), **_LOSS_TARGET,
+          "basis_budget": Range(0.02, 1.0, log=True, modes=("partial",))})
 
 
 @dataclass
@@ -197,84 +217,6 @@ class GPMCalibrated(CalibratedStop, GPM):
     search_space = {**GPM.search_space, "tolerance": Range(0.0, 0.3)}
 
 
-VARIANTS = ("interference_aware_both", "interference_aware_no_tgp", "interference_aware_no_igo",
-            "interference_aware_fixed", "interference_aware_v2", "interference_aware_v2_joint",
-            "interference_aware_v2_every", "interference_aware_v2_retain_igo", "interference_aware_v2_metric")
+VARIANTS = tuple(f"interference_aware_{name}" for name in (
+    "no_tgp", "no_igo", "fixed", "joint", "every", "retain_igo", "loss_stop", "by_mode", "v1"))
 """The registered variants of interference_aware (ablations, not baselines)."""
-
-
-_V2 = "fixed in this v2 variant"
-
-
-@dataclass
-class V2Config(BothConfig):
-    repair: str = knob("separate", help=_V2, choices=("separate",))
-    output_basis: str = knob("kept", help=_V2, choices=("kept",))
-    saturation: float = knob(0.9, 0.0, 1.0, "a layer whose output basis spans more than this share of "
-                             "its channels is projected on the input side alone, as GPM")
-    igo_kept: bool = knob(True, help=_V2, choices=(True,))
-
-
-@dataclass
-class V2MetricConfig(V2Config):
-    stop: str = knob("metric", help="the target in metric space in this v2 variant", choices=("metric",))
-
-
-@dataclass
-class V2JointConfig(V2Config):
-    repair: str = knob("projected", help=_OFF, choices=("projected",))
-
-
-@dataclass
-class V2EveryConfig(V2Config):
-    output_basis: str = knob("every", help=_OFF, choices=("every",))
-    saturation: float = knob(1.0, 1.0, 1.0, _OFF)
-
-
-@dataclass
-class V2RetainIGOConfig(V2Config):
-    igo_kept: bool = knob(False, help=_OFF, choices=(False,))
-
-
-_SATURATION = {"saturation": Range(0.5, 1.0)}
-
-
-@register
-class InterferenceAwareV2(InterferenceAware):
-    name = "interference_aware_v2"
-    config_class = V2Config
-    summary = "v2 candidate: separate repair step, kept-task output basis, IGO against the kept pairs"
-    search_space = {**InterferenceAwareBoth.search_space, **_SATURATION}
-
-
-@register
-class InterferenceAwareV2Metric(InterferenceAware):
-    name = "interference_aware_v2_metric"
-    config_class = V2MetricConfig
-    summary = "v2 candidate: the calibrated target in metric space (the unseen band of the primary metric)"
-    search_space = {**without(InterferenceAwareV2.search_space, ("tolerance", "match")),
-                    "band": Range(0.25, 3.0, log=True)}
-
-
-@register
-class InterferenceAwareV2Joint(InterferenceAware):
-    name = "interference_aware_v2_joint"
-    config_class = V2JointConfig
-    summary = "v2 ablation: one optimiser step for the repair and the forget direction, projected together"
-    search_space = InterferenceAwareV2.search_space
-
-
-@register
-class InterferenceAwareV2Every(InterferenceAware):
-    name = "interference_aware_v2_every"
-    config_class = V2EveryConfig
-    summary = "v2 ablation: every task's output basis, no saturation rule"
-    search_space = InterferenceAwareBoth.search_space
-
-
-@register
-class InterferenceAwareV2RetainIGO(InterferenceAware):
-    name = "interference_aware_v2_retain_igo"
-    config_class = V2RetainIGOConfig
-    summary = "v2 ablation: IGO against the retain samples only"
-    search_space = InterferenceAwareV2.search_space

@@ -1,87 +1,70 @@
-"""interference_aware (ours, docs/ARCHITECTURE.md section 8): calibrated forgetting with task-aware gradient
-projection (TGP) and instance-level gradient orthogonalisation (IGO).
+"""interference_aware (ours, docs/ARCHITECTURE.md section 8): forgetting steered to where unseen data
+sits, with task-aware gradient projection (TGP) and instance-level gradient orthogonalisation
+(IGO) on the forget step, and a repair step of its own.
 
-Which part runs depends on the request's mode (`tgp`, `igo`; `PART_MODES`): by default TGP in
-partial-task requests, where the forget images keep their other tasks' labels and TGP guards
-those kept tasks' subspaces, and IGO in full-task requests, where what must stay is the other
-instances. `interference_aware_both` (`core.unlearning.ablations`) runs both parts in every mode.
+Each step has two parts: a forget step, shaped by IGO and TGP, and a repair step that holds what
+must stay; each has its own optimiser (`repair="separate"`), the forget step at (1 - alpha) x lr
+and the repair at alpha x lr, and only the forget step is projected.
 
-1. Calibrated target. tau_t = the original model's loss on (a sample of, `calibration_batch`)
-   the calibration split, per target task. Each step the forget term of task t ascends the
-   forget loss while it is below tau_t (1 - tolerance), descends it while above tau_t
-   (1 + tolerance), and is off in between; the run stops once every target task is inside its
-   dead zone (the first step always runs), or after `steps` steps. `match` says what is
-   compared: "mean" the task's mean forget loss with the mean calibration loss; "quantiles" each
-   forget instance's loss with the calibration loss at the same rank, so the whole distribution
-   of forget losses, which a loss-based membership attack reads, is steered to that of unseen
-   data. With `track` the calibration losses are measured again every step on the model being
-   unlearned instead of once on the original. When a task as a whole crosses its target, the
-   learning rate is multiplied by the back-off factor (`backoff_partial` or `backoff_full`, by
-   the request's mode) and the optimiser's moments are cleared. With `target="fixed"` there is
-   no target: every step ascends every forget loss (plain ascent for `steps` steps, no dead
-   zone, no stop, no back-off).
-2. TGP on every shared Conv2d / Linear layer: dW <- dW - V V^T dW U U^T (bias: db - V V^T db),
+1. Target in metric space (`stop="metric"`). Before the first step the original model's primary
+   metric of each target task is read on each of `calibration_batch` calibration images (data
+   the model never saw). Each step reads the forget images' mean primary metric on the model
+   being unlearned: while a task's mean is better than the unseen level by more than `band`
+   standard errors of a mean over the forget batch, its forget term ascends the task's loss;
+   while worse by more than that, it descends it; inside the band it is off. The run stops once
+   every target task is inside (the first step always runs), or after `steps` steps. When a task
+   as a whole crosses its target, the learning rate is multiplied by the back-off factor
+   (`backoff_partial` or `backoff_full`, by the request's mode) and the optimisers' moments are
+   cleared. `stop="loss"` puts the target in loss space instead: the forget losses against the
+   calibration losses, within a dead zone of `tolerance`, by the mean or by rank (`match`),
+   measured on the original or again each step (`track`). `target="fixed"`: no target, every
+   step ascends every forget loss for `steps` steps.
+2. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
+   direction loses its component in the span of this step's retain batch's per-sample gradients
+   (`retain_batch`; `gradients.per_sample_grads`, hooks where exact, vmap elsewhere; removed
+   through their Gram matrix, `projections.project_out_rows`) and, in partial-task requests, in
+   the span of the kept tasks' per-sample gradients on the forget images themselves
+   (`igo_kept`): the kept pairs the update would disturb first. With `conflict_only` only the
+   retain samples it conflicts with are removed. The same per-sample gradients, averaged, give
+   the retain gradient.
+3. TGP on every shared Conv2d / Linear layer: dW <- dW - V V^T dW U U^T (bias: db - V V^T db),
    U the basis of the layer's inputs (im2col) on kept data, V the union of the kept tasks'
-   backward-signal bases (`subspaces.layer_subspaces`, energy thresholds `eps_in` and
-   `eps_out`, memory capped at `basis_budget` of the model's parameter memory). Kept data: a
-   retain sample (`subspace_batch`) with every task, and in partial mode also the forget
-   instances with the kept tasks. Bases are computed before the first step and every `refresh`
-   steps: input bases from the whole retain sample, output bases from the backward signals of
-   its first `signal_batch` instances (a backward pass per kept task each), each basis the
-   fewest leading directions holding its threshold (`solver` "leading": subspace iteration, not
-   a full eigendecomposition; see `subspaces.layer_subspaces`). BatchNorm affine parameters are
-   left to IGO: they have no input side, and a bias-like basis per BatchNorm would cost
-   C_out x r floats to guard 2 x C_out parameters. With `project_step` TGP is applied a second
-   time, to the optimiser's step of each projected tensor: Adam divides each coordinate by its
-   own running scale, which turns the small residue TGP leaves in a kept direction back into a
-   step of full size. Where `tgp` does not run, there are no bases and no projection of
-   gradient or step.
-3. IGO on every tensor the forget losses reach (shared encoder and target heads): the forget
-   direction loses its component in the span of the per-sample gradients of this step's retain
-   batch (`retain_batch`; `gradients.per_sample_grads` with hooks, vmap where hooks would not be
-   exact; the span removed through its Gram matrix,
-   `projections.project_out_rows`); with `conflict_only`, only in the span of the samples it
-   conflicts with. The same per-sample gradients, averaged, give the retain gradient.
-   Where `igo` does not run, the direction is not orthogonalised (the per-sample gradients
-   still give the retain gradient).
-4. Update: g = alpha * retain gradient + (1 - alpha) * TGP(IGO(forget direction)). The retain
-   gradient is that of the retain losses (every task) plus, in partial mode, `kept_weight` x a
-   consistency term on the kept pairs: the mean squared gap between the model's kept-task
+   backward-signal bases (`output_basis="kept"`: the target task's own directions are not
+   guarded). A full-task request has no kept task, and a layer whose V spans more than
+   `saturation` of its channels guards nearly all of them: both get GPM's input-side projection,
+   dW <- dW - dW U U^T (`saturated`). Kept data: a retain sample (`subspace_batch`) and, in
+   partial mode, the forget instances with the kept tasks. Bases are computed before the first
+   step and every `refresh` steps (`subspaces.layer_subspaces`: input bases from the whole
+   retain sample, output bases from the backward signals of its first `signal_batch`
+   instances; each the fewest leading directions holding its energy threshold `eps_in` /
+   `eps_out`, `solver` "leading" by subspace iteration; all bases within `basis_budget` of the
+   model's parameter memory). BatchNorm affine parameters are left to IGO. With `project_step`
+   TGP is applied again to the forget optimiser's step: Adam divides each coordinate by its own
+   running scale, which would turn a small residue in a guarded direction back into a step of
+   full size. `output_basis="every"` takes V from every task, the target task's included.
+4. Repair: the retain gradient (every task's retain loss) plus, in partial mode, `kept_weight` x
+   a consistency term on the kept pairs: the mean squared gap between the model's kept-task
    outputs on the forget instances and the original model's (kept drift counts a change either
-   way, so the kept pairs are held at the original's outputs rather than fitted further). The
-   forget losses never reach a kept task's head, so those heads move only through the retain
-   term. Adam (the default) rescales each coordinate, which bends the projected direction a
-   little; SGD follows g exactly.
+   way). The forget losses never reach a kept task's head, so those heads move only through the
+   repair. `repair="projected"` takes one optimiser step on alpha x repair + (1 - alpha) x the
+   shaped forget direction, projected as a whole.
 
-Four switches change the parts (the v2 candidates of `core.unlearning.ablations` set them):
-- `repair="separate"`: the forget direction and the repair (alpha's retain gradient) each step
-  with their own optimiser, at (1 - alpha) x lr and alpha x lr; `project_step` then projects
-  the forget step alone, so the repair is never cut back by TGP.
-- `output_basis="kept"`: V from the kept tasks' backward signals only, so the target task's own
-  directions are not guarded; a full-task request has no kept task, and its layers get GPM's
-  input-side projection. `saturation` < 1: a layer whose V spans more than that share of its
-  channels gets GPM's input-side projection too (there the output side guards nearly all).
-- `igo_kept`: in partial-task requests IGO also removes the span of the kept tasks'
-  per-sample gradients on the forget images (the kept pairs the update would disturb first).
-- `stop="metric"`: the target lives in metric space: each step reads the forget images' mean
-  primary metric per target task against the calibration images' (the original's), ascends
-  while it is above the unseen band (`band` standard errors of a mean over the forget batch),
-  descends below it, and the run stops when every target task is inside (`metric_signs`).
+`tgp` and `igo` say in which request modes each part runs (`PART_MODES`: both in every mode by
+default). The variants in `core.unlearning.ablations` are this method with one part changed.
 
 Sign convention: `.grad` holds the direction the optimiser descends, so the forget direction of
-task t is -grad L_F,t (ascent) below its target and +grad L_F,t above it; IGO's conflict test
-(<direction, retain sample gradient> < 0) is taken on that signed direction.
+task t is -grad L_F,t (ascent) where it must forget more and +grad L_F,t where it has forgotten
+past its target; IGO's conflict test (<direction, retain sample gradient> < 0) is taken on that
+signed direction.
 
 Memory: `memory_budget_mb` covers the whole run beyond the model passed in. What the run holds
-(model copies, optimiser state, bases, gradients: `gradients.held_bytes`) is counted first; the
+(model copies, optimiser states, bases, gradients: `gradients.held_bytes`) is counted first; the
 calibration forwards, the forget batch's forward and backward (micro-batches, gradients summed,
-where its graph would not fit), the retain per-sample gradients and the TGP passes get the rest;
-a budget below the least that works raises `gradients.MemoryBudgetError` (docs/ARCHITECTURE.md
+where its graph would not fit), the per-sample gradients and the TGP passes get the rest; a
+budget below the least that works raises `gradients.MemoryBudgetError` (docs/ARCHITECTURE.md
 section 8.5).
 
-Why the defaults are what they are, measured how and on which split:
-benchmarks/DECISIONS.md. The ablations (`core.unlearning.ablations`) are this method with one
-part switched off.
+Why the defaults are what they are, measured how and on which split: benchmarks/DECISIONS.md.
 """
 
 from __future__ import annotations
@@ -107,7 +90,7 @@ from core.unlearning.gradients import (
     set_grads,
 )
 from core.unlearning.projections import orthogonalize
-from core.unlearning.search import SHARED, Choice, Range
+from core.unlearning.search import SHARED, Range
 from core.unlearning.subspaces import (
     layer_subspaces,
     layers_of,
@@ -132,7 +115,7 @@ def runs_in(where: str, ctx) -> bool:
 class InterferenceAwareConfig(UnlearnConfig):
     lr: float = knob(4e-4, 1e-7, 10.0, "learning rate")
     steps: int = knob(25, 1, 100_000, "most optimisation steps; the run stops once every target "
-                                      "task is within tolerance of tau_t")
+                                      "task is at its target")
     retain_batch: int = knob(16, 1, 4096, "retain instances per step (retain term and IGO)")
     alpha: float = knob(0.3, 0.0, 1.0, "weight of the retain gradient; 1 - alpha goes to the "
                                        "projected forget term")
@@ -165,31 +148,31 @@ class InterferenceAwareConfig(UnlearnConfig):
     kept_weight: float = knob(1.0, 0.0, 1e4, "weight of the kept-pair consistency term (partial mode)")
     project_step: bool = knob(True, help="apply TGP to the optimiser's step as well as to the gradient",
                               choices=(True, False))
-    repair: str = knob("projected", help="one optimiser step for alpha x repair + (1 - alpha) x "
+    repair: str = knob("separate", help="one optimiser step for alpha x repair + (1 - alpha) x "
                        "projected forget direction, projected as a whole with project_step "
                        "(projected); or the forget direction and the repair each with its own "
                        "optimiser and learning rate (1 - alpha and alpha of lr), only the forget "
                        "step projected (separate)", choices=("projected", "separate"))
-    output_basis: str = knob("every", help="whose backward signals on the retain sample give the "
+    output_basis: str = knob("kept", help="whose backward signals on the retain sample give the "
                              "output-side basis V: every task's (every), or the kept tasks' only "
                              "(kept; a full-task request has none, so its layers are projected on "
                              "the input side alone, as GPM)", choices=("every", "kept"))
-    saturation: float = knob(1.0, 0.0, 1.0, "a layer whose output basis spans more than this share "
+    saturation: float = knob(0.9, 0.0, 1.0, "a layer whose output basis spans more than this share "
                              "of its output channels is projected on the input side alone, as GPM; "
                              "1: never")
-    igo_kept: bool = knob(False, help="in partial-task requests IGO also removes the span of the "
+    igo_kept: bool = knob(True, help="in partial-task requests IGO also removes the span of the "
                           "kept tasks' per-sample gradients on the forget images",
                           choices=(False, True))
-    stop: str = knob("loss", help="where the calibrated target lives: the forget losses against the "
+    stop: str = knob("metric", help="where the calibrated target lives: the forget losses against the "
                      "calibration losses (loss), or the forget images' mean primary metric per "
                      "target task against the calibration images', within `band` standard errors "
                      "of a random unseen set of the forget batch's size (metric)",
                      choices=("loss", "metric"))
     band: float = knob(1.0, 0.0, 10.0, "with stop=metric: the half-width of the unseen level's band, "
                        "in standard errors of the mean over a forget batch")
-    tgp: str = knob("partial", help="in which request modes task-aware gradient projection runs "
+    tgp: str = knob("always", help="in which request modes task-aware gradient projection runs "
                     "on the shared layers", choices=PART_MODES)
-    igo: str = knob("full", help="in which request modes the forget direction is orthogonalised "
+    igo: str = knob("always", help="in which request modes the forget direction is orthogonalised "
                     "to the retain per-sample gradients", choices=PART_MODES)
     target: str = knob("calibrated", help="forget towards the calibrated target and stop there "
                        "(calibrated), or ascend every forget loss for all steps (fixed)",
@@ -322,13 +305,13 @@ class InterferenceAware(Unlearner):
     name = "interference_aware"
     config_class = InterferenceAwareConfig
     config: InterferenceAwareConfig
-    summary = "ours: calibrated forgetting, task-aware projection, per-sample orthogonalisation"
-    search_space = {**SHARED, "alpha": Range(0.05, 0.95), "tolerance": Range(0.0, 0.3),
+    summary = "ours: forgetting to the unseen level, task-aware projection, per-sample orthogonalisation"
+    search_space = {**SHARED, "alpha": Range(0.05, 0.95),
                     "backoff_full": Range(0.1, 1.0, log=True, modes=("full",)),
                     "backoff_partial": Range(0.1, 1.0, log=True, modes=("partial",)),
-                    "match": Choice(("mean", "quantiles")),
-                    "basis_budget": Range(0.02, 1.0, log=True, modes=("partial",)),
-                    "kept_weight": Range(0.1, 10.0, log=True, modes=("partial",))}
+                    "basis_budget": Range(0.02, 1.0, log=True),
+                    "kept_weight": Range(0.1, 10.0, log=True, modes=("partial",)),
+                    "saturation": Range(0.5, 1.0), "band": Range(0.25, 3.0, log=True)}
 
     _stopped_at = 0
 

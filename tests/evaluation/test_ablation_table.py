@@ -19,8 +19,8 @@ def _board(values, score="uis2"):
 
 
 def test_a_part_that_helps_everywhere_reads_lower_and_a_mixed_one_undecided():
-    board = _board({"interference_aware_both": [2.0, 2.0, 3.0, 3.0, 2.5, 3.0, 2.0, 2.5, 3.5, 3.0],
-                    # both lower in every cell, by 2 to 4
+    board = _board({"interference_aware": [2.0, 2.0, 3.0, 3.0, 2.5, 3.0, 2.0, 2.5, 3.5, 3.0],
+                    # ours lower in every cell, by 2 to 4
                     "interference_aware_no_tgp": [4.0, 5.0, 6.0, 7.0, 5.5, 6.0, 5.0, 5.5, 6.5, 7.0],
                     # differences of +1, -1, +0.5, -0.5, 0 per forget set: they cancel
                     "interference_aware_no_igo": [1.0, 3.0, 2.5, 3.5, 2.5, 2.0, 3.0, 2.0, 4.0, 3.0],
@@ -41,20 +41,20 @@ def test_the_interval_resamples_forget_sets_not_cells():
     # every setting of a forget set moves together: a cell bootstrap would count 10 units, the
     # forget-set one counts 5, so its interval is wider than the cells' spread alone suggests
     shift = [0.0, 2.0, -1.0, 1.5, -0.5]
-    both = [3.0 + shift[k % 5] for k in range(10)]
-    board = _board({"interference_aware_both": both,
-                    "interference_aware_no_tgp": [b + 1.0 + 0.3 * shift[k % 5] for k, b in enumerate(both)]})
+    ours = [3.0 + shift[k % 5] for k in range(10)]
+    board = _board({"interference_aware": ours,
+                    "interference_aware_no_tgp": [b + 1.0 + 0.3 * shift[k % 5] for k, b in enumerate(ours)]})
     row = ablation_table(board).set_index("part").loc["TGP"]
     from core.evaluation.stats import cluster_ratio
 
-    differences = (board[board["model"] == "interference_aware_both"]["uis2"].to_numpy()
+    differences = (board[board["model"] == "interference_aware"]["uis2"].to_numpy()
                    - board[board["model"] == "interference_aware_no_tgp"]["uis2"].to_numpy())
     cells = cluster_ratio(differences, [1.0] * 10)  # every cell its own cluster
     assert row["high"] - row["low"] > cells[2] - cells[1]
 
 
 def test_the_score_column_is_a_parameter():
-    board = _board({"interference_aware_both": [1.0] * 10, "interference_aware_no_tgp": [2.0] * 10}, "uis")
+    board = _board({"interference_aware": [1.0] * 10, "interference_aware_no_tgp": [2.0] * 10}, "uis")
     assert ablation_table(board, metric="uis").set_index("part").loc["TGP", "difference"] == -1.0
 
 
@@ -66,12 +66,23 @@ def test_reading():
 def test_twin_gaps_measure_tuning_luck():
     from core.evaluation.ablations import twin_gaps
 
+    # in full mode there are no kept pairs, so IGO against them changes nothing; v1's placement
+    # is, in partial mode, ours less IGO
     tuning = pd.DataFrame([("x", "full", "interference_aware", 3.0),
-                           ("x", "full", "interference_aware_no_tgp", 2.0),
-                           ("x", "partial", "interference_aware", 1.0),
+                           ("x", "full", "interference_aware_retain_igo", 2.0),
+                           ("x", "partial", "interference_aware_by_mode", 1.0),
                            ("x", "partial", "interference_aware_no_igo", 1.5),
-                           ("x", "partial", "interference_aware_no_tgp", 9.0)],  # not a twin in partial mode
+                           # not a twin in partial mode
+                           ("x", "partial", "interference_aware_retain_igo", 9.0)],
                           columns=["benchmark", "mode", "method", "best_uis"])
     gaps = twin_gaps(tuning).set_index("mode")
+    assert len(gaps) == 2
     assert gaps.loc["full", ["gap", "gap_pct"]].tolist() == pytest.approx([1.0, 50.0])
     assert gaps.loc["partial", "b"] == "interference_aware_no_igo" and gaps.loc["partial", "gap"] == 0.5
+
+
+def test_every_variant_is_read_against_ours():
+    from core.evaluation.ablations import CONTRASTS
+    from core.unlearning.ablations import VARIANTS
+
+    assert {(a, b) for _, a, b in CONTRASTS} >= {("interference_aware", v) for v in VARIANTS}

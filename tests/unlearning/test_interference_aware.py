@@ -14,7 +14,7 @@ from core.unlearning.subspaces import layers_of, shared_names
 
 FEW = {"steps": 2, "retain_batch": 4, "forget_batch": 4, "device": "cpu", "lr": 1e-2}
 FORGET_ONLY = {"pcgrad": {"retain_weight": 0.0}, "orthograd": {}, "gpm": {},
-               "interference_aware": {"alpha": 0.0, "tolerance": 0.0}}
+               "interference_aware": {"alpha": 0.0, "tolerance": 0.0, "stop": "loss"}}
 
 
 class ToyData:
@@ -105,9 +105,9 @@ def test_kept_heads_move_through_the_retain_term(name, street_model, street_data
 
 
 def test_extras_report_targets_ranks_and_bytes(street_model, street_data, request_mode):
-    # TGP in every mode, so the bases show in both
-    result = get_unlearner("interference_aware", {**FEW, "tgp": "always"}).run(street_model, request_mode,
-                                                                            street_data)
+    # every task's output basis, so the bases show in both modes
+    result = get_unlearner("interference_aware", {**FEW, "output_basis": "every"}).run(
+        street_model, request_mode, street_data)
     extras = result.extras
     json.dumps(extras)
     assert set(extras["targets"]) == set(request_mode.tasks)
@@ -126,7 +126,7 @@ def test_extras_report_targets_ranks_and_bytes(street_model, street_data, reques
 
 def test_early_stop_completes_the_progress(street_model, street_data, request_mode):
     events = []
-    result = get_unlearner("interference_aware", {**FEW, "steps": 10, "tolerance": 1.0}).run(
+    result = get_unlearner("interference_aware", {**FEW, "steps": 10, "tolerance": 1.0, "stop": "loss"}).run(
         street_model, request_mode, street_data, progress=events.append)
     assert result.extras["stopped_early"] and result.extras["steps_taken"] == 1
     assert events[-1].step == events[-1].total == 2
@@ -159,7 +159,7 @@ def test_calibrated_target_stops_forgetting_near_tau(toy, tasks):
     request = _request(data, tasks)
     model = _memorised(model, data, request)
     config = {**FEW, "steps": 30, "lr": 0.1}  # a step size that makes plain ascent explode
-    ours = get_unlearner("interference_aware", {**config, "tolerance": 0.1}).run(
+    ours = get_unlearner("interference_aware", {**config, "tolerance": 0.1, "stop": "loss"}).run(
         model, request, data)
     ascent = get_unlearner("grad_ascent", config).run(model, request, data)
     start = _forget_losses(model, data, request)
@@ -269,7 +269,7 @@ def test_a_tight_budget_micro_batches_and_chunks_to_the_same_weights(street_mode
     import core.unlearning.interference_aware as ia
 
     config = {**FEW, "steps": 3, "lr": 1e-3, "optimizer": "sgd", "forget_batch": 3,
-              "tgp": "always", "igo_kept": True}
+              "igo_kept": True, "stop": "loss"}  # a target in loss space: every step forgets here
     micro_batches = []
     forget_gradients = ia.InterferenceAware.forget_gradients
 

@@ -155,7 +155,7 @@ def test_unlearned_weights_equal_those_of_the_old_code_paths(street_model, stree
     # is at rounding level (a kept direction TGP removed) takes a step of up to lr whose sign
     # the rounding decides, in either code path; SGD follows the gradient exactly
     model = street_model
-    config = {**FEW, "steps": 3, "lr": 1e-3, "optimizer": "sgd"}
+    config = {**FEW, "steps": 3, "lr": 1e-3, "optimizer": "sgd", "stop": "loss"}  # every step forgets
     new = get_unlearner("interference_aware", config).run(model, request_mode, street_data)
     use_old_paths(monkeypatch)
     old = get_unlearner("interference_aware", config).run(model, request_mode, street_data)

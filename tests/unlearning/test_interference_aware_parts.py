@@ -1,5 +1,5 @@
-"""interference_aware v2's parts (issue 20), each a switch of the method: the separate repair
-step, the kept-task output basis with its saturation rule, IGO against the kept pairs."""
+"""interference_aware's parts, each a switch of the method: the separate repair step, the kept-task
+output basis with its saturation rule, IGO against the kept pairs, the target in metric space."""
 
 import pytest
 import torch
@@ -129,7 +129,7 @@ def test_metric_signs_read_the_unseen_band():
 
 def test_the_metric_target_steers_and_stops_a_run(street_model, street_data):
     config = {**ONE_STEP, "steps": 3, "tgp": "always", "igo": "always"}
-    result = get_unlearner("interference_aware_v2_metric", config).run(street_model, _partial(street_data),
+    result = get_unlearner("interference_aware", config).run(street_model, _partial(street_data),
                                                                        street_data)
     assert all(torch.isfinite(v).all() for v in result.model.state_dict().values())
     assert 1 <= result.extras["steps_taken"] <= 3

@@ -25,13 +25,15 @@ def test_mode_only_knobs_and_ours_own_knobs():
     full, partial = search_space("interference_aware", "full"), search_space("interference_aware", "partial")
     assert "backoff_full" in full and "backoff_partial" not in full and "kept_weight" not in full
     assert "backoff_partial" in partial and "kept_weight" in partial
-    assert {"tolerance", "match", "alpha"} <= set(full)
+    assert {"band", "alpha", "basis_budget", "saturation"} <= set(full) and "tolerance" not in full
     assert "basis_budget" in partial and "eps_in" not in partial
+    # a variant searches what its parts read: no bases without TGP, a loss-space target's dead zone
     assert "basis_budget" not in search_space("interference_aware_no_tgp", "full")
-    assert "basis_budget" not in search_space("interference_aware", "full")
-    assert "basis_budget" in search_space("interference_aware", "partial")
-    assert "basis_budget" in search_space("interference_aware_both", "full")
-    assert "tolerance" not in search_space("interference_aware_fixed", "partial")
+    assert "basis_budget" not in search_space("interference_aware_v1", "full")
+    assert "basis_budget" in search_space("interference_aware_v1", "partial")
+    assert {"tolerance", "match"} <= set(search_space("interference_aware_loss_stop", "full"))
+    assert "band" not in search_space("interference_aware_loss_stop", "full")
+    assert not {"band", "tolerance"} & set(search_space("interference_aware_fixed", "partial"))
     assert "tolerance" in search_space("neggrad_plus_calibrated", "full")
     assert {"beta"} <= set(search_space("neggrad_plus", "full"))
     assert {"alpha", "gamma", "temperature"} <= set(search_space("scrub", "full"))
