@@ -323,6 +323,12 @@ def cmd_bench(args) -> int:
     out = args.out or default_results_dir("bench-quick" if args.quick else "bench")
     print(f"results folder: {out}")
     if args.tune_only:
+        from core.evaluation.benchmark import OURS
+
+        untuned = [m for m in plan.methods if m not in plan.tuned_methods()]  # named, left untuned
+        for method in untuned:
+            print(f"{method} runs at {OURS}'s choice and gets no study of its own; to tune it, pass "
+                  "--tune-variants (with a new --out: a folder keeps the plan it was started with)")
         table = tune_plan(plan, out, workers=args.workers, storage=args.storage)
         print("tuning studies on the tuning seed (best tuning UIS v2, lower is better):")
         print(table[["benchmark", "mode", "method", "trials", "draws", "best_uis", "still_improving", "floor",

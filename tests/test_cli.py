@@ -128,7 +128,7 @@ def test_set_device_is_not_ignored(street_copy, use_cache, capsys):
     assert "device='tpu' is not accepted" in capsys.readouterr().err
 
 
-def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeypatch):
+def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeypatch, capsys):
     import pandas as pd
 
     from core.evaluation import benchmark
@@ -143,8 +143,13 @@ def test_bench_tune_only_gives_the_variants_studies_when_asked(tmp_path, monkeyp
     monkeypatch.setattr(benchmark, "tune_plan", tune_plan)
     methods = "interference_aware,interference_aware_loss_stop"
     assert main(["bench", "--tune-only", "--methods", methods, "--out", str(tmp_path / "b")]) == 0
+    # a named variant without a study is said, with how to give it one
+    said = capsys.readouterr().out
+    assert "interference_aware_loss_stop runs at interference_aware's choice" in said
+    assert "--tune-variants" in said
     assert main(["bench", "--tune-only", "--methods", methods, "--tune-variants",
-                 "--out", str(tmp_path / "b")]) == 0
+                 "--out", str(tmp_path / "b2")]) == 0
+    assert "runs at" not in capsys.readouterr().out
     assert [p.tuned_methods() for p in plans] == [
         ["interference_aware"], ["interference_aware", "interference_aware_loss_stop"]]
 
