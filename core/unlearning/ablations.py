@@ -54,9 +54,9 @@ from core.unlearning.search import Choice, Range, without
 _OFF = "changed in this variant"
 
 
-def _fixed(value: Any, **kwargs: Any) -> Any:
+def _fixed(value: Any) -> Any:
     """A switch the variant fixes at `value`."""
-    return knob(value, help=_OFF, choices=(value,), **kwargs)
+    return knob(value, help=_OFF, choices=(value,))
 
 
 @dataclass
