@@ -88,6 +88,7 @@ from core.requests import ForgetRequest
 from core.training import TrainConfig, train_checkpoint
 from core.unlearning.ablations import VARIANTS, CalibratedStop
 from core.unlearning.base import REGISTRY, UnlearningData, get_unlearner, list_unlearners, method_plugins
+from core.unlearning.search import search_space
 
 ORIGINAL, ORACLE, OURS = "original", "retrain", "interference_aware"
 SECOND_ORACLE = "retrain_2"
@@ -387,11 +388,12 @@ class Bench:
         seed's requests of that mode, each against its oracle (`core.evaluation.tuning.tune`,
         `plan.trials` trials; the best `plan.rescore` configurations scored again on the further
         `plan.draws`), run first when tuning/ has no record of it. A variant of ours without a
-        study of its own takes ours' choice (the knobs its config has)."""
+        study of its own takes ours' choice of the knobs it would search (`search_space`: not a
+        knob the variant fixes)."""
         if method not in self.plan.tuned_methods():
             chosen = self.tuned(benchmark, mode, OURS)
-            names = {f.name for f in fields(REGISTRY[method].config_class)}
-            return {k: v for k, v in chosen.items() if k in names}
+            searched = search_space(method, mode)
+            return {k: v for k, v in chosen.items() if k in searched}
         path = self.tuning_path(benchmark, mode, method)
         if not path.is_file():
             model, _, data = self.base(benchmark)

@@ -24,9 +24,15 @@ def test_the_preview_says_what_interference_aware_will_do():
     text = _preview("interference_aware", selection=[3, 17, 42], target_tasks=["depth"])
     assert "What interference_aware will do on this request" in text
     assert "task conflict" in text.lower()
-    assert "TGP: the output basis leaves room in" in text  # TGP runs in partial mode by default
+    assert "TGP: the output basis leaves room in" in text  # both parts run in every mode
+    assert "IGO runs" in text and "the kept tasks' gradients on the forget images" in text
+    assert "It stops when the forget images' primary metric reaches that of unseen calibration images" in text
+
+
+def test_the_preview_follows_the_switches():
+    text = _preview("interference_aware_by_mode", selection=[3, 17, 42], target_tasks=["depth"])
     assert "IGO does not run in partial-task requests" in text
-    assert "It stops when the forget images' loss reaches that of unseen calibration images" in text
+    assert "What interference_aware_by_mode will do" in text
 
 
 def test_other_methods_get_the_conflict_label_only():

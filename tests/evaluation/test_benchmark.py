@@ -313,7 +313,7 @@ def test_tune_only_touches_no_reported_seed(tmp_path, use_cache, few_steps):
 
 @pytest.mark.slow
 def test_protocol_5_tuning_rescores_on_more_draws_and_measures_its_floor(tmp_path, use_cache, few_steps):
-    from core.unlearning.ablations import NoTGPConfig
+    from core.unlearning.search import search_space
 
     methods = ("grad_ascent", "interference_aware", "interference_aware_no_tgp")
     plan = plan_with(MINI, ratios=(0.1,), methods=methods, draws=2, rescore=2,
@@ -340,7 +340,25 @@ def test_protocol_5_tuning_rescores_on_more_draws_and_measures_its_floor(tmp_pat
     bench = Bench(plan, out, show_bars=False)
     ours = next(r for r in records if r["method"] == "interference_aware" and r["mode"] == "full")
     variant = bench.tuned("synthetic-indoor", "full", "interference_aware_no_tgp")
-    assert variant == {k: v for k, v in ours["chosen"].items() if k in NoTGPConfig.__dataclass_fields__}
+    searched = search_space("interference_aware_no_tgp", "full")
+    assert variant == {k: v for k, v in ours["chosen"].items() if k in searched}
+
+
+def test_a_variant_takes_ours_choice_of_the_knobs_it_searches(tmp_path):
+    from core.unlearning import get_unlearner
+
+    methods = ("interference_aware", "interference_aware_every", "interference_aware_loss_stop")
+    bench = Bench(plan_with(MINI, ratios=(0.1,), methods=methods), tmp_path, show_bars=False)
+    chosen = {"lr": 1e-3, "steps": 20, "alpha": 0.4, "basis_budget": 0.3, "saturation": 0.97, "band": 1.5}
+    path = bench.tuning_path("synthetic-indoor", "full", "interference_aware")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"chosen": chosen}))
+    # a knob the variant fixes (its range holds the variant's value alone) is not taken from ours'
+    every = bench.tuned("synthetic-indoor", "full", "interference_aware_every")
+    assert every == {k: v for k, v in chosen.items() if k != "saturation"}
+    get_unlearner("interference_aware_every", every)
+    # nor one it does not read (a loss-space target has no band; its dead zone keeps its default)
+    assert "band" not in bench.tuned("synthetic-indoor", "full", "interference_aware_loss_stop")
 
 
 def _held(job):
