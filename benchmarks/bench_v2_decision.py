@@ -9,6 +9,12 @@ run. With equal budgets, a best-of-16 difference smaller than about 5% of the sc
 (protocol 3's audit: best-of-4 against best-of-16 moved UIS by 2.4-6.7 points).
 
     .venv/bin/python benchmarks/bench_v2_decision.py /work/bench-v2
+
+It also applies DECISIONS 12's rule (`rule`): each candidate's best divided by the strongest
+existing baseline's best in the group, averaged over the groups; the lowest mean is the
+candidate. The names are the candidates' as registered when the studies ran (f607af7); since
+DECISIONS 17 `interference_aware_v2_metric` is `interference_aware` and the others are its
+variants, so the script reads folders of that time (benchmarks/runs/run4-v2 with run 4's).
 """
 
 from __future__ import annotations
@@ -36,6 +42,20 @@ def scores(folder: Path) -> pd.DataFrame:
     return frame.pivot_table(index=["benchmark", "mode"], columns="method", values="best")
 
 
+EXISTING = ("adam_nscl", "gpm", "head_refit", "l1_sparse", "neggrad_plus", "orthograd", "random_label",
+            "salun", "scrub", "sgp")
+"""The existing baselines the strongest one is taken from (not ours, its variants, the controls)."""
+
+
+def rule(table: pd.DataFrame) -> pd.DataFrame:
+    """Per candidate (every `interference_aware*` study), its best over the strongest existing
+    baseline's best in each (benchmark, mode), and the mean of those ratios, lowest first."""
+    strongest = table[[m for m in EXISTING if m in table]].min(axis=1)
+    ratios = table[[m for m in table if m.startswith("interference_aware")]].div(strongest, axis=0).T
+    ratios.columns = [f"{b} {mode}" for b, mode in ratios.columns]
+    return ratios.assign(mean=ratios.mean(axis=1)).sort_values("mean")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
@@ -59,6 +79,13 @@ def main() -> None:
             diffs["metric-space target (v2_metric - v2)"] = (table["interference_aware_v2_metric"]
                                                              - table["interference_aware_v2"])
         print(diffs.round(3).to_string())
+    if "interference_aware_v2_retain_igo" in table and "interference_aware_v2" in table:
+        full = table.xs("full", level="mode")
+        print("\ntuning luck: v2 and v2_retain_igo run the same code in full mode (no kept pairs):")
+        luck = (full["interference_aware_v2"] - full["interference_aware_v2_retain_igo"]).abs()
+        print(luck.round(3).to_string())
+    print("\nthe rule (DECISIONS 12): best / the strongest existing baseline's best, mean over groups:")
+    print(rule(table).round(2).to_string())
 
 
 if __name__ == "__main__":
