@@ -118,9 +118,10 @@ def _variant(name: str, config: type, summary: str, space: dict) -> type:
     """Register `interference_aware_<name>`: ours with `config`'s switches."""
     title = f"InterferenceAware_{name}"
     cls = type(title, (InterferenceAware,),
-               {"__qualname__": title, "name": f"interference_aware_{name}", "config_class": config,
-                "summary": f"variant of ours: {summary}", "search_space": space,
-                "__doc__": f"interference_aware with {summary}."})
+               {"__module__": __name__, "__qualname__": title,
+                "__doc__": f"interference_aware with {summary}.",
+                "name": f"interference_aware_{name}", "config_class": config,
+                "summary": f"variant of ours: {summary}", "search_space": space})
     return register(cls)
 
 

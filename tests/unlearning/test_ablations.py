@@ -123,3 +123,9 @@ def test_a_calibrated_control_stops_inside_the_dead_zone(name, street_model, str
     assert result.extras["targets"] == {t: 1e6 for t in request_mode.tasks}
     assert result.extras["stopped_early"] and result.extras["steps_taken"] == 1
     assert events[-1].step == events[-1].total == 2
+
+
+def test_the_variants_are_mtunlearns_own_not_a_plugins():
+    from core.unlearning.base import method_plugins
+
+    assert method_plugins(list(VARIANTS)) == []
