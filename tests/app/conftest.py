@@ -29,7 +29,7 @@ def interference_page():
     """Opens the Interference page on the street sample's latest run, in a new session; with
     `view`, switched to that view."""
     def open_page(view: str | None = None) -> AppTest:
-        app = AppTest.from_file(MAIN, default_timeout=600)
+        app = AppTest.from_file(MAIN, default_timeout=900)
         app.session_state["model_name"] = "synthetic-street"
         app.run()
         app.switch_page("pages/interference.py").run()

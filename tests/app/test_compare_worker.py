@@ -14,7 +14,7 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
 def _compare(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     app.run()
@@ -126,7 +126,7 @@ def test_a_runs_result_uses_the_oracle_of_its_request_content():
         run_request(model, card, street, instances, None, "grad_ascent", {"steps": 1},
                     ledger.results_folder(), ledger=ledger, source="dashboard", store=True)
     _recorded_oracle([3, 2, 1])
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_name"] = "synthetic-street"
     app.run()
     app.switch_page("pages/interference.py").run()

@@ -31,7 +31,7 @@ def _charts(app) -> list[dict]:
 def test_two_runs_of_one_request_in_every_view_a_against_b(street_run):
     _record([1, 2, 3], "neggrad_plus", {"steps": 1})  # L2: the same request, another method
     _record([4, 5], "grad_ascent", {"steps": 1})  # L3: another request
-    app = AppTest.from_file(MAIN, default_timeout=600)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.query_params.update(a="L1", b="L2", view="attack")  # a shared contrast opens its page
     app.run()
     assert not app.exception and not app.error, app.exception
@@ -82,7 +82,7 @@ def test_two_runs_of_one_request_in_every_view_a_against_b(street_run):
 
 def test_a_contrast_link_to_runs_of_two_models_or_to_no_run_is_a_message(street_run):
     _record([1, 2, 3], "grad_ascent", {"steps": 1}, SAMPLE_MODELS_DIR / "synthetic-indoor")  # L2
-    app = AppTest.from_file(MAIN, default_timeout=600)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.query_params.update(a="L1", b="L2")
     app.run()
     assert not app.exception and app.title[0].value == "Contrast"
@@ -91,14 +91,14 @@ def test_a_contrast_link_to_runs_of_two_models_or_to_no_run_is_a_message(street_
     assert "synthetic-street" in refusal and "synthetic-indoor" in refusal
     assert not app.get("plotly_chart")
 
-    app = AppTest.from_file(MAIN, default_timeout=600)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.query_params.update(a="L1", b="L9")
     app.run()
     assert not app.exception and "run 'L9'" in app.warning[0].value
     assert any("needs two finished runs" in i.value for i in app.info)  # one run on the street model
 
     _record([1, 2, 3], "grad_ascent", {"steps": 1})  # L3: a second run on the street model
-    app = AppTest.from_file(MAIN, default_timeout=600)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.query_params.update(a="L9", b="L1", view="sideways")
     app.run()
     assert not app.exception and app.title[0].value == "Contrast"
@@ -121,7 +121,7 @@ def test_a_pairs_view_frames_are_kept_beside_the_ledger_and_read_back(street_run
                         lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
 
     def contrast() -> AppTest:
-        page = AppTest.from_file(MAIN, default_timeout=600)
+        page = AppTest.from_file(MAIN, default_timeout=900)
         page.query_params.update(a="L1", b="L2", view="layers")
         page.run()
         assert not page.exception and page.radio(key="contrast_view").value == "Layer similarity"

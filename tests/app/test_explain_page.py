@@ -38,7 +38,7 @@ def run():
 
 
 def open_page(run) -> AppTest:
-    app = AppTest.from_file(PAGE, default_timeout=120)
+    app = AppTest.from_file(PAGE, default_timeout=900)
     app.session_state["runs"] = [run]
     return app.run()
 
@@ -79,7 +79,7 @@ def test_wrong_inputs_show_messages(run):
 
 
 def test_without_runs_the_page_says_what_to_do():
-    app = AppTest.from_file(PAGE, default_timeout=120).run()
+    app = AppTest.from_file(PAGE, default_timeout=900).run()
     assert not app.exception
     assert "No run yet" in app.info[0].value
     assert not app.button

@@ -15,7 +15,7 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
 def _interference() -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_name"] = "synthetic-street"
     app.run()
     app.switch_page("pages/interference.py").run()

@@ -62,7 +62,7 @@ def test_a_bad_upload_or_data_folder_is_a_message(tmp_path):
 def test_the_loaded_model_holds_across_pages():
     """Issue 19, defect 1: going back to the Model page keeps the model chosen there."""
     street = str(SAMPLE_MODELS_DIR / "synthetic-street")
-    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    app = AppTest.from_file(MAIN, default_timeout=900).run()
     app.selectbox(key="model_name").select("synthetic-street").run()
     for page in ("pages/history.py", "pages/history.py", "pages/model.py", "pages/model.py"):
         app.switch_page(page).run()
@@ -75,7 +75,7 @@ def test_the_loaded_model_holds_across_pages():
 def test_an_uploaded_model_holds_across_pages():
     """The file uploaders cannot be refilled: back on the Model page, the upload stays in use."""
     street = SAMPLE_MODELS_DIR / "synthetic-street"
-    app = AppTest.from_file(MAIN, default_timeout=120).run()
+    app = AppTest.from_file(MAIN, default_timeout=900).run()
     app.radio(key="model_source").set_value("Upload").run()
     app.file_uploader(key="upload_weights").set_value(
         ("w.safetensors", street.with_suffix(".safetensors").read_bytes(), "application/octet-stream"))

@@ -29,7 +29,8 @@ def started_with_my_methods(monkeypatch):
 
 
 def _app(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    # a hang guard, not a speed test: a loaded host took over 180 s
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     return app.run()

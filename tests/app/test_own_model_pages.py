@@ -48,7 +48,7 @@ def started_with_my_models(monkeypatch):
 
 
 def _open(path, **state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_source"] = "Path on this machine"
     app.session_state["model_typed_path"] = str(path)
     for key, value in state.items():
@@ -126,7 +126,7 @@ def test_a_model_without_features_gets_a_note_not_a_traceback(street_root, tmp_p
         card = ModelCard(benchmark="street", tasks=[], architecture={},
                          training={"data": source.to_dict()}, train_ids=list(range(16)))
         save_checkpoint(model, card, tmp_path / "bare")
-        app = AppTest.from_file(SELECT, default_timeout=180)
+        app = AppTest.from_file(SELECT, default_timeout=900)
         app.session_state["model_path"] = str(tmp_path / "bare")
         app.run()
         assert not app.exception
@@ -143,7 +143,7 @@ def test_a_plugin_model_and_its_data_folder_hold_across_pages(imported, street_r
     card["training"], card["train_ids"] = {}, []  # only the dataset folder names its data
     (tmp_path / "m.json").write_text(json.dumps(card))
     (tmp_path / "m.safetensors").write_bytes(imported.with_suffix(".safetensors").read_bytes())
-    app = AppTest.from_file(MAIN, default_timeout=180).run()  # chosen with the widgets, as a person does
+    app = AppTest.from_file(MAIN, default_timeout=900).run()  # chosen with the widgets, as a person does
     app.multiselect(key="plugins").set_value(["my_models"]).run()
     app.radio(key="model_source").set_value("Path on this machine").run()
     app.text_input(key="model_typed_path").input(str(tmp_path / "m")).run()

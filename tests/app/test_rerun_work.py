@@ -37,7 +37,7 @@ def built(monkeypatch) -> dict[str, int]:
 
 @pytest.mark.parametrize("page", list(BUILT))
 def test_a_rerun_on_cached_data_builds_no_figure_or_table_again(page, built, street_run):
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_name"] = "synthetic-street"
     app.session_state["selection"] = [1, 2, 3]
     app.run()
@@ -63,7 +63,7 @@ def test_a_finished_comparison_draws_its_charts_once_and_writes_its_report_on_a_
     request = ForgetRequest.build([1, 2, 3], None, card.train_ids, [t["name"] for t in card.tasks])
     submit(Ledger(), STREET, card, request, "grad_ascent", {"steps": 1, "device": "cpu"},
            reason=COMPARE_REASON)
-    dashboard = AppTest.from_file(MAIN, default_timeout=300)
+    dashboard = AppTest.from_file(MAIN, default_timeout=900)
     dashboard.session_state["model_name"] = "synthetic-street"
     dashboard.run()
     dashboard.switch_page("pages/compare.py").run()
@@ -90,7 +90,7 @@ def test_packing_the_unlearned_model_for_its_download_shows_a_spinner(monkeypatc
         return spinner(text, *args, **kwargs)
 
     monkeypatch.setattr(streamlit, "spinner", recorded)
-    dashboard = AppTest.from_file(MAIN, default_timeout=300)
+    dashboard = AppTest.from_file(MAIN, default_timeout=900)
     dashboard.session_state["model_name"] = "synthetic-street"
     dashboard.run()
     dashboard.switch_page("pages/interference.py").run()

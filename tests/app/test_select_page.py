@@ -33,7 +33,7 @@ def test_selected_ids_reads_customdata_of_either_trace():
 
 
 def test_select_page_builds_the_forget_set_and_says_the_mode():
-    app = AppTest.from_file(PAGE, default_timeout=120).run()
+    app = AppTest.from_file(PAGE, default_timeout=900).run()
     assert not app.exception
     assert app.title[0].value == "Select"
     assert app.multiselect(key="target_tasks").value == ["segmentation", "depth", "normal"]
@@ -69,7 +69,7 @@ def test_single_ids_leave_the_forget_set_and_capped_thumbnails_are_named():
     """Issue 19, ergonomics: a person removes one id from the forget set (its chip), the page
     says how many instances are picked before they are added, and that the thumbnails show only
     the first ones of a larger forget set."""
-    app = AppTest.from_file(PAGE, default_timeout=120)
+    app = AppTest.from_file(PAGE, default_timeout=900)
     app.session_state["selection"] = list(range(10, 22))
     app.run()
     assert not app.exception
@@ -97,7 +97,7 @@ def test_thumbnails_are_predicted_once_per_forget_set(monkeypatch):
     calls = []
     predict = core.explore.predict
     monkeypatch.setattr(core.explore, "predict", lambda *args: calls.append(args[2]) or predict(*args))
-    app = AppTest.from_file(PAGE, default_timeout=120)
+    app = AppTest.from_file(PAGE, default_timeout=900)
     app.session_state["selection"] = [4, 5]
     app.run()
     app.selectbox(key="colour").set_value(app.selectbox(key="colour").options[1]).run()

@@ -12,7 +12,7 @@ PAGES = ["model", "select", "unlearn", "interference", "compare", "contrast", "e
 
 
 def _app(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     return app.run()

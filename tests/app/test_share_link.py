@@ -15,7 +15,7 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 def _open(**params) -> AppTest:
     """A new session opening the dashboard's address with `params` as its query string."""
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.query_params.update(params)
     return app.run()
 

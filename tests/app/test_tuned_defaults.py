@@ -40,7 +40,7 @@ def test_the_note_names_tuned_and_untuned_methods():
 
 def test_the_unlearn_form_starts_from_the_tuned_settings_of_the_mode(tmp_path):
     model = _model_with_tuned_settings(tmp_path)
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_source"] = "Path on this machine"
     app.session_state["model_typed_path"] = str(model)
     app.session_state["selection"] = [3, 17]
@@ -70,7 +70,7 @@ def test_the_unlearn_form_starts_from_the_tuned_settings_of_the_mode(tmp_path):
 @pytest.mark.slow
 def test_the_compare_page_runs_the_tuned_settings(tmp_path):
     model = _model_with_tuned_settings(tmp_path)
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_source"] = "Path on this machine"
     app.session_state["model_typed_path"] = str(model)
     app.session_state["selection"] = [3]

@@ -17,7 +17,7 @@ WIDGETS = ("selectbox", "text_input", "checkbox", "button", "number_input", "mul
 
 
 def _unlearn(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=240)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     app.run()

@@ -15,7 +15,7 @@ MAIN = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 
 
 def _app(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     return app.run()

@@ -41,7 +41,7 @@ def _cells(frame: pd.DataFrame) -> list[str]:
 
 def test_interference_opens_with_a_verdict_and_labelled_scores():
     _recorded_run("TICKET-7")
-    app = AppTest.from_file(MAIN, default_timeout=300)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     app.session_state["model_name"] = "synthetic-street"
     app.run()
     app.switch_page("pages/interference.py").run()

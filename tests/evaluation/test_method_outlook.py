@@ -25,7 +25,7 @@ def test_partial_request_with_room_names_the_layers_and_the_kept_pairs():
 
 
 def test_low_conflict_and_parts_that_do_not_run():
-    config = InterferenceAwareConfig()  # v1 defaults: TGP in partial only, IGO in full only
+    config = InterferenceAwareConfig(tgp="partial", igo="full")  # v1's placement: each part in one mode
     lines = method_outlook(_frame(cos=0.1), config, "full", [])
     text = " ".join(lines)
     assert "low task conflict" in text.lower()
