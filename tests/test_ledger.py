@@ -209,7 +209,7 @@ def test_the_dashboard_downloads_the_same_neutralised_csv(street_copy, monkeypat
     monkeypatch.setattr(streamlit, "download_button",
                         lambda label, data, name, *args, **kwargs: downloads.setdefault(name, data))
     page = Path(__file__).resolve().parents[1] / "app" / "pages" / "history.py"
-    AppTest.from_file(str(page), default_timeout=60).run()
+    AppTest.from_file(str(page), default_timeout=900).run()
     assert downloads["ledger.csv"] == ledger_csv(ledger.runs())
     assert "'=HYPERLINK" in downloads["ledger.csv"]
 

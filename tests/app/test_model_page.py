@@ -25,7 +25,7 @@ def test_primary_chart_keeps_only_primary_metrics():
 
 
 def test_model_page_shows_card_and_val_metrics():
-    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app = AppTest.from_file(MAIN, default_timeout=900).run()
     assert not app.exception
     assert app.title[0].value == "Model"
     names = app.selectbox(key="model_name").options
@@ -41,7 +41,7 @@ def test_model_page_shows_card_and_val_metrics():
 def test_a_bad_upload_or_data_folder_is_a_message(tmp_path):
     from app.state import save_upload
 
-    app = AppTest.from_file(MAIN, default_timeout=60).run()
+    app = AppTest.from_file(MAIN, default_timeout=900).run()
     app.text_input(key="data_root").input(str(tmp_path / "missing")).run()
     assert not app.exception
     assert "missing" in app.error[0].value

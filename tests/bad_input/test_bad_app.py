@@ -22,7 +22,7 @@ CARD = json.loads(STREET.with_suffix(".json").read_text())
 
 
 def _app(**state) -> AppTest:
-    app = AppTest.from_file(MAIN, default_timeout=180)
+    app = AppTest.from_file(MAIN, default_timeout=900)
     for key, value in state.items():
         app.session_state[key] = value
     return app.run()
