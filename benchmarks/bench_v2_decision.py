@@ -59,6 +59,10 @@ def rule(table: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
+    parser.add_argument("--promoted", type=Path, default=None,
+                        help="a later folder whose interference_aware is the promoted v2_metric "
+                             "(run 5's): its best tuning scores beside v2_metric's, the same method "
+                             "tuned twice")
     args = parser.parse_args()
     from core.evaluation.ablations import twin_gaps
     from core.evaluation.tuning import tuning_table
@@ -86,6 +90,11 @@ def main() -> None:
         print(luck.round(3).to_string())
     print("\nthe rule (DECISIONS 12): best / the strongest existing baseline's best, mean over groups:")
     print(rule(table).round(2).to_string())
+    if args.promoted is not None and "interference_aware_v2_metric" in table:
+        again = scores(args.promoted)["interference_aware"]
+        twice = pd.DataFrame({"v2_metric": table["interference_aware_v2_metric"], "promoted": again})
+        print("\nthe promoted method tuned again under its own name (the same space and budget):")
+        print(twice.assign(gap=(twice["v2_metric"] - twice["promoted"]).abs()).round(2).to_string())
 
 
 if __name__ == "__main__":
